@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, parity against the golden vectors, loading errors,
+# and a wasm32 build check of the library. Used by CI (.ci/run) and by developers.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+ensure_toolchain
+cd "$ROOT"
+
+start=$(date +%s)
+echo "== native tests (release profile; target dir $CARGO_TARGET_DIR)"
+cargo test --release --workspace --locked
+
+echo "== wasm32 check of the library (WebGPU + CPU backends)"
+cargo check --release --locked --lib --target wasm32-unknown-unknown --features webgpu
+
+echo "== done in $(( $(date +%s) - start )) s"

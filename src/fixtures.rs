@@ -1,0 +1,100 @@
+//! Procedural VQ-VAE weights, bit-identical to the VAR golden vectors' generator.
+//!
+//! Each tensor `K` is filled from splitmix64 seeded with FNV-1a-64 of its name: element `i`
+//! uses output `i + 1`, `m = z >> 40`, `s = (m − 2²³) / 2²³` in float64, then
+//! * `quantize.embedding.weight`: `s · 2^−(row mod 8)`;
+//! * GroupNorm weight / bias: `1 + s/4` / `s/4`;
+//! * every conv weight and bias: `s / √fan_in` of that conv;
+//! * `quantize.ema_vocab_hit_SV`: zeros;
+//!
+//! rounded to float32. These weights are random: they make a model with the exact official
+//! architecture for tests and demos, not a model that draws anything meaningful.
+
+use std::collections::HashMap;
+
+use crate::error::Result;
+use crate::params::{Init, ParamSource};
+use crate::rng::{fnv1a64, splitmix64_nth};
+
+/// Value of element `i` of tensor `key` under the generator rule; `fan_in` applies to convs.
+pub fn golden_value(key: &str, row_width: usize, fan_in: usize, i: u64) -> f32 {
+    let z = splitmix64_nth(fnv1a64(key.as_bytes()), i);
+    let m = z >> 40;
+    let s = (m as f64 - 8_388_608.0) / 8_388_608.0;
+    let parts: Vec<&str> = key.split('.').collect();
+    let is_norm = parts.len() >= 2 && parts[parts.len() - 2].contains("norm");
+    let v = if key == "quantize.ema_vocab_hit_SV" {
+        0.0
+    } else if key == "quantize.embedding.weight" {
+        let row = i / row_width as u64;
+        s * libm::exp2(-((row % 8) as f64))
+    } else if is_norm {
+        if key.ends_with(".weight") {
+            1.0 + 0.25 * s
+        } else {
+            0.25 * s
+        }
+    } else {
+        s * (1.0 / libm::sqrt(fan_in as f64))
+    };
+    v as f32
+}
+
+/// A [`ParamSource`] producing the golden VQ-VAE weights. Conv biases use the fan-in of the
+/// weight requested just before them (every loader asks for a conv's weight first).
+#[derive(Default)]
+pub struct GoldenVqVaeSource {
+    fan_in: HashMap<String, usize>,
+    /// Every tensor handed out, in order (for writing the fixture file).
+    pub record: Option<Vec<(String, Vec<usize>, Vec<f32>)>>,
+}
+
+impl GoldenVqVaeSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn recording() -> Self {
+        Self {
+            record: Some(Vec::new()),
+            ..Self::default()
+        }
+    }
+
+    /// All values of one tensor.
+    pub fn generate(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
+        let prefix = key
+            .rsplit_once('.')
+            .map(|(p, _)| p)
+            .unwrap_or(key)
+            .to_string();
+        if shape.len() == 4 {
+            self.fan_in
+                .insert(prefix.clone(), shape[1] * shape[2] * shape[3]);
+        }
+        let fan_in = self.fan_in.get(&prefix).copied().unwrap_or(1);
+        let width = *shape.last().unwrap_or(&1);
+        let n: usize = shape.iter().product();
+        (0..n as u64)
+            .map(|i| golden_value(key, width, fan_in, i))
+            .collect()
+    }
+}
+
+impl ParamSource for GoldenVqVaeSource {
+    fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
+        let v = self.generate(key, shape);
+        if let Some(r) = &mut self.record {
+            r.push((key.to_string(), shape.to_vec(), v.clone()));
+        }
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        if self.record.is_some() {
+            let v = self.generate(key, shape);
+            if let Some(r) = &mut self.record {
+                r.push((key.to_string(), shape.to_vec(), v));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! # nextscale
+//!
+//! Next-scale-prediction image generation (VAR) in Rust on burn: the multi-scale VQ-VAE, the
+//! VAR transformer and its sampler, loading official checkpoints, on CPU and GPU, natively
+//! and in WebAssembly.
+//!
+//! Data flow: a checkpoint → [`checkpoint::Checkpoint`] → [`vqvae::VqVae`] and [`var::Var`]
+//! → [`sampler::generate`] (tokens, scale by scale) → [`vqvae::VqVae::fhat_to_img`] → pixels.
+
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod fixtures;
+pub mod image;
+pub mod nn;
+pub mod params;
+pub mod pipeline;
+pub mod readback;
+pub mod resample;
+pub mod rng;
+pub mod sampler;
+pub mod var;
+pub mod vqvae;
+
+pub use burn;
+pub use checkpoint::Checkpoint;
+pub use config::{PatchNums, VarConfig, VqVaeConfig};
+pub use error::{Error, Result};
+pub use pipeline::Pipeline;
+pub use sampler::{SampleOptions, generate};
+pub use var::Var;
+pub use vqvae::VqVae;

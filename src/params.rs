@@ -1,0 +1,80 @@
+//! Where model parameters come from: a checkpoint (with strict key/shape checks) or a fresh
+//! initialisation (for training from scratch). Model constructors ask a [`ParamSource`] for
+//! each tensor by its official state-dict name, in PyTorch layout.
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::rng::CounterRng;
+
+/// How a parameter is initialised when it is not loaded.
+#[derive(Clone, Copy, Debug)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Const(f32),
+    /// Normal(0, std), truncated at ±2 (absolute, as `torch.nn.init.trunc_normal_`).
+    TruncNormal(f32),
+    /// Uniform(-bound, bound).
+    Uniform(f32),
+}
+
+/// A supplier of named parameters in PyTorch layout.
+pub trait ParamSource {
+    /// The values of `key`, whose shape must be `shape` (row-major).
+    fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>>;
+    /// A persistent buffer the model recomputes itself; a checkpoint may hold it.
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()>;
+}
+
+impl ParamSource for Checkpoint {
+    fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
+        self.take_f32(key, shape)
+    }
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        Checkpoint::skip_buffer(self, key, shape)
+    }
+}
+
+/// Fresh parameters from the project's counter-based RNG: the same seed and key always give
+/// the same values, independent of construction order.
+pub struct RandomInit {
+    rng: CounterRng,
+}
+
+impl RandomInit {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: CounterRng::new(seed),
+        }
+    }
+}
+
+impl ParamSource for RandomInit {
+    fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        let n: usize = shape.iter().product();
+        let stream = crate::rng::fnv1a64(key.as_bytes());
+        Ok(match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Const(v) => vec![v; n],
+            Init::Uniform(b) => (0..n as u64)
+                .map(|i| ((self.rng.uniform(stream, i) * 2.0 - 1.0) * b as f64) as f32)
+                .collect(),
+            Init::TruncNormal(std) => (0..n as u64)
+                .map(|i| {
+                    let mut j = 0u64;
+                    loop {
+                        let z = self.rng.normal(stream, i + (j << 40)) * std as f64;
+                        if z.abs() <= 2.0 {
+                            break z as f32;
+                        }
+                        j += 1;
+                    }
+                })
+                .collect(),
+        })
+    }
+    fn skip_buffer(&mut self, _key: &str, _shape: &[usize]) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! A VAR transformer with its VQ-VAE, ready to generate images.
+
+use burn::tensor::Device;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{VarConfig, VqVaeConfig};
+use crate::error::{Error, Result};
+use crate::image::{RgbImage, to_rgb8};
+use crate::sampler::{Generated, SampleHooks, SampleOptions, generate};
+use crate::var::{self, Var};
+use crate::vqvae::{self, VectorQuantizer, VqVae};
+
+/// The VQ-VAE side of a pipeline: the whole model, or only the quantizer (tokens, no pixels).
+pub enum VaeParts {
+    Full(Box<VqVae>),
+    QuantizerOnly(VectorQuantizer),
+}
+
+pub struct Pipeline {
+    pub var: Var,
+    pub var_config: VarConfig,
+    pub vae: VaeParts,
+    pub vae_config: VqVaeConfig,
+}
+
+impl Pipeline {
+    /// Builds a pipeline from a VAR checkpoint and a VQ-VAE checkpoint. The VQ-VAE file may be
+    /// a full model or hold only `quantize.*` (plus the 1×1 latent convs): then images cannot
+    /// be decoded, but tokens can be sampled. Without a VQ-VAE file, the VAR file must carry
+    /// the VQ-VAE under the prefix `vae.`.
+    pub fn from_checkpoints(
+        mut var_ck: Checkpoint,
+        vae_ck: Option<Checkpoint>,
+        device: &Device,
+    ) -> Result<Self> {
+        let embedded = var_ck.split_prefix("vae.");
+        let vae_ck = match vae_ck {
+            Some(v) if embedded.is_empty() => v,
+            Some(_) => {
+                return Err(Error::invalid(
+                    "the VAR checkpoint already contains a VQ-VAE (`vae.*`); do not pass another",
+                ));
+            }
+            None if !embedded.is_empty() => embedded,
+            None => {
+                return Err(Error::invalid(
+                    "sampling needs the VQ-VAE codebook: pass a VQ-VAE checkpoint (a full one to decode images, \
+                     or one with only `quantize.*` to sample tokens)",
+                ));
+            }
+        };
+        let var_config = var::infer_config(&var_ck, None)?;
+        let (var, var_config) = Var::from_checkpoint(var_ck, Some(var_config), device)?;
+        let (vae, vae_config) = Self::load_vae(vae_ck, &var_config, device)?;
+        if vae_config.vocab_size != var_config.vocab_size
+            || vae_config.z_channels != var_config.cvae
+        {
+            return Err(Error::config(format!(
+                "VAR (vocabulary {}, latent width {}) and VQ-VAE (vocabulary {}, latent width {}) do not match",
+                var_config.vocab_size,
+                var_config.cvae,
+                vae_config.vocab_size,
+                vae_config.z_channels
+            )));
+        }
+        Ok(Self {
+            var,
+            var_config,
+            vae,
+            vae_config,
+        })
+    }
+
+    fn load_vae(
+        mut ck: Checkpoint,
+        var_cfg: &VarConfig,
+        device: &Device,
+    ) -> Result<(VaeParts, VqVaeConfig)> {
+        if ck.contains("encoder.conv_in.weight") || ck.contains("decoder.conv_in.weight") {
+            let cfg = vqvae::infer_config(&ck, Some(var_cfg.patch_nums.clone()))?;
+            let (m, cfg) = VqVae::from_checkpoint(ck, Some(cfg), device)?;
+            return Ok((VaeParts::Full(Box::new(m)), cfg));
+        }
+        let emb = ck
+            .shape("quantize.embedding.weight")
+            .ok_or_else(|| Error::Format {
+                format: "VQ-VAE checkpoint",
+                reason: "no `quantize.embedding.weight` (is this a VQ-VAE file?)".into(),
+            })?;
+        let mut share = 0;
+        while ck.contains(&format!("quantize.quant_resi.qresi_ls.{share}.weight")) {
+            share += 1;
+        }
+        let cfg = VqVaeConfig {
+            vocab_size: emb[0],
+            z_channels: emb[1],
+            share_quant_resi: share,
+            patch_nums: var_cfg.patch_nums.clone(),
+            ..VqVaeConfig::vae_ch160v4096z32()
+        };
+        let q = VectorQuantizer::load(&mut ck, "quantize", &cfg, device)?;
+        // The latent 1×1 convs are of no use without the encoder/decoder; accept them.
+        let cz = cfg.z_channels;
+        for k in ["quant_conv", "post_quant_conv"] {
+            ck.skip_buffer(&format!("{k}.weight"), &[cz, cz, 3, 3])?;
+            ck.skip_buffer(&format!("{k}.bias"), &[cz])?;
+        }
+        ck.finish()?;
+        Ok((VaeParts::QuantizerOnly(q), cfg))
+    }
+
+    pub fn quantizer(&self) -> &VectorQuantizer {
+        match &self.vae {
+            VaeParts::Full(m) => &m.quantize,
+            VaeParts::QuantizerOnly(q) => q,
+        }
+    }
+
+    pub fn can_decode(&self) -> bool {
+        matches!(self.vae, VaeParts::Full(_))
+    }
+
+    /// Samples tokens for `labels`.
+    pub async fn generate(
+        &self,
+        labels: &[usize],
+        opts: &SampleOptions,
+        hooks: &mut dyn SampleHooks,
+    ) -> Result<Generated> {
+        generate(&self.var, self.quantizer(), labels, opts, hooks).await
+    }
+
+    /// Decodes a final latent into 8-bit images.
+    pub async fn decode(&self, g: &Generated) -> Result<Vec<RgbImage>> {
+        match &self.vae {
+            VaeParts::Full(m) => to_rgb8(m.fhat_to_img(g.f_hat.clone())).await,
+            VaeParts::QuantizerOnly(_) => Err(Error::invalid(
+                "this VQ-VAE file holds only the quantizer: images cannot be decoded",
+            )),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! VAR self-attention: fused qkv with `[q_bias, 0, v_bias]`, per-head L2-normalised q and k,
+//! a learned per-head scale `exp(min(scale_mul, ln 100))`, no `1/√d`, and a KV cache.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use crate::error::Result;
+use crate::nn::{Linear, param};
+use crate::params::{Init, ParamSource};
+
+/// Keys (already normalised) and values of all tokens seen so far, `[B, H, L, d]`.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub k: Option<Tensor<4>>,
+    pub v: Option<Tensor<4>>,
+}
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// `scale_mul_1H11`, log-space per-head scale, `[1, H, 1, 1]`.
+    pub scale_mul: Param<Tensor<4>>,
+    pub q_bias: Param<Tensor<1>>,
+    pub v_bias: Param<Tensor<1>>,
+    pub mat_qkv: Linear,
+    pub proj: Linear,
+    pub num_heads: usize,
+}
+
+impl SelfAttention {
+    pub fn load(
+        src: &mut dyn ParamSource,
+        p: &str,
+        c: usize,
+        heads: usize,
+        init_std: f32,
+        device: &Device,
+    ) -> Result<Self> {
+        let scale_mul = param(
+            src,
+            &format!("{p}.scale_mul_1H11"),
+            [1, heads, 1, 1],
+            Init::Const(4f32.ln()),
+            device,
+        )?;
+        let q_bias = param(src, &format!("{p}.q_bias"), [c], Init::Zeros, device)?;
+        let v_bias = param(src, &format!("{p}.v_bias"), [c], Init::Zeros, device)?;
+        src.skip_buffer(&format!("{p}.zero_k_bias"), &[c])?;
+        Ok(Self {
+            scale_mul,
+            q_bias,
+            v_bias,
+            mat_qkv: Linear::load(
+                src,
+                &format!("{p}.mat_qkv"),
+                c,
+                3 * c,
+                false,
+                Init::TruncNormal(init_std),
+                device,
+            )?,
+            proj: Linear::load(
+                src,
+                &format!("{p}.proj"),
+                c,
+                c,
+                true,
+                Init::TruncNormal(init_std),
+                device,
+            )?,
+            num_heads: heads,
+        })
+    }
+
+    /// `x` `[B, L, C]`; `bias` is added to the attention logits (block-causal mask);
+    /// with `cache`, keys and values are appended to it and the queries see all of it.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: Option<Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let h = self.num_heads;
+        let d = c / h;
+        let qkv_bias = Tensor::cat(
+            vec![
+                self.q_bias.val(),
+                self.q_bias.val().zeros_like(),
+                self.v_bias.val(),
+            ],
+            0,
+        );
+        let qkv = burn::tensor::module::linear(x, self.mat_qkv.weight.val(), Some(qkv_bias));
+        let qkv = qkv.reshape([b, l, 3, h, d]);
+        let part = |i: usize| -> Tensor<4> {
+            qkv.clone()
+                .slice([0..b, 0..l, i..i + 1, 0..h, 0..d])
+                .reshape([b, l, h, d])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let scale = self.scale_mul.val().clamp_max(100f64.ln()).exp(); // [1, H, 1, 1]
+        let q = l2_normalize(q) * scale;
+        let mut k = l2_normalize(k);
+        let mut v = v;
+        if let Some(cache) = cache {
+            if let (Some(ck), Some(cv)) = (cache.k.take(), cache.v.take()) {
+                k = Tensor::cat(vec![ck, k], 2);
+                v = Tensor::cat(vec![cv, v], 2);
+            }
+            cache.k = Some(k.clone());
+            cache.v = Some(v.clone());
+        }
+        let mut logits = q.matmul(k.swap_dims(2, 3)); // [B, H, Lq, Lk]
+        if let Some(bias) = bias {
+            logits = logits + bias;
+        }
+        let out = softmax(logits, 3).matmul(v); // [B, H, Lq, d]
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
+    }
+}
+
+/// `x / max(‖x‖₂, 1e-12)` over the last axis.
+fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
+    let n = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
+    x / n
+}

@@ -1,0 +1,98 @@
+//! One VAR transformer block (`AdaLNSelfAttn`, shared_aln = False) and its FFN.
+
+use burn::module::Module;
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::{Device, Tensor};
+
+use super::attention::{KvCache, SelfAttention};
+use crate::error::Result;
+use crate::nn::{Linear, layer_norm_plain, silu};
+use crate::params::{Init, ParamSource};
+
+/// `fc2(GELU_tanh(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Ffn {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Ffn {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+    }
+}
+
+/// The six AdaLN modulations of a block for one condition: each `[B, 1, C]`.
+#[derive(Clone, Debug)]
+pub struct Modulation {
+    pub gamma1: Tensor<3>,
+    pub gamma2: Tensor<3>,
+    pub scale1: Tensor<3>,
+    pub scale2: Tensor<3>,
+    pub shift1: Tensor<3>,
+    pub shift2: Tensor<3>,
+}
+
+#[derive(Module, Debug)]
+pub struct AdaLnSelfAttn {
+    pub attn: SelfAttention,
+    pub ffn: Ffn,
+    /// `ada_lin.1`: the Linear of `Sequential(SiLU, Linear(C → 6C))`.
+    pub ada_lin: Linear,
+    pub norm_eps: f64,
+}
+
+impl AdaLnSelfAttn {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        src: &mut dyn ParamSource,
+        p: &str,
+        c: usize,
+        heads: usize,
+        hidden: usize,
+        norm_eps: f64,
+        init_std: f32,
+        device: &Device,
+    ) -> Result<Self> {
+        let std = Init::TruncNormal(init_std);
+        Ok(Self {
+            attn: SelfAttention::load(src, &format!("{p}.attn"), c, heads, init_std, device)?,
+            ffn: Ffn {
+                fc1: Linear::load(src, &format!("{p}.ffn.fc1"), c, hidden, true, std, device)?,
+                fc2: Linear::load(src, &format!("{p}.ffn.fc2"), hidden, c, true, std, device)?,
+            },
+            ada_lin: Linear::load(src, &format!("{p}.ada_lin.1"), c, 6 * c, true, std, device)?,
+            norm_eps,
+        })
+    }
+
+    /// The block's modulations for `cond` `[B, C]` (constant over scales, so cacheable).
+    pub fn modulation(&self, cond: Tensor<2>) -> Modulation {
+        let [b, c] = cond.dims();
+        let ada = self.ada_lin.forward(silu(cond)).reshape([b, 6, c]);
+        let chunk = |i: usize| ada.clone().slice([0..b, i..i + 1, 0..c]);
+        Modulation {
+            gamma1: chunk(0),
+            gamma2: chunk(1),
+            scale1: chunk(2),
+            scale2: chunk(3),
+            shift1: chunk(4),
+            shift2: chunk(5),
+        }
+    }
+
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        m: &Modulation,
+        attn_bias: Option<Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let h = layer_norm_plain(x.clone(), self.norm_eps) * (m.scale1.clone() + 1.0)
+            + m.shift1.clone();
+        let x = x + self.attn.forward(h, attn_bias, cache) * m.gamma1.clone();
+        let h = layer_norm_plain(x.clone(), self.norm_eps) * (m.scale2.clone() + 1.0)
+            + m.shift2.clone();
+        x.clone() + self.ffn.forward(h) * m.gamma2.clone()
+    }
+}

@@ -1,0 +1,335 @@
+//! The VAR transformer: embeddings, AdaLN blocks, head; teacher-forced forward with the
+//! block-causal mask and KV-cached next-scale inference steps.
+
+pub mod attention;
+pub mod block;
+pub mod head;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{PatchNums, VarConfig};
+use crate::error::{Error, Result};
+use crate::nn::{Linear, param, tensor};
+use crate::params::{Init, ParamSource};
+
+pub use attention::KvCache;
+pub use block::{AdaLnSelfAttn, Modulation};
+pub use head::AdaLnBeforeHead;
+
+#[derive(Module, Debug)]
+pub struct Var {
+    pub word_embed: Linear,
+    /// `[num_classes + 1, C]`; the last row is the null class.
+    pub class_emb: Param<Tensor<2>>,
+    pub pos_start: Param<Tensor<3>>,
+    /// `pos_1LC`, `[1, L, C]`.
+    pub pos_1lc: Param<Tensor<3>>,
+    /// `[num_scales, C]`.
+    pub lvl_embed: Param<Tensor<2>>,
+    pub blocks: Vec<AdaLnSelfAttn>,
+    pub head_nm: AdaLnBeforeHead,
+    pub head: Linear,
+    pub num_classes: usize,
+    pub patch_nums: Vec<usize>,
+}
+
+/// Per-generation state of KV-cached inference: the caches and the cached modulations.
+pub struct InferState {
+    pub caches: Vec<KvCache>,
+    mods: Vec<Modulation>,
+    head_mod: (Tensor<3>, Tensor<3>),
+    /// `lvl_embed[scale] + pos_1LC`, `[1, L, C]`.
+    lvl_pos: Tensor<3>,
+}
+
+impl Var {
+    pub fn load(src: &mut dyn ParamSource, cfg: &VarConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let c = cfg.embed_dim;
+        let l = cfg.patch_nums.total_tokens();
+        let s = cfg.patch_nums.num_scales();
+        let init_std = (1.0 / (3.0 * c as f64)).sqrt() as f32;
+        let tn = Init::TruncNormal(init_std);
+        let pos_start = param(src, "pos_start", [1, 1, c], tn, device)?;
+        let pos_1lc = param(src, "pos_1LC", [1, l, c], tn, device)?;
+        src.skip_buffer("lvl_1L", &[1, l])?;
+        src.skip_buffer("attn_bias_for_masking", &[1, 1, l, l])?;
+        let word_embed = Linear::load(src, "word_embed", cfg.cvae, c, true, tn, device)?;
+        let class_emb = param(
+            src,
+            "class_emb.weight",
+            [cfg.num_classes + 1, c],
+            tn,
+            device,
+        )?;
+        let lvl_embed = param(src, "lvl_embed.weight", [s, c], tn, device)?;
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                AdaLnSelfAttn::load(
+                    src,
+                    &format!("blocks.{i}"),
+                    c,
+                    cfg.num_heads,
+                    cfg.mlp_hidden(),
+                    cfg.norm_eps,
+                    init_std,
+                    device,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let head_nm = AdaLnBeforeHead::load(src, "head_nm", c, cfg.norm_eps, init_std, device)?;
+        let head = Linear::load(src, "head", c, cfg.vocab_size, true, tn, device)?;
+        Ok(Self {
+            word_embed,
+            class_emb,
+            pos_start,
+            pos_1lc,
+            lvl_embed,
+            blocks,
+            head_nm,
+            head,
+            num_classes: cfg.num_classes,
+            patch_nums: cfg.patch_nums.as_slice().to_vec(),
+        })
+    }
+
+    /// Loads a VAR state dict strictly; the configuration is read from the shapes unless given.
+    pub fn from_checkpoint(
+        mut ck: Checkpoint,
+        cfg: Option<VarConfig>,
+        device: &Device,
+    ) -> Result<(Self, VarConfig)> {
+        let cfg = match cfg {
+            Some(c) => c,
+            None => infer_config(&ck, None)?,
+        };
+        let m = Self::load(&mut ck, &cfg, device)?;
+        ck.finish()?;
+        Ok((m, cfg))
+    }
+
+    pub fn embed_dim(&self) -> usize {
+        self.pos_start.val().dims()[2]
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.head.d_out()
+    }
+    pub fn null_class(&self) -> usize {
+        self.num_classes
+    }
+    fn total_tokens(&self) -> usize {
+        self.patch_nums.iter().map(|p| p * p).sum()
+    }
+
+    /// Checks class ids (the null class included) and uploads them.
+    pub fn labels(&self, labels: &[usize], device: &Device) -> Result<Tensor<1, Int>> {
+        if let Some(&bad) = labels.iter().find(|&&l| l > self.num_classes) {
+            return Err(Error::invalid(format!(
+                "class {bad} is out of range: this model has classes 0..{} ({} = unconditional)",
+                self.num_classes - 1,
+                self.num_classes
+            )));
+        }
+        let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        Ok(Tensor::from_data(
+            TensorData::new(v, [labels.len()]),
+            device,
+        ))
+    }
+
+    /// `class_emb[labels]`, `[B, C]`.
+    pub fn class_embedding(&self, labels: Tensor<1, Int>) -> Tensor<2> {
+        self.class_emb.val().select(0, labels)
+    }
+
+    fn lvl_pos(&self, device: &Device) -> Tensor<3> {
+        let lv: Vec<i64> = self
+            .patch_nums
+            .iter()
+            .enumerate()
+            .flat_map(|(si, p)| std::iter::repeat_n(si as i64, p * p))
+            .collect();
+        let l = lv.len();
+        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(lv, [l]), device);
+        self.lvl_embed.val().select(0, idx).unsqueeze_dim::<3>(0) + self.pos_1lc.val()
+    }
+
+    /// The additive block-causal mask `[1, 1, L, L]`: 0 where `lvl(key) ≤ lvl(query)`, −∞ elsewhere.
+    pub fn block_causal_bias(&self, device: &Device) -> Tensor<4> {
+        let lv: Vec<usize> = self
+            .patch_nums
+            .iter()
+            .enumerate()
+            .flat_map(|(si, p)| std::iter::repeat_n(si, p * p))
+            .collect();
+        let l = lv.len();
+        let mut m = vec![0f32; l * l];
+        for i in 0..l {
+            for j in 0..l {
+                if lv[j] > lv[i] {
+                    m[i * l + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        tensor(m, [1, 1, l, l], device)
+    }
+
+    /// Teacher-forced forward: `labels` `[B]`, `x_wo_first` `[B, L−1, Cv]` → logits `[B, L, V]`.
+    /// With `hidden`, the residual stream before block 0 and after every block is pushed to it.
+    pub fn forward_teacher(
+        &self,
+        labels: Tensor<1, Int>,
+        x_wo_first: Tensor<3>,
+        mut hidden: Option<&mut Vec<Tensor<3>>>,
+    ) -> Tensor<3> {
+        let device = x_wo_first.device();
+        let cond = self.class_embedding(labels);
+        let sos = cond.clone().unsqueeze_dim::<3>(1) + self.pos_start.val();
+        let x = Tensor::cat(vec![sos, self.word_embed.forward(x_wo_first)], 1);
+        let mut x = x + self.lvl_pos(&device);
+        if let Some(h) = hidden.as_deref_mut() {
+            h.push(x.clone());
+        }
+        let bias = self.block_causal_bias(&device);
+        for block in &self.blocks {
+            let m = block.modulation(cond.clone());
+            x = block.forward(x, &m, Some(bias.clone()), None);
+            if let Some(h) = hidden.as_deref_mut() {
+                h.push(x.clone());
+            }
+        }
+        self.logits(x, &self.head_nm.modulation(cond))
+    }
+
+    fn logits(&self, x: Tensor<3>, m: &(Tensor<3>, Tensor<3>)) -> Tensor<3> {
+        self.head
+            .forward(self.head_nm.forward(x, m.0.clone(), m.1.clone()))
+    }
+
+    /// Starts KV-cached inference for the condition rows `cond` `[N, C]` (for CFG: the
+    /// conditional rows then the unconditional ones). Returns the state and the first
+    /// token map `[N, 1, C]`.
+    pub fn begin(&self, cond: Tensor<2>) -> (InferState, Tensor<3>) {
+        let device = cond.device();
+        let lvl_pos = self.lvl_pos(&device);
+        let c = self.embed_dim();
+        let first = cond.clone().unsqueeze_dim::<3>(1)
+            + self.pos_start.val()
+            + lvl_pos.clone().slice([0..1, 0..1, 0..c]);
+        let state = InferState {
+            caches: vec![KvCache::default(); self.blocks.len()],
+            mods: self
+                .blocks
+                .iter()
+                .map(|b| b.modulation(cond.clone()))
+                .collect(),
+            head_mod: self.head_nm.modulation(cond),
+            lvl_pos,
+        };
+        (state, first)
+    }
+
+    /// Runs one scale through all blocks with the cache: `x` `[N, n, C]` → logits `[N, n, V]`.
+    pub fn step(&self, state: &mut InferState, x: Tensor<3>) -> Tensor<3> {
+        let mut x = x;
+        for ((block, m), cache) in self
+            .blocks
+            .iter()
+            .zip(&state.mods)
+            .zip(state.caches.iter_mut())
+        {
+            x = block.forward(x, m, None, Some(cache));
+        }
+        self.logits(x, &state.head_mod)
+    }
+
+    /// Embeds the next scale's input `next` `[B, n, Cv]` (scale `si`) and duplicates it
+    /// `copies` times along the batch (2 for CFG).
+    pub fn embed_scale(
+        &self,
+        state: &InferState,
+        si: usize,
+        next: Tensor<3>,
+        copies: usize,
+    ) -> Tensor<3> {
+        let begin: usize = self.patch_nums[..si].iter().map(|p| p * p).sum();
+        let n = self.patch_nums[si] * self.patch_nums[si];
+        let c = self.embed_dim();
+        let x = self.word_embed.forward(next)
+            + state.lvl_pos.clone().slice([0..1, begin..begin + n, 0..c]);
+        if copies == 1 {
+            x
+        } else {
+            Tensor::cat(vec![x; copies], 0)
+        }
+    }
+
+    /// Number of tokens over all scales.
+    pub fn sequence_len(&self) -> usize {
+        self.total_tokens()
+    }
+}
+
+/// Reads the VAR configuration off the shapes of a state dict (any depth).
+pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<VarConfig> {
+    let need = |k: &str| -> Result<Vec<usize>> {
+        ck.shape(k)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| Error::Format {
+                format: "VAR checkpoint",
+                reason: format!("cannot infer the configuration: no tensor `{k}`"),
+            })
+    };
+    let we = need("word_embed.weight")?;
+    let (c, cvae) = (we[0], we[1]);
+    let classes = need("class_emb.weight")?[0];
+    if classes < 2 {
+        return Err(Error::config("class_emb has fewer than 2 rows"));
+    }
+    let vocab = need("head.weight")?[0];
+    let mut depth = 0;
+    while ck.contains(&format!("blocks.{depth}.attn.mat_qkv.weight")) {
+        depth += 1;
+    }
+    if depth == 0 {
+        return Err(Error::Format {
+            format: "VAR checkpoint",
+            reason: "no transformer blocks (`blocks.0.attn.mat_qkv.weight`)".into(),
+        });
+    }
+    let heads = need("blocks.0.attn.scale_mul_1H11")?[1];
+    let hidden = need("blocks.0.ffn.fc1.weight")?[0];
+    let total = need("pos_1LC")?[1];
+    let scales = need("lvl_embed.weight")?[0];
+    let patch_nums = match patch_nums {
+        Some(p) => p,
+        None => PatchNums::infer_from_total(total).ok_or_else(|| {
+            Error::config(format!(
+                "cannot infer the patch list from {total} tokens; give it explicitly"
+            ))
+        })?,
+    };
+    if patch_nums.num_scales() != scales || patch_nums.total_tokens() != total {
+        return Err(Error::config(format!(
+            "patch list {:?} ({} scales, {} tokens) does not fit the checkpoint ({scales} scales, {total} tokens)",
+            patch_nums.0,
+            patch_nums.num_scales(),
+            patch_nums.total_tokens()
+        )));
+    }
+    let cfg = VarConfig {
+        depth,
+        embed_dim: c,
+        num_heads: heads,
+        mlp_ratio: hidden as f64 / c as f64,
+        vocab_size: vocab,
+        cvae,
+        num_classes: classes - 1,
+        norm_eps: 1e-6,
+        patch_nums,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}

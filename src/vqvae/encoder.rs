@@ -1,0 +1,155 @@
+//! The VQ-VAE encoder (LDM "vq-f16" layout): image `[B, 3, H, W]` → latent `[B, Cz, H/16, W/16]`.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::blocks::{AttnBlock, Downsample, ResnetBlock, norm};
+use crate::config::VqVaeConfig;
+use crate::error::Result;
+use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::params::ParamSource;
+
+#[derive(Module, Debug)]
+pub struct DownLevel {
+    pub block: Vec<ResnetBlock>,
+    pub attn: Vec<AttnBlock>,
+    pub downsample: Option<Downsample>,
+}
+
+#[derive(Module, Debug)]
+pub struct Mid {
+    pub block_1: ResnetBlock,
+    pub attn_1: Option<AttnBlock>,
+    pub block_2: ResnetBlock,
+}
+
+impl Mid {
+    pub fn load(
+        src: &mut dyn ParamSource,
+        p: &str,
+        c: usize,
+        attn: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            block_1: ResnetBlock::load(src, &format!("{p}.block_1"), c, c, device)?,
+            attn_1: if attn {
+                Some(AttnBlock::load(src, &format!("{p}.attn_1"), c, device)?)
+            } else {
+                None
+            },
+            block_2: ResnetBlock::load(src, &format!("{p}.block_2"), c, c, device)?,
+        })
+    }
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.block_1.forward(x);
+        if let Some(a) = &self.attn_1 {
+            h = a.forward(h);
+        }
+        self.block_2.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub conv_in: Conv2d,
+    pub down: Vec<DownLevel>,
+    pub mid: Mid,
+    pub norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+impl Encoder {
+    pub fn load(
+        src: &mut dyn ParamSource,
+        p: &str,
+        cfg: &VqVaeConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let ch = cfg.ch;
+        let levels = cfg.ch_mult.len();
+        let conv_in = Conv2d::load(
+            src,
+            &format!("{p}.conv_in"),
+            cfg.in_channels,
+            ch,
+            3,
+            1,
+            1,
+            device,
+        )?;
+        let mut down = Vec::with_capacity(levels);
+        let mut block_in = ch;
+        for (i, &mult) in cfg.ch_mult.iter().enumerate() {
+            let block_out = ch * mult;
+            let mut block = Vec::new();
+            let mut attn = Vec::new();
+            for j in 0..cfg.num_res_blocks {
+                block.push(ResnetBlock::load(
+                    src,
+                    &format!("{p}.down.{i}.block.{j}"),
+                    block_in,
+                    block_out,
+                    device,
+                )?);
+                block_in = block_out;
+                if cfg.using_sa && i == levels - 1 {
+                    attn.push(AttnBlock::load(
+                        src,
+                        &format!("{p}.down.{i}.attn.{j}"),
+                        block_in,
+                        device,
+                    )?);
+                }
+            }
+            let downsample = if i != levels - 1 {
+                Some(Downsample::load(
+                    src,
+                    &format!("{p}.down.{i}.downsample"),
+                    block_in,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            down.push(DownLevel {
+                block,
+                attn,
+                downsample,
+            });
+        }
+        Ok(Self {
+            conv_in,
+            down,
+            mid: Mid::load(src, &format!("{p}.mid"), block_in, cfg.using_mid_sa, device)?,
+            norm_out: norm(src, &format!("{p}.norm_out"), block_in, device)?,
+            conv_out: Conv2d::load(
+                src,
+                &format!("{p}.conv_out"),
+                block_in,
+                cfg.z_channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.conv_in.forward(x);
+        for level in &self.down {
+            for (j, block) in level.block.iter().enumerate() {
+                h = block.forward(h);
+                if let Some(a) = level.attn.get(j) {
+                    h = a.forward(h);
+                }
+            }
+            if let Some(d) = &level.downsample {
+                h = d.forward(h);
+            }
+        }
+        let h = self.mid.forward(h);
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+}

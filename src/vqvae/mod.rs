@@ -1,0 +1,143 @@
+//! The multi-scale VQ-VAE (`vae_ch160v4096z32` and smaller variants).
+
+pub mod blocks;
+pub mod decoder;
+pub mod encoder;
+pub mod quantizer;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{PatchNums, VqVaeConfig};
+use crate::error::{Error, Result};
+use crate::nn::Conv2d;
+use crate::params::ParamSource;
+
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use quantizer::VectorQuantizer;
+
+#[derive(Module, Debug)]
+pub struct VqVae {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub quantize: VectorQuantizer,
+    pub quant_conv: Conv2d,
+    pub post_quant_conv: Conv2d,
+}
+
+impl VqVae {
+    /// Builds the model from a parameter source (checkpoint or initialiser).
+    pub fn load(src: &mut dyn ParamSource, cfg: &VqVaeConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let cz = cfg.z_channels;
+        Ok(Self {
+            encoder: Encoder::load(src, "encoder", cfg, device)?,
+            decoder: Decoder::load(src, "decoder", cfg, device)?,
+            quantize: VectorQuantizer::load(src, "quantize", cfg, device)?,
+            quant_conv: Conv2d::load(src, "quant_conv", cz, cz, 3, 1, 1, device)?,
+            post_quant_conv: Conv2d::load(src, "post_quant_conv", cz, cz, 3, 1, 1, device)?,
+        })
+    }
+
+    /// Loads a full VQ-VAE state dict strictly: every key must be used.
+    /// The configuration is read from the tensor shapes unless given.
+    pub fn from_checkpoint(
+        mut ck: Checkpoint,
+        cfg: Option<VqVaeConfig>,
+        device: &Device,
+    ) -> Result<(Self, VqVaeConfig)> {
+        let cfg = match cfg {
+            Some(c) => c,
+            None => infer_config(&ck, None)?,
+        };
+        let m = Self::load(&mut ck, &cfg, device)?;
+        ck.finish()?;
+        Ok((m, cfg))
+    }
+
+    /// `quant_conv(encoder(img))`: image in [−1, 1] `[B, 3, H, W]` → `f` `[B, Cv, h, w]`.
+    pub fn encode(&self, img: Tensor<4>) -> Tensor<4> {
+        self.quant_conv.forward(self.encoder.forward(img))
+    }
+
+    /// Image → token indices of every scale.
+    pub fn img_to_idx(&self, img: Tensor<4>) -> Vec<Tensor<2, Int>> {
+        self.quantize.f_to_idx(self.encode(img)).0
+    }
+
+    /// `decoder(post_quant_conv(f_hat))`, not clamped.
+    pub fn decode_unclamped(&self, f_hat: Tensor<4>) -> Tensor<4> {
+        self.decoder.forward(self.post_quant_conv.forward(f_hat))
+    }
+
+    /// f̂ → image in [−1, 1].
+    pub fn fhat_to_img(&self, f_hat: Tensor<4>) -> Tensor<4> {
+        self.decode_unclamped(f_hat).clamp(-1.0, 1.0)
+    }
+
+    /// Token indices of every scale → image in [−1, 1].
+    pub fn idx_to_img(&self, idx: &[Tensor<2, Int>]) -> Tensor<4> {
+        self.fhat_to_img(self.quantize.idx_to_fhat(idx))
+    }
+}
+
+fn count_indexed(ck: &Checkpoint, prefix: &str) -> usize {
+    let mut n = 0;
+    while ck.keys().any(|k| k.starts_with(&format!("{prefix}.{n}."))) {
+        n += 1;
+    }
+    n
+}
+
+fn shape_of<'a>(ck: &'a Checkpoint, key: &str) -> Result<&'a [usize]> {
+    ck.shape(key).ok_or_else(|| Error::Format {
+        format: "VQ-VAE checkpoint",
+        reason: format!("cannot infer the configuration: no tensor `{key}`"),
+    })
+}
+
+/// Reads the VQ-VAE configuration off the shapes of a state dict.
+pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<VqVaeConfig> {
+    let conv_in = shape_of(ck, "encoder.conv_in.weight")?;
+    let (ch, in_channels) = (conv_in[0], conv_in[1]);
+    let emb = shape_of(ck, "quantize.embedding.weight")?;
+    let (vocab_size, z_channels) = (emb[0], emb[1]);
+    let levels = count_indexed(ck, "encoder.down");
+    if levels == 0 {
+        return Err(Error::Format {
+            format: "VQ-VAE checkpoint",
+            reason: "no `encoder.down.*` tensors".into(),
+        });
+    }
+    let ch_mult = (0..levels)
+        .map(|i| Ok(shape_of(ck, &format!("encoder.down.{i}.block.0.conv1.weight"))?[0] / ch))
+        .collect::<Result<Vec<_>>>()?;
+    let num_res_blocks = count_indexed(ck, "encoder.down.0.block");
+    let share_quant_resi = count_indexed(ck, "quantize.quant_resi.qresi_ls");
+    let mut cfg = VqVaeConfig {
+        vocab_size,
+        z_channels,
+        ch,
+        ch_mult,
+        num_res_blocks,
+        in_channels,
+        using_sa: ck.contains(&format!("encoder.down.{}.attn.0.norm.weight", levels - 1)),
+        using_mid_sa: ck.contains("encoder.mid.attn_1.norm.weight"),
+        share_quant_resi,
+        ..VqVaeConfig::vae_ch160v4096z32()
+    };
+    if let Some(p) = patch_nums {
+        cfg.patch_nums = p;
+    } else if let Some(s) = ck.shape("quantize.ema_vocab_hit_SV") {
+        if s[0] != cfg.patch_nums.num_scales() {
+            return Err(Error::config(format!(
+                "the checkpoint was trained with {} scales; give its patch list explicitly",
+                s[0]
+            )));
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}

@@ -1,0 +1,184 @@
+//! Checkpoint loading: a missing, unexpected or mis-shaped tensor, a truncated or foreign
+//! file, are errors that say what is wrong, never panics.
+
+mod support;
+
+use nextscale::burn::tensor::Device;
+use nextscale::checkpoint::write_safetensors;
+use nextscale::{Checkpoint, Error, Pipeline, Var};
+use support::*;
+
+/// The float tensors of the d2 golden VAR, as (name, shape, values).
+fn d2_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let ck = golden("var_d2_random.safetensors");
+    ck.keys()
+        .filter(|k| *k != "lvl_1L")
+        .map(|k| {
+            let (s, v) = f32s(&ck, k);
+            (k.to_string(), s, v)
+        })
+        .collect()
+}
+
+fn build(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Checkpoint {
+    let view: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let mut bytes = Vec::new();
+    write_safetensors(&mut bytes, &view).unwrap();
+    Checkpoint::from_bytes(bytes).unwrap()
+}
+
+fn load(ck: Checkpoint) -> Result<(), Error> {
+    let cfg = nextscale::var::infer_config(&ck, None)?;
+    Var::from_checkpoint(ck, Some(cfg), &Device::flex()).map(|_| ())
+}
+
+#[test]
+fn a_complete_rewritten_checkpoint_loads() {
+    // The buffers are optional: without lvl_1L it still loads.
+    load(build(&d2_tensors())).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let mut t = d2_tensors();
+    t.retain(|(k, _, _)| k != "blocks.1.ffn.fc2.bias");
+    let e = load(build(&t)).unwrap_err();
+    assert!(
+        matches!(&e, Error::MissingKey { key, .. } if key == "blocks.1.ffn.fc2.bias"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("blocks.1.ffn.fc2.bias") && e.to_string().contains("(128,)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn misshaped_tensor_names_both_shapes() {
+    let mut t = d2_tensors();
+    let e = t
+        .iter_mut()
+        .find(|(k, _, _)| k == "blocks.0.attn.proj.weight")
+        .unwrap();
+    e.1 = vec![64, 256];
+    let err = load(build(&t)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("blocks.0.attn.proj.weight")
+            && msg.contains("(64, 256)")
+            && msg.contains("(128, 128)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unexpected_tensor_is_listed() {
+    let mut t = d2_tensors();
+    t.push(("blocks.0.attn.extra_gate".into(), vec![3], vec![0.0; 3]));
+    let err = load(build(&t)).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnexpectedKeys { keys } if keys.len() == 1),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("blocks.0.attn.extra_gate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_and_foreign_bytes_are_rejected() {
+    let bytes = std::fs::read(golden_dir().join("var_d2_random.safetensors")).unwrap();
+    for cut in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1] {
+        let r = Checkpoint::from_bytes(bytes[..cut].to_vec());
+        assert!(
+            matches!(r, Err(Error::Format { .. })),
+            "cut at {cut}: {:?}",
+            r.err()
+        );
+    }
+    let r = Checkpoint::from_bytes(b"this is not a checkpoint at all".to_vec());
+    assert!(matches!(r, Err(Error::Format { .. })));
+    // A PyTorch archive handed over as bytes is recognised and explained.
+    let pth = std::fs::read(golden_dir().join("var_d2_random.pth")).unwrap();
+    let msg = Checkpoint::from_bytes(pth).err().unwrap().to_string();
+    assert!(msg.contains(".pth"), "{msg}");
+}
+
+#[test]
+fn vae_and_var_must_agree() {
+    // A VQ-VAE whose codebook width differs from the VAR's latent width is refused.
+    let parts = golden("vqvae_quant_parts.safetensors");
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = parts
+        .keys()
+        .map(|k| {
+            let (s, v) = f32s(&parts, k);
+            (k.to_string(), s, v)
+        })
+        .collect();
+    let e = t
+        .iter_mut()
+        .find(|(k, _, _)| k == "quantize.embedding.weight")
+        .unwrap();
+    e.1 = vec![2048, 64];
+    let r = Pipeline::from_checkpoints(
+        golden("var_d2_random.safetensors"),
+        Some(build(&t)),
+        &Device::flex(),
+    );
+    let msg = r.err().expect("mismatch must fail").to_string();
+    assert!(
+        msg.contains("do not match") || msg.contains("shape"),
+        "{msg}"
+    );
+    // No VQ-VAE at all: explained.
+    let r = Pipeline::from_checkpoints(golden("var_d2_random.safetensors"), None, &Device::flex());
+    assert!(r.err().unwrap().to_string().contains("VQ-VAE"));
+}
+
+#[test]
+fn bad_sampling_arguments_are_errors() {
+    let pipe = Pipeline::from_checkpoints(
+        golden("var_d2_random.safetensors"),
+        Some(golden("vqvae_quant_parts.safetensors")),
+        &Device::flex(),
+    )
+    .unwrap();
+    let run = |labels: &[usize], o: nextscale::SampleOptions| {
+        nextscale::readback::block_on(pipe.generate(labels, &o, &mut nextscale::sampler::NoHooks))
+            .err()
+    };
+    let ok = nextscale::SampleOptions::default();
+    assert!(
+        run(&[1001], ok.clone())
+            .unwrap()
+            .to_string()
+            .contains("out of range")
+    );
+    assert!(run(&[], ok.clone()).is_some());
+    assert!(
+        run(
+            &[3],
+            nextscale::SampleOptions {
+                top_p: 1.5,
+                ..ok.clone()
+            }
+        )
+        .is_some()
+    );
+    assert!(
+        run(
+            &[3],
+            nextscale::SampleOptions {
+                cfg: f32::NAN,
+                ..ok.clone()
+            }
+        )
+        .is_some()
+    );
+    assert!(run(&[3], nextscale::SampleOptions { top_k: 5000, ..ok }).is_some());
+}
