@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(not(target_arch = "wasm32"))]
 use burn::tensor::Device;
 
 use crate::error::{Error, Result};
