@@ -32,7 +32,7 @@ impl PatchNums {
         if self.0.is_empty() {
             return Err(Error::config("patch_nums is empty"));
         }
-        if self.0.iter().any(|&p| p == 0) {
+        if self.0.contains(&0) {
             return Err(Error::config("patch_nums contains 0"));
         }
         if self.0.windows(2).any(|w| w[0] > w[1]) {
@@ -148,7 +148,7 @@ impl VqVaeConfig {
         if self.ch_mult.is_empty() {
             return Err(Error::config("ch_mult is empty"));
         }
-        if self.ch % 32 != 0 || self.ch_mult.iter().any(|&m| m == 0) {
+        if !self.ch.is_multiple_of(32) || self.ch_mult.contains(&0) {
             return Err(Error::config(
                 "VQ-VAE channels must be multiples of 32 (GroupNorm with 32 groups)",
             ));
@@ -277,7 +277,7 @@ impl VarConfig {
         if self.depth == 0 || self.num_heads == 0 || self.embed_dim == 0 {
             return Err(Error::config("depth, heads and width must be positive"));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(Error::config(format!(
                 "width {} is not divisible by {} heads",
                 self.embed_dim, self.num_heads

@@ -40,13 +40,16 @@ pub fn golden_value(key: &str, row_width: usize, fan_in: usize, i: u64) -> f32 {
     v as f32
 }
 
+/// A tensor's name, shape and values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// A [`ParamSource`] producing the golden VQ-VAE weights. Conv biases use the fan-in of the
 /// weight requested just before them (every loader asks for a conv's weight first).
 #[derive(Default)]
 pub struct GoldenVqVaeSource {
     fan_in: HashMap<String, usize>,
     /// Every tensor handed out, in order (for writing the fixture file).
-    pub record: Option<Vec<(String, Vec<usize>, Vec<f32>)>>,
+    pub record: Option<Vec<NamedTensor>>,
 }
 
 impl GoldenVqVaeSource {

@@ -48,7 +48,7 @@ impl CounterRng {
     /// 64 random bits for `(stream, index)`.
     #[inline]
     pub fn bits(&self, stream: u64, index: u64) -> u64 {
-        let key = mix64(self.seed.wrapping_mul(GOLDEN) ^ mix64(stream ^ 0x5EED_0F_5CA1E));
+        let key = mix64(self.seed.wrapping_mul(GOLDEN) ^ mix64(stream ^ 0x05EE_D0F5_CA1E));
         splitmix64_nth(key, index)
     }
 

@@ -38,19 +38,29 @@ fn run(cmd: &mut Command) -> String {
 fn greedy_tokens_equal_the_official_run() {
     let g = golden_dir();
     let tokens = tmp("greedy.json");
-    let log = run(bin().args(["sample", "--class", "3", "--top-k", "1", "--cfg", "4", "--seed", "42"]).args([
-        "--var".as_ref(),
-        g.join("var_d2_random.pth").as_os_str(),
-        "--vae".as_ref(),
-        g.join("vqvae_quant_parts.safetensors").as_os_str(),
-        "--tokens-out".as_ref(),
-        tokens.as_os_str(),
-    ]));
-    assert!(log.contains("scale 10/10"), "per-scale progress is shown:\n{log}");
+    let log = run(bin()
+        .args([
+            "sample", "--class", "3", "--top-k", "1", "--cfg", "4", "--seed", "42",
+        ])
+        .args([
+            "--var".as_ref(),
+            g.join("var_d2_random.pth").as_os_str(),
+            "--vae".as_ref(),
+            g.join("vqvae_quant_parts.safetensors").as_os_str(),
+            "--tokens-out".as_ref(),
+            tokens.as_os_str(),
+        ]));
+    assert!(
+        log.contains("scale 10/10"),
+        "per-scale progress is shown:\n{log}"
+    );
     let got: Vec<Vec<i64>> = serde_json::from_slice(&std::fs::read(&tokens).unwrap()).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].len(), 680);
-    assert_eq!(got[0], golden_row("var_d2_infer_cfg4.0_greedy.safetensors", "idx_BL", 0));
+    assert_eq!(
+        got[0],
+        golden_row("var_d2_infer_cfg4.0_greedy.safetensors", "idx_BL", 0)
+    );
 }
 
 #[test]
@@ -60,7 +70,9 @@ fn samples_a_png_with_the_generated_vqvae() {
     run(bin().args(["fixture", "vqvae", "--out"]).arg(&vae));
     let png = tmp("out.png");
     run(bin()
-        .args(["sample", "--class", "207", "--seed", "0", "--device", "cpu", "--var"])
+        .args([
+            "sample", "--class", "207", "--seed", "0", "--device", "cpu", "--var",
+        ])
         .arg(g.join("var_d2_random.safetensors"))
         .arg("--vae")
         .arg(&vae)
@@ -75,7 +87,14 @@ fn samples_a_png_with_the_generated_vqvae() {
 fn bad_input_is_an_error_not_a_panic() {
     let g = golden_dir();
     let out = bin()
-        .args(["sample", "--class", "5000", "--tokens-out", "/dev/null", "--var"])
+        .args([
+            "sample",
+            "--class",
+            "5000",
+            "--tokens-out",
+            "/dev/null",
+            "--var",
+        ])
         .arg(g.join("var_d2_random.safetensors"))
         .arg("--vae")
         .arg(g.join("vqvae_quant_parts.safetensors"))
@@ -86,7 +105,15 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(err.contains("class 5000 is out of range"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let out = bin()
-        .args(["sample", "--class", "1", "--tokens-out", "/dev/null", "--var", "/nonexistent.pth"])
+        .args([
+            "sample",
+            "--class",
+            "1",
+            "--tokens-out",
+            "/dev/null",
+            "--var",
+            "/nonexistent.pth",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -1,12 +1,11 @@
 //! One VAR transformer block (`AdaLNSelfAttn`, shared_aln = False) and its FFN.
 
 use burn::module::Module;
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::{KvCache, SelfAttention};
 use crate::error::Result;
-use crate::nn::{Linear, layer_norm_plain, silu};
+use crate::nn::{Linear, gelu_tanh, layer_norm_plain, silu};
 use crate::params::{Init, ParamSource};
 
 /// `fc2(GELU_tanh(fc1(x)))`.
@@ -18,7 +17,7 @@ pub struct Ffn {
 
 impl Ffn {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
     }
 }
 

@@ -130,13 +130,13 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Vq
     };
     if let Some(p) = patch_nums {
         cfg.patch_nums = p;
-    } else if let Some(s) = ck.shape("quantize.ema_vocab_hit_SV") {
-        if s[0] != cfg.patch_nums.num_scales() {
-            return Err(Error::config(format!(
-                "the checkpoint was trained with {} scales; give its patch list explicitly",
-                s[0]
-            )));
-        }
+    } else if let Some(s) = ck.shape("quantize.ema_vocab_hit_SV")
+        && s[0] != cfg.patch_nums.num_scales()
+    {
+        return Err(Error::config(format!(
+            "the checkpoint was trained with {} scales; give its patch list explicitly",
+            s[0]
+        )));
     }
     cfg.validate()?;
     Ok(cfg)

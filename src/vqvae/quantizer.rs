@@ -156,8 +156,12 @@ impl VectorQuantizer {
         let mut f_hat: Tensor<4> =
             Tensor::zeros([b, cv, self.latent(), self.latent()], &idx[0].device());
         let mut parts = Vec::new();
-        for si in 0..self.last() {
-            f_hat = self.accumulate(si, f_hat, self.lookup(idx[si].clone(), self.patch_nums[si]));
+        for (si, scale_idx) in idx.iter().enumerate().take(self.last()) {
+            f_hat = self.accumulate(
+                si,
+                f_hat,
+                self.lookup(scale_idx.clone(), self.patch_nums[si]),
+            );
             parts.push(self.next_input(si, f_hat.clone()));
         }
         Tensor::cat(parts, 1)
