@@ -101,3 +101,44 @@ impl ParamSource for GoldenVqVaeSource {
         Ok(())
     }
 }
+
+/// A small model for browser tests and demos: VAR d2 (width 128, 10 classes, vocabulary 512)
+/// over a 7-scale VQ-VAE (latent 8×8, 64×64 pixels). Its weights are random.
+pub fn tiny_configs() -> (crate::VarConfig, crate::VqVaeConfig) {
+    let patch_nums = crate::PatchNums(vec![1, 2, 3, 4, 5, 6, 8]);
+    let var = crate::VarConfig {
+        depth: 2,
+        embed_dim: 128,
+        num_heads: 2,
+        mlp_ratio: 4.0,
+        vocab_size: 512,
+        cvae: 16,
+        num_classes: 10,
+        norm_eps: 1e-6,
+        patch_nums: patch_nums.clone(),
+    };
+    let vae = crate::VqVaeConfig {
+        vocab_size: 512,
+        z_channels: 16,
+        ch: 32,
+        ch_mult: vec![1, 1, 2, 2],
+        num_res_blocks: 1,
+        patch_nums,
+        ..crate::VqVaeConfig::vae_ch160v4096z32()
+    };
+    (var, vae)
+}
+
+/// The tensors of the tiny model (VAR keys, then the VQ-VAE under `vae.`), from `seed`.
+pub fn tiny_model_tensors(seed: u64) -> Result<Vec<NamedTensor>> {
+    let (var_cfg, vae_cfg) = tiny_configs();
+    let device = burn::tensor::Device::flex();
+    let mut init = crate::params::RandomInit::new(seed);
+    let mut rec = crate::params::Recorder::new(&mut init, "");
+    crate::Var::load(&mut rec, &var_cfg, &device)?;
+    let mut out = std::mem::take(&mut rec.tensors);
+    let mut rec = crate::params::Recorder::new(&mut init, "vae.");
+    crate::VqVae::load(&mut rec, &vae_cfg, &device)?;
+    out.append(&mut rec.tensors);
+    Ok(out)
+}

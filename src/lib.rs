@@ -22,6 +22,8 @@ pub mod rng;
 pub mod sampler;
 pub mod var;
 pub mod vqvae;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use burn;
 pub use checkpoint::Checkpoint;

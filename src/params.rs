@@ -78,3 +78,32 @@ impl ParamSource for RandomInit {
         Ok(())
     }
 }
+
+/// Wraps a source and keeps a copy of every tensor it hands out, under `prefix` + name.
+pub struct Recorder<'a> {
+    inner: &'a mut dyn ParamSource,
+    prefix: String,
+    pub tensors: Vec<crate::fixtures::NamedTensor>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(inner: &'a mut dyn ParamSource, prefix: &str) -> Self {
+        Self {
+            inner,
+            prefix: prefix.to_string(),
+            tensors: Vec::new(),
+        }
+    }
+}
+
+impl ParamSource for Recorder<'_> {
+    fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        let v = self.inner.get(key, shape, init)?;
+        self.tensors
+            .push((format!("{}{key}", self.prefix), shape.to_vec(), v.clone()));
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        self.inner.skip_buffer(key, shape)
+    }
+}

@@ -6,7 +6,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{VarConfig, VqVaeConfig};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, to_rgb8};
-use crate::sampler::{Generated, SampleHooks, SampleOptions, generate};
+use crate::sampler::{Generated, SampleHooks, SampleOptions, Sampling, class_condition, generate};
 use crate::var::{self, Var};
 use crate::vqvae::{self, VectorQuantizer, VqVae};
 
@@ -130,10 +130,30 @@ impl Pipeline {
         generate(&self.var, self.quantizer(), labels, opts, hooks).await
     }
 
+    /// Starts a step-by-step generation for `labels`.
+    pub fn start(&self, labels: &[usize], opts: &SampleOptions) -> Result<Sampling<'_>> {
+        Sampling::new(
+            &self.var,
+            self.quantizer(),
+            class_condition(&self.var, labels)?,
+            opts,
+        )
+    }
+
+    /// Side length of the generated images (pixels).
+    pub fn image_size(&self) -> usize {
+        self.vae_config.image_size()
+    }
+
     /// Decodes a final latent into 8-bit images.
     pub async fn decode(&self, g: &Generated) -> Result<Vec<RgbImage>> {
+        self.decode_fhat(g.f_hat.clone()).await
+    }
+
+    /// Decodes any latent `[B, Cv, h, w]` (e.g. a partial one, as a preview) into 8-bit images.
+    pub async fn decode_fhat(&self, f_hat: burn::tensor::Tensor<4>) -> Result<Vec<RgbImage>> {
         match &self.vae {
-            VaeParts::Full(m) => to_rgb8(m.fhat_to_img(g.f_hat.clone())).await,
+            VaeParts::Full(m) => to_rgb8(m.fhat_to_img(f_hat)).await,
             VaeParts::QuantizerOnly(_) => Err(Error::invalid(
                 "this VQ-VAE file holds only the quantizer: images cannot be decoded",
             )),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::readback::read_f32;
 use crate::rng::{CounterRng, stream_id};
-use crate::var::Var;
+use crate::var::{InferState, Var};
 use crate::vqvae::VectorQuantizer;
 
 /// Sampling settings.
@@ -44,7 +44,7 @@ impl Default for SampleOptions {
 }
 
 impl SampleOptions {
-    pub fn validate(&self, vocab: usize) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if !self.cfg.is_finite() || self.cfg < 0.0 {
             return Err(Error::invalid(format!(
                 "cfg must be a finite number ≥ 0, got {}",
@@ -57,12 +57,7 @@ impl SampleOptions {
                 self.top_p
             )));
         }
-        if self.top_k > vocab {
-            return Err(Error::invalid(format!(
-                "topK must be at most the vocabulary size {vocab}, got {}",
-                self.top_k
-            )));
-        }
+        // top_k ≥ vocabulary keeps every token (the filter is then a no-op).
         Ok(())
     }
 }
@@ -121,16 +116,19 @@ pub async fn generate(
     opts: &SampleOptions,
     hooks: &mut dyn SampleHooks,
 ) -> Result<Generated> {
+    let cond = class_condition(var, labels)?;
+    generate_with_condition(var, quant, cond, opts, hooks).await
+}
+
+/// The CFG condition rows for class ids: `class_emb[labels]` then `class_emb[null]` × B.
+pub fn class_condition(var: &Var, labels: &[usize]) -> Result<Tensor<2>> {
     if labels.is_empty() {
         return Err(Error::invalid("no class labels given: nothing to generate"));
     }
     let device = var.class_emb.val().device();
-    let labels_t = var.labels(labels, &device)?;
-    let b = labels.len();
-    let cond = var.class_embedding(labels_t);
-    let null = var.labels(&vec![var.null_class(); b], &device)?;
-    let cond = Tensor::cat(vec![cond, var.class_embedding(null)], 0);
-    generate_with_condition(var, quant, cond, opts, hooks).await
+    let cond = var.class_embedding(var.labels(labels, &device)?);
+    let null = var.labels(&vec![var.null_class(); labels.len()], &device)?;
+    Ok(Tensor::cat(vec![cond, var.class_embedding(null)], 0))
 }
 
 /// Generation from explicit condition rows `[2B, C]`: the B conditional rows, then the B
@@ -142,46 +140,103 @@ pub async fn generate_with_condition(
     opts: &SampleOptions,
     hooks: &mut dyn SampleHooks,
 ) -> Result<Generated> {
-    let vocab = var.vocab_size();
-    opts.validate(vocab)?;
-    let [rows, _] = cond.dims();
-    if rows == 0 || rows % 2 != 0 {
-        return Err(Error::invalid(
-            "the condition needs B conditional and B unconditional rows",
-        ));
-    }
-    let b = rows / 2;
-    let device = cond.device();
-    let pns = var.patch_nums.clone();
-    if pns != quant.patch_nums {
-        return Err(Error::config(format!(
-            "the VAR patch list {:?} differs from the VQ-VAE's {:?}",
-            pns, quant.patch_nums
-        )));
-    }
-    let num_scales = pns.len();
-    let latent = *pns.last().expect("non-empty");
-    let codebook = quant.embedding.val();
-    let [v_codes, cv] = codebook.dims();
-    if v_codes != vocab {
-        return Err(Error::config(format!(
-            "the VAR vocabulary ({vocab}) differs from the VQ-VAE codebook ({v_codes})"
-        )));
-    }
-    let rng = CounterRng::new(opts.seed);
-    let (mut state, mut x) = var.begin(cond);
-    let mut f_hat: Tensor<4> = Tensor::zeros([b, cv, latent, latent], &device);
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::with_capacity(var.sequence_len()); b];
+    let mut s = Sampling::new(var, quant, cond, opts)?;
+    while s.step(hooks).await?.is_some() {}
+    Ok(s.finish())
+}
 
-    for (si, &pn) in pns.iter().enumerate() {
+/// A generation in progress, advanced one scale at a time with [`Sampling::step`], so a caller
+/// can do its own (async) work between scales: previews, yielding, cancellation.
+pub struct Sampling<'a> {
+    var: &'a Var,
+    quant: &'a VectorQuantizer,
+    opts: SampleOptions,
+    b: usize,
+    vocab: usize,
+    state: InferState,
+    x: Tensor<3>,
+    f_hat: Tensor<4>,
+    tokens: Vec<Vec<u32>>,
+    next_scale: usize,
+    rng: CounterRng,
+}
+
+impl<'a> Sampling<'a> {
+    pub fn new(
+        var: &'a Var,
+        quant: &'a VectorQuantizer,
+        cond: Tensor<2>,
+        opts: &SampleOptions,
+    ) -> Result<Self> {
+        let vocab = var.vocab_size();
+        opts.validate()?;
+        let [rows, _] = cond.dims();
+        if rows == 0 || rows % 2 != 0 {
+            return Err(Error::invalid(
+                "the condition needs B conditional and B unconditional rows",
+            ));
+        }
+        let b = rows / 2;
+        let device = cond.device();
+        if var.patch_nums != quant.patch_nums {
+            return Err(Error::config(format!(
+                "the VAR patch list {:?} differs from the VQ-VAE's {:?}",
+                var.patch_nums, quant.patch_nums
+            )));
+        }
+        let latent = *var.patch_nums.last().expect("non-empty");
+        let [v_codes, cv] = quant.embedding.val().dims();
+        if v_codes != vocab {
+            return Err(Error::config(format!(
+                "the VAR vocabulary ({vocab}) differs from the VQ-VAE codebook ({v_codes})"
+            )));
+        }
+        let (state, x) = var.begin(cond);
+        Ok(Self {
+            var,
+            quant,
+            opts: opts.clone(),
+            b,
+            vocab,
+            state,
+            x,
+            f_hat: Tensor::zeros([b, cv, latent, latent], &device),
+            tokens: vec![Vec::with_capacity(var.sequence_len()); b],
+            next_scale: 0,
+            rng: CounterRng::new(opts.seed),
+        })
+    }
+
+    pub fn num_scales(&self) -> usize {
+        self.var.patch_nums.len()
+    }
+    /// Index of the scale the next [`Sampling::step`] computes.
+    pub fn next_scale(&self) -> usize {
+        self.next_scale
+    }
+    /// The latent accumulated so far `[B, Cv, h, w]`.
+    pub fn f_hat(&self) -> &Tensor<4> {
+        &self.f_hat
+    }
+
+    /// Computes the next scale. Returns its index, or `None` when all scales are done.
+    pub async fn step(&mut self, hooks: &mut dyn SampleHooks) -> Result<Option<usize>> {
+        let si = self.next_scale;
+        let num_scales = self.num_scales();
+        if si >= num_scales {
+            return Ok(None);
+        }
+        let (b, vocab) = (self.b, self.vocab);
+        let pn = self.var.patch_nums[si];
         let n = pn * pn;
+        let device = self.f_hat.device();
         let ratio = if num_scales > 1 {
             si as f64 / (num_scales - 1) as f64
         } else {
             0.0
         };
-        let logits = var.step(&mut state, x.clone()); // [2B, n, V]
-        let t = opts.cfg as f64 * ratio;
+        let logits = self.var.step(&mut self.state, self.x.clone()); // [2B, n, V]
+        let t = self.opts.cfg as f64 * ratio;
         let guided = logits.clone().slice([0..b, 0..n, 0..vocab]) * (1.0 + t)
             - logits.slice([b..2 * b, 0..n, 0..vocab]) * t;
         let mut host = read_f32(guided).await?;
@@ -206,8 +261,8 @@ pub async fn generate_with_condition(
                 for (bi, out_b) in out.iter_mut().enumerate() {
                     for ti in 0..n {
                         let row = &mut host[(bi * n + ti) * vocab..(bi * n + ti + 1) * vocab];
-                        filter_top_k_top_p(row, opts.top_k, opts.top_p);
-                        let u = rng.uniform(stream, (bi * n + ti) as u64);
+                        filter_top_k_top_p(row, self.opts.top_k, self.opts.top_p);
+                        let u = self.rng.uniform(stream, (bi * n + ti) as u64);
                         out_b.push(draw(row, u) as u32);
                     }
                 }
@@ -215,7 +270,9 @@ pub async fn generate_with_condition(
             }
         };
 
-        let h = if opts.more_smooth {
+        let codebook = self.quant.embedding.val();
+        let cv = codebook.dims()[1];
+        let h = if self.opts.more_smooth {
             // Soft code mixture from the filtered (in place) logits.
             let tau = (0.27 * (1.0 - 0.95 * ratio)).max(0.005);
             let gstream = stream_id("gumbel", si as u64, 0);
@@ -226,7 +283,8 @@ pub async fn generate_with_condition(
                     .iter()
                     .enumerate()
                     .map(|(v, &l)| {
-                        (l as f64 * (1.0 + ratio) + rng.gumbel(gstream, (r * vocab + v) as u64))
+                        (l as f64 * (1.0 + ratio)
+                            + self.rng.gumbel(gstream, (r * vocab + v) as u64))
                             / tau
                     })
                     .collect();
@@ -236,17 +294,17 @@ pub async fn generate_with_condition(
                 }
             }
             let w: Tensor<2> = Tensor::from_data(TensorData::new(w, [b * n, vocab]), &device);
-            w.matmul(codebook.clone())
+            w.matmul(codebook)
                 .reshape([b, n, cv])
                 .swap_dims(1, 2)
                 .reshape([b, cv, pn, pn])
         } else {
             let flat: Vec<i64> = scale_tokens.iter().flatten().map(|&t| t as i64).collect();
             let idx: Tensor<2, Int> = Tensor::from_data(TensorData::new(flat, [b, n]), &device);
-            quant.lookup(idx, pn)
+            self.quant.lookup(idx, pn)
         };
-        f_hat = quant.accumulate(si, f_hat, h);
-        for (all, s) in tokens.iter_mut().zip(&scale_tokens) {
+        self.f_hat = self.quant.accumulate(si, self.f_hat.clone(), h);
+        for (all, s) in self.tokens.iter_mut().zip(&scale_tokens) {
             all.extend_from_slice(s);
         }
         hooks.scale_done(&ScaleEvent {
@@ -254,14 +312,23 @@ pub async fn generate_with_condition(
             num_scales,
             patch: pn,
             tokens: &scale_tokens,
-            f_hat: &f_hat,
+            f_hat: &self.f_hat,
         })?;
         if si + 1 < num_scales {
-            let next = quant.next_input(si, f_hat.clone());
-            x = var.embed_scale(&state, si + 1, next, 2);
+            let next = self.quant.next_input(si, self.f_hat.clone());
+            self.x = self.var.embed_scale(&self.state, si + 1, next, 2);
+        }
+        self.next_scale += 1;
+        Ok(Some(si))
+    }
+
+    /// The tokens and final latent (call after the last step).
+    pub fn finish(self) -> Generated {
+        Generated {
+            tokens: self.tokens,
+            f_hat: self.f_hat,
         }
     }
-    Ok(Generated { tokens, f_hat })
 }
 
 /// Top-k then top-p filtering of one row of logits, in place (removed entries become −∞).

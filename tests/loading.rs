@@ -180,5 +180,15 @@ fn bad_sampling_arguments_are_errors() {
         )
         .is_some()
     );
-    assert!(run(&[3], nextscale::SampleOptions { top_k: 5000, ..ok }).is_some());
+    assert!(
+        run(
+            &[3],
+            nextscale::SampleOptions {
+                top_p: -0.1,
+                ..ok.clone()
+            }
+        )
+        .is_some()
+    );
+    assert!(run(&[3], nextscale::SampleOptions { cfg: -1.0, ..ok }).is_some());
 }

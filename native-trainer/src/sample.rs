@@ -159,25 +159,29 @@ fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct FixtureArgs {
-    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32, random weights).
+    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32) or `tiny`
+    /// (a small VAR + VQ-VAE in one file, 64×64 images). Both have random weights.
     what: String,
+    /// Seed of the `tiny` fixture.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn fixture(a: FixtureArgs) -> Result<()> {
-    if a.what != "vqvae" {
-        bail!("unknown fixture `{}` (known: vqvae)", a.what);
-    }
     let t0 = Instant::now();
-    let mut src = GoldenVqVaeSource::recording();
-    // Build on the CPU only to enumerate every tensor in the official order of the loader.
-    VqVae::load(
-        &mut src,
-        &VqVaeConfig::vae_ch160v4096z32(),
-        &nextscale::burn::tensor::Device::flex(),
-    )?;
-    let rec = src.record.take().unwrap_or_default();
+    let rec = match a.what.as_str() {
+        "vqvae" => {
+            let mut src = GoldenVqVaeSource::recording();
+            // Build on the CPU only to enumerate every tensor, buffers included.
+            let device = nextscale::burn::tensor::Device::flex();
+            VqVae::load(&mut src, &VqVaeConfig::vae_ch160v4096z32(), &device)?;
+            src.record.take().unwrap_or_default()
+        }
+        "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
+        other => bail!("unknown fixture `{other}` (known: vqvae, tiny)"),
+    };
     let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
         .iter()
         .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))

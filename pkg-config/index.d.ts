@@ -1,0 +1,95 @@
+// Types of the nextscale browser package.
+
+export type Backend = 'webgpu' | 'cpu' | 'auto';
+
+export interface LoadProgress {
+  /** 'download' | 'cache' | 'read' while bytes arrive, then 'init', then 'ready'. */
+  stage: 'download' | 'cache' | 'read' | 'init' | 'ready';
+  loadedBytes: number;
+  totalBytes: number | null;
+}
+
+export interface LoadOptions {
+  backend?: Backend;
+  onProgress?: (p: LoadProgress) => void;
+  /** Keep downloaded weights in the Cache API (default true). */
+  cache?: boolean;
+  /** Run the model in a Web Worker (default true). */
+  worker?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface ModelInfo {
+  depth: number;
+  width: number;
+  heads: number;
+  numClasses: number;
+  vocabSize: number;
+  patchNums: number[];
+  imageSize: number;
+  parameters: number;
+  hasTextEncoder: boolean;
+}
+
+export interface ScaleEvent {
+  scale: number;
+  numScales: number;
+  patch: number;
+  width: number;
+  height: number;
+  /** Preview of the image after this scale. */
+  rgba: Uint8ClampedArray;
+}
+
+export interface GenerateOptions {
+  /** Class id; `numClasses` is unconditional. */
+  classLabel: number;
+  /** Guidance strength at the last scale (default 4). */
+  cfg?: number;
+  /** Top-k filter (default 900; 1 = greedy; ≥ vocabulary = off). */
+  topK?: number;
+  /** Top-p filter (default 0.96; 0 = off). */
+  topP?: number;
+  /** Seed (integer, default 0): the same seed gives the same image on every platform. */
+  seed?: number;
+  moreSmooth?: boolean;
+  signal?: AbortSignal;
+  onScale?: (e: ScaleEvent) => void;
+}
+
+export interface GenerateResult {
+  width: number;
+  height: number;
+  rgba: Uint8ClampedArray;
+  /** All tokens, scales in order, row-major within a scale. */
+  tokens: Uint32Array;
+  timings: { scalesMs: number[]; sampleMs: number; decodeMs: number; totalMs: number };
+  backend: 'webgpu' | 'cpu';
+}
+
+export interface Capabilities {
+  webgpu: boolean;
+  adapter: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean } | null;
+  limits: {
+    maxBufferSize: number;
+    maxStorageBufferBindingSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+  } | null;
+  shaderF16: boolean;
+  maxModelBytes: number;
+  /** Whether a model of the given size can be loaded. */
+  fits: boolean;
+  reason: string | null;
+}
+
+export const MAX_MODEL_BYTES: number;
+export function capabilities(modelBytes?: number): Promise<Capabilities>;
+
+export class Generator {
+  static load(source: string | URL | ArrayBuffer | Uint8Array | Response, options?: LoadOptions): Promise<Generator>;
+  readonly backend: 'webgpu' | 'cpu';
+  readonly info: ModelInfo;
+  generate(options: GenerateOptions): Promise<GenerateResult>;
+  dispose(): void;
+}

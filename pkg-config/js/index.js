@@ -1,0 +1,276 @@
+// nextscale: next-scale-prediction (VAR) image generation in the browser, on WebGPU with a
+// CPU fallback. The wasm module runs in a Web Worker by default.
+
+const CACHE_NAME = 'nextscale-models-v1';
+const BACKENDS = ['webgpu', 'cpu', 'auto'];
+const LOAD_OPTIONS = ['backend', 'onProgress', 'cache', 'worker', 'signal'];
+/** Largest weight file the library accepts: it is parsed inside wasm memory (4 GiB at most,
+ * with one copy of the file and one of the weights alive while loading). */
+export const MAX_MODEL_BYTES = 1 << 30;
+
+/** What this browser offers: WebGPU adapter, limits, shader-f16, and whether a model fits. */
+export async function capabilities(modelBytes) {
+  const out = {
+    webgpu: false,
+    adapter: null,
+    limits: null,
+    shaderF16: false,
+    maxModelBytes: MAX_MODEL_BYTES,
+    fits: true,
+    reason: null,
+  };
+  const gpu = globalThis.navigator?.gpu;
+  if (gpu) {
+    try {
+      const a = await gpu.requestAdapter();
+      if (a) {
+        const info = a.info || {};
+        out.webgpu = true;
+        out.adapter = {
+          vendor: info.vendor ?? '',
+          architecture: info.architecture ?? '',
+          device: info.device ?? '',
+          description: info.description ?? '',
+          isFallbackAdapter: Boolean(info.isFallbackAdapter ?? a.isFallbackAdapter),
+        };
+        out.limits = {
+          maxBufferSize: a.limits.maxBufferSize,
+          maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
+          maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: a.limits.maxComputeInvocationsPerWorkgroup,
+        };
+        out.shaderF16 = a.features.has('shader-f16');
+      }
+    } catch (e) {
+      out.reason = `WebGPU adapter request failed: ${e.message}`;
+    }
+  }
+  if (modelBytes !== undefined && modelBytes !== null) {
+    if (!Number.isFinite(modelBytes) || modelBytes < 0) throw new TypeError('modelBytes must be a number ≥ 0');
+    if (modelBytes > MAX_MODEL_BYTES) {
+      out.fits = false;
+      out.reason = `a model of ${modelBytes} bytes does not fit: the limit is ${MAX_MODEL_BYTES} bytes`;
+    }
+  }
+  return out;
+}
+
+function checkKeys(obj, known, what) {
+  for (const k of Object.keys(obj)) {
+    if (!known.includes(k)) throw new TypeError(`unknown ${what} option '${k}' (known: ${known.join(', ')})`);
+  }
+}
+
+async function readBody(response, total, stage, onProgress, signal) {
+  if (!response.body) {
+    const buf = new Uint8Array(await response.arrayBuffer());
+    onProgress?.({ stage, loadedBytes: buf.length, totalBytes: buf.length });
+    return buf;
+  }
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  onProgress?.({ stage, loadedBytes: 0, totalBytes: total });
+  for (;;) {
+    if (signal?.aborted) throw abortError('loading was cancelled');
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    if (loaded > MAX_MODEL_BYTES) throw new Error(`the weight file is larger than ${MAX_MODEL_BYTES} bytes`);
+    onProgress?.({ stage, loadedBytes: loaded, totalBytes: total ?? loaded });
+  }
+  if (total != null && loaded !== total) {
+    throw new Error(`the weight file is truncated: received ${loaded} of ${total} bytes`);
+  }
+  const out = new Uint8Array(loaded);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+function abortError(msg) {
+  const e = new Error(msg);
+  e.name = 'AbortError';
+  return e;
+}
+
+function lengthOf(response) {
+  const n = Number(response.headers.get('content-length'));
+  return Number.isFinite(n) && n > 0 && !response.headers.get('content-encoding') ? n : null;
+}
+
+async function fetchBytes(source, { onProgress, cache, signal }) {
+  if (source instanceof ArrayBuffer) source = new Uint8Array(source);
+  if (ArrayBuffer.isView(source)) {
+    const bytes = new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
+    onProgress?.({ stage: 'read', loadedBytes: bytes.length, totalBytes: bytes.length });
+    return bytes;
+  }
+  if (typeof Response !== 'undefined' && source instanceof Response) {
+    if (!source.ok) throw new Error(`the response failed: HTTP ${source.status}`);
+    const total = lengthOf(source);
+    if (total != null && !(await capabilities(total)).fits) throw new Error((await capabilities(total)).reason);
+    return readBody(source, total, 'download', onProgress, signal);
+  }
+  if (typeof source !== 'string' && !(source instanceof URL)) {
+    throw new TypeError('source must be a URL (string or URL), an ArrayBuffer, a Uint8Array or a Response');
+  }
+  const url = new URL(source, globalThis.location?.href).href;
+  let store = null;
+  if (cache && globalThis.caches) {
+    try {
+      store = await caches.open(CACHE_NAME);
+      const hit = await store.match(url);
+      if (hit) return readBody(hit, lengthOf(hit), 'cache', onProgress, signal);
+    } catch (e) {
+      console.warn(`nextscale: the Cache API is unavailable (${e.message}); loading without it`);
+      store = null;
+    }
+  }
+  const ctl = new AbortController();
+  const stop = () => ctl.abort();
+  signal?.addEventListener('abort', stop);
+  try {
+    let response;
+    try {
+      response = await fetch(url, { signal: ctl.signal });
+    } catch (e) {
+      if (signal?.aborted) throw abortError('loading was cancelled');
+      throw new Error(`cannot download ${url}: ${e.message}`);
+    }
+    if (!response.ok) throw new Error(`cannot download ${url}: HTTP ${response.status}`);
+    const total = lengthOf(response);
+    if (total != null) {
+      const caps = await capabilities(total);
+      if (!caps.fits) {
+        ctl.abort(); // refuse before the weights download
+        throw new Error(caps.reason);
+      }
+    }
+    const bytes = await readBody(response, total, 'download', onProgress, signal);
+    if (store) {
+      try {
+        await store.put(url, new Response(bytes, { headers: { 'content-length': String(bytes.length) } }));
+      } catch (e) {
+        console.warn(`nextscale: could not cache the model (${e.name}: ${e.message}); keeping it in memory only`);
+      }
+    }
+    return bytes;
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
+}
+
+class WorkerEngine {
+  constructor() {
+    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.next = 1;
+    this.pending = new Map();
+    this.worker.onmessage = (ev) => {
+      const m = ev.data;
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      if (m.type === 'scale') return p.onScale?.(m.event);
+      this.pending.delete(m.id);
+      if (m.type === 'done') p.resolve(m.result);
+      else {
+        const e = new Error(m.message);
+        e.name = m.name;
+        p.reject(e);
+      }
+    };
+    this.worker.onerror = (ev) => {
+      const e = new Error(`the nextscale worker failed: ${ev.message || 'unknown error'}`);
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    };
+  }
+  call(msg, transfer = [], onScale) {
+    const id = this.next++;
+    return {
+      id,
+      promise: new Promise((resolve, reject) => {
+        this.pending.set(id, { resolve, reject, onScale });
+        this.worker.postMessage({ ...msg, id }, transfer);
+      }),
+    };
+  }
+  load(bytes, backend) {
+    return this.call({ type: 'load', bytes: bytes.buffer, backend }, [bytes.buffer]).promise;
+  }
+  generate(options, onScale, signal) {
+    const { id, promise } = this.call({ type: 'generate', options, wantScales: Boolean(onScale) }, [], onScale);
+    const cancel = () => this.worker.postMessage({ id: 0, type: 'cancel', target: id });
+    signal?.addEventListener('abort', cancel, { once: true });
+    return promise.finally(() => signal?.removeEventListener('abort', cancel));
+  }
+  dispose() {
+    this.worker.terminate();
+    const e = new Error('the generator was disposed');
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+}
+
+/** A loaded model. Create it with `await Generator.load(source, options)`. */
+export class Generator {
+  constructor(engine, loaded) {
+    this._engine = engine;
+    this.backend = loaded.backend;
+    this.info = loaded.info;
+  }
+
+  /**
+   * Loads a model from a URL, ArrayBuffer, Uint8Array or Response.
+   * Options: backend ('webgpu' | 'cpu' | 'auto', default 'auto'), onProgress({stage, loadedBytes,
+   * totalBytes}), cache (Cache API, default true), worker (default true), signal.
+   */
+  static async load(source, options = {}) {
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+    checkKeys(options, LOAD_OPTIONS, 'load');
+    const { backend = 'auto', onProgress, cache = true, worker = true, signal } = options;
+    if (!BACKENDS.includes(backend)) throw new TypeError(`backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
+    const bytes = await fetchBytes(source, { onProgress, cache, signal });
+    onProgress?.({ stage: 'init', loadedBytes: bytes.length, totalBytes: bytes.length });
+    let engine;
+    if (worker && typeof Worker !== 'undefined') {
+      engine = new WorkerEngine();
+    } else {
+      const { Engine } = await import('./engine.js');
+      engine = new Engine();
+    }
+    const total = bytes.length;
+    try {
+      const loaded = await engine.load(bytes, backend);
+      onProgress?.({ stage: 'ready', loadedBytes: total, totalBytes: total });
+      return new Generator(engine, loaded);
+    } catch (e) {
+      engine.dispose?.();
+      throw e;
+    }
+  }
+
+  /**
+   * Generates one image: { classLabel, cfg, topK, topP, seed, moreSmooth, signal, onScale }.
+   * Resolves to { width, height, rgba, tokens, timings, backend }.
+   */
+  async generate(options = {}) {
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+    const { signal, onScale, ...rest } = options;
+    if (onScale !== undefined && typeof onScale !== 'function') throw new TypeError('onScale must be a function');
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
+    if (signal?.aborted) throw abortError('generation was cancelled');
+    return this._engine.generate(rest, onScale, signal);
+  }
+
+  /** Frees the model and its worker. */
+  dispose() {
+    this._engine.dispose?.();
+    this._engine = null;
+  }
+}

@@ -1,0 +1,368 @@
+//! WebAssembly bindings: a thin wasm-bindgen layer over [`Pipeline`]. Fetching, caching,
+//! progress and the Web Worker live in the JavaScript package (`pkg-config/js/`).
+//!
+//! Every failure rejects the returned promise with an `Error` whose message says what is
+//! wrong; cancellation rejects with an `Error` named `AbortError`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8ClampedArray, Uint32Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::image::RgbImage;
+use crate::pipeline::Pipeline;
+use crate::sampler::{NoHooks, SampleOptions};
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(
+            &format!("nextscale panicked (a bug, please report): {info}").into(),
+        );
+    }));
+    let _ = log::set_logger(&CONSOLE_LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
+}
+
+struct ConsoleLogger;
+static CONSOLE_LOGGER: ConsoleLogger = ConsoleLogger;
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        let msg = format!("[{}] {}", r.target(), r.args());
+        if r.level() == log::Level::Error {
+            web_sys::console::error_1(&msg.into());
+        } else {
+            web_sys::console::warn_1(&msg.into());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn abort_err() -> JsValue {
+    let e = js_sys::Error::new("generation was cancelled");
+    e.set_name("AbortError");
+    e.into()
+}
+
+thread_local! {
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+#[cfg(feature = "webgpu")]
+async fn webgpu_device() -> Result<Device, String> {
+    if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
+        return Ok(d);
+    }
+    let d = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| format!("WebGPU is unavailable: {e:?}"))?;
+    WEBGPU.with(|w| *w.borrow_mut() = Some(d.clone()));
+    Ok(d)
+}
+
+#[cfg(not(feature = "webgpu"))]
+async fn webgpu_device() -> Result<Device, String> {
+    WEBGPU.with(|_| ());
+    Err("this build has no WebGPU support".into())
+}
+
+async fn device_for(backend: &str) -> Result<(Device, &'static str), JsValue> {
+    match backend {
+        "cpu" => Ok((Device::flex(), "cpu")),
+        "webgpu" => webgpu_device().await.map(|d| (d, "webgpu")).map_err(js_err),
+        "auto" => match webgpu_device().await {
+            Ok(d) => Ok((d, "webgpu")),
+            Err(e) => {
+                web_sys::console::warn_1(&format!("{e}; using the CPU").into());
+                Ok((Device::flex(), "cpu"))
+            }
+        },
+        other => Err(js_err(format!(
+            "backend must be 'webgpu', 'cpu' or 'auto', got '{other}'"
+        ))),
+    }
+}
+
+struct Inner {
+    pipe: Pipeline,
+    backend: &'static str,
+}
+
+/// A loaded model, ready to generate.
+#[wasm_bindgen]
+pub struct Generator {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl Generator {
+    /// Parses weight-file bytes (safetensors holding the VAR and, under `vae.`, its VQ-VAE)
+    /// and uploads them to the chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub async fn from_bytes(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
+        let (device, backend) = device_for(&backend).await?;
+        let ck = Checkpoint::from_bytes(bytes).map_err(js_err)?;
+        let pipe = Pipeline::from_checkpoints(ck, None, &device).map_err(js_err)?;
+        if !pipe.can_decode() {
+            return Err(js_err(
+                "the weight file holds no VQ-VAE decoder: images cannot be made",
+            ));
+        }
+        Ok(Generator {
+            inner: Rc::new(Inner { pipe, backend }),
+        })
+    }
+
+    /// The backend in use: `"webgpu"` or `"cpu"`.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.inner.backend.into()
+    }
+
+    /// What the model is: depth, width, classes, vocabulary, scales, image size.
+    #[wasm_bindgen(getter)]
+    pub fn info(&self) -> JsValue {
+        let p = &self.inner.pipe;
+        let c = &p.var_config;
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&o, &k.into(), &v);
+        };
+        set("depth", c.depth.into());
+        set("width", c.embed_dim.into());
+        set("heads", c.num_heads.into());
+        set("numClasses", c.num_classes.into());
+        set("vocabSize", c.vocab_size.into());
+        set(
+            "patchNums",
+            c.patch_nums
+                .0
+                .iter()
+                .map(|&p| JsValue::from(p))
+                .collect::<Array>()
+                .into(),
+        );
+        set("imageSize", p.image_size().into());
+        set("parameters", (c.num_params() as f64).into());
+        set("hasTextEncoder", false.into());
+        o.into()
+    }
+
+    /// Generates one image. Options: `classLabel` (required), `cfg`, `topK`, `topP`, `seed`,
+    /// `moreSmooth`, `signal` (AbortSignal), `onScale` (called after each scale with a preview).
+    /// Resolves to `{width, height, rgba, tokens, timings, backend}`.
+    pub fn generate(&self, options: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move { run_generate(&inner, options).await })
+    }
+}
+
+struct GenArgs {
+    label: usize,
+    opts: SampleOptions,
+    signal: Option<web_sys::AbortSignal>,
+    on_scale: Option<Function>,
+}
+
+const KNOWN: [&str; 9] = [
+    "classLabel",
+    "prompt",
+    "cfg",
+    "topK",
+    "topP",
+    "seed",
+    "moreSmooth",
+    "signal",
+    "onScale",
+];
+
+fn number(o: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
+    let v = Reflect::get(o, &key.into())?;
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    match v.as_f64() {
+        Some(x) if x.is_finite() => Ok(Some(x)),
+        _ => Err(js_err(format!("option {key} must be a finite number"))),
+    }
+}
+
+fn integer(o: &JsValue, key: &str, max: f64) -> Result<Option<f64>, JsValue> {
+    match number(o, key)? {
+        Some(x) if x.fract() != 0.0 || x < 0.0 || x > max => Err(js_err(format!(
+            "option {key} must be an integer from 0 to {max}, got {x}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue> {
+    if !options.is_object() {
+        return Err(js_err(
+            "generate() takes an options object, e.g. { classLabel: 3 }",
+        ));
+    }
+    for k in Object::keys(options.unchecked_ref::<Object>()).iter() {
+        let k = k.as_string().unwrap_or_default();
+        if !KNOWN.contains(&k.as_str()) {
+            return Err(js_err(format!(
+                "unknown option '{k}' (known: {})",
+                KNOWN.join(", ")
+            )));
+        }
+    }
+    if !Reflect::get(options, &"prompt".into())?.is_undefined() {
+        return Err(js_err(
+            "this model has no text encoder: use classLabel, not prompt",
+        ));
+    }
+    let label = integer(options, "classLabel", num_classes as f64)?.ok_or_else(|| {
+        js_err(format!(
+            "classLabel is required (0..{} or {num_classes} for unconditional)",
+            num_classes - 1
+        ))
+    })?;
+    let d = SampleOptions::default();
+    let more_smooth = Reflect::get(options, &"moreSmooth".into())?;
+    let more_smooth = if more_smooth.is_undefined() {
+        false
+    } else {
+        more_smooth
+            .as_bool()
+            .ok_or_else(|| js_err("option moreSmooth must be a boolean"))?
+    };
+    let signal = Reflect::get(options, &"signal".into())?;
+    let signal = if signal.is_undefined() || signal.is_null() {
+        None
+    } else {
+        Some(
+            signal
+                .dyn_into::<web_sys::AbortSignal>()
+                .map_err(|_| js_err("option signal must be an AbortSignal"))?,
+        )
+    };
+    let on_scale = Reflect::get(options, &"onScale".into())?;
+    let on_scale = if on_scale.is_undefined() || on_scale.is_null() {
+        None
+    } else {
+        Some(
+            on_scale
+                .dyn_into::<Function>()
+                .map_err(|_| js_err("option onScale must be a function"))?,
+        )
+    };
+    Ok(GenArgs {
+        label: label as usize,
+        opts: SampleOptions {
+            cfg: number(options, "cfg")?.map_or(d.cfg, |x| x as f32),
+            top_k: integer(options, "topK", 1e9)?.map_or(d.top_k, |x| x as usize),
+            top_p: number(options, "topP")?.map_or(d.top_p, |x| x as f32),
+            seed: integer(options, "seed", 9_007_199_254_740_991.0)?.map_or(d.seed, |x| x as u64),
+            more_smooth,
+        },
+        signal,
+        on_scale,
+    })
+}
+
+/// Lets the event loop run (messages, abort events) between scales.
+async fn yield_now() {
+    let p = Promise::new(&mut |resolve, _| {
+        let g = js_sys::global();
+        if let Ok(f) = Reflect::get(&g, &"setTimeout".into()).and_then(|f| f.dyn_into::<Function>())
+        {
+            let _ = f.call2(&g, &resolve, &0.into());
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+fn image_object(im: &RgbImage) -> Object {
+    let o = Object::new();
+    let rgba = Uint8ClampedArray::from(im.to_rgba().as_slice());
+    let _ = Reflect::set(&o, &"width".into(), &im.width.into());
+    let _ = Reflect::set(&o, &"height".into(), &im.height.into());
+    let _ = Reflect::set(&o, &"rgba".into(), &rgba.into());
+    o
+}
+
+async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValue> {
+    let pipe = &inner.pipe;
+    let args = parse_args(&options, pipe.var_config.num_classes)?;
+    let aborted = |s: &Option<web_sys::AbortSignal>| s.as_ref().is_some_and(|s| s.aborted());
+    if aborted(&args.signal) {
+        return Err(abort_err());
+    }
+    let t0 = js_sys::Date::now();
+    let mut sampling = pipe.start(&[args.label], &args.opts).map_err(js_err)?;
+    let num_scales = sampling.num_scales();
+    let scale_ms = Array::new();
+    let mut last = t0;
+    while let Some(si) = sampling.step(&mut NoHooks).await.map_err(js_err)? {
+        if let Some(cb) = &args.on_scale {
+            let preview = pipe
+                .decode_fhat(sampling.f_hat().clone())
+                .await
+                .map_err(js_err)?;
+            let ev = image_object(&preview[0]);
+            let _ = Reflect::set(&ev, &"scale".into(), &si.into());
+            let _ = Reflect::set(&ev, &"numScales".into(), &num_scales.into());
+            let _ = Reflect::set(
+                &ev,
+                &"patch".into(),
+                &pipe.var_config.patch_nums.0[si].into(),
+            );
+            cb.call1(&JsValue::NULL, &ev)?;
+        }
+        let now = js_sys::Date::now();
+        scale_ms.push(&(now - last).into());
+        last = now;
+        yield_now().await;
+        if aborted(&args.signal) {
+            return Err(abort_err());
+        }
+    }
+    let sample_ms = js_sys::Date::now() - t0;
+    let g = sampling.finish();
+    let t1 = js_sys::Date::now();
+    let images = pipe.decode(&g).await.map_err(js_err)?;
+    let decode_ms = js_sys::Date::now() - t1;
+    let out = image_object(&images[0]);
+    let _ = Reflect::set(
+        &out,
+        &"tokens".into(),
+        &Uint32Array::from(g.tokens[0].as_slice()).into(),
+    );
+    let timings = Object::new();
+    let _ = Reflect::set(&timings, &"scalesMs".into(), &scale_ms.into());
+    let _ = Reflect::set(&timings, &"sampleMs".into(), &sample_ms.into());
+    let _ = Reflect::set(&timings, &"decodeMs".into(), &decode_ms.into());
+    let _ = Reflect::set(
+        &timings,
+        &"totalMs".into(),
+        &(js_sys::Date::now() - t0).into(),
+    );
+    let _ = Reflect::set(&out, &"timings".into(), &timings.into());
+    let _ = Reflect::set(&out, &"backend".into(), &inner.backend.into());
+    Ok(out.into())
+}
+
+impl From<Error> for JsValue {
+    fn from(e: Error) -> Self {
+        js_err(e)
+    }
+}

@@ -1,0 +1,227 @@
+// Browser tests in a real headless Chromium (Debian's), WebGPU through SwiftShader.
+// Needs: pkg/ (scripts/build-wasm.sh), www/models/tiny-random.safetensors and the native
+// native-trainer binary (scripts/fixtures.sh). Run: node --test www/tests/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer } from './server.mjs';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/nextscale/target');
+const NATIVE = path.join(TARGET, 'release/native-trainer');
+const MODEL = 'www/models/tiny-random.safetensors';
+const OUT = process.env.NEXTSCALE_TEST_OUT || fs.mkdtempSync(path.join(os.tmpdir(), 'nextscale-browser-'));
+const MINUTES = 60_000;
+
+let browser, page, srv;
+
+before(async () => {
+  for (const f of ['pkg/index.js', 'pkg/nextscale_wasm_bg.wasm', MODEL]) {
+    assert.ok(fs.existsSync(path.join(ROOT, f)), `${f} is missing: run scripts/build-wasm.sh and scripts/fixtures.sh`);
+  }
+  srv = await startServer(ROOT);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nextscale-chromium-'));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--enable-unsafe-webgpu', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic', `--user-data-dir=${dataDir}`,
+    ],
+  });
+  page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log(`[page ${m.type()}] ${m.text()}`); });
+  page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
+  await page.goto(`${srv.base}/www/tests/blank.html`);
+});
+
+after(async () => {
+  await browser?.close();
+  srv?.server.close();
+});
+
+/** Runs `fn(lib, arg)` in the page, with the package imported as `lib`. */
+function inPage(fn, arg) {
+  return page.evaluate(
+    async ([src, a]) => {
+      const lib = await import('/pkg/index.js');
+      // eslint-disable-next-line no-new-func
+      return new Function('lib', 'arg', `return (${src})(lib, arg);`)(lib, a);
+    },
+    [fn.toString(), arg],
+  );
+}
+
+function nativeTokens(args) {
+  const out = path.join(OUT, `native-${args.join('_').replace(/[^a-z0-9_.]/gi, '')}.json`);
+  const r = spawnSync(NATIVE, ['sample', '--var', path.join(ROOT, MODEL), '--tokens-out', out, ...args], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(fs.readFileSync(out, 'utf8'))[0];
+}
+
+const GREEDY = { classLabel: 3, cfg: 2, topK: 1, topP: 0, seed: 1 };
+const SAMPLED = { classLabel: 7, cfg: 3, topK: 50, topP: 0.9, seed: 7 };
+const nativeArgs = (o) => ['--class', String(o.classLabel), '--cfg', String(o.cfg), '--top-k', String(o.topK), '--top-p', String(o.topP), '--seed', String(o.seed)];
+
+test('capabilities report the WebGPU adapter and refuse models that cannot fit', async () => {
+  const c = await inPage(async (lib) => [await lib.capabilities(1e6), await lib.capabilities(2 ** 31)]);
+  console.log('capabilities:', JSON.stringify(c[0]));
+  assert.equal(c[0].webgpu, true);
+  assert.ok(c[0].limits.maxStorageBufferBindingSize > 0);
+  assert.equal(typeof c[0].shaderF16, 'boolean');
+  assert.equal(c[0].fits, true);
+  assert.equal(c[1].fits, false);
+  assert.match(c[1].reason, /does not fit/);
+});
+
+for (const backend of ['webgpu', 'cpu']) {
+  test(`${backend}: greedy and sampled tokens equal the native CLI's, and the image is not blank`, { timeout: 15 * MINUTES }, async () => {
+    const r = await inPage(async (lib, { backend, model, runs }) => {
+      const gen = await lib.Generator.load(`/${model}`, { backend, cache: false });
+      const out = { backend: gen.backend, runs: [] };
+      for (const o of runs) {
+        const t0 = performance.now();
+        const img = await gen.generate(o);
+        let min = 255, max = 0;
+        for (let i = 0; i < img.rgba.length; i += 4) { min = Math.min(min, img.rgba[i]); max = Math.max(max, img.rgba[i]); }
+        out.runs.push({ tokens: Array.from(img.tokens), w: img.width, h: img.height, min, max, ms: performance.now() - t0, backend: img.backend });
+      }
+      gen.dispose();
+      return out;
+    }, { backend, model: MODEL, runs: [GREEDY, SAMPLED] });
+    assert.equal(r.backend, backend);
+    const [greedy, sampled] = r.runs;
+    console.log(`${backend}: greedy ${greedy.ms.toFixed(0)} ms, sampled ${sampled.ms.toFixed(0)} ms`);
+    assert.equal(greedy.w, 64);
+    assert.equal(greedy.h, 64);
+    assert.ok(greedy.max > greedy.min, 'image is not blank');
+    assert.deepEqual(greedy.tokens, nativeTokens(nativeArgs(GREEDY)), 'greedy tokens differ from native');
+    assert.deepEqual(sampled.tokens, nativeTokens(nativeArgs(SAMPLED)), 'sampled tokens differ from native');
+  });
+}
+
+test('load progress arrives in order with correct totals, then from the cache', async () => {
+  const size = fs.statSync(path.join(ROOT, MODEL)).size;
+  const ev = await inPage(async (lib, model) => {
+    await caches.delete('nextscale-models-v1');
+    const runs = [];
+    for (let i = 0; i < 2; i++) {
+      const events = [];
+      const g = await lib.Generator.load(`/${model}`, { backend: 'cpu', onProgress: (e) => events.push(e) });
+      g.dispose();
+      runs.push(events);
+    }
+    return runs;
+  }, MODEL);
+  for (const [i, events] of ev.entries()) {
+    const stages = events.map((e) => e.stage);
+    const fetchStage = i === 0 ? 'download' : 'cache';
+    const n = stages.lastIndexOf(fetchStage);
+    assert.ok(n >= 0, `run ${i}: no ${fetchStage} events: ${stages}`);
+    assert.deepEqual(stages.slice(n + 1), ['init', 'ready']);
+    assert.ok(stages.slice(0, n + 1).every((s) => s === fetchStage), `${stages}`);
+    let last = -1;
+    for (const e of events.slice(0, n + 1)) {
+      assert.ok(e.loadedBytes >= last, 'loaded bytes never decrease');
+      last = e.loadedBytes;
+      assert.equal(e.totalBytes, size);
+    }
+    assert.equal(last, size);
+    assert.equal(events.at(-1).loadedBytes, size);
+  }
+});
+
+test('cancel stops between scales, and the generator stays usable', async () => {
+  const r = await inPage(async (lib, model) => {
+    const gen = await lib.Generator.load(`/${model}`, { backend: 'cpu', cache: false });
+    const ctl = new AbortController();
+    const seen = [];
+    let err = null;
+    try {
+      await gen.generate({ classLabel: 1, signal: ctl.signal, onScale: (e) => { seen.push(e.scale); if (e.scale === 1) ctl.abort(); } });
+    } catch (e) {
+      err = { name: e.name, message: e.message };
+    }
+    const again = await gen.generate({ classLabel: 1, onScale: (e) => seen.push(100 + e.scale) });
+    gen.dispose();
+    return { err, seen, tokens: again.tokens.length };
+  }, MODEL);
+  assert.equal(r.err?.name, 'AbortError', JSON.stringify(r));
+  assert.ok(r.seen.filter((s) => s < 100).length < 7, `stopped early: ${r.seen}`);
+  assert.deepEqual(r.seen.filter((s) => s >= 100), [100, 101, 102, 103, 104, 105, 106], 'scales arrive coarse to fine');
+  assert.equal(r.tokens, 155);
+});
+
+test('bad arguments and bad weights reject with clear messages', async () => {
+  const r = await inPage(async (lib, model) => {
+    const msg = async (p) => { try { await p; return 'resolved'; } catch (e) { return `${e.name}: ${e.message}`; } };
+    const bytes = new Uint8Array(await (await fetch(`/${model}`)).arrayBuffer());
+    const gen = await lib.Generator.load(bytes, { backend: 'cpu' });
+    const out = {
+      classRange: await msg(gen.generate({ classLabel: 99 })),
+      noClass: await msg(gen.generate({})),
+      topP: await msg(gen.generate({ classLabel: 1, topP: 2 })),
+      seed: await msg(gen.generate({ classLabel: 1, seed: -1 })),
+      typo: await msg(gen.generate({ classLabel: 1, topk: 5 })),
+      prompt: await msg(gen.generate({ prompt: 'a cat' })),
+      backend: await msg(lib.Generator.load(bytes, { backend: 'gpu' })),
+      source: await msg(lib.Generator.load(42)),
+      loadTypo: await msg(lib.Generator.load(bytes, { backnd: 'cpu' })),
+      corrupt: await msg(lib.Generator.load(crypto.getRandomValues(new Uint8Array(4096)), { backend: 'cpu' })),
+      truncated: await msg(lib.Generator.load(bytes.slice(0, bytes.length >> 1), { backend: 'cpu' })),
+      header: await msg(lib.Generator.load(bytes.slice(0, 6), { backend: 'cpu' })),
+      missing: await msg(lib.Generator.load('/www/models/no-such-model.safetensors', { backend: 'cpu', cache: false })),
+      huge: await msg(lib.Generator.load('/test/huge.bin', { backend: 'cpu', cache: false })),
+    };
+    // Still works after all that.
+    out.after = (await gen.generate({ classLabel: 2, topK: 1 })).tokens.length;
+    gen.dispose();
+    return out;
+  }, MODEL);
+  console.log(JSON.stringify(r, null, 1));
+  assert.match(r.classRange, /classLabel must be an integer from 0 to 10/);
+  assert.match(r.noClass, /classLabel is required/);
+  assert.match(r.topP, /topP must be in \[0, 1\]/);
+  assert.match(r.seed, /seed must be an integer/);
+  assert.match(r.typo, /unknown option 'topk'/);
+  assert.match(r.prompt, /no text encoder/);
+  assert.match(r.backend, /backend must be one of/);
+  assert.match(r.source, /source must be a URL/);
+  assert.match(r.loadTypo, /unknown load option 'backnd'/);
+  assert.match(r.corrupt, /invalid safetensors file/);
+  assert.match(r.truncated, /invalid safetensors file/);
+  assert.match(r.header, /invalid safetensors file/);
+  assert.match(r.missing, /HTTP 404/);
+  assert.match(r.huge, /does not fit/);
+  assert.ok(srv.stats.hugeSent < 2 ** 31, 'the oversized model was refused before downloading');
+  assert.equal(r.after, 155);
+});
+
+test('the demo page, used as a new user would, shows a non-blank image', { timeout: 15 * MINUTES }, async () => {
+  const p = await browser.newPage();
+  p.on('pageerror', (e) => console.log(`[demo error] ${e.message}`));
+  await p.goto(`${srv.base}/www/index.html`);
+  await p.waitForFunction(() => /loaded in/.test(document.getElementById('load-status').textContent), null, { timeout: 10 * MINUTES });
+  assert.match(await p.textContent('#notice'), /random weights/);
+  await p.selectOption('#class', '5');
+  await p.fill('#seed', '3');
+  await p.click('#generate');
+  await p.waitForFunction(() => document.body.dataset.generated === '1' || /failed/.test(document.getElementById('gen-status').textContent), null, { timeout: 10 * MINUTES });
+  assert.match(await p.textContent('#gen-status'), /done in/);
+  const shot = path.join(OUT, 'demo.png');
+  await p.screenshot({ path: shot, fullPage: true });
+  console.log(`demo screenshot: ${shot}`);
+  const { std, backend } = await p.evaluate(() => {
+    const c = document.getElementById('canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let s = 0, s2 = 0, n = 0;
+    for (let i = 0; i < d.length; i += 4) { const v = (d[i] + d[i + 1] + d[i + 2]) / 3; s += v; s2 += v * v; n++; }
+    return { std: Math.sqrt(s2 / n - (s / n) ** 2), backend: document.getElementById('gen-status').textContent };
+  });
+  console.log(`demo: ${backend}, pixel std ${std.toFixed(1)}`);
+  assert.ok(std > 2, `canvas looks blank (std ${std})`);
+  await p.close();
+});
