@@ -24,12 +24,12 @@ before(async () => {
     assert.ok(fs.existsSync(path.join(ROOT, f)), `${f} is missing: run scripts/build-wasm.sh and scripts/fixtures.sh`);
   }
   srv = await startServer(ROOT);
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nextscale-chromium-'));
+  // launch() gives every run a fresh, temporary profile.
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: [
       '--enable-unsafe-webgpu', '--no-sandbox', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic', `--user-data-dir=${dataDir}`,
+      '--disable-component-update', '--disable-sync', '--disable-quic',
     ],
   });
   page = await browser.newPage();
