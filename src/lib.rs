@@ -14,6 +14,7 @@ pub mod error;
 pub mod fixtures;
 pub mod image;
 pub mod nn;
+pub mod pack;
 pub mod params;
 pub mod pipeline;
 pub mod readback;

@@ -71,6 +71,36 @@ impl Pipeline {
         })
     }
 
+    /// Builds a pipeline from a nextscale pack (configs from its header, every tensor used).
+    pub fn from_pack(mut pack: crate::pack::Pack, device: &Device) -> Result<Self> {
+        let var_config = pack.header.var.clone();
+        let vae_config = pack.header.vae.clone();
+        if vae_config.patch_nums != var_config.patch_nums {
+            return Err(Error::config(
+                "the pack's VAR and VQ-VAE patch lists differ",
+            ));
+        }
+        let var = Var::load(&mut pack.source(""), &var_config, device)?;
+        let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
+        pack.finish()?;
+        Ok(Self {
+            var,
+            var_config,
+            vae: VaeParts::Full(Box::new(vae)),
+            vae_config,
+        })
+    }
+
+    /// Builds a pipeline from one file's bytes: a nextscale pack, or a safetensors file
+    /// holding the VAR with its VQ-VAE under `vae.`.
+    pub fn from_bytes(bytes: Vec<u8>, device: &Device) -> Result<Self> {
+        if crate::pack::Pack::is_pack(&bytes) {
+            Self::from_pack(crate::pack::Pack::from_bytes(bytes)?, device)
+        } else {
+            Self::from_checkpoints(Checkpoint::from_bytes(bytes)?, None, device)
+        }
+    }
+
     fn load_vae(
         mut ck: Checkpoint,
         var_cfg: &VarConfig,

@@ -1,5 +1,6 @@
 //! `native-trainer`: sample, import and (in later commands) train and export nextscale models.
 
+mod export;
 mod sample;
 
 use anyhow::Result;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Generate images (or only tokens) from a VAR checkpoint and its VQ-VAE.
     Sample(sample::SampleArgs),
+    /// Write a model (VAR + VQ-VAE) as one nextscale pack, quantized, with a quality report.
+    Export(export::ExportArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
     Fixture(sample::FixtureArgs),
 }
@@ -29,6 +32,7 @@ fn main() {
     let r: Result<()> = match cli.command {
         Command::Sample(a) => sample::run(a),
         Command::Fixture(a) => sample::fixture(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -16,8 +16,11 @@ use nextscale::{Checkpoint, Pipeline, VqVae, VqVaeConfig};
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// VAR checkpoint (official `.pth` or `.safetensors`).
+    #[arg(long, required_unless_present = "pack", conflicts_with = "pack")]
+    var: Option<PathBuf>,
+    /// A nextscale pack (`native-trainer export`), instead of --var/--vae.
     #[arg(long)]
-    var: PathBuf,
+    pack: Option<PathBuf>,
     /// VQ-VAE checkpoint (`.pth` or `.safetensors`). A file with only `quantize.*` samples tokens without images.
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -62,13 +65,23 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let kind: BackendKind = a.device.parse()?;
     let device = init_device(kind)?;
     let t0 = Instant::now();
-    let var_ck =
-        Checkpoint::open(&a.var).with_context(|| format!("reading {}", a.var.display()))?;
-    let vae_ck = match &a.vae {
-        Some(p) => Some(Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
+    let pipe = if let Some(p) = &a.pack {
+        if a.vae.is_some() {
+            bail!("--pack already holds the VQ-VAE; do not pass --vae");
+        }
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        Pipeline::from_bytes(bytes, &device).with_context(|| format!("loading {}", p.display()))?
+    } else {
+        let var = a.var.as_ref().expect("clap requires --var or --pack");
+        let var_ck = Checkpoint::open(var).with_context(|| format!("reading {}", var.display()))?;
+        let vae_ck = match &a.vae {
+            Some(p) => {
+                Some(Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?)
+            }
+            None => None,
+        };
+        Pipeline::from_checkpoints(var_ck, vae_ck, &device)?
     };
-    let pipe = Pipeline::from_checkpoints(var_ck, vae_ck, &device)?;
     let c = &pipe.var_config;
     eprintln!(
         "loaded VAR d{} (width {}, {} heads, {} classes, {} scales) and {} in {:.2} s on {kind}",

@@ -119,3 +119,53 @@ fn bad_input_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pth"));
 }
+
+#[test]
+fn an_f32_pack_samples_the_same_tokens_as_its_checkpoints() {
+    let g = golden_dir();
+    let pack = tmp("d2-f32.nsp");
+    let var = g.join("var_d2_random.safetensors");
+    // Export needs a full VQ-VAE; the tiny fixture carries one.
+    let tiny = tmp("tiny.safetensors");
+    run(bin().args(["fixture", "tiny", "--out"]).arg(&tiny));
+    run(bin()
+        .args(["export", "--quant", "f32", "--no-report", "--var"])
+        .arg(&tiny)
+        .arg("--out")
+        .arg(&pack));
+    let sample = |src: &[&std::ffi::OsStr], out: &PathBuf| {
+        run(bin()
+            .args([
+                "sample",
+                "--class",
+                "4",
+                "--top-k",
+                "20",
+                "--seed",
+                "9",
+                "--tokens-out",
+            ])
+            .arg(out)
+            .args(src));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let a = sample(&["--var".as_ref(), tiny.as_os_str()], &tmp("a.json"));
+    let b = sample(&["--pack".as_ref(), pack.as_os_str()], &tmp("b.json"));
+    assert_eq!(a, b);
+    // --pack and --var together are refused by the parser.
+    let out = bin()
+        .args([
+            "sample",
+            "--class",
+            "1",
+            "--tokens-out",
+            "/dev/null",
+            "--pack",
+        ])
+        .arg(&pack)
+        .arg("--var")
+        .arg(&var)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

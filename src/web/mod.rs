@@ -12,7 +12,6 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8ClampedArray, Uint3
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::image::RgbImage;
 use crate::pipeline::Pipeline;
@@ -108,13 +107,12 @@ pub struct Generator {
 
 #[wasm_bindgen]
 impl Generator {
-    /// Parses weight-file bytes (safetensors holding the VAR and, under `vae.`, its VQ-VAE)
-    /// and uploads them to the chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
+    /// Parses weight-file bytes (a nextscale pack, or safetensors holding the VAR and, under
+    /// `vae.`, its VQ-VAE) and uploads them to the chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
     #[wasm_bindgen(js_name = fromBytes)]
     pub async fn from_bytes(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
         let (device, backend) = device_for(&backend).await?;
-        let ck = Checkpoint::from_bytes(bytes).map_err(js_err)?;
-        let pipe = Pipeline::from_checkpoints(ck, None, &device).map_err(js_err)?;
+        let pipe = Pipeline::from_bytes(bytes, &device).map_err(js_err)?;
         if !pipe.can_decode() {
             return Err(js_err(
                 "the weight file holds no VQ-VAE decoder: images cannot be made",

@@ -1,0 +1,254 @@
+//! `native-trainer export`: checkpoints → one nextscale pack, with a quality report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use nextscale::burn::tensor::{Device, Int, Tensor, TensorData};
+use nextscale::pack::{Storage, write_pack};
+use nextscale::params::Recorder;
+use nextscale::readback::block_on;
+use nextscale::sampler::{NoHooks, SampleOptions};
+use nextscale::{Checkpoint, Pipeline, Var, VqVae, var, vqvae};
+use regex::Regex;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// VAR checkpoint (`.pth` or `.safetensors`; may hold its VQ-VAE under `vae.`).
+    #[arg(long)]
+    var: PathBuf,
+    /// VQ-VAE checkpoint (`.pth` or `.safetensors`).
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// Storage of the weight matrices: f32, f16, q8 or q4 (per block of 32, f16 scales).
+    #[arg(long, default_value = "q8")]
+    quant: String,
+    /// Per-tensor override, `REGEX=STORAGE` (e.g. `--keep 'class_emb|head\.'=f16`); first match wins.
+    #[arg(long)]
+    keep: Vec<String>,
+    /// A text file with one class name per line.
+    #[arg(long)]
+    class_names: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Skip the quality report (it samples with both models and decodes images).
+    #[arg(long)]
+    no_report: bool,
+}
+
+/// Which storage a tensor gets: an override, else the scheme for weight matrices, else f32
+/// (biases, norms and the per-head scales are tiny and sensitive).
+fn storage_for(
+    name: &str,
+    shape: &[usize],
+    default: Storage,
+    keep: &[(Regex, Storage)],
+) -> Storage {
+    if let Some((_, s)) = keep.iter().find(|(r, _)| r.is_match(name)) {
+        return *s;
+    }
+    let n: usize = shape.iter().product();
+    if shape.len() >= 2 && n >= 1024 {
+        default
+    } else {
+        Storage::F32
+    }
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let default = Storage::parse(&a.quant)?;
+    let keep = a
+        .keep
+        .iter()
+        .map(|k| {
+            let (re, s) = k
+                .rsplit_once('=')
+                .with_context(|| format!("--keep `{k}` is not REGEX=STORAGE"))?;
+            Ok((
+                Regex::new(re).with_context(|| format!("--keep `{k}`"))?,
+                Storage::parse(s)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let device = Device::flex();
+    let mut var_ck =
+        Checkpoint::open(&a.var).with_context(|| format!("reading {}", a.var.display()))?;
+    let embedded = var_ck.split_prefix("vae.");
+    let mut vae_ck = match &a.vae {
+        Some(p) => Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?,
+        None if !embedded.is_empty() => embedded,
+        None => bail!("export needs the VQ-VAE: pass --vae"),
+    };
+    let var_cfg = var::infer_config(&var_ck, None)?;
+    let vae_cfg = vqvae::infer_config(&vae_ck, Some(var_cfg.patch_nums.clone()))?;
+    // Load both models through recorders: the f32 reference and the list of tensors.
+    let mut rec = Recorder::new(&mut var_ck, "");
+    let var_model = Var::load(&mut rec, &var_cfg, &device)?;
+    let mut tensors = std::mem::take(&mut rec.tensors);
+    var_ck.finish()?;
+    let mut rec = Recorder::new(&mut vae_ck, "vae.");
+    let vae_model = VqVae::load(&mut rec, &vae_cfg, &device)?;
+    tensors.append(&mut rec.tensors);
+    vae_ck.finish()?;
+
+    let class_names = match &a.class_names {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        ),
+        None => None,
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "tool".into(),
+        format!("native-trainer {}", env!("CARGO_PKG_VERSION")),
+    );
+    meta.insert("scheme".into(), a.quant.clone());
+    meta.insert("keep".into(), a.keep.join(" "));
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let with_storage: Vec<_> = tensors
+        .into_iter()
+        .map(|(k, s, v)| {
+            let st = storage_for(&k, &s, default, &keep);
+            let e = counts.entry(format!("{st:?}").to_lowercase()).or_default();
+            e.0 += 1;
+            e.1 += v.len();
+            (k, s, v, st)
+        })
+        .collect();
+    let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
+    let bytes = write_pack(&var_cfg, &vae_cfg, class_names, meta, &with_storage)?;
+    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "wrote {} ({} bytes, {:.3} bytes/parameter, {params} parameters) in {:.1} s",
+        a.out.display(),
+        bytes.len(),
+        bytes.len() as f64 / params as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    for (s, (n, v)) in &counts {
+        eprintln!("  {s}: {n} tensors, {v} values");
+    }
+    if a.no_report {
+        return Ok(());
+    }
+    let reference = Pipeline {
+        var: var_model,
+        var_config: var_cfg,
+        vae: nextscale::pipeline::VaeParts::Full(Box::new(vae_model)),
+        vae_config: vae_cfg,
+    };
+    let quantized = Pipeline::from_bytes(bytes.clone(), &device)?;
+    report(&reference, &quantized, bytes.len(), params, &a.quant)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+/// Compares a quantized pipeline with its f32 reference and prints one markdown row.
+pub fn report(
+    f32p: &Pipeline,
+    qp: &Pipeline,
+    size: usize,
+    params: usize,
+    scheme: &str,
+) -> Result<()> {
+    let device = Device::flex();
+    let cfg = &f32p.var_config;
+    let null = cfg.num_classes;
+    let labels = [3.min(null - 1), (cfg.num_classes * 98 / 100).min(null - 1)];
+    // Teacher-forced logits on the f32 model's own greedy tokens.
+    let opts = SampleOptions {
+        cfg: 4.0,
+        top_k: 1,
+        top_p: 0.0,
+        seed: 42,
+        more_smooth: false,
+    };
+    let g_ref = block_on(f32p.generate(&labels, &opts, &mut NoHooks))?;
+    let g_q = block_on(qp.generate(&labels, &opts, &mut NoHooks))?;
+    let total: usize = g_ref.tokens.iter().map(Vec::len).sum();
+    let same: usize = g_ref
+        .tokens
+        .iter()
+        .zip(&g_q.tokens)
+        .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x == y).count())
+        .sum();
+    let idx: Vec<Tensor<2, Int>> = {
+        let mut v = Vec::new();
+        let mut begin = 0;
+        for &p in &cfg.patch_nums.0 {
+            let n = p * p;
+            let flat: Vec<i64> = g_ref
+                .tokens
+                .iter()
+                .flat_map(|t| t[begin..begin + n].iter().map(|&x| x as i64))
+                .collect();
+            v.push(Tensor::from_data(
+                TensorData::new(flat, [labels.len(), n]),
+                &device,
+            ));
+            begin += n;
+        }
+        v
+    };
+    let x = f32p.quantizer().idx_to_var_input(&idx);
+    let lab: Tensor<1, Int> = Tensor::from_data(
+        TensorData::new(vec![labels[0] as i64, null as i64], [2]),
+        &device,
+    );
+    let lr = host(f32p.var.forward_teacher(lab.clone(), x.clone(), None));
+    let lq = host(qp.var.forward_teacher(lab, x, None));
+    let (mut max, mut sum) = (0f32, 0f64);
+    for (a, b) in lr.iter().zip(&lq) {
+        let d = (a - b).abs();
+        max = max.max(d);
+        sum += d as f64;
+    }
+    let mean = sum / lr.len() as f64;
+    // PSNR: the same f32 latent through both decoders, and each model's own image.
+    let img_ref = block_on(f32p.decode(&g_ref))?;
+    let img_q_same = block_on(qp.decode_fhat(g_ref.f_hat.clone()))?;
+    let img_q_own = block_on(qp.decode(&g_q))?;
+    let flat = |v: &[nextscale::image::RgbImage]| {
+        v.iter().flat_map(|i| i.data.clone()).collect::<Vec<u8>>()
+    };
+    let (r, qs, qo) = (flat(&img_ref), flat(&img_q_same), flat(&img_q_own));
+    println!(
+        "| scheme | file size | bytes/param | TF logits max / mean abs err | greedy tokens equal | PSNR decoder (same latent) | PSNR end to end |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {scheme} | {:.2} MB | {:.3} | {max:.2e} / {mean:.2e} | {same}/{total} ({:.1} %) | {:.1} dB | {:.1} dB |",
+        size as f64 / 1e6,
+        size as f64 / params as f64,
+        100.0 * same as f64 / total as f64,
+        psnr(&r, &qs),
+        psnr(&r, &qo)
+    );
+    Ok(())
+}

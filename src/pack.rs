@@ -1,0 +1,493 @@
+//! nextscale packs (`.nsp`): one self-describing file per model, made for the web.
+//!
+//! Layout (little-endian; see `docs/pack-format.md`):
+//! ```text
+//! 0   "NXSPACK\0"            magic, 8 bytes
+//! 8   u32 version            = 1
+//! 12  u32 header_len
+//! 16  header (UTF-8 JSON)    configs, class names, tensor table
+//! ..  zero padding to a multiple of 64
+//! D   data                   each tensor at D + offset, offsets multiples of 64
+//! ```
+//! The header comes first, so a streaming reader knows the model, its size and whether it fits
+//! before the weights arrive. Every offset, length and checksum is verified; bad bytes are an
+//! [`Error::Format`], never a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{VarConfig, VqVaeConfig};
+use crate::error::{Error, Result, Shape};
+use crate::params::{Init, ParamSource};
+
+pub const MAGIC: &[u8; 8] = b"NXSPACK\0";
+pub const VERSION: u32 = 1;
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+const ALIGN: usize = 64;
+/// Upper bound on the header, to refuse absurd allocations from corrupt files.
+const MAX_HEADER: usize = 64 << 20;
+
+/// How one tensor is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    F32,
+    F16,
+    /// Per block of 32 values: an f16 scale `max|x|/127` and 32 signed bytes.
+    Q8,
+    /// Per block of 32 values: an f16 scale `max|x|/7` and 32 signed nibbles (`q + 8`, low first).
+    Q4,
+}
+
+impl Storage {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "q8" => Ok(Self::Q8),
+            "q4" => Ok(Self::Q4),
+            _ => Err(Error::invalid(format!(
+                "unknown storage `{s}` (use f32, f16, q8 or q4)"
+            ))),
+        }
+    }
+
+    /// Bytes needed for `n` values.
+    pub fn byte_len(self, n: usize) -> usize {
+        let blocks = n.div_ceil(BLOCK);
+        match self {
+            Self::F32 => 4 * n,
+            Self::F16 => 2 * n,
+            Self::Q8 => blocks * 2 + n,
+            Self::Q4 => blocks * 2 + n.div_ceil(2),
+        }
+    }
+}
+
+/// One entry of the tensor table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+    /// From the start of the data section.
+    pub offset: usize,
+    pub length: usize,
+    /// CRC-32 (IEEE) of the stored bytes.
+    pub crc32: u32,
+}
+
+/// The pack header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackHeader {
+    pub var: VarConfig,
+    pub vae: VqVaeConfig,
+    /// Optional human-readable class names, `var.num_classes` of them.
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
+    /// Free-form provenance: the command, the sources, the default scheme.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+impl PackHeader {
+    /// Size of the whole file this header describes.
+    pub fn file_len(&self, header_len: usize) -> usize {
+        data_start(header_len)
+            + self
+                .tensors
+                .iter()
+                .map(|t| t.offset + t.length)
+                .max()
+                .unwrap_or(0)
+    }
+    /// Number of stored values.
+    pub fn num_values(&self) -> usize {
+        self.tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
+    }
+}
+
+fn data_start(header_len: usize) -> usize {
+    (16 + header_len).div_ceil(ALIGN) * ALIGN
+}
+
+fn fmt_err(reason: impl Into<String>) -> Error {
+    Error::Format {
+        format: "nextscale pack",
+        reason: reason.into(),
+    }
+}
+
+/// Reads the header from the first bytes of a pack. Returns it and the offset of the data
+/// section; `Ok(None)` when more bytes are needed (streaming).
+pub fn read_header(prefix: &[u8]) -> Result<Option<(PackHeader, usize)>> {
+    if prefix.len() < 16 {
+        if !MAGIC.starts_with(&prefix[..prefix.len().min(8)]) {
+            return Err(fmt_err("not a nextscale pack (bad magic)"));
+        }
+        return Ok(None);
+    }
+    if &prefix[..8] != MAGIC {
+        return Err(fmt_err("not a nextscale pack (bad magic)"));
+    }
+    let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(fmt_err(format!(
+            "unsupported pack version {version} (this library reads {VERSION})"
+        )));
+    }
+    let hlen = u32::from_le_bytes(prefix[12..16].try_into().expect("4 bytes")) as usize;
+    if hlen > MAX_HEADER {
+        return Err(fmt_err(format!(
+            "header of {hlen} bytes is implausibly large"
+        )));
+    }
+    if prefix.len() < 16 + hlen {
+        return Ok(None);
+    }
+    let header: PackHeader = serde_json::from_slice(&prefix[16..16 + hlen])
+        .map_err(|e| fmt_err(format!("bad header: {e}")))?;
+    validate_header(&header)?;
+    Ok(Some((header, data_start(hlen))))
+}
+
+fn validate_header(h: &PackHeader) -> Result<()> {
+    h.var.validate()?;
+    h.vae.validate()?;
+    if let Some(names) = &h.class_names
+        && names.len() != h.var.num_classes
+    {
+        return Err(fmt_err(format!(
+            "{} class names for {} classes",
+            names.len(),
+            h.var.num_classes
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for t in &h.tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(fmt_err(format!("tensor `{}` appears twice", t.name)));
+        }
+        let n = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| fmt_err(format!("tensor `{}` has an overflowing shape", t.name)))?;
+        if n > (1usize << 34) {
+            return Err(fmt_err(format!("tensor `{}` is implausibly large", t.name)));
+        }
+        if t.storage.byte_len(n) != t.length {
+            return Err(fmt_err(format!(
+                "tensor `{}`: {} values stored as {:?} need {} bytes, the table says {}",
+                t.name,
+                n,
+                t.storage,
+                t.storage.byte_len(n),
+                t.length
+            )));
+        }
+        if t.offset % ALIGN != 0 || t.offset.checked_add(t.length).is_none() {
+            return Err(fmt_err(format!("tensor `{}` has a bad offset", t.name)));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed pack: the header and the bytes. It hands tensors out as `f32`, dequantizing.
+pub struct Pack {
+    pub header: PackHeader,
+    bytes: Vec<u8>,
+    data: usize,
+    index: BTreeMap<String, usize>,
+    used: BTreeSet<String>,
+}
+
+impl Pack {
+    /// Parses a whole pack, checking that every tensor lies inside the file.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let (header, data) =
+            read_header(&bytes)?.ok_or_else(|| fmt_err("the file ends inside its header"))?;
+        let need = header.file_len(data - 16);
+        if bytes.len() < need {
+            return Err(fmt_err(format!(
+                "the file is truncated: {} bytes, its table needs {need}",
+                bytes.len()
+            )));
+        }
+        let index = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            header,
+            bytes,
+            data,
+            index,
+            used: BTreeSet::new(),
+        })
+    }
+
+    pub fn is_pack(bytes: &[u8]) -> bool {
+        bytes.starts_with(MAGIC)
+    }
+
+    /// The values of one tensor (checksum verified, dequantized).
+    pub fn read(&self, name: &str) -> Result<Vec<f32>> {
+        let i = *self.index.get(name).ok_or_else(|| Error::MissingKey {
+            key: name.into(),
+            expected: Shape(vec![]),
+        })?;
+        let t = &self.header.tensors[i];
+        let raw = &self.bytes[self.data + t.offset..self.data + t.offset + t.length];
+        let crc = crc32fast::hash(raw);
+        if crc != t.crc32 {
+            return Err(fmt_err(format!(
+                "tensor `{name}` is corrupt (checksum {crc:08x}, expected {:08x})",
+                t.crc32
+            )));
+        }
+        Ok(decode(raw, t.storage, t.shape.iter().product()))
+    }
+
+    /// A [`ParamSource`] over the tensors whose names start with `prefix`.
+    pub fn source<'a>(&'a mut self, prefix: &str) -> PackSource<'a> {
+        PackSource {
+            pack: self,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Fails if the model did not use every tensor of the pack.
+    pub fn finish(&self) -> Result<()> {
+        let keys: Vec<(String, Shape)> = self
+            .header
+            .tensors
+            .iter()
+            .filter(|t| !self.used.contains(&t.name))
+            .map(|t| (t.name.clone(), Shape(t.shape.clone())))
+            .collect();
+        if keys.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnexpectedKeys { keys })
+        }
+    }
+}
+
+pub struct PackSource<'a> {
+    pack: &'a mut Pack,
+    prefix: String,
+}
+
+impl ParamSource for PackSource<'_> {
+    fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
+        let name = format!("{}{key}", self.prefix);
+        let found = self
+            .pack
+            .index
+            .get(&name)
+            .map(|&i| self.pack.header.tensors[i].shape.clone())
+            .ok_or_else(|| Error::MissingKey {
+                key: name.clone(),
+                expected: Shape(shape.to_vec()),
+            })?;
+        if found != shape {
+            return Err(Error::ShapeMismatch {
+                key: name,
+                found: Shape(found),
+                expected: Shape(shape.to_vec()),
+            });
+        }
+        let v = self.pack.read(&name)?;
+        self.pack.used.insert(name);
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, _key: &str, _shape: &[usize]) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn f16_bits(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+/// Encodes `values` in `storage`.
+pub fn encode(values: &[f32], storage: Storage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(storage.byte_len(values.len()));
+    match storage {
+        Storage::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Storage::F16 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&f16_bits(v))),
+        Storage::Q8 | Storage::Q4 => {
+            let qmax = if storage == Storage::Q8 { 127.0 } else { 7.0 };
+            let scales: Vec<f32> = values
+                .chunks(BLOCK)
+                .map(|b| {
+                    let m = b.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    // Round the scale to f16 first, so the codes use the scale the reader sees.
+                    half::f16::from_f32(m / qmax).to_f32()
+                })
+                .collect();
+            for s in &scales {
+                out.extend_from_slice(&f16_bits(*s));
+            }
+            let code = |v: f32, s: f32| -> i32 {
+                if s == 0.0 || !s.is_finite() {
+                    0
+                } else {
+                    (v / s).round().clamp(-qmax, qmax) as i32
+                }
+            };
+            if storage == Storage::Q8 {
+                for (b, s) in values.chunks(BLOCK).zip(&scales) {
+                    out.extend(b.iter().map(|&v| code(v, *s) as i8 as u8));
+                }
+            } else {
+                let mut nib = values
+                    .chunks(BLOCK)
+                    .zip(&scales)
+                    .flat_map(|(b, s)| b.iter().map(move |&v| (code(v, *s) + 8) as u8));
+                while let Some(lo) = nib.next() {
+                    let hi = nib.next().unwrap_or(8);
+                    out.push(lo | (hi << 4));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes `n` values stored in `storage` (the length was validated against the table).
+pub fn decode(raw: &[u8], storage: Storage, n: usize) -> Vec<f32> {
+    match storage {
+        Storage::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Storage::F16 => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Storage::Q8 | Storage::Q4 => {
+            let blocks = n.div_ceil(BLOCK);
+            let (sc, q) = raw.split_at(blocks * 2);
+            let scale = |i: usize| {
+                half::f16::from_le_bytes([sc[2 * (i / BLOCK)], sc[2 * (i / BLOCK) + 1]]).to_f32()
+            };
+            if storage == Storage::Q8 {
+                (0..n).map(|i| q[i] as i8 as f32 * scale(i)).collect()
+            } else {
+                (0..n)
+                    .map(|i| {
+                        let byte = q[i / 2];
+                        let nib = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+                        (nib as i32 - 8) as f32 * scale(i)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Writes a pack: the header, then each tensor encoded and aligned.
+pub fn write_pack(
+    var: &VarConfig,
+    vae: &VqVaeConfig,
+    class_names: Option<Vec<String>>,
+    meta: BTreeMap<String, String>,
+    tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
+) -> Result<Vec<u8>> {
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut blobs = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for (name, shape, values, storage) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(Error::invalid(format!(
+                "tensor `{name}`: shape and value count differ"
+            )));
+        }
+        let blob = encode(values, *storage);
+        entries.push(TensorEntry {
+            name: name.clone(),
+            shape: shape.clone(),
+            storage: *storage,
+            offset,
+            length: blob.len(),
+            crc32: crc32fast::hash(&blob),
+        });
+        offset = (offset + blob.len()).div_ceil(ALIGN) * ALIGN;
+        blobs.push(blob);
+    }
+    let header = PackHeader {
+        var: var.clone(),
+        vae: vae.clone(),
+        class_names,
+        meta,
+        tensors: entries,
+    };
+    validate_header(&header)?;
+    let json = serde_json::to_vec(&header).map_err(|e| Error::invalid(e.to_string()))?;
+    let start = data_start(json.len());
+    let mut out = Vec::with_capacity(start + offset);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.resize(start, 0);
+    for (e, blob) in header.tensors.iter().zip(&blobs) {
+        out.resize(start + e.offset, 0);
+        out.extend_from_slice(blob);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantization_round_trips_within_half_a_step() {
+        let v: Vec<f32> = (0..100)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        for (s, q) in [(Storage::Q8, 127.0), (Storage::Q4, 7.0)] {
+            let d = decode(&encode(&v, s), s, v.len());
+            for (blk, dblk) in v.chunks(BLOCK).zip(d.chunks(BLOCK)) {
+                let m = blk.iter().fold(0f32, |a, x| a.max(x.abs()));
+                for (x, y) in blk.iter().zip(dblk) {
+                    assert!((x - y).abs() <= m / q * 0.5 + m * 1e-3, "{s:?}: {x} vs {y}");
+                }
+            }
+        }
+        let d = decode(&encode(&v, Storage::F32), Storage::F32, v.len());
+        assert_eq!(d, v);
+        assert_eq!(Storage::Q4.byte_len(100), 4 * 2 + 50);
+    }
+
+    #[test]
+    fn every_prefix_of_a_pack_is_rejected_cleanly() {
+        let (var, vae) = crate::fixtures::tiny_configs();
+        let t = vec![("a".to_string(), vec![3, 40], vec![0.5f32; 120], Storage::Q4)];
+        let bytes = write_pack(&var, &vae, None, BTreeMap::new(), &t).unwrap();
+        let p = Pack::from_bytes(bytes.clone()).unwrap();
+        assert_eq!(p.read("a").unwrap().len(), 120);
+        for n in 0..bytes.len() {
+            assert!(Pack::from_bytes(bytes[..n].to_vec()).is_err(), "prefix {n}");
+        }
+        // A flipped data byte fails its checksum; a flipped header byte fails to parse.
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(Pack::from_bytes(bad).unwrap().read("a").is_err());
+    }
+}

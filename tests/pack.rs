@@ -1,0 +1,134 @@
+//! nextscale packs: an f32 pack is the same model as its checkpoint; every scheme loads;
+//! damaged packs are errors that say what is wrong.
+
+use std::collections::BTreeMap;
+
+use nextscale::burn::tensor::Device;
+use nextscale::fixtures::{tiny_configs, tiny_model_tensors};
+use nextscale::pack::{Pack, Storage, write_pack};
+use nextscale::readback::block_on;
+use nextscale::sampler::NoHooks;
+use nextscale::{Error, Pipeline, SampleOptions};
+
+fn tiny_pack(storage: Storage) -> Vec<u8> {
+    let (var, vae) = tiny_configs();
+    let tensors: Vec<_> = tiny_model_tensors(0)
+        .unwrap()
+        .into_iter()
+        .map(|(k, s, v)| {
+            let st = if s.len() >= 2 { storage } else { Storage::F32 };
+            (k, s, v, st)
+        })
+        .collect();
+    write_pack(
+        &var,
+        &vae,
+        Some((0..10).map(|i| format!("class {i}")).collect()),
+        BTreeMap::new(),
+        &tensors,
+    )
+    .unwrap()
+}
+
+fn tiny_safetensors() -> Vec<u8> {
+    let t = tiny_model_tensors(0).unwrap();
+    let view: Vec<(String, Vec<usize>, &[f32])> = t
+        .iter()
+        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let mut out = Vec::new();
+    nextscale::checkpoint::write_safetensors(&mut out, &view).unwrap();
+    out
+}
+
+fn tokens(p: &Pipeline, top_k: usize) -> Vec<Vec<u32>> {
+    let o = SampleOptions {
+        cfg: 3.0,
+        top_k,
+        top_p: 0.9,
+        seed: 5,
+        more_smooth: false,
+    };
+    block_on(p.generate(&[1, 7], &o, &mut NoHooks))
+        .unwrap()
+        .tokens
+}
+
+#[test]
+fn f32_pack_is_the_same_model_as_the_checkpoint() {
+    let d = Device::flex();
+    let a = Pipeline::from_bytes(tiny_safetensors(), &d).unwrap();
+    let b = Pipeline::from_bytes(tiny_pack(Storage::F32), &d).unwrap();
+    assert_eq!(a.var_config, b.var_config);
+    assert_eq!(tokens(&a, 1), tokens(&b, 1));
+    assert_eq!(tokens(&a, 50), tokens(&b, 50));
+}
+
+#[test]
+fn every_scheme_loads_and_shrinks_the_file() {
+    let d = Device::flex();
+    let f32_len = tiny_pack(Storage::F32).len();
+    for (s, max_ratio) in [
+        (Storage::F16, 0.51),
+        (Storage::Q8, 0.28),
+        (Storage::Q4, 0.16),
+    ] {
+        let bytes = tiny_pack(s);
+        let ratio = bytes.len() as f64 / f32_len as f64;
+        assert!(ratio <= max_ratio, "{s:?}: {ratio}");
+        let p = Pipeline::from_bytes(bytes, &d).unwrap();
+        assert_eq!(tokens(&p, 1).concat().len(), 2 * 155);
+    }
+}
+
+#[test]
+fn damaged_packs_are_rejected_with_reasons() {
+    let d = Device::flex();
+    let good = tiny_pack(Storage::Q8);
+    let err = |b: Vec<u8>| {
+        Pipeline::from_bytes(b, &d)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
+    // A flipped weight byte: the checksum names the tensor.
+    let (header, data) = nextscale::pack::read_header(&good).unwrap().unwrap();
+    let head = header
+        .tensors
+        .iter()
+        .find(|t| t.name == "head.weight")
+        .unwrap();
+    let mut b = good.clone();
+    b[data + head.offset + head.length / 2] ^= 0x40;
+    let m = err(b);
+    assert!(m.contains("`head.weight` is corrupt (checksum"), "{m}");
+    let n = good.len();
+    // Truncated anywhere: header or data.
+    for cut in [3, 15, 40, 1000, n / 2, n - 1] {
+        let m = err(good[..cut].to_vec());
+        assert!(
+            m.contains("nextscale pack") || m.contains("safetensors"),
+            "cut {cut}: {m}"
+        );
+    }
+    // Another version.
+    let mut b = good.clone();
+    b[8] = 9;
+    assert!(err(b).contains("unsupported pack version 9"));
+    // A header that lies about a tensor's length.
+    let mut b = good.clone();
+    let hlen = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let h = String::from_utf8(b[16..16 + hlen].to_vec()).unwrap();
+    let h2 = h.replacen("\"length\":", "\"length\":1", 1);
+    assert_eq!(h2.len(), h.len() + 1);
+    b.splice(12..16, ((hlen + 1) as u32).to_le_bytes());
+    b.splice(16..16 + hlen, h2.into_bytes());
+    let m = err(b);
+    assert!(m.contains("need") || m.contains("truncated"), "{m}");
+    // Not a pack at all, and an empty file.
+    assert!(matches!(
+        Pack::from_bytes(b"NXSPACK\0garbage".to_vec()),
+        Err(Error::Format { .. })
+    ));
+    assert!(Pipeline::from_bytes(Vec::new(), &d).is_err());
+}
