@@ -179,7 +179,7 @@ fn validate_header(h: &PackHeader) -> Result<()> {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| fmt_err(format!("tensor `{}` has an overflowing shape", t.name)))?;
-        if n > (1usize << 34) {
+        if n as u64 > (1u64 << 34) {
             return Err(fmt_err(format!("tensor `{}` is implausibly large", t.name)));
         }
         if t.storage.byte_len(n) != t.length {

@@ -55,9 +55,10 @@ function inPage(fn, arg) {
   );
 }
 
-function nativeTokens(args) {
-  const out = path.join(OUT, `native-${args.join('_').replace(/[^a-z0-9_.]/gi, '')}.json`);
-  const r = spawnSync(NATIVE, ['sample', '--var', path.join(ROOT, MODEL), '--tokens-out', out, ...args], { encoding: 'utf8' });
+function nativeTokens(args, model = MODEL) {
+  const flag = model.endsWith('.nsp') ? '--pack' : '--var';
+  const out = path.join(OUT, `native-${path.basename(model)}-${args.join('_').replace(/[^a-z0-9_.]/gi, '')}.json`);
+  const r = spawnSync(NATIVE, ['sample', flag, path.join(ROOT, model), '--tokens-out', out, ...args], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(fs.readFileSync(out, 'utf8'))[0];
 }
@@ -102,6 +103,24 @@ for (const backend of ['webgpu', 'cpu']) {
     assert.deepEqual(sampled.tokens, nativeTokens(nativeArgs(SAMPLED)), 'sampled tokens differ from native');
   });
 }
+
+test('q8 and q4 packs load on WebGPU and CPU and sample the native tokens', { timeout: 15 * MINUTES }, async () => {
+  for (const q of ['q8', 'q4']) {
+    const model = `www/models/tiny-random-${q}.nsp`;
+    const want = nativeTokens(nativeArgs(SAMPLED), model);
+    for (const backend of ['webgpu', 'cpu']) {
+      const r = await inPage(async (lib, { backend, model, opts }) => {
+        const gen = await lib.Generator.load(`/${model}`, { backend, cache: false });
+        const img = await gen.generate(opts);
+        gen.dispose();
+        return { tokens: Array.from(img.tokens), backend: img.backend, size: img.width };
+      }, { backend, model, opts: SAMPLED });
+      assert.equal(r.backend, backend);
+      assert.equal(r.size, 64);
+      assert.deepEqual(r.tokens, want, `${q} on ${backend}: tokens differ from native`);
+    }
+  }
+});
 
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
@@ -171,6 +190,15 @@ test('bad arguments and bad weights reject with clear messages', async () => {
       source: await msg(lib.Generator.load(42)),
       loadTypo: await msg(lib.Generator.load(bytes, { backnd: 'cpu' })),
       corrupt: await msg(lib.Generator.load(crypto.getRandomValues(new Uint8Array(4096)), { backend: 'cpu' })),
+      corruptPack: await msg((async () => {
+        const p = new Uint8Array(await (await fetch('/www/models/tiny-random-q8.nsp')).arrayBuffer());
+        p[p.length >> 1] ^= 0x55; // inside vae.encoder.down.3.block.0.conv1.weight
+        return lib.Generator.load(p, { backend: 'cpu' });
+      })()),
+      truncatedPack: await msg((async () => {
+        const p = new Uint8Array(await (await fetch('/www/models/tiny-random-q4.nsp')).arrayBuffer());
+        return lib.Generator.load(p.slice(0, p.length - 10), { backend: 'cpu' });
+      })()),
       truncated: await msg(lib.Generator.load(bytes.slice(0, bytes.length >> 1), { backend: 'cpu' })),
       header: await msg(lib.Generator.load(bytes.slice(0, 6), { backend: 'cpu' })),
       missing: await msg(lib.Generator.load('/www/models/no-such-model.safetensors', { backend: 'cpu', cache: false })),
@@ -192,6 +220,8 @@ test('bad arguments and bad weights reject with clear messages', async () => {
   assert.match(r.source, /source must be a URL/);
   assert.match(r.loadTypo, /unknown load option 'backnd'/);
   assert.match(r.corrupt, /invalid safetensors file/);
+  assert.match(r.corruptPack, /is corrupt \(checksum/);
+  assert.match(r.truncatedPack, /nextscale pack.*truncated/);
   assert.match(r.truncated, /invalid safetensors file/);
   assert.match(r.header, /invalid safetensors file/);
   assert.match(r.missing, /HTTP 404/);
