@@ -256,12 +256,16 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// Reads `key` as `f32` without consuming it.
-    pub fn read_f32(&self, key: &str) -> Result<F32Tensor> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+    fn entry(&self, key: &str) -> Result<&Entry> {
+        self.entries.get(key).ok_or_else(|| Error::MissingKey {
             key: key.into(),
             expected: Shape(vec![]),
-        })?;
+        })
+    }
+
+    /// Reads `key` as `f32` without consuming it.
+    pub fn read_f32(&self, key: &str) -> Result<F32Tensor> {
+        let entry = self.entry(key)?;
         let bytes = entry.bytes(key)?;
         let data = match entry.dtype {
             DType::F32 => bytes
@@ -296,10 +300,7 @@ impl Checkpoint {
 
     /// Reads a float tensor as `f64` (exact for F64, widened otherwise) without consuming it.
     pub fn read_f64(&self, key: &str) -> Result<Vec<f64>> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            key: key.into(),
-            expected: Shape(vec![]),
-        })?;
+        let entry = self.entry(key)?;
         if entry.dtype == DType::F64 {
             let bytes = entry.bytes(key)?;
             return Ok(bytes
@@ -317,10 +318,7 @@ impl Checkpoint {
 
     /// Reads an integer tensor as `i64` without consuming it.
     pub fn read_i64(&self, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            key: key.into(),
-            expected: Shape(vec![]),
-        })?;
+        let entry = self.entry(key)?;
         let bytes = entry.bytes(key)?;
         let data = match entry.dtype {
             DType::I64 => bytes

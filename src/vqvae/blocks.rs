@@ -150,3 +150,57 @@ impl Upsample {
         self.conv.forward(up.reshape([b, c, 2 * h, 2 * w]))
     }
 }
+
+/// The resnet blocks of one resolution level, each optionally followed by attention
+/// (`{prefix}.block.{j}`, `{prefix}.attn.{j}`), shared by the encoder and the decoder.
+#[derive(Module, Debug)]
+pub struct LevelBlocks {
+    pub block: Vec<ResnetBlock>,
+    pub attn: Vec<AttnBlock>,
+}
+
+impl LevelBlocks {
+    /// Loads `n` blocks from `c_in` to `c_out` channels (the first changes the width).
+    pub fn load(
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        attn: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut block = Vec::with_capacity(n);
+        let mut attns = Vec::new();
+        let mut c = c_in;
+        for j in 0..n {
+            block.push(ResnetBlock::load(
+                src,
+                &format!("{prefix}.block.{j}"),
+                c,
+                c_out,
+                device,
+            )?);
+            c = c_out;
+            if attn {
+                attns.push(AttnBlock::load(
+                    src,
+                    &format!("{prefix}.attn.{j}"),
+                    c,
+                    device,
+                )?);
+            }
+        }
+        Ok(Self { block, attn: attns })
+    }
+
+    pub fn forward(&self, mut h: Tensor<4>) -> Tensor<4> {
+        for (j, block) in self.block.iter().enumerate() {
+            h = block.forward(h);
+            if let Some(a) = self.attn.get(j) {
+                h = a.forward(h);
+            }
+        }
+        h
+    }
+}

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::blocks::{AttnBlock, ResnetBlock, Upsample, norm};
+use super::blocks::{LevelBlocks, Upsample, norm};
 use super::encoder::Mid;
 use crate::config::VqVaeConfig;
 use crate::error::Result;
@@ -13,8 +13,8 @@ use crate::params::ParamSource;
 
 #[derive(Module, Debug)]
 pub struct UpLevel {
-    pub block: Vec<ResnetBlock>,
-    pub attn: Vec<AttnBlock>,
+    /// `block.{j}` and `attn.{j}` of this level.
+    pub blocks: LevelBlocks,
     pub upsample: Option<Upsample>,
 }
 
@@ -53,26 +53,16 @@ impl Decoder {
         let mut up_rev = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = ch * cfg.ch_mult[i];
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
-            for j in 0..=cfg.num_res_blocks {
-                block.push(ResnetBlock::load(
-                    src,
-                    &format!("{p}.up.{i}.block.{j}"),
-                    block_in,
-                    block_out,
-                    device,
-                )?);
-                block_in = block_out;
-                if cfg.using_sa && i == levels - 1 {
-                    attn.push(AttnBlock::load(
-                        src,
-                        &format!("{p}.up.{i}.attn.{j}"),
-                        block_in,
-                        device,
-                    )?);
-                }
-            }
+            let blocks = LevelBlocks::load(
+                src,
+                &format!("{p}.up.{i}"),
+                cfg.num_res_blocks + 1,
+                block_in,
+                block_out,
+                cfg.using_sa && i == levels - 1,
+                device,
+            )?;
+            block_in = block_out;
             let upsample = if i != 0 {
                 Some(Upsample::load(
                     src,
@@ -83,11 +73,7 @@ impl Decoder {
             } else {
                 None
             };
-            up_rev.push(UpLevel {
-                block,
-                attn,
-                upsample,
-            });
+            up_rev.push(UpLevel { blocks, upsample });
         }
         up_rev.reverse();
         Ok(Self {
@@ -111,12 +97,7 @@ impl Decoder {
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         let mut h = self.mid.forward(self.conv_in.forward(z));
         for level in self.up.iter().rev() {
-            for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(a) = level.attn.get(j) {
-                    h = a.forward(h);
-                }
-            }
+            h = level.blocks.forward(h);
             if let Some(u) = &level.upsample {
                 h = u.forward(h);
             }

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::blocks::{AttnBlock, Downsample, ResnetBlock, norm};
+use super::blocks::{AttnBlock, Downsample, LevelBlocks, ResnetBlock, norm};
 use crate::config::VqVaeConfig;
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, silu};
@@ -11,8 +11,8 @@ use crate::params::ParamSource;
 
 #[derive(Module, Debug)]
 pub struct DownLevel {
-    pub block: Vec<ResnetBlock>,
-    pub attn: Vec<AttnBlock>,
+    /// `block.{j}` and `attn.{j}` of this level.
+    pub blocks: LevelBlocks,
     pub downsample: Option<Downsample>,
 }
 
@@ -82,26 +82,16 @@ impl Encoder {
         let mut block_in = ch;
         for (i, &mult) in cfg.ch_mult.iter().enumerate() {
             let block_out = ch * mult;
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
-            for j in 0..cfg.num_res_blocks {
-                block.push(ResnetBlock::load(
-                    src,
-                    &format!("{p}.down.{i}.block.{j}"),
-                    block_in,
-                    block_out,
-                    device,
-                )?);
-                block_in = block_out;
-                if cfg.using_sa && i == levels - 1 {
-                    attn.push(AttnBlock::load(
-                        src,
-                        &format!("{p}.down.{i}.attn.{j}"),
-                        block_in,
-                        device,
-                    )?);
-                }
-            }
+            let blocks = LevelBlocks::load(
+                src,
+                &format!("{p}.down.{i}"),
+                cfg.num_res_blocks,
+                block_in,
+                block_out,
+                cfg.using_sa && i == levels - 1,
+                device,
+            )?;
+            block_in = block_out;
             let downsample = if i != levels - 1 {
                 Some(Downsample::load(
                     src,
@@ -112,11 +102,7 @@ impl Encoder {
             } else {
                 None
             };
-            down.push(DownLevel {
-                block,
-                attn,
-                downsample,
-            });
+            down.push(DownLevel { blocks, downsample });
         }
         Ok(Self {
             conv_in,
@@ -139,12 +125,7 @@ impl Encoder {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = self.conv_in.forward(x);
         for level in &self.down {
-            for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(a) = level.attn.get(j) {
-                    h = a.forward(h);
-                }
-            }
+            h = level.blocks.forward(h);
             if let Some(d) = &level.downsample {
                 h = d.forward(h);
             }
