@@ -96,13 +96,13 @@ pub struct PackHeader {
 impl PackHeader {
     /// Size of the whole file this header describes.
     pub fn file_len(&self, header_len: usize) -> usize {
-        data_start(header_len)
-            + self
-                .tensors
-                .iter()
-                .map(|t| t.offset + t.length)
-                .max()
-                .unwrap_or(0)
+        let end = self
+            .tensors
+            .iter()
+            .map(|t| t.offset.saturating_add(t.length))
+            .max()
+            .unwrap_or(0);
+        data_start(header_len).saturating_add(end)
     }
     /// Number of stored values.
     pub fn num_values(&self) -> usize {
