@@ -51,7 +51,7 @@ impl SampleOptions {
                 self.cfg
             )));
         }
-        if !(0.0..=1.0).contains(&self.top_p) || self.top_p.is_nan() {
+        if !(0.0..=1.0).contains(&self.top_p) {
             return Err(Error::invalid(format!(
                 "topP must be in [0, 1], got {}",
                 self.top_p

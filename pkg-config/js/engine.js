@@ -10,14 +10,14 @@ export function initWasm() {
 }
 
 export class Engine {
-  dispose() {
-    this.model?.free();
-    this.model = null;
-  }
-
   constructor() {
     this.model = null;
     this.crashed = false;
+  }
+
+  dispose() {
+    this.model?.free();
+    this.model = null;
   }
 
   async load(bytes, backend) {

@@ -92,6 +92,13 @@ async function readBody(response, total, stage, onProgress, signal) {
   return out;
 }
 
+/** Refuses a download whose announced size cannot fit, before its body is read. */
+async function checkFits(total) {
+  if (total == null) return;
+  const caps = await capabilities(total);
+  if (!caps.fits) throw new Error(caps.reason);
+}
+
 function abortError(msg) {
   const e = new Error(msg);
   e.name = 'AbortError';
@@ -113,7 +120,7 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
   if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`the response failed: HTTP ${source.status}`);
     const total = lengthOf(source);
-    if (total != null && !(await capabilities(total)).fits) throw new Error((await capabilities(total)).reason);
+    await checkFits(total);
     return readBody(source, total, 'download', onProgress, signal);
   }
   if (typeof source !== 'string' && !(source instanceof URL)) {
@@ -144,12 +151,11 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
     }
     if (!response.ok) throw new Error(`cannot download ${url}: HTTP ${response.status}`);
     const total = lengthOf(response);
-    if (total != null) {
-      const caps = await capabilities(total);
-      if (!caps.fits) {
-        ctl.abort(); // refuse before the weights download
-        throw new Error(caps.reason);
-      }
+    try {
+      await checkFits(total);
+    } catch (e) {
+      ctl.abort(); // refuse before the weights download
+      throw e;
     }
     const bytes = await readBody(response, total, 'download', onProgress, signal);
     if (store) {

@@ -119,8 +119,9 @@ impl Var {
     pub fn null_class(&self) -> usize {
         self.num_classes
     }
-    fn total_tokens(&self) -> usize {
-        self.patch_nums.iter().map(|p| p * p).sum()
+    /// Scale index of every token of the sequence.
+    fn token_levels(&self) -> Vec<usize> {
+        PatchNums(self.patch_nums.clone()).token_levels()
     }
 
     /// Checks class ids (the null class included) and uploads them.
@@ -145,12 +146,7 @@ impl Var {
     }
 
     fn lvl_pos(&self, device: &Device) -> Tensor<3> {
-        let lv: Vec<i64> = self
-            .patch_nums
-            .iter()
-            .enumerate()
-            .flat_map(|(si, p)| std::iter::repeat_n(si as i64, p * p))
-            .collect();
+        let lv: Vec<i64> = self.token_levels().into_iter().map(|l| l as i64).collect();
         let l = lv.len();
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(lv, [l]), device);
         self.lvl_embed.val().select(0, idx).unsqueeze_dim::<3>(0) + self.pos_1lc.val()
@@ -158,12 +154,7 @@ impl Var {
 
     /// The additive block-causal mask `[1, 1, L, L]`: 0 where `lvl(key) ≤ lvl(query)`, −∞ elsewhere.
     pub fn block_causal_bias(&self, device: &Device) -> Tensor<4> {
-        let lv: Vec<usize> = self
-            .patch_nums
-            .iter()
-            .enumerate()
-            .flat_map(|(si, p)| std::iter::repeat_n(si, p * p))
-            .collect();
+        let lv = self.token_levels();
         let l = lv.len();
         let mut m = vec![0f32; l * l];
         for i in 0..l {
@@ -268,7 +259,7 @@ impl Var {
 
     /// Number of tokens over all scales.
     pub fn sequence_len(&self) -> usize {
-        self.total_tokens()
+        self.patch_nums.iter().map(|p| p * p).sum()
     }
 }
 

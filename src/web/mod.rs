@@ -12,7 +12,6 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8ClampedArray, Uint3
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use crate::error::Error;
 use crate::image::RgbImage;
 use crate::pipeline::Pipeline;
 use crate::sampler::{NoHooks, SampleOptions};
@@ -186,14 +185,17 @@ const KNOWN: [&str; 9] = [
     "onScale",
 ];
 
-fn number(o: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
+/// The option `key`, or `None` when it is absent (`undefined` or `null`).
+fn present(o: &JsValue, key: &str) -> Result<Option<JsValue>, JsValue> {
     let v = Reflect::get(o, &key.into())?;
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    match v.as_f64() {
-        Some(x) if x.is_finite() => Ok(Some(x)),
-        _ => Err(js_err(format!("option {key} must be a finite number"))),
+    Ok((!v.is_undefined() && !v.is_null()).then_some(v))
+}
+
+fn number(o: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
+    match present(o, key)?.map(|v| v.as_f64()) {
+        None => Ok(None),
+        Some(Some(x)) if x.is_finite() => Ok(Some(x)),
+        Some(_) => Err(js_err(format!("option {key} must be a finite number"))),
     }
 }
 
@@ -221,7 +223,7 @@ fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue>
             )));
         }
     }
-    if !Reflect::get(options, &"prompt".into())?.is_undefined() {
+    if present(options, "prompt")?.is_some() {
         return Err(js_err(
             "this model has no text encoder: use classLabel, not prompt",
         ));
@@ -233,34 +235,20 @@ fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue>
         ))
     })?;
     let d = SampleOptions::default();
-    let more_smooth = Reflect::get(options, &"moreSmooth".into())?;
-    let more_smooth = if more_smooth.is_undefined() {
-        false
-    } else {
-        more_smooth
+    let more_smooth = match present(options, "moreSmooth")? {
+        None => false,
+        Some(v) => v
             .as_bool()
-            .ok_or_else(|| js_err("option moreSmooth must be a boolean"))?
+            .ok_or_else(|| js_err("option moreSmooth must be a boolean"))?,
     };
-    let signal = Reflect::get(options, &"signal".into())?;
-    let signal = if signal.is_undefined() || signal.is_null() {
-        None
-    } else {
-        Some(
-            signal
-                .dyn_into::<web_sys::AbortSignal>()
-                .map_err(|_| js_err("option signal must be an AbortSignal"))?,
-        )
-    };
-    let on_scale = Reflect::get(options, &"onScale".into())?;
-    let on_scale = if on_scale.is_undefined() || on_scale.is_null() {
-        None
-    } else {
-        Some(
-            on_scale
-                .dyn_into::<Function>()
-                .map_err(|_| js_err("option onScale must be a function"))?,
-        )
-    };
+    let signal = present(options, "signal")?
+        .map(|v| v.dyn_into::<web_sys::AbortSignal>())
+        .transpose()
+        .map_err(|_| js_err("option signal must be an AbortSignal"))?;
+    let on_scale = present(options, "onScale")?
+        .map(|v| v.dyn_into::<Function>())
+        .transpose()
+        .map_err(|_| js_err("option onScale must be a function"))?;
     Ok(GenArgs {
         label: label as usize,
         opts: SampleOptions {
@@ -357,10 +345,4 @@ async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValu
     let _ = Reflect::set(&out, &"timings".into(), &timings.into());
     let _ = Reflect::set(&out, &"backend".into(), &inner.backend.into());
     Ok(out.into())
-}
-
-impl From<Error> for JsValue {
-    fn from(e: Error) -> Self {
-        js_err(e)
-    }
 }
