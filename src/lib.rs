@@ -21,6 +21,7 @@ pub mod readback;
 pub mod resample;
 pub mod rng;
 pub mod sampler;
+pub mod state_dict;
 pub mod var;
 pub mod vqvae;
 #[cfg(target_arch = "wasm32")]

@@ -110,6 +110,39 @@ impl Var {
         Ok((m, cfg))
     }
 
+    /// The official state dict: every parameter plus the buffers `lvl_1L` (int64),
+    /// `attn_bias_for_masking` and `blocks.*.attn.zero_k_bias`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn state_dict(&self) -> Result<Vec<crate::state_dict::Entry>> {
+        use crate::state_dict::{Entry, Values};
+        let mut out = crate::state_dict::parameters(self)?;
+        let lv = self.token_levels();
+        let l = lv.len();
+        out.push(Entry {
+            name: "lvl_1L".into(),
+            shape: vec![1, l],
+            values: Values::I64(lv.iter().map(|&v| v as i64).collect()),
+        });
+        let mut m = vec![0f32; l * l];
+        for i in 0..l {
+            for j in 0..l {
+                if lv[j] > lv[i] {
+                    m[i * l + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        out.push(Entry::f32("attn_bias_for_masking", vec![1, 1, l, l], m));
+        let c = self.embed_dim();
+        for i in 0..self.blocks.len() {
+            out.push(Entry::f32(
+                format!("blocks.{i}.attn.zero_k_bias"),
+                vec![c],
+                vec![0.0; c],
+            ));
+        }
+        Ok(out)
+    }
+
     pub fn embed_dim(&self) -> usize {
         self.pos_start.val().dims()[2]
     }

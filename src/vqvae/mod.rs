@@ -57,6 +57,28 @@ impl VqVae {
         Ok((m, cfg))
     }
 
+    /// The official state dict: every parameter plus `quantize.ema_vocab_hit_SV`
+    /// (`[scales, V]`; `usage` when given, zeros otherwise).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn state_dict(&self, usage: Option<Vec<f32>>) -> Result<Vec<crate::state_dict::Entry>> {
+        let mut out = crate::state_dict::parameters(self)?;
+        let s = self.quantize.patch_nums.len();
+        let v = self.quantize.embedding.val().dims()[0];
+        let usage = usage.unwrap_or_else(|| vec![0.0; s * v]);
+        if usage.len() != s * v {
+            return Err(Error::invalid(format!(
+                "codebook usage has {} values, expected {s}×{v}",
+                usage.len()
+            )));
+        }
+        out.push(crate::state_dict::Entry::f32(
+            "quantize.ema_vocab_hit_SV",
+            vec![s, v],
+            usage,
+        ));
+        Ok(out)
+    }
+
     /// `quant_conv(encoder(img))`: image in [−1, 1] `[B, 3, H, W]` → `f` `[B, Cv, h, w]`.
     pub fn encode(&self, img: Tensor<4>) -> Tensor<4> {
         self.quant_conv.forward(self.encoder.forward(img))

@@ -10,6 +10,16 @@ use crate::nn::{Conv2d, param};
 use crate::params::{Init, ParamSource};
 use crate::resample::{area, bicubic};
 
+/// What [`VectorQuantizer::forward_train`] returns.
+pub struct QuantTrain {
+    /// Straight-through f̂, `[B, Cv, h, w]`.
+    pub f_hat: Tensor<4>,
+    /// Commitment + codebook loss, `[1]`.
+    pub loss: Tensor<1>,
+    /// Token indices of every scale, `[B, pn²]`.
+    pub idx: Vec<Tensor<2, Int>>,
+}
+
 #[derive(Module, Debug)]
 pub struct QuantResi {
     pub qresi_ls: Vec<Conv2d>,
@@ -135,6 +145,48 @@ impl VectorQuantizer {
             fhats.push(f_hat.clone());
         }
         (idxs, fhats)
+    }
+
+    /// The training forward of `VectorQuantizer2`: the same scale loop as [`Self::f_to_idx`],
+    /// plus, per scale, `β·mse(f̂.detach(), f) + mse(f̂, f.detach())` averaged over the scales,
+    /// and the straight-through output `f̂.detach() − f.detach() + f` (gradients reach the
+    /// encoder through `f` and the codebook and Phi convs through the loss).
+    pub fn forward_train(&self, f: Tensor<4>, beta: f64) -> QuantTrain {
+        let [b, cv, _, _] = f.dims();
+        let f_ng = f.clone().detach();
+        let mut f_rest = f_ng.clone();
+        let mut f_hat = f_ng.zeros_like();
+        let mut loss: Option<Tensor<1>> = None;
+        let mut idxs = Vec::new();
+        for (si, &pn) in self.patch_nums.iter().enumerate() {
+            let z = if si == self.last() {
+                f_rest.clone()
+            } else {
+                area(f_rest.clone(), pn)
+            };
+            let z = z
+                .reshape([b, cv, pn * pn])
+                .swap_dims(1, 2)
+                .reshape([b * pn * pn, cv]);
+            let idx = self.nearest(z).reshape([b, pn * pn]);
+            let h = self.scale_contribution(si, self.lookup(idx.clone(), pn));
+            f_hat = f_hat + h.clone();
+            f_rest = f_rest - h.detach();
+            let commit = (f_hat.clone().detach() - f.clone()).powi_scalar(2).mean() * beta;
+            let codebook = (f_hat.clone() - f_ng.clone()).powi_scalar(2).mean();
+            let l = commit + codebook;
+            loss = Some(match loss {
+                Some(acc) => acc + l,
+                None => l,
+            });
+            idxs.push(idx);
+        }
+        let n = self.patch_nums.len() as f64;
+        QuantTrain {
+            f_hat: f_hat.detach() - f_ng + f,
+            loss: loss.expect("at least one scale") / n,
+            idx: idxs,
+        }
     }
 
     /// Adds scale `si`'s embedding map `h` (`[B, Cv, pn, pn]`) to `f_hat`.
