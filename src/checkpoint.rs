@@ -90,6 +90,8 @@ impl Entry {
 pub struct Checkpoint {
     entries: BTreeMap<String, Entry>,
     format: &'static str,
+    /// safetensors `__metadata__` (e.g. `patch_nums` written by the trainer).
+    metadata: BTreeMap<String, String>,
 }
 
 /// A tensor read out of a checkpoint as `f32` values.
@@ -177,9 +179,15 @@ impl Checkpoint {
                 },
             );
         }
+        let metadata = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         Ok(Self {
             entries,
             format: "safetensors",
+            metadata,
         })
     }
 
@@ -215,7 +223,27 @@ impl Checkpoint {
         Ok(Self {
             entries,
             format: "PyTorch",
+            metadata: BTreeMap::new(),
         })
+    }
+
+    /// The file's metadata strings (safetensors `__metadata__`; empty for `.pth`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The patch list recorded in the metadata (`patch_nums`, a JSON list), if any.
+    pub fn recorded_patch_nums(&self) -> Result<Option<crate::config::PatchNums>> {
+        match self.metadata.get("patch_nums") {
+            None => Ok(None),
+            Some(s) => {
+                let v: Vec<usize> = serde_json::from_str(s).map_err(|e| Error::Format {
+                    format: "checkpoint",
+                    reason: format!("metadata patch_nums `{s}` is not a list of sizes: {e}"),
+                })?;
+                Ok(Some(crate::config::PatchNums::new(v)?))
+            }
+        }
     }
 
     /// The container format this checkpoint was read from.
@@ -386,6 +414,7 @@ impl Checkpoint {
         Checkpoint {
             entries,
             format: self.format,
+            metadata: self.metadata.clone(),
         }
     }
 }

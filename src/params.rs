@@ -107,3 +107,42 @@ impl ParamSource for Recorder<'_> {
         self.inner.skip_buffer(key, shape)
     }
 }
+
+/// The official `VAR.init_weights` on top of a random source, for training from scratch:
+/// `head.weight ×init_head`, `head_nm.ada_lin.1.weight ×init_adaln`, per block
+/// `attn.proj.weight` and `ffn.fc2.weight` ÷√(2·depth), and `ada_lin.1.weight` rows
+/// `[2C:]` ×init_adaln, rows `[:2C]` (the gammas) ×init_adaln_gamma. Everything else is
+/// the inner source's trunc-normal / constant initialisation.
+pub struct VarInit<S: ParamSource> {
+    pub inner: S,
+    pub depth: usize,
+    pub init_adaln: f32,
+    pub init_adaln_gamma: f32,
+    pub init_head: f32,
+}
+
+impl<S: ParamSource> ParamSource for VarInit<S> {
+    fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        let mut v = self.inner.get(key, shape, init)?;
+        let scale_all = |v: &mut [f32], s: f32| v.iter_mut().for_each(|x| *x *= s);
+        if key == "head.weight" {
+            scale_all(&mut v, self.init_head);
+        } else if key == "head_nm.ada_lin.1.weight" {
+            scale_all(&mut v, self.init_adaln);
+        } else if key.starts_with("blocks.") {
+            if key.ends_with(".attn.proj.weight") || key.ends_with(".ffn.fc2.weight") {
+                scale_all(&mut v, 1.0 / (2.0 * self.depth as f32).sqrt());
+            } else if key.ends_with(".ada_lin.1.weight") {
+                // [6C, C]: rows 0..2C are gamma1/gamma2.
+                let c = shape[1];
+                let (gammas, rest) = v.split_at_mut(2 * c * c);
+                scale_all(gammas, self.init_adaln_gamma);
+                scale_all(rest, self.init_adaln);
+            }
+        }
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        self.inner.skip_buffer(key, shape)
+    }
+}

@@ -140,9 +140,17 @@ pub fn parameters<M: Module>(module: &M) -> crate::Result<Vec<Entry>> {
     }
 }
 
-/// Writes a state dict as safetensors (F32 and I64 tensors), streaming.
-pub fn write_safetensors<W: std::io::Write>(out: &mut W, entries: &[Entry]) -> std::io::Result<()> {
+/// Writes a state dict as safetensors (F32 and I64 tensors), streaming, with optional
+/// `__metadata__` strings.
+pub fn write_safetensors<W: std::io::Write>(
+    out: &mut W,
+    entries: &[Entry],
+    metadata: Option<&std::collections::BTreeMap<String, String>>,
+) -> std::io::Result<()> {
     let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(m));
+    }
     let mut offset = 0usize;
     for e in entries {
         let (dtype, n) = match &e.values {

@@ -15,7 +15,7 @@ use support::*;
 
 fn reload(entries: &[Entry]) -> Checkpoint {
     let mut bytes = Vec::new();
-    write_safetensors(&mut bytes, entries).unwrap();
+    write_safetensors(&mut bytes, entries, None).unwrap();
     Checkpoint::from_bytes(bytes).unwrap()
 }
 

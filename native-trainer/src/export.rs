@@ -90,6 +90,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let device = Device::flex();
     let mut var_ck =
         Checkpoint::open(&a.var).with_context(|| format!("reading {}", a.var.display()))?;
+    let recorded_classes = var_ck.metadata().get("class_names").cloned();
     let embedded = var_ck.split_prefix("vae.");
     let mut vae_ck = match &a.vae {
         Some(p) => Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?,
@@ -116,7 +117,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
                 .map(str::to_string)
                 .collect(),
         ),
-        None => None,
+        // A model trained by `train-var` records its class names.
+        None => match &recorded_classes {
+            Some(j) => Some(
+                serde_json::from_str::<Vec<String>>(j)
+                    .with_context(|| format!("{}: class_names metadata", a.var.display()))?,
+            ),
+            None => None,
+        },
     };
     let mut meta = BTreeMap::new();
     meta.insert(

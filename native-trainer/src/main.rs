@@ -1,7 +1,18 @@
 //! `native-trainer`: sample, import and (in later commands) train and export nextscale models.
 
+mod data;
 mod export;
+mod gan;
+mod optim;
+mod plot;
+mod quality;
+mod run;
 mod sample;
+mod shapes;
+mod tokens;
+mod train_var;
+mod train_vqvae;
+mod trainconf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +34,12 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Write a model (VAR + VQ-VAE) as one nextscale pack, quantized, with a quality report.
     Export(export::ExportArgs),
+    /// Train the multi-scale VQ-VAE on a folder of images.
+    TrainVqvae(train_vqvae::TrainVqVaeArgs),
+    /// Tokenize an image data set with a trained VQ-VAE into shards for train-var.
+    Prepare(tokens::PrepareArgs),
+    /// Train the VAR transformer on prepared token shards.
+    TrainVar(train_var::TrainVarArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
     Fixture(sample::FixtureArgs),
 }
@@ -33,6 +50,9 @@ fn main() {
         Command::Sample(a) => sample::run(a),
         Command::Fixture(a) => sample::fixture(a),
         Command::Export(a) => export::run(a),
+        Command::TrainVqvae(a) => train_vqvae::run(a),
+        Command::Prepare(a) => tokens::run(a),
+        Command::TrainVar(a) => train_var::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

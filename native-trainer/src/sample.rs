@@ -172,12 +172,19 @@ fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct FixtureArgs {
-    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32) or `tiny`
-    /// (a small VAR + VQ-VAE in one file, 64×64 images). Both have random weights.
+    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32), `tiny`
+    /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), or `shapes`
+    /// (a generated image data set with 4 classes, written under `--out`).
     what: String,
-    /// Seed of the `tiny` fixture.
+    /// Seed of the `tiny` and `shapes` fixtures.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// `shapes`: images per class.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// `shapes`: image size in pixels.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
     #[arg(long)]
     out: PathBuf,
 }
@@ -193,7 +200,20 @@ pub fn fixture(a: FixtureArgs) -> Result<()> {
             src.record.take().unwrap_or_default()
         }
         "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
-        other => bail!("unknown fixture `{other}` (known: vqvae, tiny)"),
+        "shapes" => {
+            crate::shapes::write(&a.out, a.n, a.size, a.seed)?;
+            eprintln!(
+                "wrote {} images ({} classes × {}, {}×{} px) under {}",
+                a.n * crate::shapes::CLASSES.len(),
+                crate::shapes::CLASSES.len(),
+                a.n,
+                a.size,
+                a.size,
+                a.out.display()
+            );
+            return Ok(());
+        }
+        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes)"),
     };
     let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
         .iter()

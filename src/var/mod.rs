@@ -327,7 +327,7 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Va
     let hidden = need("blocks.0.ffn.fc1.weight")?[0];
     let total = need("pos_1LC")?[1];
     let scales = need("lvl_embed.weight")?[0];
-    let patch_nums = match patch_nums {
+    let patch_nums = match patch_nums.or(ck.recorded_patch_nums()?) {
         Some(p) => p,
         None => PatchNums::infer_from_total(total).ok_or_else(|| {
             Error::config(format!(

@@ -150,7 +150,7 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Vq
         share_quant_resi,
         ..VqVaeConfig::vae_ch160v4096z32()
     };
-    if let Some(p) = patch_nums {
+    if let Some(p) = patch_nums.or(ck.recorded_patch_nums()?) {
         cfg.patch_nums = p;
     } else if let Some(s) = ck.shape("quantize.ema_vocab_hit_SV")
         && s[0] != cfg.patch_nums.num_scales()

@@ -1,0 +1,578 @@
+//! Training data: image folders (class subfolders, ImageNet style), captioned folders
+//! (`metadata.jsonl` as Hugging Face imagefolder, or `metadata.csv`), and MNIST-style IDX
+//! files. Images are decoded with the `image` crate (PNG, JPEG, WebP), alpha is composited on
+//! white, the shorter side is resized (Lanczos3) and the centre cropped; flips are drawn from
+//! the counter-based RNG, so a step's batch depends only on the seed and the data position.
+//! Files that do not decode are skipped, counted and reported.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use image::{DynamicImage, GenericImageView, imageops::FilterType};
+use nextscale::rng::{CounterRng, fnv1a64, stream_id};
+
+const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    File(PathBuf),
+    /// Image `i` of the IDX file.
+    Idx(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub source: Source,
+    pub label: Option<usize>,
+    pub caption: Option<String>,
+}
+
+impl Item {
+    /// A stable identity for the validation split.
+    fn id(&self) -> String {
+        match &self.source {
+            Source::File(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            Source::Idx(i) => format!("idx:{i}"),
+        }
+    }
+}
+
+struct IdxImages {
+    rows: usize,
+    cols: usize,
+    pixels: Vec<u8>,
+}
+
+pub struct Dataset {
+    pub description: String,
+    pub items: Vec<Item>,
+    /// Class names, index = label; empty without classes.
+    pub class_names: Vec<String>,
+    idx: Option<IdxImages>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Reads a file, gunzipping it when it starts with the gzip magic.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("gunzipping {}", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses one IDX file: `(dims, payload)` for unsigned-byte data.
+fn parse_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        bail!("{}: not an unsigned-byte IDX file", path.display());
+    }
+    let nd = bytes[3] as usize;
+    if bytes.len() < 4 + 4 * nd {
+        bail!("{}: truncated IDX header", path.display());
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let n: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .context("IDX size overflows")?;
+    let body = &bytes[4 + 4 * nd..];
+    if body.len() != n {
+        bail!(
+            "{}: IDX header says {n} bytes of data, file has {}",
+            path.display(),
+            body.len()
+        );
+    }
+    Ok((dims, body.to_vec()))
+}
+
+/// Splits one CSV line (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+impl Dataset {
+    /// Opens a folder or an IDX images file (labels from the matching `labels-idx1` file).
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_file() {
+            return Self::open_idx(path);
+        }
+        if !path.is_dir() {
+            bail!("data path {} does not exist", path.display());
+        }
+        let jsonl = path.join("metadata.jsonl");
+        let csv = path.join("metadata.csv");
+        if jsonl.is_file() {
+            return Self::open_captions_jsonl(path, &jsonl);
+        }
+        if csv.is_file() {
+            return Self::open_captions_csv(path, &csv);
+        }
+        let entries = sorted_entries(path)?;
+        let class_dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+        let mut items = Vec::new();
+        let mut class_names = Vec::new();
+        if !class_dirs.is_empty() {
+            for dir in class_dirs {
+                let label = class_names.len();
+                let files: Vec<PathBuf> = sorted_entries(dir)?
+                    .into_iter()
+                    .filter(|p| is_image(p))
+                    .collect();
+                if files.is_empty() {
+                    continue;
+                }
+                class_names.push(dir.file_name().unwrap().to_string_lossy().into_owned());
+                items.extend(files.into_iter().map(|f| Item {
+                    source: Source::File(f),
+                    label: Some(label),
+                    caption: None,
+                }));
+            }
+        } else {
+            items.extend(entries.into_iter().filter(|p| is_image(p)).map(|f| Item {
+                source: Source::File(f),
+                label: None,
+                caption: None,
+            }));
+        }
+        if items.is_empty() {
+            bail!(
+                "{}: no images (.png, .jpg, .jpeg, .webp) found, neither directly nor in class subfolders",
+                path.display()
+            );
+        }
+        let description = if class_names.is_empty() {
+            format!("{} images in {}", items.len(), path.display())
+        } else {
+            format!(
+                "{} images in {} classes in {}",
+                items.len(),
+                class_names.len(),
+                path.display()
+            )
+        };
+        Ok(Self {
+            description,
+            items,
+            class_names,
+            idx: None,
+        })
+    }
+
+    fn open_captions_jsonl(dir: &Path, file: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let mut items = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", file.display(), n + 1))?;
+            let name = v["file_name"]
+                .as_str()
+                .with_context(|| format!("{}:{}: no \"file_name\"", file.display(), n + 1))?;
+            let caption = ["text", "caption"]
+                .iter()
+                .find_map(|k| v[*k].as_str())
+                .with_context(|| {
+                    format!("{}:{}: no \"text\" or \"caption\"", file.display(), n + 1)
+                })?;
+            items.push(Item {
+                source: Source::File(dir.join(name)),
+                label: None,
+                caption: Some(caption.to_string()),
+            });
+        }
+        Self::captioned(dir, items)
+    }
+
+    fn open_captions_csv(dir: &Path, file: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let mut lines = text.lines();
+        let header = csv_fields(lines.next().context("empty metadata.csv")?);
+        let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.trim()));
+        let fcol = col(&["file_name"]).context("metadata.csv has no file_name column")?;
+        let tcol =
+            col(&["text", "caption"]).context("metadata.csv has no text or caption column")?;
+        let mut items = Vec::new();
+        for (n, line) in lines.enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let f = csv_fields(line);
+            if f.len() <= fcol.max(tcol) {
+                bail!("{}:{}: too few columns", file.display(), n + 2);
+            }
+            items.push(Item {
+                source: Source::File(dir.join(&f[fcol])),
+                label: None,
+                caption: Some(f[tcol].clone()),
+            });
+        }
+        Self::captioned(dir, items)
+    }
+
+    fn captioned(dir: &Path, items: Vec<Item>) -> Result<Self> {
+        if items.is_empty() {
+            bail!("{}: the metadata lists no images", dir.display());
+        }
+        Ok(Self {
+            description: format!("{} captioned images in {}", items.len(), dir.display()),
+            items,
+            class_names: Vec::new(),
+            idx: None,
+        })
+    }
+
+    fn open_idx(path: &Path) -> Result<Self> {
+        let (dims, pixels) = parse_idx(&read_maybe_gz(path)?, path)?;
+        if dims.len() != 3 {
+            bail!(
+                "{}: expected an IDX image file [N, rows, cols], got dims {dims:?}",
+                path.display()
+            );
+        }
+        let name = path.file_name().unwrap().to_string_lossy();
+        let labels_path = path.with_file_name(
+            name.replace("images-idx3", "labels-idx1")
+                .replace("images.idx3", "labels.idx1"),
+        );
+        let labels = if labels_path != path && labels_path.is_file() {
+            let (ld, lv) = parse_idx(&read_maybe_gz(&labels_path)?, &labels_path)?;
+            if ld != [dims[0]] {
+                bail!(
+                    "{}: {} labels for {} images",
+                    labels_path.display(),
+                    ld.first().unwrap_or(&0),
+                    dims[0]
+                );
+            }
+            Some(lv)
+        } else {
+            None
+        };
+        let num_classes = labels
+            .as_ref()
+            .map(|l| *l.iter().max().unwrap_or(&0) as usize + 1)
+            .unwrap_or(0);
+        let items = (0..dims[0])
+            .map(|i| Item {
+                source: Source::Idx(i),
+                label: labels.as_ref().map(|l| l[i] as usize),
+                caption: None,
+            })
+            .collect();
+        Ok(Self {
+            description: format!(
+                "{} IDX images {}×{}{} from {}",
+                dims[0],
+                dims[1],
+                dims[2],
+                if num_classes > 0 {
+                    format!(", {num_classes} classes")
+                } else {
+                    String::new()
+                },
+                path.display()
+            ),
+            items,
+            class_names: (0..num_classes).map(|c| c.to_string()).collect(),
+            idx: Some(IdxImages {
+                rows: dims[1],
+                cols: dims[2],
+                pixels,
+            }),
+        })
+    }
+
+    /// Splits item indices into (train, validation): an item is in validation when a hash of
+    /// its name falls below `fraction` (stable when files are added).
+    pub fn split(&self, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for (i, it) in self.items.iter().enumerate() {
+            let h = fnv1a64(it.id().as_bytes()) % 10_000;
+            if (h as f64) < fraction * 10_000.0 {
+                val.push(i);
+            } else {
+                train.push(i);
+            }
+        }
+        if train.is_empty() {
+            train = val.clone();
+        }
+        (train, val)
+    }
+
+    /// Decodes item `i` to `[3, size, size]` in [−1, 1] (composited on white, resized,
+    /// centre-cropped).
+    pub fn load(&self, i: usize, size: usize) -> Result<Vec<f32>, String> {
+        let img = match &self.items[i].source {
+            Source::File(p) => {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                image::load_from_memory(&bytes).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            Source::Idx(k) => {
+                let idx = self.idx.as_ref().expect("IDX items come with IDX data");
+                let n = idx.rows * idx.cols;
+                let px = idx.pixels[k * n..(k + 1) * n].to_vec();
+                DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(idx.cols as u32, idx.rows as u32, px)
+                        .expect("sized"),
+                )
+            }
+        };
+        Ok(to_chw(&img, size))
+    }
+}
+
+/// Composites on white, resizes the shorter side to `size`, centre-crops, → CHW in [−1, 1].
+pub fn to_chw(img: &DynamicImage, size: usize) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let rgba = img.to_rgba8();
+    let mut rgb = image::RgbImage::new(w, h);
+    for (x, y, p) in rgba.enumerate_pixels() {
+        let a = p[3] as f32 / 255.0;
+        let c = |v: u8| (v as f32 * a + 255.0 * (1.0 - a)).round() as u8;
+        rgb.put_pixel(x, y, image::Rgb([c(p[0]), c(p[1]), c(p[2])]));
+    }
+    let s = size as u32;
+    let (nw, nh) = if w <= h {
+        (
+            s,
+            ((h as u64 * s as u64 + w as u64 / 2) / w as u64).max(s as u64) as u32,
+        )
+    } else {
+        (
+            ((w as u64 * s as u64 + h as u64 / 2) / h as u64).max(s as u64) as u32,
+            s,
+        )
+    };
+    let resized = if (nw, nh) == (w, h) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, nw, nh, FilterType::Lanczos3)
+    };
+    let (x0, y0) = ((nw - s) / 2, (nh - s) / 2);
+    let mut out = vec![0f32; 3 * size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let p = resized.get_pixel(x0 + x as u32, y0 + y as u32);
+            for c in 0..3 {
+                out[c * size * size + y * size + x] = p[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// Mirrors a CHW image left–right in place.
+pub fn flip_chw(img: &mut [f32], size: usize) {
+    for row in img.chunks_exact_mut(size) {
+        row.reverse();
+    }
+}
+
+/// Where the loader is in the data: the epoch and the offset into its permutation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+/// A batch of images with their labels and captions.
+pub struct Batch {
+    /// `[B, 3, size, size]`, row-major.
+    pub images: Vec<f32>,
+    pub labels: Vec<Option<usize>>,
+    pub captions: Vec<Option<String>>,
+    pub indices: Vec<usize>,
+}
+
+/// Deterministic shuffled batches over a subset of a dataset, with a decode cache.
+pub struct Loader<'a> {
+    pub ds: &'a Dataset,
+    pub subset: Vec<usize>,
+    pub size: usize,
+    pub flip: bool,
+    pub seed: u64,
+    pub cursor: Cursor,
+    /// Items that failed to decode (indices into the dataset), with the reason.
+    pub bad: BTreeSet<usize>,
+    pub bad_reasons: Vec<String>,
+    cache: HashMap<usize, Vec<f32>>,
+    cache_budget: usize,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(ds: &'a Dataset, subset: Vec<usize>, size: usize, flip: bool, seed: u64) -> Self {
+        let per = 3 * size * size;
+        Self {
+            ds,
+            subset,
+            size,
+            flip,
+            seed,
+            cursor: Cursor::default(),
+            bad: BTreeSet::new(),
+            bad_reasons: Vec::new(),
+            cache: HashMap::new(),
+            cache_budget: (2usize << 30) / (4 * per).max(1),
+        }
+    }
+
+    /// The permutation of epoch `e` (Fisher–Yates driven by the counter RNG).
+    fn permutation(&self, epoch: u64) -> Vec<usize> {
+        let rng = CounterRng::new(self.seed);
+        let stream = stream_id("shuffle", epoch, 0);
+        let mut p: Vec<usize> = (0..self.subset.len()).collect();
+        for i in (1..p.len()).rev() {
+            let j = (rng.bits(stream, i as u64) % (i as u64 + 1)) as usize;
+            p.swap(i, j);
+        }
+        p
+    }
+
+    /// Decodes one item (cached), or `None` when it is corrupt.
+    pub fn image(&mut self, item: usize) -> Option<Vec<f32>> {
+        if self.bad.contains(&item) {
+            return None;
+        }
+        if let Some(v) = self.cache.get(&item) {
+            return Some(v.clone());
+        }
+        match self.ds.load(item, self.size) {
+            Ok(v) => {
+                if self.cache.len() < self.cache_budget {
+                    self.cache.insert(item, v.clone());
+                }
+                Some(v)
+            }
+            Err(e) => {
+                self.bad.insert(item);
+                self.bad_reasons.push(e);
+                None
+            }
+        }
+    }
+
+    /// The next `b` decodable items from the cursor on, advancing it.
+    pub fn next_batch(&mut self, b: usize) -> Result<Batch> {
+        let n = self.subset.len() as u64;
+        if n == 0 {
+            bail!("no training images");
+        }
+        let mut batch = Batch {
+            images: Vec::with_capacity(b * 3 * self.size * self.size),
+            labels: Vec::new(),
+            captions: Vec::new(),
+            indices: Vec::new(),
+        };
+        let mut perm = self.permutation(self.cursor.epoch);
+        let mut tried = 0u64;
+        while batch.indices.len() < b {
+            if tried > 2 * n + b as u64 {
+                bail!("no decodable images: {} of {} failed", self.bad.len(), n);
+            }
+            tried += 1;
+            let item = self.subset[perm[self.cursor.offset as usize]];
+            let (epoch, offset) = (self.cursor.epoch, self.cursor.offset);
+            self.cursor.offset += 1;
+            if self.cursor.offset == n {
+                self.cursor = Cursor {
+                    epoch: self.cursor.epoch + 1,
+                    offset: 0,
+                };
+                perm = self.permutation(self.cursor.epoch);
+            }
+            let Some(mut img) = self.image(item) else {
+                continue;
+            };
+            if self.flip
+                && CounterRng::new(self.seed).uniform(stream_id("flip", epoch, offset), 0) < 0.5
+            {
+                flip_chw(&mut img, self.size);
+            }
+            batch.images.extend_from_slice(&img);
+            batch.labels.push(self.ds.items[item].label);
+            batch.captions.push(self.ds.items[item].caption.clone());
+            batch.indices.push(item);
+        }
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(
+            csv_fields(r#"a.png,"hello, ""world""""#),
+            vec!["a.png", r#"hello, "world""#]
+        );
+    }
+
+    #[test]
+    fn alpha_is_composited_on_white_and_cropped() {
+        let mut img = image::RgbaImage::new(4, 2);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            *p = if x < 2 {
+                image::Rgba([0, 0, 0, 0])
+            } else {
+                image::Rgba([0, 0, 0, 255])
+            };
+        }
+        let v = to_chw(&DynamicImage::ImageRgba8(img), 2);
+        // Centre crop of width 2 from 4: columns 1 (transparent → white) and 2 (black).
+        assert_eq!(v[0], 1.0);
+        assert_eq!(v[1], -1.0);
+    }
+}

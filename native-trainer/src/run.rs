@@ -1,0 +1,341 @@
+//! A training run's folder: the resolved config, atomic checkpoints (keep the last N), the
+//! latest model as an official state dict, `metrics.csv`, curves and sample grids, and the
+//! progress line a user watches.
+//!
+//! ```text
+//! RUN/config.toml            the resolved configuration (a rerun must match it)
+//! RUN/checkpoints/step-N.safetensors   model + optimizer + trainer state (resume)
+//! RUN/<model>.safetensors    latest weights, official state-dict format (export reads it)
+//! RUN/metrics.csv            one row per logged step
+//! RUN/curves.png             train/val loss and accuracy
+//! RUN/samples/step-N.png     sample grids
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use nextscale::state_dict::{Entry, write_safetensors};
+
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// The `__metadata__` of a safetensors file.
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut f, &mut len)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!(
+            "{}: header of {n} bytes is not a checkpoint",
+            path.display()
+        );
+    }
+    let mut h = vec![0u8; n as usize];
+    std::io::Read::read_exact(&mut f, &mut h)?;
+    let v: serde_json::Value = serde_json::from_slice(&h)?;
+    Ok(v.get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+impl RunDir {
+    /// Opens (or creates) the run folder for `config` (TOML text). A folder made with a
+    /// different configuration is refused, so a rerun cannot silently mix two runs; only
+    /// `steps` may change (to train longer).
+    pub fn open(root: &Path, config: &str, kind: &str) -> Result<Self> {
+        std::fs::create_dir_all(root.join("checkpoints"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        let cfg_path = root.join("config.toml");
+        if cfg_path.is_file() {
+            let old = std::fs::read_to_string(&cfg_path)?;
+            let strip = |s: &str| -> Result<toml::Table> {
+                let mut t: toml::Table = toml::from_str(s)?;
+                if let Some(toml::Value::Table(tr)) = t.get_mut("train") {
+                    tr.remove("steps");
+                }
+                Ok(t)
+            };
+            if strip(&old)? != strip(config)? {
+                bail!(
+                    "{} was made with a different configuration; use a new --out folder (or delete it)\n--- in the folder:\n{old}\n--- now:\n{config}",
+                    root.display()
+                );
+            }
+        }
+        let marker = root.join("KIND");
+        if marker.is_file() {
+            let k = std::fs::read_to_string(&marker)?;
+            if k.trim() != kind {
+                bail!("{} is a {} run, not {kind}", root.display(), k.trim());
+            }
+        }
+        write_atomic(&marker, kind.as_bytes())?;
+        write_atomic(&cfg_path, config.as_bytes())?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn ckpt_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// Checkpoints present, `(step, path)`, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(self.ckpt_dir())? {
+            let p = e?.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|r| r.strip_suffix(".safetensors"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                v.push((n, p));
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn latest(&self) -> Result<Option<(u64, PathBuf)>> {
+        Ok(self.checkpoints()?.pop())
+    }
+
+    /// Writes `step-N.safetensors` atomically and deletes all but the newest `keep`.
+    pub fn save_checkpoint(
+        &self,
+        step: u64,
+        entries: &[Entry],
+        meta: &BTreeMap<String, String>,
+        keep: usize,
+    ) -> Result<PathBuf> {
+        let mut bytes = Vec::new();
+        write_safetensors(&mut bytes, entries, Some(meta))?;
+        let path = self.ckpt_dir().join(format!("step-{step:08}.safetensors"));
+        write_atomic(&path, &bytes)?;
+        let all = self.checkpoints()?;
+        let keep = keep.max(1);
+        if all.len() > keep {
+            for (_, p) in &all[..all.len() - keep] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(path)
+    }
+
+    /// Writes a plain state dict (official format) atomically.
+    pub fn save_model(
+        &self,
+        name: &str,
+        entries: &[Entry],
+        meta: &BTreeMap<String, String>,
+    ) -> Result<PathBuf> {
+        let mut bytes = Vec::new();
+        write_safetensors(&mut bytes, entries, Some(meta))?;
+        let path = self.root.join(name);
+        write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+/// `metrics.csv`: a fixed header, one row per logged step; on resume, rows after the
+/// resumed step are dropped so the file never holds two histories.
+pub struct Metrics {
+    path: PathBuf,
+    columns: Vec<String>,
+    /// All rows (for the curves): `(step, values)`, `NaN` where a column was not logged.
+    pub rows: Vec<(u64, Vec<f64>)>,
+}
+
+impl Metrics {
+    pub fn open(root: &Path, columns: &[&str], resume_step: u64) -> Result<Self> {
+        let path = root.join("metrics.csv");
+        let columns: Vec<String> = columns.iter().map(|s| s.to_string()).collect();
+        let mut rows = Vec::new();
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path)?;
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+            if header.len() == columns.len() + 1
+                && header[1..].iter().zip(&columns).all(|(a, b)| a == b)
+            {
+                for l in lines {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let Ok(step) = f[0].parse::<u64>() else {
+                        continue;
+                    };
+                    if step > resume_step {
+                        continue;
+                    }
+                    let vals = f[1..]
+                        .iter()
+                        .map(|s| s.parse::<f64>().unwrap_or(f64::NAN))
+                        .collect();
+                    rows.push((step, vals));
+                }
+            }
+        }
+        let m = Self {
+            path,
+            columns,
+            rows,
+        };
+        m.rewrite()?;
+        Ok(m)
+    }
+
+    fn rewrite(&self) -> Result<()> {
+        let mut s = String::from("step");
+        for c in &self.columns {
+            s.push(',');
+            s.push_str(c);
+        }
+        s.push('\n');
+        for (step, vals) in &self.rows {
+            s.push_str(&Self::line(*step, vals));
+        }
+        write_atomic(&self.path, s.as_bytes())
+    }
+
+    fn line(step: u64, vals: &[f64]) -> String {
+        let mut s = step.to_string();
+        for v in vals {
+            s.push(',');
+            if v.is_finite() {
+                s.push_str(&format!("{v:.6}"));
+            }
+        }
+        s.push('\n');
+        s
+    }
+
+    /// Appends a row; `values` are `(column, value)`, other columns stay empty.
+    pub fn log(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        let mut row = vec![f64::NAN; self.columns.len()];
+        for (k, v) in values {
+            let i = self
+                .columns
+                .iter()
+                .position(|c| c == k)
+                .with_context(|| format!("metric {k} is not a column"))?;
+            row[i] = *v;
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        f.write_all(Self::line(step, &row).as_bytes())?;
+        self.rows.push((step, row));
+        Ok(())
+    }
+
+    /// `(step, value)` of one column where it was logged.
+    pub fn series(&self, column: &str) -> Vec<(f64, f64)> {
+        let Some(i) = self.columns.iter().position(|c| c == column) else {
+            return Vec::new();
+        };
+        self.rows
+            .iter()
+            .filter(|(_, v)| v[i].is_finite())
+            .map(|(s, v)| (*s as f64, v[i]))
+            .collect()
+    }
+}
+
+/// One status line: a bar, the step, named values, it/s and ETA. Redrawn in place on a
+/// terminal, printed every `every` steps otherwise.
+pub struct Progress {
+    total: u64,
+    start_step: u64,
+    t0: Instant,
+    tty: bool,
+    every: u64,
+}
+
+fn hms(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+impl Progress {
+    pub fn new(start_step: u64, total: u64) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            total,
+            start_step,
+            t0: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            every: (total / 50).max(1),
+        }
+    }
+
+    pub fn update(&self, step: u64, values: &[(&str, f64)]) {
+        let done = step.saturating_sub(self.start_step);
+        let el = self.t0.elapsed().as_secs_f64();
+        let rate = if el > 0.0 { done as f64 / el } else { 0.0 };
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(step)) as f64 / rate
+        } else {
+            0.0
+        };
+        let w = 24usize;
+        let fill = ((step as f64 / self.total.max(1) as f64) * w as f64).round() as usize;
+        let bar: String = (0..w).map(|i| if i < fill { '=' } else { ' ' }).collect();
+        let vals: String = values.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+        let line = format!(
+            "[{bar}] {step}/{}{vals} | {rate:.2} it/s | ETA {}",
+            self.total,
+            hms(eta)
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            if step >= self.total {
+                eprintln!();
+            }
+        } else if step.is_multiple_of(self.every)
+            || step >= self.total
+            || step == self.start_step + 1
+        {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Prints a message on its own line (keeps the bar intact on a terminal).
+    pub fn note(&self, msg: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{msg}");
+    }
+}

@@ -1,0 +1,347 @@
+//! `native-trainer prepare`: a data set tokenized once by a trained VQ-VAE, so VAR training
+//! never re-encodes images. Shards `tokens-NNNNN.nxtok` in one folder:
+//!
+//! ```text
+//! "NXSTOKS\0" | u32 version = 1 | u32 header length | JSON header | tokens
+//! header: patch_nums, vocab_size, token_bytes (2 or 4), count, flips, class_names,
+//!         labels (count entries, null = none), captions (count entries or absent)
+//! tokens: for each item, all scales' indices (L values); with flips, then the
+//!         left–right mirrored image's L values.
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Tensor, TensorData};
+use clap::Args;
+use nextscale::{Checkpoint, VqVae};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, flip_chw};
+
+const MAGIC: &[u8; 8] = b"NXSTOKS\0";
+const SHARD: usize = 50_000;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Header {
+    pub patch_nums: Vec<usize>,
+    pub vocab_size: usize,
+    pub token_bytes: usize,
+    pub count: usize,
+    pub flips: bool,
+    pub class_names: Vec<String>,
+    pub labels: Vec<Option<usize>>,
+    #[serde(default)]
+    pub captions: Option<Vec<Option<String>>>,
+}
+
+/// All shards of a folder, in memory.
+pub struct TokenSet {
+    pub patch_nums: Vec<usize>,
+    pub vocab_size: usize,
+    pub flips: bool,
+    pub class_names: Vec<String>,
+    pub labels: Vec<Option<usize>>,
+    pub captions: Vec<Option<String>>,
+    /// `count × (1 + flips) × L` indices.
+    pub tokens: Vec<u32>,
+}
+
+impl TokenSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn seq_len(&self) -> usize {
+        self.patch_nums.iter().map(|p| p * p).sum()
+    }
+    /// Tokens of item `i`, mirrored when `flip` (and the set has flips).
+    pub fn item(&self, i: usize, flip: bool) -> &[u32] {
+        let l = self.seq_len();
+        let per = if self.flips { 2 } else { 1 };
+        let k = i * per + usize::from(flip && self.flips);
+        &self.tokens[k * l..(k + 1) * l]
+    }
+
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "nxtok"))
+            .collect();
+        shards.sort();
+        if shards.is_empty() {
+            bail!(
+                "{}: no .nxtok shards (run `native-trainer prepare` first)",
+                dir.display()
+            );
+        }
+        let mut set: Option<TokenSet> = None;
+        for p in &shards {
+            let bytes = std::fs::read(p)?;
+            let (h, body) = parse(&bytes).with_context(|| format!("reading {}", p.display()))?;
+            let toks: Vec<u32> = match h.token_bytes {
+                2 => body
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+                    .collect(),
+                _ => body
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            };
+            if let Some(&bad) = toks.iter().find(|&&t| t as usize >= h.vocab_size) {
+                bail!("{}: token {bad} ≥ vocabulary {}", p.display(), h.vocab_size);
+            }
+            let captions = h.captions.clone().unwrap_or_else(|| vec![None; h.count]);
+            match &mut set {
+                None => {
+                    set = Some(TokenSet {
+                        patch_nums: h.patch_nums,
+                        vocab_size: h.vocab_size,
+                        flips: h.flips,
+                        class_names: h.class_names,
+                        labels: h.labels,
+                        captions,
+                        tokens: toks,
+                    })
+                }
+                Some(s) => {
+                    if s.patch_nums != h.patch_nums
+                        || s.vocab_size != h.vocab_size
+                        || s.flips != h.flips
+                        || s.class_names != h.class_names
+                    {
+                        bail!(
+                            "{}: shard does not match the others (patches, vocabulary, flips or classes)",
+                            p.display()
+                        );
+                    }
+                    s.labels.extend(h.labels);
+                    s.captions.extend(captions);
+                    s.tokens.extend(toks);
+                }
+            }
+        }
+        Ok(set.expect("at least one shard"))
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<(Header, &[u8])> {
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        bail!("not a nextscale token shard");
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != 1 {
+        bail!("token shard version {version} is not supported (this build reads 1)");
+    }
+    let hl = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let body_start = 16usize
+        .checked_add(hl)
+        .filter(|&e| e <= bytes.len())
+        .context("truncated header")?;
+    let h: Header = serde_json::from_slice(&bytes[16..body_start])?;
+    let l: usize = h.patch_nums.iter().map(|p| p * p).sum();
+    let per = if h.flips { 2 } else { 1 };
+    let want = h.count * per * l * h.token_bytes;
+    let body = &bytes[body_start..];
+    if !(h.token_bytes == 2 || h.token_bytes == 4)
+        || body.len() != want
+        || h.labels.len() != h.count
+    {
+        bail!(
+            "token shard body is {} bytes, header implies {want}",
+            body.len()
+        );
+    }
+    Ok((h, body))
+}
+
+fn write_shard(path: &Path, h: &Header, toks: &[u32]) -> Result<()> {
+    let mut out = Vec::with_capacity(16 + toks.len() * h.token_bytes);
+    let hj = serde_json::to_vec(h)?;
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(hj.len() as u32).to_le_bytes());
+    out.extend_from_slice(&hj);
+    for &t in toks {
+        if h.token_bytes == 2 {
+            out.extend_from_slice(&(t as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+    crate::run::write_atomic(path, &out)
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// Image folder or IDX file (as for train-vqvae).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The trained VQ-VAE (its `vqvae.safetensors`, or an official `.pth`).
+    #[arg(long)]
+    pub vae: PathBuf,
+    /// Output folder for the shards.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also tokenize the mirrored images (flip augmentation for VAR training).
+    #[arg(long)]
+    pub flip: bool,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// The VQ-VAE's patch list when it is not the 10-scale 256 px one (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub patch_nums: Option<Vec<usize>>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Loads a VQ-VAE from a file; the patch list comes from `--patch-nums`, else the run's
+/// `config.toml` next to it, else the checkpoint's own scale count.
+pub fn load_vae(
+    path: &Path,
+    patch_nums: Option<Vec<usize>>,
+    device: &burn::tensor::Device,
+) -> Result<(VqVae, nextscale::VqVaeConfig)> {
+    let ck = Checkpoint::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let pn = match patch_nums {
+        Some(p) => Some(nextscale::PatchNums::new(p)?),
+        None => {
+            let cfg = path.with_file_name("config.toml");
+            if cfg.is_file() {
+                let t: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg)?)?;
+                t.get("model")
+                    .and_then(|m| m.get("patch_nums"))
+                    .and_then(|p| p.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_integer().map(|x| x as usize))
+                            .collect::<Vec<_>>()
+                    })
+                    .map(nextscale::PatchNums::new)
+                    .transpose()?
+            } else {
+                None
+            }
+        }
+    };
+    let cfg = nextscale::vqvae::infer_config(&ck, pn)?;
+    let (vae, cfg) = VqVae::from_checkpoint(ck, Some(cfg), device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok((vae, cfg))
+}
+
+pub fn run(a: PrepareArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let kind: nextscale::device::BackendKind = a.device.parse()?;
+    let device = nextscale::device::init_device(kind)?;
+    let (vae, cfg) = load_vae(&a.vae, a.patch_nums.clone(), &device)?;
+    let size = cfg.image_size();
+    let ds = Dataset::open(&a.data)?;
+    eprintln!(
+        "data: {}; tokenizing at {size}×{size} px with {} scales",
+        ds.description,
+        cfg.patch_nums.num_scales()
+    );
+    std::fs::create_dir_all(&a.out)?;
+    for e in std::fs::read_dir(&a.out)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "nxtok") {
+            std::fs::remove_file(p)?;
+        }
+    }
+    let token_bytes = if cfg.vocab_size <= 1 << 16 { 2 } else { 4 };
+    let has_captions = ds.items.iter().any(|i| i.caption.is_some());
+    let mut bad = Vec::new();
+    let mut shard = 0usize;
+    let mut written = 0usize;
+    let mut pending: Vec<usize> = Vec::new();
+    let header = |labels: Vec<Option<usize>>, captions: Vec<Option<String>>| Header {
+        patch_nums: cfg.patch_nums.as_slice().to_vec(),
+        vocab_size: cfg.vocab_size,
+        token_bytes,
+        count: labels.len(),
+        flips: a.flip,
+        class_names: ds.class_names.clone(),
+        labels,
+        captions: has_captions.then_some(captions),
+    };
+    let (mut labels, mut captions, mut toks) = (Vec::new(), Vec::new(), Vec::<u32>::new());
+    let total = ds.items.len();
+    for i in 0..=total {
+        if i < total {
+            pending.push(i);
+        }
+        let flush_batch = pending.len() == a.batch_size || (i == total && !pending.is_empty());
+        if flush_batch {
+            let mut imgs = Vec::new();
+            let mut ok = Vec::new();
+            for &k in &pending {
+                match ds.load(k, size) {
+                    Ok(img) => {
+                        imgs.extend_from_slice(&img);
+                        if a.flip {
+                            let mut f = img;
+                            flip_chw(&mut f, size);
+                            imgs.extend(f);
+                        }
+                        ok.push(k);
+                    }
+                    Err(e) => bad.push(e),
+                }
+            }
+            pending.clear();
+            if !ok.is_empty() {
+                let n = imgs.len() / (3 * size * size);
+                let x = Tensor::<4>::from_data(TensorData::new(imgs, [n, 3, size, size]), &device);
+                let idx = vae.img_to_idx(x);
+                let per: Vec<Vec<i64>> = idx
+                    .into_iter()
+                    .map(|t| {
+                        t.into_data()
+                            .convert::<i64>()
+                            .try_into_vec::<i64>()
+                            .map_err(|e| anyhow::anyhow!("{e:?}"))
+                    })
+                    .collect::<Result<_>>()?;
+                for r in 0..n {
+                    for (si, &pn) in cfg.patch_nums.as_slice().iter().enumerate() {
+                        let m = pn * pn;
+                        toks.extend(per[si][r * m..(r + 1) * m].iter().map(|&t| t as u32));
+                    }
+                }
+                for k in ok {
+                    labels.push(ds.items[k].label);
+                    captions.push(ds.items[k].caption.clone());
+                }
+            }
+            eprint!("\rtokenized {}/{total}", (i + 1).min(total));
+        }
+        if labels.len() >= SHARD || (i == total && !labels.is_empty()) {
+            let h = header(std::mem::take(&mut labels), std::mem::take(&mut captions));
+            written += h.count;
+            write_shard(&a.out.join(format!("tokens-{shard:05}.nxtok")), &h, &toks)?;
+            toks.clear();
+            shard += 1;
+        }
+    }
+    eprintln!();
+    if !bad.is_empty() {
+        eprintln!(
+            "skipped {} files that did not decode, e.g. {}",
+            bad.len(),
+            bad[0]
+        );
+    }
+    if written == 0 {
+        bail!("no image could be tokenized");
+    }
+    eprintln!(
+        "wrote {written} items{} in {shard} shard(s) to {} in {:.1} s",
+        if a.flip { " (+ mirrored)" } else { "" },
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Training configurations: TOML files with a `[model]` and a `[train]` table, named presets
+//! compiled into the binary (`--preset NAME`), and command-line overrides.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Optimisation settings shared by both trainers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// Final learning rate as a fraction of the peak (`lin0` schedule).
+    pub lr_end: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    pub seed: u64,
+    /// Random horizontal flips.
+    pub flip: bool,
+    /// Fraction of the data held out for validation.
+    pub val_fraction: f64,
+    pub log_every: u64,
+    pub eval_every: u64,
+    pub sample_every: u64,
+    pub ckpt_every: u64,
+    pub keep_last: usize,
+    // VQ-VAE only.
+    #[serde(default)]
+    pub recon: Option<String>,
+    /// Weight of the patch-GAN (hinge) generator loss; 0 = off.
+    #[serde(default)]
+    pub gan_weight: f64,
+    /// Step at which the discriminator starts.
+    #[serde(default)]
+    pub gan_start: u64,
+    /// Steps a code may go unused before it is restarted from an encoder output (0 = never).
+    #[serde(default)]
+    pub dead_code_after: u64,
+    // VAR only.
+    #[serde(default)]
+    pub label_smooth: f64,
+    /// Probability of replacing the condition by the null class (for CFG).
+    #[serde(default)]
+    pub cond_drop: f64,
+}
+
+/// Named presets: `(name, kind, TOML)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("tiny", "vqvae", include_str!("../presets/vqvae-tiny.toml")),
+    ("tiny", "var", include_str!("../presets/var-tiny.toml")),
+    (
+        "small64",
+        "vqvae",
+        include_str!("../presets/vqvae-small64.toml"),
+    ),
+    (
+        "small64",
+        "var",
+        include_str!("../presets/var-small64.toml"),
+    ),
+    (
+        "official",
+        "vqvae",
+        include_str!("../presets/vqvae-official.toml"),
+    ),
+    ("d16", "var", include_str!("../presets/var-d16.toml")),
+];
+
+pub fn preset(name: &str, kind: &str) -> Result<&'static str> {
+    PRESETS
+        .iter()
+        .find(|(n, k, _)| *n == name && *k == kind)
+        .map(|(_, _, t)| *t)
+        .with_context(|| {
+            let names: Vec<&str> = PRESETS
+                .iter()
+                .filter(|(_, k, _)| *k == kind)
+                .map(|(n, _, _)| *n)
+                .collect();
+            format!("no {kind} preset `{name}` (presets: {})", names.join(", "))
+        })
+}
+
+/// The configuration text: a file, else a preset; then `key=value` overrides (TOML values,
+/// keys like `train.steps` or `model.ch`).
+pub fn resolve(
+    config: Option<&std::path::Path>,
+    preset_name: Option<&str>,
+    kind: &str,
+    overrides: &[(String, String)],
+) -> Result<toml::Table> {
+    let text = match (config, preset_name) {
+        (Some(_), Some(_)) => bail!("give either --config or --preset, not both"),
+        (Some(p), None) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        (None, Some(n)) => preset(n, kind)?.to_string(),
+        (None, None) => preset("tiny", kind)?.to_string(),
+    };
+    let mut table: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+    for (k, v) in overrides {
+        let (sect, key) = k
+            .split_once('.')
+            .with_context(|| format!("override `{k}`: use section.key, e.g. train.steps"))?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+            .or_else(|_| toml::from_str::<toml::Table>(&format!("v = \"{v}\"")))
+            .with_context(|| format!("override `{k}`: cannot parse `{v}`"))?
+            .remove("v")
+            .expect("parsed");
+        let t = table
+            .get_mut(sect)
+            .and_then(|s| s.as_table_mut())
+            .with_context(|| format!("override `{k}`: no [{sect}] table"))?;
+        t.insert(key.to_string(), value);
+    }
+    Ok(table)
+}
+
+/// Checks the shared training settings.
+pub fn validate(t: &TrainConfig) -> Result<()> {
+    if t.batch_size == 0 || t.steps == 0 {
+        bail!("batch_size and steps must be positive");
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        bail!("lr must be a positive number");
+    }
+    if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+        bail!("beta1 and beta2 must be in [0, 1)");
+    }
+    if !(0.0..1.0).contains(&t.val_fraction)
+        || !(0.0..1.0).contains(&t.cond_drop)
+        || !(0.0..1.0).contains(&t.label_smooth)
+    {
+        bail!("val_fraction, cond_drop and label_smooth must be in [0, 1)");
+    }
+    if t.log_every == 0 || t.ckpt_every == 0 || t.eval_every == 0 || t.sample_every == 0 {
+        bail!("log_every, eval_every, sample_every and ckpt_every must be positive");
+    }
+    Ok(())
+}
