@@ -552,6 +552,63 @@ impl<'a> Loader<'a> {
 mod tests {
     use super::*;
 
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nextscale-data-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn idx_images_with_gzipped_labels() {
+        use std::io::Write;
+        let d = tmpdir("idx");
+        // 3 images of 2×2, labels 7, 0, 7; the labels file gzipped.
+        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2];
+        img.extend([0, 255, 255, 0, 10, 20, 30, 40, 255, 255, 255, 255]);
+        std::fs::write(d.join("t10k-images-idx3-ubyte"), &img).unwrap();
+        let lab = vec![0, 0, 8, 1, 0, 0, 0, 3, 7, 0, 7];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&lab).unwrap();
+        std::fs::write(d.join("t10k-labels-idx1-ubyte"), gz.finish().unwrap()).unwrap();
+        // The images file refers to the labels by name, with or without .gz.
+        let ds = Dataset::open(&d.join("t10k-images-idx3-ubyte")).unwrap();
+        assert_eq!(ds.items.len(), 3);
+        assert_eq!(ds.items[0].label, Some(7));
+        assert_eq!(ds.class_names.len(), 8);
+        let v = ds.load(2, 2).unwrap();
+        assert!(v.iter().all(|&x| x == 1.0), "white image");
+        let v = ds.load(0, 2).unwrap();
+        assert_eq!((v[0], v[1]), (-1.0, 1.0));
+        // A lying header is an error, not a panic.
+        std::fs::write(d.join("bad-images-idx3-ubyte"), &img[..20]).unwrap();
+        assert!(Dataset::open(&d.join("bad-images-idx3-ubyte")).is_err());
+    }
+
+    #[test]
+    fn captions_from_jsonl_and_csv() {
+        let d = tmpdir("captions");
+        std::fs::write(
+            d.join("metadata.jsonl"),
+            "{\"file_name\": \"a.png\", \"text\": \"a red apple\"}\n{\"file_name\": \"b.png\", \"caption\": \"a cat\"}\n",
+        )
+        .unwrap();
+        let ds = Dataset::open(&d).unwrap();
+        assert_eq!(ds.items.len(), 2);
+        assert_eq!(ds.items[1].caption.as_deref(), Some("a cat"));
+        std::fs::remove_file(d.join("metadata.jsonl")).unwrap();
+        std::fs::write(
+            d.join("metadata.csv"),
+            "file_name,text\na.png,\"apple, red\"\n",
+        )
+        .unwrap();
+        let ds = Dataset::open(&d).unwrap();
+        assert_eq!(ds.items[0].caption.as_deref(), Some("apple, red"));
+        std::fs::write(d.join("metadata.csv"), "name,text\na.png,x\n").unwrap();
+        let e = Dataset::open(&d).err().unwrap().to_string();
+        assert!(e.contains("file_name"), "{e}");
+    }
+
     #[test]
     fn csv_quoting() {
         assert_eq!(
