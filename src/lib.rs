@@ -22,6 +22,7 @@ pub mod resample;
 pub mod rng;
 pub mod sampler;
 pub mod state_dict;
+pub mod text;
 pub mod var;
 pub mod vqvae;
 #[cfg(target_arch = "wasm32")]

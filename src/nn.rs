@@ -202,3 +202,34 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)
 }
+
+/// LayerNorm over the last axis with affine `weight`/`bias` (PyTorch `nn.LayerNorm`).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        dim: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: param(src, &format!("{prefix}.weight"), [dim], Init::Ones, device)?,
+            bias: param(src, &format!("{prefix}.bias"), [dim], Init::Zeros, device)?,
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mut shape = [1usize; D];
+        shape[D - 1] = self.weight.val().dims()[0];
+        layer_norm_plain(x, self.eps) * self.weight.val().reshape(shape)
+            + self.bias.val().reshape(shape)
+    }
+}

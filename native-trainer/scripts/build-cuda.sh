@@ -31,20 +31,22 @@ if [ ! -x "$STAND/usr/lib/llvm-$LLVM/bin/llvm-config" ]; then
   echo "unpacking Debian's LLVM $LLVM into $STAND"
   mkdir -p "$STAND/debs"
   (cd "$STAND/debs" && apt-get download "llvm-$LLVM-dev" "llvm-$LLVM" "libllvm$LLVM" \
-    "libpolly-$LLVM-dev" libzstd-dev libz3-4 libz3-dev)
+    "libpolly-$LLVM-dev" libzstd-dev libz3-4 libz3-dev libxml2-dev libxml2)
   for f in "$STAND"/debs/*.deb; do dpkg -x "$f" "$STAND"; done
 fi
+# Only the static zstd in our search path: `-lzstd` then links it into the binary.
+rm -f "$ARCH_LIB/libzstd.so"
 
 DATA="${XDG_DATA_HOME:-$HOME/.local/share}"
 DEST="$DATA/tracel/tracel-llvm-$VER"
 mkdir -p "$DEST/bin"
 cat > "$DEST/bin/llvm-config" <<WRAP
 #!/bin/sh
-# Stand-in for the tracel-llvm bundle: Debian's llvm-config, with zstd linked statically and
-# the absolute libz3 path turned into -lz3.
+# Stand-in for the tracel-llvm bundle: Debian's llvm-config, with the absolute libz3 path
+# turned into -lz3 (the bundler expects bare library names).
 export LD_LIBRARY_PATH="$ARCH_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 out=\$("$STAND/usr/lib/llvm-$LLVM/bin/llvm-config" "\$@") || exit \$?
-printf '%s\n' "\$out" | sed -e 's#[^ ]*/libz3\.so[^ ]*#-lz3#g' -e 's#-lzstd#-l:libzstd.a#g'
+printf '%s\n' "\$out" | sed -e 's#[^ ]*/libz3\.so[^ ]*#-lz3#g'
 WRAP
 chmod +x "$DEST/bin/llvm-config"
 touch "$DEST/.tracel-llvm-installed"

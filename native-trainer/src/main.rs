@@ -1,6 +1,7 @@
 //! `native-trainer`: sample, import and (in later commands) train and export nextscale models.
 
 mod data;
+mod embed;
 mod export;
 mod gan;
 mod optim;
@@ -40,6 +41,8 @@ enum Command {
     Prepare(tokens::PrepareArgs),
     /// Train the VAR transformer on prepared token shards.
     TrainVar(train_var::TrainVarArgs),
+    /// Print sentence embeddings (or token ids) of prompts as JSON, one array per prompt.
+    EmbedText(embed::EmbedArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
     Fixture(sample::FixtureArgs),
 }
@@ -53,6 +56,7 @@ fn main() {
         Command::TrainVqvae(a) => train_vqvae::run(a),
         Command::Prepare(a) => tokens::run(a),
         Command::TrainVar(a) => train_var::run(a),
+        Command::EmbedText(a) => embed::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

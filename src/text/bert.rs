@@ -1,0 +1,226 @@
+//! A BERT encoder (Hugging Face `BertModel` state-dict names): word + position + token-type
+//! embeddings and LayerNorm, then post-LN blocks of multi-head attention (scaled by 1/√d,
+//! padding keys masked) and a GELU (erf) MLP. MiniLM-L6-H384 is this architecture.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::{LayerNorm, Linear, param};
+use crate::params::{Init, ParamSource};
+
+/// The fields of a Hugging Face `config.json` this encoder needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+impl BertConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden_act != "gelu" {
+            return Err(Error::config(format!(
+                "BERT activation `{}` is not supported (only `gelu`)",
+                self.hidden_act
+            )));
+        }
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(Error::config(
+                "hidden_size must be a multiple of num_attention_heads",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub out_norm: LayerNorm,
+    pub heads: usize,
+}
+
+impl BertLayer {
+    fn load(src: &mut dyn ParamSource, p: &str, cfg: &BertConfig, device: &Device) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let w = Init::TruncNormal(0.02);
+        let lin = |src: &mut dyn ParamSource, k: &str, a: usize, b: usize| {
+            Linear::load(src, &format!("{p}.{k}"), a, b, true, w, device)
+        };
+        Ok(Self {
+            query: lin(src, "attention.self.query", h, h)?,
+            key: lin(src, "attention.self.key", h, h)?,
+            value: lin(src, "attention.self.value", h, h)?,
+            attn_out: lin(src, "attention.output.dense", h, h)?,
+            attn_norm: LayerNorm::load(
+                src,
+                &format!("{p}.attention.output.LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+                device,
+            )?,
+            intermediate: lin(src, "intermediate.dense", h, i)?,
+            output: lin(src, "output.dense", i, h)?,
+            out_norm: LayerNorm::load(
+                src,
+                &format!("{p}.output.LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+                device,
+            )?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    /// `x` `[B, L, H]`, `mask_bias` `[B, 1, 1, L]` (0 or a large negative number).
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let (h, d) = (self.heads, c / self.heads);
+        let split = |t: Tensor<3>| t.reshape([b, l, h, d]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()) + mask_bias;
+        let ctx = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, l, c]);
+        let x = self.attn_norm.forward(self.attn_out.forward(ctx) + x);
+        let m = self
+            .output
+            .forward(gelu(self.intermediate.forward(x.clone())));
+        self.out_norm.forward(m + x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Bert {
+    pub word_embeddings: Param<Tensor<2>>,
+    pub position_embeddings: Param<Tensor<2>>,
+    pub token_type_embeddings: Param<Tensor<2>>,
+    pub embed_norm: LayerNorm,
+    pub layers: Vec<BertLayer>,
+}
+
+impl Bert {
+    /// Loads `embeddings.*` and `encoder.layer.*`; the unused pooler and the `position_ids`
+    /// buffer are accepted (an optional `bert.` prefix must be stripped by the caller).
+    pub fn load(src: &mut dyn ParamSource, cfg: &BertConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let h = cfg.hidden_size;
+        let w = Init::TruncNormal(0.02);
+        src.skip_buffer("embeddings.position_ids", &[1, cfg.max_position_embeddings])?;
+        src.skip_buffer("pooler.dense.weight", &[h, h])?;
+        src.skip_buffer("pooler.dense.bias", &[h])?;
+        Ok(Self {
+            word_embeddings: param(
+                src,
+                "embeddings.word_embeddings.weight",
+                [cfg.vocab_size, h],
+                w,
+                device,
+            )?,
+            position_embeddings: param(
+                src,
+                "embeddings.position_embeddings.weight",
+                [cfg.max_position_embeddings, h],
+                w,
+                device,
+            )?,
+            token_type_embeddings: param(
+                src,
+                "embeddings.token_type_embeddings.weight",
+                [cfg.type_vocab_size, h],
+                w,
+                device,
+            )?,
+            embed_norm: LayerNorm::load(
+                src,
+                "embeddings.LayerNorm",
+                h,
+                cfg.layer_norm_eps,
+                device,
+            )?,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| BertLayer::load(src, &format!("encoder.layer.{i}"), cfg, device))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.position_embeddings.val().dims()[0]
+    }
+
+    /// Token states `[B, L, H]` for right-padded ids `[B, L]` with `lens[b]` real tokens each.
+    pub fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<(Tensor<3>, Tensor<2>)> {
+        let b = ids.len();
+        let l = ids.iter().map(Vec::len).max().unwrap_or(0);
+        if b == 0 || l == 0 {
+            return Err(Error::invalid("no text to encode"));
+        }
+        if l > self.max_len() {
+            return Err(Error::invalid(format!(
+                "{l} tokens exceed the encoder's {} positions",
+                self.max_len()
+            )));
+        }
+        let mut flat = vec![0i64; b * l];
+        let mut mask = vec![0f32; b * l];
+        for (r, row) in ids.iter().enumerate() {
+            for (t, &id) in row.iter().enumerate() {
+                flat[r * l + t] = id as i64;
+                mask[r * l + t] = 1.0;
+            }
+        }
+        let vocab = self.word_embeddings.val().dims()[0];
+        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let idx: Tensor<2, Int> = Tensor::from_data(TensorData::new(flat, [b, l]), device);
+        let c = self.word_embeddings.val().dims()[1];
+        let words = burn::tensor::module::embedding(self.word_embeddings.val(), idx);
+        let pos = self
+            .position_embeddings
+            .val()
+            .slice([0..l, 0..c])
+            .unsqueeze_dim::<3>(0);
+        let typ = self
+            .token_type_embeddings
+            .val()
+            .slice([0..1, 0..c])
+            .unsqueeze_dim::<3>(0);
+        let mut x = self.embed_norm.forward(words + pos + typ);
+        let mask_t: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, l]), device);
+        // Hugging Face adds the dtype's minimum to masked logits.
+        let bias = (mask_t.clone().neg() + 1.0) * (f32::MIN as f64);
+        let bias: Tensor<4> = bias.reshape([b, 1, 1, l]);
+        for layer in &self.layers {
+            x = layer.forward(x, bias.clone());
+        }
+        Ok((x, mask_t))
+    }
+}

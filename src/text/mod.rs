@@ -1,0 +1,126 @@
+//! Text encoders that turn prompts into condition vectors, natively and in wasm.
+//!
+//! [`MiniLm`] is a sentence-transformers model (`all-MiniLM-L6-v2` and other BERT-based
+//! ones): WordPiece tokens → BERT → mean over the real tokens → L2 normalisation.
+
+pub mod bert;
+pub mod wordpiece;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+pub use bert::{Bert, BertConfig};
+pub use wordpiece::WordPiece;
+
+/// A sentence embedding model: tokenizer, encoder and pooling.
+pub struct MiniLm {
+    pub tokenizer: WordPiece,
+    pub bert: Bert,
+    pub config: BertConfig,
+    /// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers'
+    /// `max_seq_length`).
+    pub max_tokens: usize,
+}
+
+impl MiniLm {
+    /// Builds the model from the files of a sentence-transformers folder: `config.json`,
+    /// `vocab.txt`, `model.safetensors` and optionally `sentence_bert_config.json`.
+    pub fn from_parts(
+        config_json: &str,
+        vocab_txt: &str,
+        weights: Vec<u8>,
+        sentence_config_json: Option<&str>,
+        device: &Device,
+    ) -> Result<Self> {
+        let config: BertConfig = serde_json::from_str(config_json).map_err(|e| Error::Format {
+            format: "BERT config.json",
+            reason: e.to_string(),
+        })?;
+        let max_tokens = match sentence_config_json {
+            Some(s) => serde_json::from_str::<serde_json::Value>(s)
+                .ok()
+                .and_then(|v| v["max_seq_length"].as_u64())
+                .map(|m| m as usize)
+                .unwrap_or(config.max_position_embeddings),
+            None => config.max_position_embeddings,
+        }
+        .min(config.max_position_embeddings);
+        let tokenizer = WordPiece::from_vocab(vocab_txt, true)?;
+        if tokenizer.vocab_size() != config.vocab_size {
+            return Err(Error::config(format!(
+                "vocab.txt has {} tokens, config.json says {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let mut ck = Checkpoint::from_bytes(weights)?;
+        let has_prefix = ck.keys().any(|k| k.starts_with("bert."));
+        let mut ck = if has_prefix {
+            ck.split_prefix("bert.")
+        } else {
+            ck
+        };
+        let bert = Bert::load(&mut ck, &config, device)?;
+        ck.finish()?;
+        Ok(Self {
+            tokenizer,
+            bert,
+            config,
+            max_tokens,
+        })
+    }
+
+    /// Reads a sentence-transformers folder (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|source| Error::Io {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let text = |name: &str| -> Result<String> {
+            String::from_utf8(read(name)?).map_err(|_| Error::Format {
+                format: "text file",
+                reason: format!("{name} is not UTF-8"),
+            })
+        };
+        let sentence = text("sentence_bert_config.json").ok();
+        Self::from_parts(
+            &text("config.json")?,
+            &text("vocab.txt")?,
+            read("model.safetensors")?,
+            sentence.as_deref(),
+            device,
+        )
+    }
+
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.encode(text, self.max_tokens)
+    }
+
+    /// Unit-length sentence embeddings `[N, dim]`.
+    pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect();
+        let (states, mask) = self.bert.forward(&ids, device)?;
+        let [b, l, c] = states.dims();
+        let m3: Tensor<3> = mask.clone().reshape([b, l, 1]);
+        let summed = (states * m3).sum_dim(1).reshape([b, c]);
+        let counts = mask.sum_dim(1).clamp_min(1e-9);
+        let mean = summed / counts;
+        let norm = mean
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        Ok(mean / norm)
+    }
+}
