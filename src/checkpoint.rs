@@ -118,9 +118,9 @@ impl Checkpoint {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| Error::Io {
+        let io = |err| Error::Io {
             path: path.display().to_string(),
-            source,
+            err,
         };
         let bytes = std::fs::read(path).map_err(io)?;
         if bytes.starts_with(b"PK\x03\x04") {

@@ -71,12 +71,10 @@ pub enum Error {
     InvalidArgument(String),
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// (The I/O error is part of the message, not a separate source, so error chains do
+    /// not print it twice.)
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
 
     /// The requested compute device is not available.
     #[error("device unavailable: {0}")]

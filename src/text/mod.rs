@@ -77,9 +77,9 @@ impl MiniLm {
         let dir = dir.as_ref();
         let read = |name: &str| -> Result<Vec<u8>> {
             let p = dir.join(name);
-            std::fs::read(&p).map_err(|source| Error::Io {
+            std::fs::read(&p).map_err(|err| Error::Io {
                 path: p.display().to_string(),
-                source,
+                err,
             })
         };
         let text = |name: &str| -> Result<String> {
