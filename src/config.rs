@@ -215,9 +215,13 @@ pub struct VarConfig {
     /// Width of the VQ-VAE latent (`Cvae`).
     pub cvae: usize,
     /// Number of real classes; row `num_classes` of the class table is the null class.
+    /// A text-conditioned model may have none (its class table is the null row only).
     pub num_classes: usize,
     pub norm_eps: f64,
     pub patch_nums: PatchNums,
+    /// Width of the text embedding that `text_proj` maps to the condition (0: no text input).
+    #[serde(default)]
+    pub text_dim: usize,
 }
 
 impl VarConfig {
@@ -233,6 +237,7 @@ impl VarConfig {
             num_classes: 1000,
             norm_eps: 1e-6,
             patch_nums: PatchNums::p256(),
+            text_dim: 0,
         }
     }
     pub fn d16() -> Self {
@@ -286,6 +291,11 @@ impl VarConfig {
         if self.vocab_size == 0 || self.cvae == 0 {
             return Err(Error::config("vocab_size and cvae must be positive"));
         }
+        if self.num_classes == 0 && self.text_dim == 0 {
+            return Err(Error::config(
+                "a model needs classes or a text input (num_classes and text_dim are both 0)",
+            ));
+        }
         Ok(())
     }
 
@@ -296,7 +306,12 @@ impl VarConfig {
         let s = self.patch_nums.num_scales();
         let h = self.mlp_hidden();
         let v = self.vocab_size;
-        let embed = self.cvae * c + c + (self.num_classes + 1) * c + c + l * c + s * c;
+        let text = if self.text_dim > 0 {
+            self.text_dim * c + c
+        } else {
+            0
+        };
+        let embed = self.cvae * c + c + (self.num_classes + 1) * c + c + l * c + s * c + text;
         let block = 3 * c * c
             + 2 * c
             + c * c

@@ -116,6 +116,7 @@ pub fn tiny_configs() -> (crate::VarConfig, crate::VqVaeConfig) {
         num_classes: 10,
         norm_eps: 1e-6,
         patch_nums: patch_nums.clone(),
+        text_dim: 0,
     };
     let vae = crate::VqVaeConfig {
         vocab_size: 512,

@@ -160,6 +160,19 @@ impl Pipeline {
         generate(&self.var, self.quantizer(), labels, opts, hooks).await
     }
 
+    /// Samples tokens for text embeddings `[B, text_dim]` (one image per row), with the null
+    /// condition as the CFG reference.
+    pub async fn generate_text(
+        &self,
+        embeddings: burn::tensor::Tensor<2>,
+        opts: &SampleOptions,
+        hooks: &mut dyn SampleHooks,
+    ) -> Result<Generated> {
+        let cond = crate::sampler::text_condition(&self.var, embeddings)?;
+        crate::sampler::generate_with_condition(&self.var, self.quantizer(), cond, opts, hooks)
+            .await
+    }
+
     /// Starts a step-by-step generation for `labels`.
     pub fn start(&self, labels: &[usize], opts: &SampleOptions) -> Result<Sampling<'_>> {
         Sampling::new(

@@ -131,6 +131,17 @@ pub fn class_condition(var: &Var, labels: &[usize]) -> Result<Tensor<2>> {
     Ok(Tensor::cat(vec![cond, var.class_embedding(null)], 0))
 }
 
+/// The CFG condition rows for text embeddings `[B, text_dim]`: `text_proj(emb)` then the
+/// null condition × B.
+pub fn text_condition(var: &Var, emb: Tensor<2>) -> Result<Tensor<2>> {
+    let [b, _] = emb.dims();
+    if b == 0 {
+        return Err(Error::invalid("no prompts given: nothing to generate"));
+    }
+    let cond = var.text_condition(emb)?;
+    Ok(Tensor::cat(vec![cond, var.null_condition(b)], 0))
+}
+
 /// Generation from explicit condition rows `[2B, C]`: the B conditional rows, then the B
 /// unconditional ones (text conditioning and adapters build these).
 pub async fn generate_with_condition(

@@ -202,7 +202,12 @@ pub fn report(
     let device = Device::flex();
     let cfg = &f32p.var_config;
     let null = cfg.num_classes;
-    let labels = [3.min(null - 1), (cfg.num_classes * 98 / 100).min(null - 1)];
+    // Two classes; a text-only model (no classes) is compared on its null condition.
+    let labels = if null == 0 {
+        [0, 0]
+    } else {
+        [3.min(null - 1), (cfg.num_classes * 98 / 100).min(null - 1)]
+    };
     // Teacher-forced logits on the f32 model's own greedy tokens.
     let opts = SampleOptions {
         cfg: 4.0,

@@ -25,8 +25,19 @@ pub struct SampleArgs {
     #[arg(long)]
     vae: Option<PathBuf>,
     /// Class id(s), comma-separated; the null class (e.g. 1000) samples unconditionally.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
     class: Vec<usize>,
+    /// A prompt, for text-conditioned models (repeat for several); needs --text-encoder.
+    #[arg(long, requires = "text_encoder")]
+    prompt: Vec<String>,
+    /// The sentence encoder the model was trained with (a sentence-transformers folder).
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
     /// Guidance strength at the last scale.
     #[arg(long, default_value_t = 4.0)]
     cfg: f32,
@@ -108,6 +119,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n))
         .collect();
+    let prompts: Vec<&str> = a
+        .prompt
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.as_str(), a.n))
+        .collect();
     let opts = SampleOptions {
         cfg: a.cfg,
         top_k: a.top_k,
@@ -129,9 +145,21 @@ pub fn run(a: SampleArgs) -> Result<()> {
         last = Instant::now();
         Ok(())
     });
-    let g = block_on(pipe.generate(&labels, &opts, &mut hooks))?;
+    let g = if prompts.is_empty() {
+        block_on(pipe.generate(&labels, &opts, &mut hooks))?
+    } else {
+        let dir = a
+            .text_encoder
+            .as_ref()
+            .expect("clap requires --text-encoder");
+        let enc = nextscale::text::MiniLm::open(dir, &device)
+            .with_context(|| format!("loading the text encoder {}", dir.display()))?;
+        let emb = enc.embed(&prompts, &device)?;
+        block_on(pipe.generate_text(emb, &opts, &mut hooks))?
+    };
     let t_tokens = t1.elapsed().as_secs_f64();
-    eprintln!("sampled {} image(s) in {t_tokens:.2} s", labels.len());
+    let count = labels.len().max(prompts.len());
+    eprintln!("sampled {count} image(s) in {t_tokens:.2} s");
 
     if let Some(p) = &a.tokens_out {
         let json = serde_json::to_string(&g.tokens)?;
@@ -150,7 +178,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
         if let Some(dir) = &a.out_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             for (i, im) in images.iter().enumerate() {
-                save_png(im, &dir.join(format!("{:04}_class{}.png", i, labels[i])))?;
+                let name = match labels.get(i) {
+                    Some(l) => format!("{i:04}_class{l}.png"),
+                    None => format!("{i:04}_prompt{}.png", i / a.n),
+                };
+                save_png(im, &dir.join(name))?;
             }
             eprintln!("wrote {} PNGs to {}", images.len(), dir.display());
         }
@@ -185,6 +217,10 @@ pub struct FixtureArgs {
     /// `shapes`: image size in pixels.
     #[arg(long, default_value_t = 32)]
     size: usize,
+    /// `shapes`: one folder with a `metadata.jsonl` of captions ("a red circle") instead of
+    /// class folders.
+    #[arg(long)]
+    captions: bool,
     #[arg(long)]
     out: PathBuf,
 }
@@ -201,7 +237,7 @@ pub fn fixture(a: FixtureArgs) -> Result<()> {
         }
         "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
         "shapes" => {
-            crate::shapes::write(&a.out, a.n, a.size, a.seed)?;
+            crate::shapes::write(&a.out, a.n, a.size, a.seed, a.captions)?;
             eprintln!(
                 "wrote {} images ({} classes × {}, {}×{} px) under {}",
                 a.n * crate::shapes::CLASSES.len(),

@@ -1,5 +1,6 @@
-//! A generated image data set for tests and quick starts: coloured shapes on white, one class
-//! folder per shape, with random size, position and hue jitter from the counter RNG.
+//! A generated image data set for tests and quick starts: shapes in four colours on white,
+//! one class folder per shape (or captions), with random size, position and shade from the
+//! counter RNG.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use image::{Rgb, RgbImage};
 use nextscale::rng::{CounterRng, stream_id};
 
 pub const CLASSES: [&str; 4] = ["circle", "square", "triangle", "cross"];
+const COLOR_NAMES: [&str; 4] = ["red", "green", "blue", "yellow"];
 const COLORS: [[f64; 3]; 4] = [
     [220., 40., 40.],
     [40., 150., 60.],
@@ -24,11 +26,18 @@ fn inside(class: usize, dx: f64, dy: f64, r: f64) -> bool {
     }
 }
 
-/// Writes `n` images per class of `size`×`size` pixels under `dir/<class>/`.
-pub fn write(dir: &Path, n: usize, size: usize, seed: u64) -> Result<()> {
+/// Writes `n` images per shape of `size`×`size` pixels, in a random one of four colours:
+/// under `dir/<shape>/` (class folders), or with `captions` under `dir/images/` with a
+/// `metadata.jsonl` of captions such as "a red circle".
+pub fn write(dir: &Path, n: usize, size: usize, seed: u64, captions: bool) -> Result<()> {
     let rng = CounterRng::new(seed);
+    let mut meta = String::new();
     for (c, name) in CLASSES.iter().enumerate() {
-        let sub = dir.join(name);
+        let sub = if captions {
+            dir.join("images")
+        } else {
+            dir.join(name)
+        };
         std::fs::create_dir_all(&sub)?;
         for i in 0..n {
             let s = stream_id("shape", c as u64, i as u64);
@@ -36,8 +45,9 @@ pub fn write(dir: &Path, n: usize, size: usize, seed: u64) -> Result<()> {
             let r = size as f64 * (0.2 + 0.15 * u(0));
             let cx = r + (size as f64 - 2.0 * r) * u(1);
             let cy = r + (size as f64 - 2.0 * r) * u(2);
+            let hue = (rng.bits(s, 7) % 4) as usize;
             let col: [u8; 3] =
-                std::array::from_fn(|k| (COLORS[c][k] * (0.8 + 0.2 * u(3 + k as u64))) as u8);
+                std::array::from_fn(|k| (COLORS[hue][k] * (0.8 + 0.2 * u(3 + k as u64))) as u8);
             let img = RgbImage::from_fn(size as u32, size as u32, |x, y| {
                 // 2×2 supersampling for soft edges.
                 let mut cover = 0.0;
@@ -56,8 +66,18 @@ pub fn write(dir: &Path, n: usize, size: usize, seed: u64) -> Result<()> {
                     (255.0 * (1.0 - cover) + col[k] as f64 * cover).round() as u8
                 }))
             });
-            img.save(sub.join(format!("{i:04}.png")))?;
+            if captions {
+                let file = format!("{name}-{i:04}.png");
+                img.save(sub.join(&file))?;
+                meta.push_str(&serde_json::json!({"file_name": format!("images/{file}"), "text": format!("a {} {name}", COLOR_NAMES[hue])}).to_string());
+                meta.push('\n');
+            } else {
+                img.save(sub.join(format!("{i:04}.png")))?;
+            }
         }
+    }
+    if captions {
+        std::fs::write(dir.join("metadata.jsonl"), meta)?;
     }
     Ok(())
 }

@@ -41,6 +41,10 @@ pub struct TrainVarArgs {
     /// initialisation; its architecture replaces the preset's.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Train a text-conditioned model on the captions, embedded by this sentence encoder
+    /// (a sentence-transformers folder such as all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -156,7 +160,7 @@ fn forward(
     vae: &VqVae,
     set: &TokenSet,
     items: &[(usize, bool)],
-    labels: &[usize],
+    cond: Tensor<2>,
     label_smooth: f64,
     plain: &Device,
     dev: &Device,
@@ -166,8 +170,7 @@ fn forward(
     let (per, flat) = batch_tokens(set, items, plain);
     let x = vae.quantize.idx_to_var_input(&per);
     let x = Tensor::<3>::from_data(x.into_data(), dev);
-    let lab = var.labels(labels, dev)?;
-    let logits = var.forward_teacher(lab, x, None); // [B, L, V]
+    let logits = var.forward_teacher_cond(cond, x, None); // [B, L, V]
     let gt = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, l]), dev);
     let logp = log_softmax(logits.clone(), 2);
     let nll = logp.clone().gather(2, gt.unsqueeze_dim::<3>(2)).neg(); // [B, L, 1]
@@ -192,6 +195,136 @@ fn forward(
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let correct = pred.iter().zip(&flat).map(|(a, b)| a == b).collect();
     Ok((ce.mean(), ce_host, correct))
+}
+
+/// What conditions the model: class ids, or text embeddings of the captions.
+pub enum Conditioning {
+    Classes,
+    /// Unit-length caption embeddings, `items × dim`, row-major.
+    Text {
+        emb: Vec<f32>,
+        dim: usize,
+    },
+}
+
+impl Conditioning {
+    /// Condition rows `[B, C]` for `items`; rows with `dropped` get the null condition.
+    pub fn rows(
+        &self,
+        var: &Var,
+        set: &TokenSet,
+        items: &[usize],
+        dropped: &[bool],
+        dev: &Device,
+    ) -> Result<Tensor<2>> {
+        let b = items.len();
+        match self {
+            Conditioning::Classes => {
+                let null = var.null_class();
+                let labels: Vec<usize> = items
+                    .iter()
+                    .zip(dropped)
+                    .map(|(&i, &d)| {
+                        if d {
+                            null
+                        } else {
+                            set.labels[i].unwrap_or(0).min(null.saturating_sub(1))
+                        }
+                    })
+                    .collect();
+                Ok(var.class_embedding(var.labels(&labels, dev)?))
+            }
+            Conditioning::Text { emb, dim } => {
+                let mut rows = Vec::with_capacity(b * dim);
+                for &i in items {
+                    rows.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
+                }
+                let e = Tensor::<2>::from_data(TensorData::new(rows, [b, *dim]), dev);
+                let cond = var.text_condition(e)?;
+                if !dropped.iter().any(|&d| d) {
+                    return Ok(cond);
+                }
+                let m: Vec<f32> = dropped.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
+                let m = Tensor::<2>::from_data(TensorData::new(m, [b, 1]), dev);
+                Ok(cond * (m.clone().neg() + 1.0) + var.null_condition(b) * m)
+            }
+        }
+    }
+}
+
+/// Caption embeddings of every item, computed once and cached next to the token shards.
+fn caption_embeddings(
+    set: &TokenSet,
+    tokens_dir: &std::path::Path,
+    encoder_dir: &std::path::Path,
+    plain: &Device,
+) -> Result<(Vec<f32>, usize)> {
+    let captions: Vec<&str> = set
+        .captions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.as_deref().with_context(|| {
+                format!("item {i} has no caption; text training needs metadata.jsonl/csv captions")
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut fp = Vec::new();
+    for f in ["config.json", "vocab.txt"] {
+        fp.extend(
+            std::fs::read(encoder_dir.join(f))
+                .with_context(|| format!("reading {}", encoder_dir.join(f).display()))?,
+        );
+    }
+    fp.extend(
+        std::fs::metadata(encoder_dir.join("model.safetensors"))?
+            .len()
+            .to_le_bytes(),
+    );
+    for c in &captions {
+        fp.extend(c.as_bytes());
+        fp.push(0);
+    }
+    let cache = tokens_dir.join(format!("text-embeddings-{:016x}.safetensors", fnv1a64(&fp)));
+    if let Ok(ck) = Checkpoint::open(&cache)
+        && let Ok(t) = ck.read_f32("embeddings")
+        && t.shape.len() == 2
+        && t.shape[0] == captions.len()
+    {
+        return Ok((t.data, t.shape[1]));
+    }
+    let t0 = Instant::now();
+    let enc = nextscale::text::MiniLm::open(encoder_dir, plain)
+        .with_context(|| format!("loading {}", encoder_dir.display()))?;
+    let dim = enc.dim();
+    let mut all = Vec::with_capacity(captions.len() * dim);
+    for chunk in captions.chunks(64) {
+        let e = enc.embed(chunk, plain)?;
+        all.extend(
+            e.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
+    }
+    let mut bytes = Vec::new();
+    nextscale::state_dict::write_safetensors(
+        &mut bytes,
+        &[nextscale::state_dict::Entry::f32(
+            "embeddings",
+            vec![captions.len(), dim],
+            all.clone(),
+        )],
+        None,
+    )?;
+    crate::run::write_atomic(&cache, &bytes)?;
+    eprintln!(
+        "embedded {} captions in {:.1} s (cached in {})",
+        captions.len(),
+        t0.elapsed().as_secs_f64(),
+        cache.display()
+    );
+    Ok((all, dim))
 }
 
 /// Mean CE and accuracy overall and per scale from per-token values.
@@ -239,8 +372,19 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
             vcfg.vocab_size
         );
     }
-    let num_classes = set.class_names.len().max(1);
-    let conditional = !set.class_names.is_empty();
+    let text_emb = match &a.text_encoder {
+        Some(dir) => {
+            let (emb, dim) = caption_embeddings(&set, &a.tokens, dir, &plain)?;
+            Some((emb, dim))
+        }
+        None => None,
+    };
+    let num_classes = if text_emb.is_some() {
+        0
+    } else {
+        set.class_names.len().max(1)
+    };
+    let conditional = !set.class_names.is_empty() && text_emb.is_none();
     let mut cfg = VarConfig {
         depth: mc.depth,
         embed_dim: mc.embed_dim,
@@ -251,6 +395,11 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         num_classes,
         norm_eps: mc.norm_eps,
         patch_nums: vcfg.patch_nums.clone(),
+        text_dim: text_emb.as_ref().map(|t| t.1).unwrap_or(0),
+    };
+    let conditioning = match text_emb {
+        Some((emb, dim)) => Conditioning::Text { emb, dim },
+        None => Conditioning::Classes,
     };
     let init_ck = match &a.init {
         Some(p) => {
@@ -291,15 +440,16 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         train_idx = val_idx.clone();
     }
     eprintln!(
-        "tokens: {} sequences of {} ({} train, {} validation), {} classes, VAR depth {} width {} ({:.1} M parameters)",
+        "tokens: {} sequences of {} ({} train, {} validation), {}, VAR depth {} width {} ({:.1} M parameters)",
         set.len(),
         set.seq_len(),
         train_idx.len(),
         val_idx.len(),
-        if conditional {
-            num_classes.to_string()
-        } else {
-            "no".into()
+        match (&conditioning, conditional) {
+            (Conditioning::Text { dim, .. }, _) =>
+                format!("conditioned on {dim}-d caption embeddings"),
+            (_, true) => format!("{num_classes} classes"),
+            _ => "unconditional".to_string(),
         },
         cfg.depth,
         cfg.embed_dim,
@@ -383,28 +533,13 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
     for step in start + 1..=end {
         let lr = tc.lr * lr_multiplier(step - 1, tc.warmup_steps, tc.steps, tc.lr_end);
         let items = loader.next(b, tc.flip);
-        let labels: Vec<usize> = items
-            .iter()
-            .enumerate()
-            .map(|(r, &(i, _))| {
-                let l = set.labels[i].unwrap_or(0).min(null - 1);
-                if rng.uniform(stream_id("cond_drop", step, r as u64), 0) < tc.cond_drop {
-                    null
-                } else {
-                    l
-                }
-            })
+        let dropped: Vec<bool> = (0..b)
+            .map(|r| rng.uniform(stream_id("cond_drop", step, r as u64), 0) < tc.cond_drop)
             .collect();
-        let (loss, ce, correct) = forward(
-            &var,
-            &vae,
-            &set,
-            &items,
-            &labels,
-            tc.label_smooth,
-            &plain,
-            &ad,
-        )?;
+        let ids: Vec<usize> = items.iter().map(|&(i, _)| i).collect();
+        let cond = conditioning.rows(&var, &set, &ids, &dropped, &ad)?;
+        let (loss, ce, correct) =
+            forward(&var, &vae, &set, &items, cond, tc.label_smooth, &plain, &ad)?;
         let loss_val = loss.clone().into_scalar::<f32>() as f64;
         if !loss_val.is_finite() {
             bail!("the loss became {loss_val} at step {step}; lower train.lr");
@@ -441,11 +576,9 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
             let (mut ces, mut cors) = (Vec::new(), Vec::new());
             for chunk in val_idx.chunks(b).take(8) {
                 let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
-                let labels: Vec<usize> = chunk
-                    .iter()
-                    .map(|&i| set.labels[i].unwrap_or(0).min(null - 1))
-                    .collect();
-                let (_, ce, cor) = forward(&pv, &vae, &set, &items, &labels, 0.0, &plain, &plain)?;
+                let cond =
+                    conditioning.rows(&pv, &set, chunk, &vec![false; chunk.len()], &plain)?;
+                let (_, ce, cor) = forward(&pv, &vae, &set, &items, cond, 0.0, &plain, &plain)?;
                 ces.extend(ce);
                 cors.extend(cor);
             }
@@ -458,27 +591,57 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         }
         if step % tc.sample_every == 0 || step == tc.steps {
             let pv = var.valid();
-            let classes: Vec<usize> = if conditional {
-                (0..num_classes.min(8)).collect()
-            } else {
-                vec![null]
-            };
-            let per = if classes.len() == 1 { 8 } else { 4 };
-            let labels: Vec<usize> = classes
-                .iter()
-                .flat_map(|&c| std::iter::repeat_n(c, per))
-                .collect();
             let opts = SampleOptions {
-                cfg: if conditional { 1.5 } else { 0.0 },
+                cfg: if conditional || matches!(conditioning, Conditioning::Text { .. }) {
+                    1.5
+                } else {
+                    0.0
+                },
                 top_k: 0,
                 top_p: 0.0,
                 seed: tc.seed.wrapping_add(step),
                 more_smooth: false,
             };
-            let g = nextscale::readback::block_on(nextscale::sampler::generate(
+            let (cond, per) = match &conditioning {
+                Conditioning::Text { .. } => {
+                    // Four samples for each of the first four distinct captions.
+                    let mut picks: Vec<usize> = Vec::new();
+                    let mut seen = std::collections::BTreeSet::new();
+                    for &i in val_idx.iter().chain(loader.subset.iter()) {
+                        if picks.len() == 4 {
+                            break;
+                        }
+                        if seen.insert(set.captions[i].clone()) {
+                            picks.push(i);
+                        }
+                    }
+                    let items: Vec<usize> = picks
+                        .iter()
+                        .flat_map(|&i| std::iter::repeat_n(i, 4))
+                        .collect();
+                    let rows =
+                        conditioning.rows(&pv, &set, &items, &vec![false; items.len()], &plain)?;
+                    let n = items.len();
+                    (Tensor::cat(vec![rows, pv.null_condition(n)], 0), 4)
+                }
+                Conditioning::Classes => {
+                    let classes: Vec<usize> = if conditional {
+                        (0..num_classes.min(8)).collect()
+                    } else {
+                        vec![null]
+                    };
+                    let per = if classes.len() == 1 { 8 } else { 4 };
+                    let labels: Vec<usize> = classes
+                        .iter()
+                        .flat_map(|&c| std::iter::repeat_n(c, per))
+                        .collect();
+                    (nextscale::sampler::class_condition(&pv, &labels)?, per)
+                }
+            };
+            let g = nextscale::readback::block_on(nextscale::sampler::generate_with_condition(
                 &pv,
                 &vae.quantize,
-                &labels,
+                cond,
                 &opts,
                 &mut NoHooks,
             ))?;

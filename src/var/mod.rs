@@ -31,6 +31,8 @@ pub struct Var {
     pub blocks: Vec<AdaLnSelfAttn>,
     pub head_nm: AdaLnBeforeHead,
     pub head: Linear,
+    /// Text-conditioned models: text embedding → condition (`text_proj`).
+    pub text_proj: Option<Linear>,
     pub num_classes: usize,
     pub patch_nums: Vec<usize>,
 }
@@ -81,6 +83,19 @@ impl Var {
             .collect::<Result<_>>()?;
         let head_nm = AdaLnBeforeHead::load(src, "head_nm", c, cfg.norm_eps, init_std, device)?;
         let head = Linear::load(src, "head", c, cfg.vocab_size, true, tn, device)?;
+        let text_proj = if cfg.text_dim > 0 {
+            Some(Linear::load(
+                src,
+                "text_proj",
+                cfg.text_dim,
+                c,
+                true,
+                tn,
+                device,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             word_embed,
             class_emb,
@@ -90,6 +105,7 @@ impl Var {
             blocks,
             head_nm,
             head,
+            text_proj,
             num_classes: cfg.num_classes,
             patch_nums: cfg.patch_nums.as_slice().to_vec(),
         })
@@ -160,6 +176,11 @@ impl Var {
     /// Checks class ids (the null class included) and uploads them.
     pub fn labels(&self, labels: &[usize], device: &Device) -> Result<Tensor<1, Int>> {
         if let Some(&bad) = labels.iter().find(|&&l| l > self.num_classes) {
+            if self.num_classes == 0 {
+                return Err(Error::invalid(format!(
+                    "class {bad} given, but this model is text-conditioned: give a prompt"
+                )));
+            }
             return Err(Error::invalid(format!(
                 "class {bad} is out of range: this model has classes 0..{} ({} = unconditional)",
                 self.num_classes - 1,
@@ -171,6 +192,40 @@ impl Var {
             TensorData::new(v, [labels.len()]),
             device,
         ))
+    }
+
+    /// Width of the text embeddings this model takes (0: class-conditional only).
+    pub fn text_dim(&self) -> usize {
+        self.text_proj
+            .as_ref()
+            .map(|p| p.weight.val().dims()[0])
+            .unwrap_or(0)
+    }
+
+    /// The condition for text embeddings `[B, text_dim]`: `text_proj(emb)`, `[B, C]`.
+    pub fn text_condition(&self, emb: Tensor<2>) -> Result<Tensor<2>> {
+        let Some(p) = &self.text_proj else {
+            return Err(Error::invalid(
+                "this model is class-conditional: it takes class ids, not prompts",
+            ));
+        };
+        let [_, d] = emb.dims();
+        if d != self.text_dim() {
+            return Err(Error::invalid(format!(
+                "text embeddings of width {d} given; this model takes {}",
+                self.text_dim()
+            )));
+        }
+        Ok(p.forward(emb))
+    }
+
+    /// The null (unconditional) condition repeated `b` times, `[b, C]`.
+    pub fn null_condition(&self, b: usize) -> Tensor<2> {
+        let c = self.embed_dim();
+        self.class_emb
+            .val()
+            .slice([self.num_classes..self.num_classes + 1, 0..c])
+            .repeat_dim(0, b)
     }
 
     /// `class_emb[labels]`, `[B, C]`.
@@ -206,10 +261,19 @@ impl Var {
         &self,
         labels: Tensor<1, Int>,
         x_wo_first: Tensor<3>,
+        hidden: Option<&mut Vec<Tensor<3>>>,
+    ) -> Tensor<3> {
+        self.forward_teacher_cond(self.class_embedding(labels), x_wo_first, hidden)
+    }
+
+    /// Teacher-forced forward from explicit condition rows `cond` `[B, C]` (text, adapters).
+    pub fn forward_teacher_cond(
+        &self,
+        cond: Tensor<2>,
+        x_wo_first: Tensor<3>,
         mut hidden: Option<&mut Vec<Tensor<3>>>,
     ) -> Tensor<3> {
         let device = x_wo_first.device();
-        let cond = self.class_embedding(labels);
         let sos = cond.clone().unsqueeze_dim::<3>(1) + self.pos_start.val();
         let x = Tensor::cat(vec![sos, self.word_embed.forward(x_wo_first)], 1);
         let mut x = x + self.lvl_pos(&device);
@@ -309,7 +373,8 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Va
     let we = need("word_embed.weight")?;
     let (c, cvae) = (we[0], we[1]);
     let classes = need("class_emb.weight")?[0];
-    if classes < 2 {
+    let text_dim = ck.shape("text_proj.weight").map(|s| s[1]).unwrap_or(0);
+    if classes < 2 && text_dim == 0 {
         return Err(Error::config("class_emb has fewer than 2 rows"));
     }
     let vocab = need("head.weight")?[0];
@@ -353,6 +418,7 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Va
         num_classes: classes - 1,
         norm_eps: 1e-6,
         patch_nums,
+        text_dim,
     };
     cfg.validate()?;
     Ok(cfg)

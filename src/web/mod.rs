@@ -229,10 +229,14 @@ fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue>
         ));
     }
     let label = integer(options, "classLabel", num_classes as f64)?.ok_or_else(|| {
-        js_err(format!(
-            "classLabel is required (0..{} or {num_classes} for unconditional)",
-            num_classes - 1
-        ))
+        if num_classes == 0 {
+            js_err("this model is text-conditioned; prompts are not supported in the browser yet: use classLabel 0 (unconditional)")
+        } else {
+            js_err(format!(
+                "classLabel is required (0..{} or {num_classes} for unconditional)",
+                num_classes - 1
+            ))
+        }
     })?;
     let d = SampleOptions::default();
     let more_smooth = match present(options, "moreSmooth")? {
