@@ -11,6 +11,7 @@ mod run;
 mod sample;
 mod shapes;
 mod tokens;
+mod train_adapter;
 mod train_var;
 mod train_vqvae;
 mod trainconf;
@@ -41,6 +42,8 @@ enum Command {
     Prepare(tokens::PrepareArgs),
     /// Train the VAR transformer on prepared token shards.
     TrainVar(train_var::TrainVarArgs),
+    /// Train a text adapter for a frozen class-conditional VAR on captioned token shards.
+    TrainAdapter(train_adapter::TrainAdapterArgs),
     /// Print sentence embeddings (or token ids) of prompts as JSON, one array per prompt.
     EmbedText(embed::EmbedArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
@@ -57,6 +60,7 @@ fn main() {
         Command::Prepare(a) => tokens::run(a),
         Command::TrainVar(a) => train_var::run(a),
         Command::EmbedText(a) => embed::run(a),
+        Command::TrainAdapter(a) => train_adapter::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

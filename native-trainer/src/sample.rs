@@ -38,6 +38,10 @@ pub struct SampleArgs {
     /// The sentence encoder the model was trained with (a sentence-transformers folder).
     #[arg(long)]
     text_encoder: Option<PathBuf>,
+    /// A text adapter (`train-adapter`) for a class-conditional model: prompts then steer the
+    /// frozen model through it.
+    #[arg(long, requires = "prompt")]
+    adapter: Option<PathBuf>,
     /// Guidance strength at the last scale.
     #[arg(long, default_value_t = 4.0)]
     cfg: f32,
@@ -155,7 +159,25 @@ pub fn run(a: SampleArgs) -> Result<()> {
         let enc = nextscale::text::MiniLm::open(dir, &device)
             .with_context(|| format!("loading the text encoder {}", dir.display()))?;
         let emb = enc.embed(&prompts, &device)?;
-        block_on(pipe.generate_text(emb, &opts, &mut hooks))?
+        match &a.adapter {
+            None => block_on(pipe.generate_text(emb, &opts, &mut hooks))?,
+            Some(p) => {
+                let mut ck =
+                    Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
+                let acfg = crate::train_adapter::adapter_config(&ck)?;
+                let adapter = nextscale::var::adapter::TextAdapter::load(&mut ck, &acfg, &device)?;
+                ck.finish()?;
+                let null = vec![pipe.var.null_class(); prompts.len()];
+                let cond = adapter.cfg_condition(&pipe.var, &null, emb)?;
+                block_on(nextscale::sampler::generate_with_condition(
+                    &pipe.var,
+                    pipe.quantizer(),
+                    cond,
+                    &opts,
+                    &mut hooks,
+                ))?
+            }
+        }
     };
     let t_tokens = t1.elapsed().as_secs_f64();
     let count = labels.len().max(prompts.len());

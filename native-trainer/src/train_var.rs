@@ -74,16 +74,16 @@ struct TrainerState {
 }
 
 /// Deterministic shuffled batches of token sequences.
-struct TokenLoader {
-    subset: Vec<usize>,
+pub(crate) struct TokenLoader {
+    pub(crate) subset: Vec<usize>,
     seed: u64,
-    epoch: u64,
-    offset: u64,
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
     perm: Vec<usize>,
 }
 
 impl TokenLoader {
-    fn new(subset: Vec<usize>, seed: u64, epoch: u64, offset: u64) -> Self {
+    pub(crate) fn new(subset: Vec<usize>, seed: u64, epoch: u64, offset: u64) -> Self {
         let mut l = Self {
             subset,
             seed,
@@ -105,7 +105,7 @@ impl TokenLoader {
         p
     }
     /// `(items, flips)` of the next batch.
-    fn next(&mut self, b: usize, flip: bool) -> Vec<(usize, bool)> {
+    pub(crate) fn next(&mut self, b: usize, flip: bool) -> Vec<(usize, bool)> {
         let rng = CounterRng::new(self.seed);
         (0..b)
             .map(|_| {
@@ -155,7 +155,7 @@ fn batch_tokens(
 #[allow(clippy::too_many_arguments)]
 /// One teacher-forced forward: mean loss (for backward) and the per-token CE and
 /// correctness read back for metrics.
-fn forward(
+pub(crate) fn forward(
     var: &Var,
     vae: &VqVae,
     set: &TokenSet,
@@ -253,7 +253,7 @@ impl Conditioning {
 }
 
 /// Caption embeddings of every item, computed once and cached next to the token shards.
-fn caption_embeddings(
+pub(crate) fn caption_embeddings(
     set: &TokenSet,
     tokens_dir: &std::path::Path,
     encoder_dir: &std::path::Path,
@@ -328,7 +328,11 @@ fn caption_embeddings(
 }
 
 /// Mean CE and accuracy overall and per scale from per-token values.
-fn per_scale(patch_nums: &[usize], ce: &[f32], correct: &[bool]) -> (f64, f64, Vec<f64>, Vec<f64>) {
+pub(crate) fn per_scale(
+    patch_nums: &[usize],
+    ce: &[f32],
+    correct: &[bool],
+) -> (f64, f64, Vec<f64>, Vec<f64>) {
     let l: usize = patch_nums.iter().map(|p| p * p).sum();
     let b = ce.len() / l;
     let mut loss_s = Vec::new();

@@ -55,6 +55,11 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ("tiny", "vqvae", include_str!("../presets/vqvae-tiny.toml")),
     ("tiny", "var", include_str!("../presets/var-tiny.toml")),
     (
+        "tiny",
+        "adapter",
+        include_str!("../presets/adapter-tiny.toml"),
+    ),
+    (
         "small64",
         "vqvae",
         include_str!("../presets/vqvae-small64.toml"),

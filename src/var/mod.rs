@@ -1,6 +1,7 @@
 //! The VAR transformer: embeddings, AdaLN blocks, head; teacher-forced forward with the
 //! block-causal mask and KV-cached next-scale inference steps.
 
+pub mod adapter;
 pub mod attention;
 pub mod block;
 pub mod head;
