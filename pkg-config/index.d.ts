@@ -28,7 +28,10 @@ export interface ModelInfo {
   patchNums: number[];
   imageSize: number;
   parameters: number;
+  /** The model file carries a text encoder. */
   hasTextEncoder: boolean;
+  /** `generate({ prompt })` works: a text encoder and a text-conditioned model or adapter. */
+  takesPrompts: boolean;
 }
 
 export interface ScaleEvent {
@@ -42,8 +45,10 @@ export interface ScaleEvent {
 }
 
 export interface GenerateOptions {
-  /** Class id; `numClasses` is unconditional. */
-  classLabel: number;
+  /** Class id; `numClasses` is unconditional. Give this or `prompt`. */
+  classLabel?: number;
+  /** A text prompt, for models whose `info.takesPrompts` is true. */
+  prompt?: string;
   /** Guidance strength at the last scale (default 4). */
   cfg?: number;
   /** Top-k filter (default 900; 1 = greedy; ≥ vocabulary = off). */

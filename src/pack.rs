@@ -90,7 +90,30 @@ pub struct PackHeader {
     /// Free-form provenance: the command, the sources, the default scheme.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// A text encoder inside the pack (its tensors under `text.`), for prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextHeader>,
+    /// A text adapter of a class-conditional model (its tensors under `adapter.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<crate::var::adapter::AdapterConfig>,
     pub tensors: Vec<TensorEntry>,
+}
+
+/// The text encoder of a pack: a BERT sentence encoder with mean pooling and L2 norm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextHeader {
+    pub config: crate::text::BertConfig,
+    /// Longest input in tokens (`[CLS]`/`[SEP]` included).
+    pub max_tokens: usize,
+    /// WordPiece vocabulary, index = token id.
+    pub vocab: Vec<String>,
+}
+
+/// Optional parts of a pack beyond the VAR and the VQ-VAE.
+#[derive(Clone, Debug, Default)]
+pub struct PackExtras {
+    pub text: Option<TextHeader>,
+    pub adapter: Option<crate::var::adapter::AdapterConfig>,
 }
 
 impl PackHeader {
@@ -160,6 +183,26 @@ pub fn read_header(prefix: &[u8]) -> Result<Option<(PackHeader, usize)>> {
 fn validate_header(h: &PackHeader) -> Result<()> {
     h.var.validate()?;
     h.vae.validate()?;
+    if let Some(t) = &h.text {
+        t.config.validate()?;
+        if t.vocab.len() != t.config.vocab_size {
+            return Err(fmt_err(format!(
+                "the text vocabulary has {} tokens, its config says {}",
+                t.vocab.len(),
+                t.config.vocab_size
+            )));
+        }
+        let text_dim = h
+            .var
+            .text_dim
+            .max(h.adapter.as_ref().map_or(0, |a| a.text_dim));
+        if text_dim != t.config.hidden_size {
+            return Err(fmt_err(format!(
+                "the text encoder gives {}-d embeddings, the model takes {text_dim}",
+                t.config.hidden_size
+            )));
+        }
+    }
     if let Some(names) = &h.class_names
         && names.len() != h.var.num_classes
     {
@@ -408,6 +451,18 @@ pub fn write_pack(
     meta: BTreeMap<String, String>,
     tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
 ) -> Result<Vec<u8>> {
+    write_pack_with(var, vae, class_names, meta, PackExtras::default(), tensors)
+}
+
+/// [`write_pack`] with a text encoder and/or a text adapter.
+pub fn write_pack_with(
+    var: &VarConfig,
+    vae: &VqVaeConfig,
+    class_names: Option<Vec<String>>,
+    meta: BTreeMap<String, String>,
+    extras: PackExtras,
+    tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
+) -> Result<Vec<u8>> {
     let mut entries = Vec::with_capacity(tensors.len());
     let mut blobs = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
@@ -434,6 +489,8 @@ pub fn write_pack(
         vae: vae.clone(),
         class_names,
         meta,
+        text: extras.text,
+        adapter: extras.adapter,
         tensors: entries,
     };
     validate_header(&header)?;

@@ -21,6 +21,10 @@ pub struct Pipeline {
     pub var_config: VarConfig,
     pub vae: VaeParts,
     pub vae_config: VqVaeConfig,
+    /// The prompt encoder, when the model takes prompts and the file carries one.
+    pub text: Option<crate::text::MiniLm>,
+    /// The text adapter of a class-conditional model.
+    pub adapter: Option<crate::var::adapter::TextAdapter>,
 }
 
 impl Pipeline {
@@ -68,6 +72,8 @@ impl Pipeline {
             var_config,
             vae,
             vae_config,
+            text: None,
+            adapter: None,
         })
     }
 
@@ -82,12 +88,32 @@ impl Pipeline {
         }
         let var = Var::load(&mut pack.source(""), &var_config, device)?;
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
+        let text = match pack.header.text.clone() {
+            Some(t) => Some(crate::text::MiniLm::load(
+                &mut pack.source("text."),
+                t.config,
+                &t.vocab.join("\n"),
+                t.max_tokens,
+                device,
+            )?),
+            None => None,
+        };
+        let adapter = match pack.header.adapter.clone() {
+            Some(a) => Some(crate::var::adapter::TextAdapter::load(
+                &mut pack.source("adapter."),
+                &a,
+                device,
+            )?),
+            None => None,
+        };
         pack.finish()?;
         Ok(Self {
             var,
             var_config,
             vae: VaeParts::Full(Box::new(vae)),
             vae_config,
+            text,
+            adapter,
         })
     }
 
@@ -171,6 +197,57 @@ impl Pipeline {
         let cond = crate::sampler::text_condition(&self.var, embeddings)?;
         crate::sampler::generate_with_condition(&self.var, self.quantizer(), cond, opts, hooks)
             .await
+    }
+
+    /// Whether [`Pipeline::start_prompts`] can run: a text encoder, and a text-conditioned
+    /// model or a text adapter.
+    pub fn takes_prompts(&self) -> bool {
+        self.text.is_some() && (self.var_config.text_dim > 0 || self.adapter.is_some())
+    }
+
+    /// CFG condition rows `[2B, C]` for prompts.
+    pub fn prompt_condition(&self, prompts: &[&str]) -> Result<burn::tensor::Tensor<2>> {
+        let Some(text) = &self.text else {
+            return Err(Error::invalid(
+                "this model has no text encoder: use class labels, not prompts",
+            ));
+        };
+        if prompts.is_empty() {
+            return Err(Error::invalid("no prompts given: nothing to generate"));
+        }
+        let device = self.var.class_emb.val().device();
+        let emb = text.embed(prompts, &device)?;
+        if self.var_config.text_dim > 0 {
+            crate::sampler::text_condition(&self.var, emb)
+        } else if let Some(a) = &self.adapter {
+            a.cfg_condition(&self.var, &vec![self.var.null_class(); prompts.len()], emb)
+        } else {
+            Err(Error::invalid(
+                "this model is class-conditional and has no text adapter: use class labels",
+            ))
+        }
+    }
+
+    /// Samples tokens for prompts (one image each).
+    pub async fn generate_prompts(
+        &self,
+        prompts: &[&str],
+        opts: &SampleOptions,
+        hooks: &mut dyn SampleHooks,
+    ) -> Result<Generated> {
+        let cond = self.prompt_condition(prompts)?;
+        crate::sampler::generate_with_condition(&self.var, self.quantizer(), cond, opts, hooks)
+            .await
+    }
+
+    /// Starts a step-by-step generation for prompts.
+    pub fn start_prompts(&self, prompts: &[&str], opts: &SampleOptions) -> Result<Sampling<'_>> {
+        Sampling::new(
+            &self.var,
+            self.quantizer(),
+            self.prompt_condition(prompts)?,
+            opts,
+        )
     }
 
     /// Starts a step-by-step generation for `labels`.

@@ -42,7 +42,9 @@ async function load() {
     const info = gen.info;
     setStatus('load-status',
       `loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s on ${gen.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}: ` +
-      `VAR d${info.depth}, ${info.numClasses} classes, ${info.imageSize}×${info.imageSize} px`);
+      `VAR d${info.depth}, ${info.takesPrompts ? 'text prompts' : `${info.numClasses} classes`}, ${info.imageSize}×${info.imageSize} px`);
+    $('prompt-row').hidden = !info.takesPrompts;
+    $('class-row').hidden = info.takesPrompts;
     $('notice').textContent = /random/.test(name)
       ? 'This demo model has random weights: it exercises the whole pipeline, and its images are noise, not pictures.'
       : '';
@@ -67,8 +69,11 @@ async function generate() {
   setStatus('gen-status', 'generating…');
   $('timings').innerHTML = '';
   try {
+    const cond = gen.info.takesPrompts
+      ? { prompt: $('prompt').value }
+      : { classLabel: Number($('class').value) };
     const r = await gen.generate({
-      classLabel: Number($('class').value),
+      ...cond,
       cfg: Number($('cfg').value),
       topK: Number($('topk').value),
       topP: Number($('topp').value),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use nextscale::burn::tensor::{Device, Int, Tensor, TensorData};
-use nextscale::pack::{Storage, write_pack};
+use nextscale::pack::{PackExtras, Storage, TextHeader, write_pack_with};
 use nextscale::params::Recorder;
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleHooks, SampleOptions};
@@ -36,6 +36,13 @@ pub struct ExportArgs {
     /// Skip the quality report (it samples with both models and decodes images).
     #[arg(long)]
     no_report: bool,
+    /// Put this sentence encoder (a sentence-transformers folder) in the pack, so the pack
+    /// takes prompts: for a text-conditioned VAR, or with --adapter.
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
+    /// A text adapter (`train-adapter`) for the class-conditional VAR.
+    #[arg(long, requires = "text_encoder")]
+    adapter: Option<PathBuf>,
 }
 
 /// Which storage a tensor gets: an override, else the scheme for weight matrices, else f32
@@ -108,6 +115,76 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let vae_model = VqVae::load(&mut rec, &vae_cfg, &device)?;
     tensors.append(&mut rec.tensors);
     vae_ck.finish()?;
+    let mut extras = PackExtras::default();
+    if let Some(dir) = &a.text_encoder {
+        let read = |n: &str| {
+            std::fs::read_to_string(dir.join(n))
+                .with_context(|| format!("reading {}", dir.join(n).display()))
+        };
+        let config: nextscale::text::BertConfig = serde_json::from_str(&read("config.json")?)?;
+        let vocab = read("vocab.txt")?;
+        let max_tokens = read("sentence_bert_config.json")
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map(|m| m as usize)
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        let mut ck = Checkpoint::open(dir.join("model.safetensors"))?;
+        let mut ck = if ck.keys().any(|k| k.starts_with("bert.")) {
+            ck.split_prefix("bert.")
+        } else {
+            ck
+        };
+        let mut rec = Recorder::new(&mut ck, "text.");
+        nextscale::text::MiniLm::load(&mut rec, config.clone(), &vocab, max_tokens, &device)?;
+        tensors.append(&mut rec.tensors);
+        ck.finish()?;
+        let text_dim = if var_cfg.text_dim > 0 {
+            var_cfg.text_dim
+        } else {
+            match &a.adapter {
+                Some(_) => config.hidden_size,
+                None => bail!(
+                    "--text-encoder needs a text-conditioned VAR or an --adapter; {} is class-conditional",
+                    a.var.display()
+                ),
+            }
+        };
+        if text_dim != config.hidden_size {
+            bail!(
+                "the model takes {text_dim}-d text embeddings; {} gives {}",
+                dir.display(),
+                config.hidden_size
+            );
+        }
+        extras.text = Some(TextHeader {
+            config,
+            max_tokens,
+            vocab: vocab.lines().map(str::to_string).collect(),
+        });
+    } else if var_cfg.text_dim > 0 {
+        eprintln!(
+            "note: this VAR is text-conditioned but no --text-encoder was given: the pack cannot take prompts"
+        );
+    }
+    if let Some(p) = &a.adapter {
+        let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
+        let acfg = crate::train_adapter::adapter_config(&ck)?;
+        if acfg.embed_dim != var_cfg.embed_dim {
+            bail!(
+                "{} was trained for a VAR of width {}, not {}",
+                p.display(),
+                acfg.embed_dim,
+                var_cfg.embed_dim
+            );
+        }
+        let mut rec = Recorder::new(&mut ck, "adapter.");
+        nextscale::var::adapter::TextAdapter::load(&mut rec, &acfg, &device)?;
+        tensors.append(&mut rec.tensors);
+        ck.finish()?;
+        extras.adapter = Some(acfg);
+    }
 
     let class_names = match &a.class_names {
         Some(p) => Some(
@@ -145,7 +222,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         })
         .collect();
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
-    let bytes = write_pack(&var_cfg, &vae_cfg, class_names, meta, &with_storage)?;
+    let bytes = write_pack_with(&var_cfg, &vae_cfg, class_names, meta, extras, &with_storage)?;
     std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
         "wrote {} ({} bytes, {:.3} bytes/parameter, {params} parameters) in {:.1} s",
@@ -165,6 +242,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         var_config: var_cfg,
         vae: nextscale::pipeline::VaeParts::Full(Box::new(vae_model)),
         vae_config: vae_cfg,
+        text: None,
+        adapter: None,
     };
     let quantized = Pipeline::from_bytes(bytes.clone(), &device)?;
     report(&reference, &quantized, bytes.len(), params, &a.quant)

@@ -32,8 +32,9 @@ pub struct SampleArgs {
         conflicts_with = "prompt"
     )]
     class: Vec<usize>,
-    /// A prompt, for text-conditioned models (repeat for several); needs --text-encoder.
-    #[arg(long, requires = "text_encoder")]
+    /// A prompt, for text-conditioned models or models with a text adapter (repeat for
+    /// several). The text encoder comes from the pack or --text-encoder.
+    #[arg(long)]
     prompt: Vec<String>,
     /// The sentence encoder the model was trained with (a sentence-transformers folder).
     #[arg(long)]
@@ -80,7 +81,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let kind: BackendKind = a.device.parse()?;
     let device = init_device(kind)?;
     let t0 = Instant::now();
-    let pipe = if let Some(p) = &a.pack {
+    let mut pipe = if let Some(p) = &a.pack {
         if a.vae.is_some() {
             bail!("--pack already holds the VQ-VAE; do not pass --vae");
         }
@@ -152,32 +153,24 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let g = if prompts.is_empty() {
         block_on(pipe.generate(&labels, &opts, &mut hooks))?
     } else {
-        let dir = a
-            .text_encoder
-            .as_ref()
-            .expect("clap requires --text-encoder");
-        let enc = nextscale::text::MiniLm::open(dir, &device)
-            .with_context(|| format!("loading the text encoder {}", dir.display()))?;
-        let emb = enc.embed(&prompts, &device)?;
-        match &a.adapter {
-            None => block_on(pipe.generate_text(emb, &opts, &mut hooks))?,
-            Some(p) => {
-                let mut ck =
-                    Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
-                let acfg = crate::train_adapter::adapter_config(&ck)?;
-                let adapter = nextscale::var::adapter::TextAdapter::load(&mut ck, &acfg, &device)?;
-                ck.finish()?;
-                let null = vec![pipe.var.null_class(); prompts.len()];
-                let cond = adapter.cfg_condition(&pipe.var, &null, emb)?;
-                block_on(nextscale::sampler::generate_with_condition(
-                    &pipe.var,
-                    pipe.quantizer(),
-                    cond,
-                    &opts,
-                    &mut hooks,
-                ))?
-            }
+        if let Some(dir) = &a.text_encoder {
+            pipe.text = Some(
+                nextscale::text::MiniLm::open(dir, &device)
+                    .with_context(|| format!("loading the text encoder {}", dir.display()))?,
+            );
         }
+        if let Some(p) = &a.adapter {
+            let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
+            let acfg = crate::train_adapter::adapter_config(&ck)?;
+            pipe.adapter = Some(nextscale::var::adapter::TextAdapter::load(
+                &mut ck, &acfg, &device,
+            )?);
+            ck.finish()?;
+        }
+        if pipe.text.is_none() {
+            bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
+        }
+        block_on(pipe.generate_prompts(&prompts, &opts, &mut hooks))?
     };
     let t_tokens = t1.elapsed().as_secs_f64();
     let count = labels.len().max(prompts.len());

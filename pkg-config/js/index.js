@@ -262,7 +262,7 @@ export class Generator {
   }
 
   /**
-   * Generates one image: { classLabel, cfg, topK, topP, seed, moreSmooth, signal, onScale }.
+   * Generates one image: { classLabel | prompt, cfg, topK, topP, seed, moreSmooth, signal, onScale }.
    * Resolves to { width, height, rgba, tokens, timings, backend }.
    */
   async generate(options = {}) {

@@ -46,11 +46,11 @@ impl MiniLm {
             None => config.max_position_embeddings,
         }
         .min(config.max_position_embeddings);
-        let tokenizer = WordPiece::from_vocab(vocab_txt, true)?;
-        if tokenizer.vocab_size() != config.vocab_size {
+        // The vocabulary is checked before the (large) weights are parsed.
+        if vocab_txt.lines().count() != config.vocab_size {
             return Err(Error::config(format!(
                 "vocab.txt has {} tokens, config.json says {}",
-                tokenizer.vocab_size(),
+                vocab_txt.lines().count(),
                 config.vocab_size
             )));
         }
@@ -61,8 +61,34 @@ impl MiniLm {
         } else {
             ck
         };
-        let bert = Bert::load(&mut ck, &config, device)?;
+        let m = Self::load(&mut ck, config, vocab_txt, max_tokens, device)?;
         ck.finish()?;
+        Ok(m)
+    }
+
+    /// Builds the model from a parameter source (a checkpoint, a pack) and its vocabulary.
+    pub fn load(
+        src: &mut dyn crate::params::ParamSource,
+        config: BertConfig,
+        vocab_txt: &str,
+        max_tokens: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let tokenizer = WordPiece::from_vocab(vocab_txt, true)?;
+        if tokenizer.vocab_size() != config.vocab_size {
+            return Err(Error::config(format!(
+                "vocab.txt has {} tokens, config.json says {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        if max_tokens < 2 || max_tokens > config.max_position_embeddings {
+            return Err(Error::config(format!(
+                "max_tokens {max_tokens} must be within 2..={}",
+                config.max_position_embeddings
+            )));
+        }
+        let bert = Bert::load(src, &config, device)?;
         Ok(Self {
             tokenizer,
             bert,

@@ -153,11 +153,13 @@ impl Generator {
         );
         set("imageSize", p.image_size().into());
         set("parameters", (c.num_params() as f64).into());
-        set("hasTextEncoder", false.into());
+        set("hasTextEncoder", p.text.is_some().into());
+        set("takesPrompts", p.takes_prompts().into());
         o.into()
     }
 
-    /// Generates one image. Options: `classLabel` (required), `cfg`, `topK`, `topP`, `seed`,
+    /// Generates one image. Options: `classLabel` or (for models that take text) `prompt`,
+    /// `cfg`, `topK`, `topP`, `seed`,
     /// `moreSmooth`, `signal` (AbortSignal), `onScale` (called after each scale with a preview).
     /// Resolves to `{width, height, rgba, tokens, timings, backend}`.
     pub fn generate(&self, options: JsValue) -> Promise {
@@ -166,8 +168,13 @@ impl Generator {
     }
 }
 
+enum Condition {
+    Class(usize),
+    Prompt(String),
+}
+
 struct GenArgs {
-    label: usize,
+    cond: Condition,
     opts: SampleOptions,
     signal: Option<web_sys::AbortSignal>,
     on_scale: Option<Function>,
@@ -208,7 +215,11 @@ fn integer(o: &JsValue, key: &str, max: f64) -> Result<Option<f64>, JsValue> {
     }
 }
 
-fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue> {
+fn parse_args(
+    options: &JsValue,
+    num_classes: usize,
+    takes_prompts: bool,
+) -> Result<GenArgs, JsValue> {
     if !options.is_object() {
         return Err(js_err(
             "generate() takes an options object, e.g. { classLabel: 3 }",
@@ -223,21 +234,42 @@ fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue>
             )));
         }
     }
-    if present(options, "prompt")?.is_some() {
-        return Err(js_err(
-            "this model has no text encoder: use classLabel, not prompt",
-        ));
-    }
-    let label = integer(options, "classLabel", num_classes as f64)?.ok_or_else(|| {
-        if num_classes == 0 {
-            js_err("this model is text-conditioned; prompts are not supported in the browser yet: use classLabel 0 (unconditional)")
-        } else {
-            js_err(format!(
-                "classLabel is required (0..{} or {num_classes} for unconditional)",
-                num_classes - 1
-            ))
+    let prompt = match present(options, "prompt")? {
+        None => None,
+        Some(v) => {
+            let p = v
+                .as_string()
+                .ok_or_else(|| js_err("option prompt must be a string"))?;
+            if p.trim().is_empty() {
+                return Err(js_err("option prompt is empty"));
+            }
+            Some(p)
         }
-    })?;
+    };
+    let label = integer(options, "classLabel", num_classes as f64)?;
+    let cond = match (label, prompt) {
+        (Some(_), Some(_)) => {
+            return Err(js_err("give either classLabel or prompt, not both"));
+        }
+        (None, Some(p)) if takes_prompts => Condition::Prompt(p),
+        (None, Some(_)) => {
+            return Err(js_err(
+                "this model has no text encoder: use classLabel, not prompt",
+            ));
+        }
+        (Some(l), None) => Condition::Class(l as usize),
+        (None, None) if takes_prompts => {
+            return Err(js_err(
+                "prompt is required (or classLabel for unconditional)",
+            ));
+        }
+        (None, None) => {
+            return Err(js_err(format!(
+                "classLabel is required (0..{} or {num_classes} for unconditional)",
+                num_classes.saturating_sub(1)
+            )));
+        }
+    };
     let d = SampleOptions::default();
     let more_smooth = match present(options, "moreSmooth")? {
         None => false,
@@ -254,7 +286,7 @@ fn parse_args(options: &JsValue, num_classes: usize) -> Result<GenArgs, JsValue>
         .transpose()
         .map_err(|_| js_err("option onScale must be a function"))?;
     Ok(GenArgs {
-        label: label as usize,
+        cond,
         opts: SampleOptions {
             cfg: number(options, "cfg")?.map_or(d.cfg, |x| x as f32),
             top_k: integer(options, "topK", 1e9)?.map_or(d.top_k, |x| x as usize),
@@ -292,13 +324,17 @@ fn image_object(im: &RgbImage) -> Object {
 
 async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValue> {
     let pipe = &inner.pipe;
-    let args = parse_args(&options, pipe.var_config.num_classes)?;
+    let args = parse_args(&options, pipe.var_config.num_classes, pipe.takes_prompts())?;
     let aborted = |s: &Option<web_sys::AbortSignal>| s.as_ref().is_some_and(|s| s.aborted());
     if aborted(&args.signal) {
         return Err(abort_err());
     }
     let t0 = js_sys::Date::now();
-    let mut sampling = pipe.start(&[args.label], &args.opts).map_err(js_err)?;
+    let mut sampling = match &args.cond {
+        Condition::Class(l) => pipe.start(&[*l], &args.opts),
+        Condition::Prompt(p) => pipe.start_prompts(&[p.as_str()], &args.opts),
+    }
+    .map_err(js_err)?;
     let num_scales = sampling.num_scales();
     let scale_ms = Array::new();
     let mut last = t0;

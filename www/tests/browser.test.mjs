@@ -122,6 +122,31 @@ test('q8 and q4 packs load on WebGPU and CPU and sample the native tokens', { ti
   }
 });
 
+test('a pack with a text encoder generates from a prompt, with the native tokens, on CPU and WebGPU', { timeout: 15 * MINUTES }, async () => {
+  const model = 'www/models/shapes-text.nsp';
+  const opts = { prompt: 'a blue triangle', cfg: 3, topK: 20, topP: 0.9, seed: 5 };
+  const want = nativeTokens(['--prompt', opts.prompt, '--cfg', '3', '--top-k', '20', '--top-p', '0.9', '--seed', '5'], model);
+  for (const backend of ['cpu', 'webgpu']) {
+    const r = await inPage(async (lib, { backend, model, opts }) => {
+      const gen = await lib.Generator.load(`/${model}`, { backend, cache: false });
+      const img = await gen.generate(opts);
+      let bad = null;
+      try { await gen.generate({ classLabel: 1 }); } catch (e) { bad = String(e); }
+      let both = null;
+      try { await gen.generate({ prompt: 'x', classLabel: 0 }); } catch (e) { both = String(e); }
+      const info = gen.info;
+      gen.dispose();
+      return { tokens: Array.from(img.tokens), backend: img.backend, size: img.width, info, bad, both };
+    }, { backend, model, opts });
+    assert.equal(r.backend, backend);
+    assert.equal(r.info.takesPrompts, true);
+    assert.equal(r.size, 32);
+    assert.deepEqual(r.tokens, want, `prompt on ${backend}: tokens differ from native`);
+    assert.match(r.bad, /classLabel|text-conditioned|prompt/);
+    assert.match(r.both, /either classLabel or prompt/);
+  }
+});
+
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
   const ev = await inPage(async (lib, model) => {
