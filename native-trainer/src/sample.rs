@@ -155,7 +155,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     } else {
         if let Some(dir) = &a.text_encoder {
             pipe.text = Some(
-                nextscale::text::MiniLm::open(dir, &device)
+                nextscale::text::TextEncoder::open(dir, &device)
                     .with_context(|| format!("loading the text encoder {}", dir.display()))?,
             );
         }

@@ -270,11 +270,10 @@ pub(crate) fn caption_embeddings(
         })
         .collect::<Result<_>>()?;
     let mut fp = Vec::new();
-    for f in ["config.json", "vocab.txt"] {
-        fp.extend(
-            std::fs::read(encoder_dir.join(f))
-                .with_context(|| format!("reading {}", encoder_dir.join(f).display()))?,
-        );
+    for f in ["config.json", "vocab.txt", "vocab.json", "merges.txt"] {
+        if let Ok(b) = std::fs::read(encoder_dir.join(f)) {
+            fp.extend(b);
+        }
     }
     fp.extend(
         std::fs::metadata(encoder_dir.join("model.safetensors"))?
@@ -294,7 +293,7 @@ pub(crate) fn caption_embeddings(
         return Ok((t.data, t.shape[1]));
     }
     let t0 = Instant::now();
-    let enc = nextscale::text::MiniLm::open(encoder_dir, plain)
+    let enc = nextscale::text::TextEncoder::open(encoder_dir, plain)
         .with_context(|| format!("loading {}", encoder_dir.display()))?;
     let dim = enc.dim();
     let mut all = Vec::with_capacity(captions.len() * dim);

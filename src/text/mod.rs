@@ -4,6 +4,8 @@
 //! ones): WordPiece tokens → BERT → mean over the real tokens → L2 normalisation.
 
 pub mod bert;
+pub mod bpe;
+pub mod clip;
 pub mod wordpiece;
 
 use burn::tensor::{Device, Tensor};
@@ -11,6 +13,8 @@ use burn::tensor::{Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 pub use bert::{Bert, BertConfig};
+pub use bpe::ClipBpe;
+pub use clip::{ClipTextConfig, ClipTextModel};
 pub use wordpiece::WordPiece;
 
 /// A sentence embedding model: tokenizer, encoder and pooling.
@@ -148,5 +152,136 @@ impl MiniLm {
             .sqrt()
             .clamp_min(1e-12);
         Ok(mean / norm)
+    }
+}
+
+/// A CLIP text encoder: BPE tokenizer + `CLIPTextModel`; the embedding is the pooled output
+/// (projected when the weights have `text_projection`), L2-normalised.
+pub struct ClipText {
+    pub tokenizer: ClipBpe,
+    pub model: ClipTextModel,
+    pub config: ClipTextConfig,
+}
+
+impl ClipText {
+    /// Reads a Hugging Face folder: `config.json`, `vocab.json`, `merges.txt`,
+    /// `model.safetensors` (a CLIPTextModel, or a full CLIPModel whose vision tower is
+    /// ignored).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|err| Error::Io {
+                path: p.display().to_string(),
+                err,
+            })
+        };
+        let text = |name: &str| -> Result<String> {
+            String::from_utf8(read(name)?).map_err(|_| Error::Format {
+                format: "text file",
+                reason: format!("{name} is not UTF-8"),
+            })
+        };
+        let mut config = ClipTextConfig::from_json(&text("config.json")?)?;
+        let tokenizer = ClipBpe::from_hf(&text("vocab.json")?, &text("merges.txt")?)?;
+        let mut ck = Checkpoint::from_bytes(read("model.safetensors")?)?;
+        if config.projection_dim.is_some() && !ck.contains("text_projection.weight") {
+            config.projection_dim = None;
+        }
+        let model = ClipTextModel::load(&mut ck, &config, device)?;
+        // A full CLIPModel also holds the image tower, which prompts do not need.
+        let left: Vec<String> = ck
+            .keys()
+            .filter(|k| {
+                !(k.starts_with("vision_model.")
+                    || k.starts_with("visual_projection.")
+                    || *k == "logit_scale")
+            })
+            .map(str::to_string)
+            .collect();
+        if !left.is_empty() {
+            return Err(Error::Format {
+                format: "CLIP text checkpoint",
+                reason: format!("unexpected tensors: {}", left.join(", ")),
+            });
+        }
+        if tokenizer.vocab_size() != config.vocab_size {
+            return Err(Error::config(format!(
+                "the BPE vocabulary has {} tokens, config.json says {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        Ok(Self {
+            tokenizer,
+            model,
+            config,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.config
+            .projection_dim
+            .unwrap_or(self.config.hidden_size)
+    }
+
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.tokenizer
+            .encode(text, self.config.max_position_embeddings)
+    }
+
+    /// Unit-length pooled embeddings `[N, dim]`.
+    pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect();
+        let (_, pooled) = self.model.forward(&ids, device)?;
+        let norm = pooled
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        Ok(pooled / norm)
+    }
+}
+
+/// Either kind of prompt encoder, chosen by the folder's files.
+pub enum TextEncoder {
+    MiniLm(MiniLm),
+    Clip(ClipText),
+}
+
+impl TextEncoder {
+    /// A folder with `merges.txt` is CLIP (Hugging Face layout), one with `vocab.txt` a
+    /// sentence-transformers BERT model.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        if dir.join("merges.txt").is_file() {
+            Ok(Self::Clip(ClipText::open(dir, device)?))
+        } else {
+            Ok(Self::MiniLm(MiniLm::open(dir, device)?))
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::MiniLm(m) => m.dim(),
+            Self::Clip(c) => c.dim(),
+        }
+    }
+
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        match self {
+            Self::MiniLm(m) => m.tokenize(text),
+            Self::Clip(c) => c.tokenize(text),
+        }
+    }
+
+    pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
+        match self {
+            Self::MiniLm(m) => m.embed(texts, device),
+            Self::Clip(c) => c.embed(texts, device),
+        }
     }
 }

@@ -1,0 +1,175 @@
+//! The CLIP text encoder against the reference implementations (see
+//! `scripts/make-clip-reference.py`, stored in `tests/reference/clip_text.json`):
+//! * token ids of fixed prompts from open_clip's `SimpleTokenizer`, with CLIP's BPE vocabulary
+//!   (`scripts/fetch-clip-vocab.sh`, or `$NEXTSCALE_CLIP_BPE`);
+//! * hidden states and pooled outputs of transformers' `CLIPTextModel` (small config) whose
+//!   weights both sides compute from the same formula.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use nextscale::Checkpoint;
+use nextscale::burn::tensor::Device;
+use nextscale::state_dict::{Entry, write_safetensors};
+use nextscale::text::{ClipBpe, ClipTextConfig, ClipTextModel};
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/reference/clip_text.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn bpe_text() -> String {
+    let path = match std::env::var_os("NEXTSCALE_CLIP_BPE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let cache = std::env::var_os("NEXTSCALE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/nextscale")
+                });
+            cache.join("clip/bpe_simple_vocab_16e6.txt.gz")
+        }
+    };
+    let gz = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/fetch-clip-vocab.sh or set NEXTSCALE_CLIP_BPE)",
+            path.display()
+        )
+    });
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    })
+}
+
+/// The reference script's `weight()`.
+fn weight(key: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let base = fnv1a(key);
+    (0..n as u64)
+        .map(|i| {
+            let r = (splitmix(base ^ i) >> 11) as f64 * 2f64.powi(-53) * 2.0 - 1.0;
+            let v = if key.contains("layer_norm") && key.ends_with("weight") {
+                1.0 + 0.1 * r
+            } else if key.ends_with("bias") {
+                0.02 * r
+            } else if key.contains("embedding") {
+                0.5 * r
+            } else {
+                r * (3.0 / shape[1] as f64).sqrt()
+            };
+            v as f32
+        })
+        .collect()
+}
+
+#[test]
+fn clip_tokenizer_matches_open_clip() {
+    let r = reference();
+    let t = ClipBpe::from_open_clip(&bpe_text()).unwrap();
+    assert_eq!(t.vocab_size(), 49408);
+    for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = r["ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(t.encode(p.as_str().unwrap(), 77), want, "tokens of {p}");
+    }
+}
+
+#[test]
+fn clip_text_model_matches_transformers() {
+    let r = reference();
+    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
+    // A plain CLIPTextModel: its config names a projection width, but it has no projection.
+    cfg.projection_dim = None;
+    let c = cfg.hidden_size;
+    // Build the checkpoint from the formula with the reference's key list and shapes.
+    let shape_of = |k: &str| -> Vec<usize> {
+        let (v, h, i, p) = (
+            cfg.vocab_size,
+            c,
+            cfg.intermediate_size,
+            cfg.max_position_embeddings,
+        );
+        if k.ends_with("token_embedding.weight") {
+            vec![v, h]
+        } else if k.ends_with("position_embedding.weight") {
+            vec![p, h]
+        } else if k.ends_with("fc1.weight") {
+            vec![i, h]
+        } else if k.ends_with("fc1.bias") {
+            vec![i]
+        } else if k.ends_with("fc2.weight") {
+            vec![h, i]
+        } else if k.ends_with("proj.weight") {
+            vec![h, h]
+        } else {
+            vec![h]
+        }
+    };
+    let entries: Vec<Entry> = r["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let k = k.as_str().unwrap();
+            let s = shape_of(k);
+            Entry::f32(k, s.clone(), weight(k, &s))
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    write_safetensors(&mut bytes, &entries, None).unwrap();
+    let mut ck = Checkpoint::from_bytes(bytes).unwrap();
+    let device = Device::flex();
+    let model = ClipTextModel::load(&mut ck, &cfg, &device).unwrap();
+    ck.finish().unwrap();
+    let mut worst = 0f32;
+    for (i, ids) in r["ids"].as_array().unwrap().iter().enumerate() {
+        let ids: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let (hidden, pooled) = model.forward(std::slice::from_ref(&ids), &device).unwrap();
+        let pooled = pooled.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let hidden = hidden.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let l = ids.len();
+        let checks = [
+            (&pooled[..], &r["pooled"][i]),
+            (&hidden[..c], &r["last_hidden_first_last"][i][0]),
+            (&hidden[(l - 1) * c..], &r["last_hidden_first_last"][i][1]),
+        ];
+        for (got, want) in checks {
+            for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+                let d = (g - w.as_f64().unwrap() as f32).abs();
+                worst = worst.max(d);
+                assert!(d <= 1e-4, "prompt {i}: {g} vs {w}");
+            }
+        }
+    }
+    eprintln!("CLIP text: max |Δ| = {worst:.2e}");
+}
