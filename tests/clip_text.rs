@@ -155,8 +155,16 @@ fn clip_text_model_matches_transformers() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let (hidden, pooled) = model.forward(std::slice::from_ref(&ids), &device).unwrap();
-        let pooled = pooled.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        let hidden = hidden.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let pooled = pooled
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let hidden = hidden
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         let l = ids.len();
         let checks = [
             (&pooled[..], &r["pooled"][i]),

@@ -408,19 +408,24 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         Some(p) => {
             let ck = Checkpoint::open(p).with_context(|| format!("opening {}", p.display()))?;
             let icfg = nextscale::var::infer_config(&ck, Some(vcfg.patch_nums.clone()))?;
-            if icfg.vocab_size != cfg.vocab_size
-                || icfg.cvae != cfg.cvae
-                || icfg.num_classes != cfg.num_classes
-            {
+            // The data's classes are used as the checkpoint's class ids 0..k (k may be fewer).
+            let classes_fit = if cfg.text_dim > 0 {
+                icfg.text_dim == cfg.text_dim
+            } else {
+                icfg.text_dim == 0 && cfg.num_classes <= icfg.num_classes
+            };
+            if icfg.vocab_size != cfg.vocab_size || icfg.cvae != cfg.cvae || !classes_fit {
                 bail!(
-                    "{} has vocabulary {}, latent {}, {} classes; the data needs {}, {}, {}",
+                    "{} has vocabulary {}, latent {}, {} classes, text width {}; the data needs {}, {}, {} classes (at most), text width {}",
                     p.display(),
                     icfg.vocab_size,
                     icfg.cvae,
                     icfg.num_classes,
+                    icfg.text_dim,
                     cfg.vocab_size,
                     cfg.cvae,
-                    cfg.num_classes
+                    cfg.num_classes,
+                    cfg.text_dim
                 );
             }
             cfg = icfg;
