@@ -57,7 +57,24 @@ pub fn init_device(kind: BackendKind) -> Result<Device> {
             "this build has no wgpu support (rebuild with the `wgpu` feature)".into(),
         )),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(Device::cuda(0)),
+        BackendKind::Cuda => {
+            // Without a driver, CUDA's device thread panics on first use; probe it here, quietly,
+            // so the caller gets an error instead of a crash.
+            let prev = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let probe = std::panic::catch_unwind(|| {
+                let d = Device::cuda(0);
+                let _ = burn::tensor::Tensor::<1>::zeros([1], &d).into_data();
+                d
+            });
+            std::panic::set_hook(prev);
+            probe.map_err(|_| {
+                Error::Device(
+                    "CUDA is unavailable: the NVIDIA driver (libcuda.so.1) could not be loaded or no GPU was found"
+                        .into(),
+                )
+            })
+        }
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(Error::Device(
             "this build has no CUDA support (rebuild native-trainer with `--features cuda`)".into(),
