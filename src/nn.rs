@@ -198,6 +198,17 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x / (z.exp() + 1.0)
 }
 
+/// `x / max(‖x‖₂, 1e-12)` over the last axis (PyTorch's `F.normalize`).
+pub fn l2_normalize<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let n = x
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(D - 1)
+        .sqrt()
+        .clamp_min(1e-12);
+    x / n
+}
+
 /// `x * sigmoid(x)`.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)

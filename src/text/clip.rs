@@ -63,14 +63,7 @@ impl ClipTextConfig {
                 self.hidden_act
             )));
         }
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(Error::config(
-                "hidden_size must be a multiple of num_attention_heads",
-            ));
-        }
-        Ok(())
+        super::check_heads(self.hidden_size, self.num_attention_heads)
     }
 }
 

@@ -17,6 +17,33 @@ pub use bpe::ClipBpe;
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use wordpiece::WordPiece;
 
+#[cfg(not(target_arch = "wasm32"))]
+fn read_file(dir: &std::path::Path, name: &str) -> Result<Vec<u8>> {
+    let p = dir.join(name);
+    std::fs::read(&p).map_err(|err| Error::Io {
+        path: p.display().to_string(),
+        err,
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn read_text(dir: &std::path::Path, name: &str) -> Result<String> {
+    String::from_utf8(read_file(dir, name)?).map_err(|_| Error::Format {
+        format: "text file",
+        reason: format!("{name} is not UTF-8"),
+    })
+}
+
+/// Both encoders' checks of the attention shape.
+fn check_heads(hidden: usize, heads: usize) -> Result<()> {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
+        return Err(Error::config(
+            "hidden_size must be a multiple of num_attention_heads",
+        ));
+    }
+    Ok(())
+}
+
 /// A sentence embedding model: tokenizer, encoder and pooling.
 pub struct MiniLm {
     pub tokenizer: WordPiece,
@@ -105,19 +132,8 @@ impl MiniLm {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let read = |name: &str| -> Result<Vec<u8>> {
-            let p = dir.join(name);
-            std::fs::read(&p).map_err(|err| Error::Io {
-                path: p.display().to_string(),
-                err,
-            })
-        };
-        let text = |name: &str| -> Result<String> {
-            String::from_utf8(read(name)?).map_err(|_| Error::Format {
-                format: "text file",
-                reason: format!("{name} is not UTF-8"),
-            })
-        };
+        let read = |name: &str| read_file(dir, name);
+        let text = |name: &str| read_text(dir, name);
         let sentence = text("sentence_bert_config.json").ok();
         Self::from_parts(
             &text("config.json")?,
@@ -144,14 +160,7 @@ impl MiniLm {
         let m3: Tensor<3> = mask.clone().reshape([b, l, 1]);
         let summed = (states * m3).sum_dim(1).reshape([b, c]);
         let counts = mask.sum_dim(1).clamp_min(1e-9);
-        let mean = summed / counts;
-        let norm = mean
-            .clone()
-            .powi_scalar(2)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        Ok(mean / norm)
+        Ok(crate::nn::l2_normalize(summed / counts))
     }
 }
 
@@ -170,19 +179,8 @@ impl ClipText {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let read = |name: &str| -> Result<Vec<u8>> {
-            let p = dir.join(name);
-            std::fs::read(&p).map_err(|err| Error::Io {
-                path: p.display().to_string(),
-                err,
-            })
-        };
-        let text = |name: &str| -> Result<String> {
-            String::from_utf8(read(name)?).map_err(|_| Error::Format {
-                format: "text file",
-                reason: format!("{name} is not UTF-8"),
-            })
-        };
+        let read = |name: &str| read_file(dir, name);
+        let text = |name: &str| read_text(dir, name);
         let mut config = ClipTextConfig::from_json(&text("config.json")?)?;
         let tokenizer = ClipBpe::from_hf(&text("vocab.json")?, &text("merges.txt")?)?;
         let mut ck = Checkpoint::from_bytes(read("model.safetensors")?)?;
@@ -235,13 +233,7 @@ impl ClipText {
     pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect();
         let (_, pooled) = self.model.forward(&ids, device)?;
-        let norm = pooled
-            .clone()
-            .powi_scalar(2)
-            .sum_dim(1)
-            .sqrt()
-            .clamp_min(1e-12);
-        Ok(pooled / norm)
+        Ok(crate::nn::l2_normalize(pooled))
     }
 }
 

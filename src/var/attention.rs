@@ -6,7 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
-use crate::nn::{Linear, param};
+use crate::nn::{Linear, l2_normalize, param};
 use crate::params::{Init, ParamSource};
 
 /// Keys (already normalised) and values of all tokens seen so far, `[B, H, L, d]`.
@@ -119,10 +119,4 @@ impl SelfAttention {
         let out = softmax(logits, 3).matmul(v); // [B, H, Lq, d]
         self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
     }
-}
-
-/// `x / max(‖x‖₂, 1e-12)` over the last axis.
-fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
-    let n = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
-    x / n
 }

@@ -120,44 +120,15 @@ impl VectorQuantizer {
         h.swap_dims(1, 2).reshape([b, cv, pn, pn])
     }
 
-    /// `f` `[B, Cv, h, w]` → token indices per scale (`[B, pn²]`) and the cumulative f̂ after each scale.
-    pub fn f_to_idx(&self, f: Tensor<4>) -> (Vec<Tensor<2, Int>>, Vec<Tensor<4>>) {
+    /// The residual scale loop shared by inference and training: from `f` (used without
+    /// gradient) it picks each scale's nearest codes on the area-downsampled residual, adds
+    /// their (upsampled, Phi-mixed) maps to f̂ and subtracts them from the residual; `visit`
+    /// sees every scale's indices and the cumulative f̂ (which carries the codebook's and the
+    /// Phi convs' gradients).
+    fn scale_loop(&self, f: Tensor<4>, mut visit: impl FnMut(Tensor<2, Int>, &Tensor<4>)) {
         let [b, cv, _, _] = f.dims();
-        let mut f_rest = f.clone();
-        let mut f_hat = f.zeros_like();
-        let mut idxs = Vec::new();
-        let mut fhats = Vec::new();
-        for (si, &pn) in self.patch_nums.iter().enumerate() {
-            let z = if si == self.last() {
-                f_rest.clone()
-            } else {
-                area(f_rest.clone(), pn)
-            };
-            let z = z
-                .reshape([b, cv, pn * pn])
-                .swap_dims(1, 2)
-                .reshape([b * pn * pn, cv]);
-            let idx = self.nearest(z).reshape([b, pn * pn]);
-            let h = self.scale_contribution(si, self.lookup(idx.clone(), pn));
-            f_hat = f_hat + h.clone();
-            f_rest = f_rest - h;
-            idxs.push(idx);
-            fhats.push(f_hat.clone());
-        }
-        (idxs, fhats)
-    }
-
-    /// The training forward of `VectorQuantizer2`: the same scale loop as [`Self::f_to_idx`],
-    /// plus, per scale, `β·mse(f̂.detach(), f) + mse(f̂, f.detach())` averaged over the scales,
-    /// and the straight-through output `f̂.detach() − f.detach() + f` (gradients reach the
-    /// encoder through `f` and the codebook and Phi convs through the loss).
-    pub fn forward_train(&self, f: Tensor<4>, beta: f64) -> QuantTrain {
-        let [b, cv, _, _] = f.dims();
-        let f_ng = f.clone().detach();
-        let mut f_rest = f_ng.clone();
-        let mut f_hat = f_ng.zeros_like();
-        let mut loss: Option<Tensor<1>> = None;
-        let mut idxs = Vec::new();
+        let mut f_rest = f.detach();
+        let mut f_hat = f_rest.zeros_like();
         for (si, &pn) in self.patch_nums.iter().enumerate() {
             let z = if si == self.last() {
                 f_rest.clone()
@@ -172,18 +143,44 @@ impl VectorQuantizer {
             let h = self.scale_contribution(si, self.lookup(idx.clone(), pn));
             f_hat = f_hat + h.clone();
             f_rest = f_rest - h.detach();
+            visit(idx, &f_hat);
+        }
+    }
+
+    /// `f` `[B, Cv, h, w]` → token indices per scale (`[B, pn²]`) and the cumulative f̂ after each scale.
+    pub fn f_to_idx(&self, f: Tensor<4>) -> (Vec<Tensor<2, Int>>, Vec<Tensor<4>>) {
+        let mut idxs = Vec::new();
+        let mut fhats = Vec::new();
+        self.scale_loop(f, |idx, f_hat| {
+            idxs.push(idx);
+            fhats.push(f_hat.clone());
+        });
+        (idxs, fhats)
+    }
+
+    /// The training forward of `VectorQuantizer2`: the same scale loop as [`Self::f_to_idx`],
+    /// plus, per scale, `β·mse(f̂.detach(), f) + mse(f̂, f.detach())` averaged over the scales,
+    /// and the straight-through output `f̂.detach() − f.detach() + f` (gradients reach the
+    /// encoder through `f` and the codebook and Phi convs through the loss).
+    pub fn forward_train(&self, f: Tensor<4>, beta: f64) -> QuantTrain {
+        let f_ng = f.clone().detach();
+        let mut loss: Option<Tensor<1>> = None;
+        let mut idxs = Vec::new();
+        let mut last = None;
+        self.scale_loop(f.clone(), |idx, f_hat| {
             let commit = (f_hat.clone().detach() - f.clone()).powi_scalar(2).mean() * beta;
             let codebook = (f_hat.clone() - f_ng.clone()).powi_scalar(2).mean();
             let l = commit + codebook;
-            loss = Some(match loss {
+            loss = Some(match loss.take() {
                 Some(acc) => acc + l,
                 None => l,
             });
             idxs.push(idx);
-        }
+            last = Some(f_hat.clone());
+        });
         let n = self.patch_nums.len() as f64;
         QuantTrain {
-            f_hat: f_hat.detach() - f_ng + f,
+            f_hat: last.expect("at least one scale").detach() - f_ng + f,
             loss: loss.expect("at least one scale") / n,
             idx: idxs,
         }
