@@ -419,6 +419,19 @@ pub fn flip_chw(img: &mut [f32], size: usize) {
     }
 }
 
+/// The data order of epoch `epoch`: a Fisher–Yates shuffle of `0..n` driven by the counter
+/// RNG, so it depends only on the seed and the epoch (image and token loaders alike).
+pub fn permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let rng = CounterRng::new(seed);
+    let stream = stream_id("shuffle", epoch, 0);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.bits(stream, i as u64) % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
 /// Where the loader is in the data: the epoch and the offset into its permutation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
@@ -469,14 +482,7 @@ impl<'a> Loader<'a> {
 
     /// The permutation of epoch `e` (Fisher–Yates driven by the counter RNG).
     fn permutation(&self, epoch: u64) -> Vec<usize> {
-        let rng = CounterRng::new(self.seed);
-        let stream = stream_id("shuffle", epoch, 0);
-        let mut p: Vec<usize> = (0..self.subset.len()).collect();
-        for i in (1..p.len()).rev() {
-            let j = (rng.bits(stream, i as u64) % (i as u64 + 1)) as usize;
-            p.swap(i, j);
-        }
-        p
+        permutation(self.seed, epoch, self.subset.len())
     }
 
     /// Decodes one item (cached), or `None` when it is corrupt.

@@ -153,6 +153,47 @@ impl RunDir {
         Ok(path)
     }
 
+    /// The newest checkpoint's trainer state (its `trainer` metadata) and tensors, if any.
+    pub fn resume<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(T, nextscale::Checkpoint)>> {
+        let Some((step, path)) = self.latest()? else {
+            return Ok(None);
+        };
+        eprintln!("resuming from {} (step {step})", path.display());
+        let meta = read_metadata(&path)?;
+        let state = serde_json::from_str(
+            meta.get("trainer")
+                .context("checkpoint has no trainer state")?,
+        )
+        .with_context(|| format!("{}: trainer state", path.display()))?;
+        Ok(Some((state, nextscale::Checkpoint::open(&path)?)))
+    }
+
+    /// Writes a checkpoint for resuming: the model's state dict under `model.`, the other
+    /// tensors (optimizer moments…) as given, and `trainer` (step, data position…) in the
+    /// metadata.
+    pub fn save_state(
+        &self,
+        step: u64,
+        model: Vec<Entry>,
+        extra: Vec<Entry>,
+        mut meta: BTreeMap<String, String>,
+        trainer: &impl serde::Serialize,
+        keep: usize,
+    ) -> Result<PathBuf> {
+        let mut entries: Vec<Entry> = model
+            .into_iter()
+            .map(|mut e| {
+                e.name = format!("model.{}", e.name);
+                e
+            })
+            .collect();
+        entries.extend(extra);
+        meta.insert("trainer".into(), serde_json::to_string(trainer)?);
+        self.save_checkpoint(step, &entries, &meta, keep)
+    }
+
     /// Writes a plain state dict (official format) atomically.
     pub fn save_model(
         &self,

@@ -49,6 +49,33 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
+    /// `(train, validation)` item indices: an item is held out when a hash of its index falls
+    /// below `fraction` (stable across runs). With nothing left to train on, all items train.
+    pub fn split(&self, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for i in 0..self.len() {
+            let h = nextscale::rng::fnv1a64(&(i as u64).to_le_bytes()) % 10_000;
+            if (h as f64) < fraction * 10_000.0 {
+                val.push(i);
+            } else {
+                train.push(i);
+            }
+        }
+        if train.is_empty() {
+            train = val.clone();
+        }
+        (train, val)
+    }
+
+    /// Up to `k` items with distinct captions, in the order given (for sample grids).
+    pub fn distinct_captions(&self, order: impl Iterator<Item = usize>, k: usize) -> Vec<usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        order
+            .filter(|&i| seen.insert(self.captions[i].clone()))
+            .take(k)
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

@@ -9,20 +9,23 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use clap::Args;
 use nextscale::Checkpoint;
 use nextscale::params::RandomInit;
-use nextscale::rng::{CounterRng, fnv1a64, stream_id};
-use nextscale::sampler::{NoHooks, SampleOptions};
+use nextscale::rng::{CounterRng, stream_id};
+use nextscale::sampler::SampleOptions;
 use nextscale::var::Var;
 use nextscale::var::adapter::{AdapterConfig, TextAdapter};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{AdamW, AdamWConfig, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir, read_metadata};
+use crate::optim::{AdamW, lr_multiplier};
+use crate::run::{Metrics, Progress, RunDir};
 use crate::tokens::TokenSet;
-use crate::train_var::{TokenLoader, caption_embeddings, forward, per_scale};
+use crate::train_var::{
+    TokenLoader, caption_embeddings, caption_rows, forward, null_where_dropped, per_scale,
+    sample_grid, validate,
+};
 use crate::train_vqvae::CommonTrainArgs;
 use crate::trainconf::{self, TrainConfig};
 
@@ -87,24 +90,13 @@ fn rows(
     dropped: &[bool],
     dev: &Device,
 ) -> Result<Tensor<2>> {
-    let b = items.len();
     let null = var.null_class();
     let labels: Vec<usize> = items
         .iter()
         .map(|&i| set.labels[i].filter(|&l| l < null).unwrap_or(null))
         .collect();
-    let mut e = Vec::with_capacity(b * dim);
-    for &i in items {
-        e.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
-    }
-    let e = Tensor::<2>::from_data(TensorData::new(e, [b, dim]), dev);
-    let cond = adapter.condition(var, &labels, e)?;
-    if !dropped.iter().any(|&d| d) {
-        return Ok(cond);
-    }
-    let m: Vec<f32> = dropped.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
-    let m = Tensor::<2>::from_data(TensorData::new(m, [b, 1]), dev);
-    Ok(cond * (m.clone().neg() + 1.0) + var.null_condition(b) * m)
+    let cond = adapter.condition(var, &labels, caption_rows(emb, dim, items, dev))?;
+    Ok(null_where_dropped(var, cond, dropped, dev))
 }
 
 pub fn run(a: TrainAdapterArgs) -> Result<()> {
@@ -146,33 +138,10 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         beta: mc.beta,
     };
     let run = RunDir::open(&a.common.out, &text, "adapter")?;
-    let (mut train_idx, mut val_idx) = (Vec::new(), Vec::new());
-    for i in 0..set.len() {
-        if ((fnv1a64(&(i as u64).to_le_bytes()) % 10_000) as f64) < tc.val_fraction * 10_000.0 {
-            val_idx.push(i);
-        } else {
-            train_idx.push(i);
-        }
-    }
-    if train_idx.is_empty() {
-        train_idx = val_idx.clone();
-    }
-    let mut opt = AdamW::new(AdamWConfig {
-        beta1: tc.beta1,
-        beta2: tc.beta2,
-        eps: 1e-8,
-        weight_decay: tc.weight_decay,
-        grad_clip: (tc.grad_clip > 0.0).then_some(tc.grad_clip),
-    });
-    let (mut adapter, start, epoch, offset) = match run.latest()? {
-        Some((step, path)) => {
-            eprintln!("resuming from {} (step {step})", path.display());
-            let meta = read_metadata(&path)?;
-            let st: TrainerState = serde_json::from_str(
-                meta.get("trainer")
-                    .context("checkpoint has no trainer state")?,
-            )?;
-            let mut ck = Checkpoint::open(&path)?;
+    let (train_idx, val_idx) = set.split(tc.val_fraction);
+    let mut opt = AdamW::new(tc.adamw());
+    let (mut adapter, start, epoch, offset) = match run.resume::<TrainerState>()? {
+        Some((st, mut ck)) => {
             let mut mck = ck.split_prefix("model.");
             let ad_model = TextAdapter::load(&mut mck, &acfg, &ad)?;
             mck.finish()?;
@@ -241,24 +210,19 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         }
         if (step % tc.eval_every == 0 || step == tc.steps) && !val_idx.is_empty() {
             let (pv, pa) = (var.valid(), adapter.valid());
-            let (mut ces, mut cors) = (Vec::new(), Vec::new());
-            for chunk in val_idx.chunks(b).take(8) {
-                let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
-                let cond = rows(
+            let no_drop = vec![false; b];
+            let (vl, va) = validate(&pv, &vae, &set, &val_idx, b, &plain, |chunk| {
+                rows(
                     &pa,
                     &pv,
                     &set,
                     &emb,
                     dim,
                     chunk,
-                    &vec![false; chunk.len()],
+                    &no_drop[..chunk.len()],
                     &plain,
-                )?;
-                let (_, ce, cor) = forward(&pv, &vae, &set, &items, cond, 0.0, &plain, &plain)?;
-                ces.extend(ce);
-                cors.extend(cor);
-            }
-            let (vl, va, _, _) = per_scale(&set.patch_nums, &ces, &cors);
+                )
+            })?;
             metrics.log(step, &[("val_loss", vl), ("val_acc", va)])?;
             progress.note(&format!(
                 "step {step}: validation loss {vl:.4}, accuracy {:.2}%",
@@ -267,16 +231,7 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         }
         if step % tc.sample_every == 0 || step == tc.steps {
             let (pv, pa) = (var.valid(), adapter.valid());
-            let mut picks: Vec<usize> = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
-            for &i in val_idx.iter().chain(loader.subset.iter()) {
-                if picks.len() == 4 {
-                    break;
-                }
-                if seen.insert(set.captions[i].clone()) {
-                    picks.push(i);
-                }
-            }
+            let picks = set.distinct_captions(val_idx.iter().chain(&loader.subset).copied(), 4);
             let items: Vec<usize> = picks
                 .iter()
                 .flat_map(|&i| std::iter::repeat_n(i, 4))
@@ -291,25 +246,8 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
                 seed: tc.seed.wrapping_add(step),
                 more_smooth: false,
             };
-            let g = nextscale::readback::block_on(nextscale::sampler::generate_with_condition(
-                &pv,
-                &vae.quantize,
-                cond,
-                &opts,
-                &mut NoHooks,
-            ))?;
-            let px = vae
-                .fhat_to_img(g.f_hat)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            crate::plot::grid(
-                &run.root.join(format!("samples/step-{step:08}.png")),
-                &px,
-                vcfg.image_size(),
-                4,
-            )?;
+            let path = run.root.join(format!("samples/step-{step:08}.png"));
+            sample_grid(&pv, &vae, cond, &opts, &path, 4)?;
         }
         if step % tc.ckpt_every == 0 || step == end {
             let sd = nextscale::state_dict::parameters(&adapter)?;
@@ -318,21 +256,12 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
             meta.insert("adapter".into(), serde_json::to_string(&acfg)?);
             meta.insert("step".into(), step.to_string());
             run.save_model("adapter.safetensors", &sd, &meta)?;
-            let mut entries: Vec<_> = sd
-                .into_iter()
-                .map(|mut e| {
-                    e.name = format!("model.{}", e.name);
-                    e
-                })
-                .collect();
-            entries.extend(opt.state_entries("opt")?);
             let st = TrainerState {
                 step,
                 epoch: loader.epoch,
                 offset: loader.offset,
             };
-            meta.insert("trainer".into(), serde_json::to_string(&st)?);
-            run.save_checkpoint(step, &entries, &meta, tc.keep_last)?;
+            run.save_state(step, sd, opt.state_entries("opt")?, meta, &st, tc.keep_last)?;
             crate::plot::curves(
                 &run.root.join("curves.png"),
                 &[

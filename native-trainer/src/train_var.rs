@@ -21,8 +21,8 @@ use nextscale::var::Var;
 use nextscale::{Checkpoint, VarConfig, VqVae};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{AdamW, AdamWConfig, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir, read_metadata};
+use crate::optim::{AdamW, lr_multiplier};
+use crate::run::{Metrics, Progress, RunDir};
 use crate::tokens::TokenSet;
 use crate::train_vqvae::CommonTrainArgs;
 use crate::trainconf::{self, TrainConfig};
@@ -91,18 +91,8 @@ impl TokenLoader {
             offset,
             perm: Vec::new(),
         };
-        l.perm = l.permutation(epoch);
+        l.perm = crate::data::permutation(seed, epoch, l.subset.len());
         l
-    }
-    fn permutation(&self, epoch: u64) -> Vec<usize> {
-        let rng = CounterRng::new(self.seed);
-        let stream = stream_id("shuffle", epoch, 0);
-        let mut p: Vec<usize> = (0..self.subset.len()).collect();
-        for i in (1..p.len()).rev() {
-            let j = (rng.bits(stream, i as u64) % (i as u64 + 1)) as usize;
-            p.swap(i, j);
-        }
-        p
     }
     /// `(items, flips)` of the next batch.
     pub(crate) fn next(&mut self, b: usize, flip: bool) -> Vec<(usize, bool)> {
@@ -115,7 +105,7 @@ impl TokenLoader {
                 if self.offset as usize == self.subset.len() {
                     self.epoch += 1;
                     self.offset = 0;
-                    self.perm = self.permutation(self.epoch);
+                    self.perm = crate::data::permutation(self.seed, self.epoch, self.subset.len());
                 }
                 (item, f)
             })
@@ -169,7 +159,9 @@ pub(crate) fn forward(
     let l = set.seq_len();
     let (per, flat) = batch_tokens(set, items, plain);
     let x = vae.quantize.idx_to_var_input(&per);
-    let x = Tensor::<3>::from_data(x.into_data(), dev);
+    // The frozen VQ-VAE runs without autodiff; its output joins the training graph as a leaf
+    // without a host round trip.
+    let x = if dev == plain { x } else { x.autodiff() };
     let logits = var.forward_teacher_cond(cond, x, None); // [B, L, V]
     let gt = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, l]), dev);
     let logp = log_softmax(logits.clone(), 2);
@@ -217,7 +209,6 @@ impl Conditioning {
         dropped: &[bool],
         dev: &Device,
     ) -> Result<Tensor<2>> {
-        let b = items.len();
         match self {
             Conditioning::Classes => {
                 let null = var.null_class();
@@ -235,21 +226,36 @@ impl Conditioning {
                 Ok(var.class_embedding(var.labels(&labels, dev)?))
             }
             Conditioning::Text { emb, dim } => {
-                let mut rows = Vec::with_capacity(b * dim);
-                for &i in items {
-                    rows.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
-                }
-                let e = Tensor::<2>::from_data(TensorData::new(rows, [b, *dim]), dev);
-                let cond = var.text_condition(e)?;
-                if !dropped.iter().any(|&d| d) {
-                    return Ok(cond);
-                }
-                let m: Vec<f32> = dropped.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
-                let m = Tensor::<2>::from_data(TensorData::new(m, [b, 1]), dev);
-                Ok(cond * (m.clone().neg() + 1.0) + var.null_condition(b) * m)
+                let cond = var.text_condition(caption_rows(emb, *dim, items, dev))?;
+                Ok(null_where_dropped(var, cond, dropped, dev))
             }
         }
     }
+}
+
+/// The caption embeddings of `items`, `[B, dim]`.
+pub(crate) fn caption_rows(emb: &[f32], dim: usize, items: &[usize], dev: &Device) -> Tensor<2> {
+    let mut rows = Vec::with_capacity(items.len() * dim);
+    for &i in items {
+        rows.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
+    }
+    Tensor::from_data(TensorData::new(rows, [items.len(), dim]), dev)
+}
+
+/// `cond` `[B, C]` with the rows where `dropped` replaced by the null condition (CFG dropout).
+pub(crate) fn null_where_dropped(
+    var: &Var,
+    cond: Tensor<2>,
+    dropped: &[bool],
+    dev: &Device,
+) -> Tensor<2> {
+    if !dropped.iter().any(|&d| d) {
+        return cond;
+    }
+    let b = dropped.len();
+    let m: Vec<f32> = dropped.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
+    let m = Tensor::<2>::from_data(TensorData::new(m, [b, 1]), dev);
+    cond * (m.clone().neg() + 1.0) + var.null_condition(b) * m
 }
 
 /// Caption embeddings of every item, computed once and cached next to the token shards.
@@ -324,6 +330,55 @@ pub(crate) fn caption_embeddings(
         cache.display()
     );
     Ok((all, dim))
+}
+
+/// Mean CE and accuracy on (up to 8 batches of) the validation items, with the model's
+/// conditions for each batch from `cond`.
+pub(crate) fn validate(
+    var: &Var,
+    vae: &VqVae,
+    set: &TokenSet,
+    val_idx: &[usize],
+    b: usize,
+    device: &Device,
+    cond: impl Fn(&[usize]) -> Result<Tensor<2>>,
+) -> Result<(f64, f64)> {
+    let (mut ces, mut cors) = (Vec::new(), Vec::new());
+    for chunk in val_idx.chunks(b).take(8) {
+        let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
+        let (_, ce, cor) = forward(var, vae, set, &items, cond(chunk)?, 0.0, device, device)?;
+        ces.extend(ce);
+        cors.extend(cor);
+    }
+    let (loss, acc, _, _) = per_scale(&set.patch_nums, &ces, &cors);
+    Ok((loss, acc))
+}
+
+/// Samples images for CFG condition rows `cond` (`[2B, C]`) and writes them as a grid of
+/// `cols` columns.
+pub(crate) fn sample_grid(
+    var: &Var,
+    vae: &VqVae,
+    cond: Tensor<2>,
+    opts: &SampleOptions,
+    path: &std::path::Path,
+    cols: usize,
+) -> Result<()> {
+    let g = nextscale::readback::block_on(nextscale::sampler::generate_with_condition(
+        var,
+        &vae.quantize,
+        cond,
+        opts,
+        &mut NoHooks,
+    ))?;
+    let img = vae.fhat_to_img(g.f_hat);
+    let size = img.dims()[2];
+    let px = img
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    crate::plot::grid(path, &px, size, cols)
 }
 
 /// Mean CE and accuracy overall and per scale from per-token values.
@@ -435,18 +490,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
     };
     cfg.validate()?;
     let run = RunDir::open(&a.common.out, &text, "var")?;
-    // Hold out items by a hash of their index (stable across runs).
-    let (mut train_idx, mut val_idx) = (Vec::new(), Vec::new());
-    for i in 0..set.len() {
-        if ((fnv1a64(&(i as u64).to_le_bytes()) % 10_000) as f64) < tc.val_fraction * 10_000.0 {
-            val_idx.push(i);
-        } else {
-            train_idx.push(i);
-        }
-    }
-    if train_idx.is_empty() {
-        train_idx = val_idx.clone();
-    }
+    let (train_idx, val_idx) = set.split(tc.val_fraction);
     eprintln!(
         "tokens: {} sequences of {} ({} train, {} validation), {}, VAR depth {} width {} ({:.1} M parameters)",
         set.len(),
@@ -463,22 +507,9 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         cfg.embed_dim,
         cfg.num_params() as f64 / 1e6
     );
-    let mut opt = AdamW::new(AdamWConfig {
-        beta1: tc.beta1,
-        beta2: tc.beta2,
-        eps: 1e-8,
-        weight_decay: tc.weight_decay,
-        grad_clip: (tc.grad_clip > 0.0).then_some(tc.grad_clip),
-    });
-    let (mut var, start, epoch, offset) = match run.latest()? {
-        Some((step, path)) => {
-            eprintln!("resuming from {} (step {step})", path.display());
-            let meta = read_metadata(&path)?;
-            let st: TrainerState = serde_json::from_str(
-                meta.get("trainer")
-                    .context("checkpoint has no trainer state")?,
-            )?;
-            let mut ck = Checkpoint::open(&path)?;
+    let mut opt = AdamW::new(tc.adamw());
+    let (mut var, start, epoch, offset) = match run.resume::<TrainerState>()? {
+        Some((st, mut ck)) => {
             let mut mck = ck.split_prefix("model.");
             let var = Var::load(&mut mck, &cfg, &ad)?;
             mck.finish()?;
@@ -581,16 +612,9 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         }
         if (step % tc.eval_every == 0 || step == tc.steps) && !val_idx.is_empty() {
             let pv = var.valid();
-            let (mut ces, mut cors) = (Vec::new(), Vec::new());
-            for chunk in val_idx.chunks(b).take(8) {
-                let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
-                let cond =
-                    conditioning.rows(&pv, &set, chunk, &vec![false; chunk.len()], &plain)?;
-                let (_, ce, cor) = forward(&pv, &vae, &set, &items, cond, 0.0, &plain, &plain)?;
-                ces.extend(ce);
-                cors.extend(cor);
-            }
-            let (vl, va, _, _) = per_scale(&set.patch_nums, &ces, &cors);
+            let (vl, va) = validate(&pv, &vae, &set, &val_idx, b, &plain, |chunk| {
+                conditioning.rows(&pv, &set, chunk, &vec![false; chunk.len()], &plain)
+            })?;
             metrics.log(step, &[("val_loss", vl), ("val_acc", va)])?;
             progress.note(&format!(
                 "step {step}: validation loss {vl:.4}, accuracy {:.2}%",
@@ -613,16 +637,8 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
             let (cond, per) = match &conditioning {
                 Conditioning::Text { .. } => {
                     // Four samples for each of the first four distinct captions.
-                    let mut picks: Vec<usize> = Vec::new();
-                    let mut seen = std::collections::BTreeSet::new();
-                    for &i in val_idx.iter().chain(loader.subset.iter()) {
-                        if picks.len() == 4 {
-                            break;
-                        }
-                        if seen.insert(set.captions[i].clone()) {
-                            picks.push(i);
-                        }
-                    }
+                    let picks =
+                        set.distinct_captions(val_idx.iter().chain(&loader.subset).copied(), 4);
                     let items: Vec<usize> = picks
                         .iter()
                         .flat_map(|&i| std::iter::repeat_n(i, 4))
@@ -646,26 +662,8 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
                     (nextscale::sampler::class_condition(&pv, &labels)?, per)
                 }
             };
-            let g = nextscale::readback::block_on(nextscale::sampler::generate_with_condition(
-                &pv,
-                &vae.quantize,
-                cond,
-                &opts,
-                &mut NoHooks,
-            ))?;
-            let img = vae.fhat_to_img(g.f_hat);
-            let size = vcfg.image_size();
-            let px = img
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            crate::plot::grid(
-                &run.root.join(format!("samples/step-{step:08}.png")),
-                &px,
-                size,
-                per,
-            )?;
+            let path = run.root.join(format!("samples/step-{step:08}.png"));
+            sample_grid(&pv, &vae, cond, &opts, &path, per)?;
         }
         if step % tc.ckpt_every == 0 || step == end {
             let sd = var.state_dict()?;
@@ -680,21 +678,12 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
                 );
             }
             run.save_model("var.safetensors", &sd, &meta)?;
-            let mut entries: Vec<_> = sd
-                .into_iter()
-                .map(|mut e| {
-                    e.name = format!("model.{}", e.name);
-                    e
-                })
-                .collect();
-            entries.extend(opt.state_entries("opt")?);
             let st = TrainerState {
                 step,
                 epoch: loader.epoch,
                 offset: loader.offset,
             };
-            meta.insert("trainer".into(), serde_json::to_string(&st)?);
-            run.save_checkpoint(step, &entries, &meta, tc.keep_last)?;
+            run.save_state(step, sd, opt.state_entries("opt")?, meta, &st, tc.keep_last)?;
             crate::plot::curves(
                 &run.root.join("curves.png"),
                 &[

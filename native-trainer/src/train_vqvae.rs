@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Cursor, Dataset, Loader};
 use crate::gan::{Discriminator, d_hinge, g_hinge};
-use crate::optim::{AdamW, AdamWConfig, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir, read_metadata};
+use crate::optim::{AdamW, lr_multiplier};
+use crate::run::{Metrics, Progress, RunDir};
 use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug, Clone)]
@@ -166,15 +166,8 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
     );
     let run = RunDir::open(&a.common.out, &text, "vqvae")?;
     let mut loader = Loader::new(&ds, train_idx, size, tc.flip, tc.seed);
-    let opt_cfg = AdamWConfig {
-        beta1: tc.beta1,
-        beta2: tc.beta2,
-        eps: 1e-8,
-        weight_decay: tc.weight_decay,
-        grad_clip: (tc.grad_clip > 0.0).then_some(tc.grad_clip),
-    };
-    let mut opt = AdamW::new(opt_cfg.clone());
-    let mut dopt = AdamW::new(opt_cfg);
+    let mut opt = AdamW::new(tc.adamw());
+    let mut dopt = AdamW::new(tc.adamw());
     let num_scales = cfg.patch_nums.num_scales();
     let v = cfg.vocab_size;
     let mut usage = vec![0f32; num_scales * v];
@@ -182,15 +175,8 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
     let mut restarts = 0u64;
     let gan_on = tc.gan_weight > 0.0;
 
-    let (mut model, mut disc, start) = match run.latest()? {
-        Some((step, path)) => {
-            eprintln!("resuming from {} (step {step})", path.display());
-            let meta = read_metadata(&path)?;
-            let st: TrainerState = serde_json::from_str(
-                meta.get("trainer")
-                    .context("checkpoint has no trainer state")?,
-            )?;
-            let mut ck = Checkpoint::open(&path)?;
+    let (mut model, mut disc, start) = match run.resume::<TrainerState>()? {
+        Some((st, mut ck)) => {
             let mut mck = ck.split_prefix("model.");
             usage = mck.read_f32("quantize.ema_vocab_hit_SV")?.data;
             let model = VqVae::load(&mut mck, &cfg, &ad)?;
@@ -476,13 +462,7 @@ fn save(
     );
     meta.insert("step".into(), step.to_string());
     run.save_model("vqvae.safetensors", &sd, &meta)?;
-    let mut entries: Vec<_> = sd
-        .into_iter()
-        .map(|mut e| {
-            e.name = format!("model.{}", e.name);
-            e
-        })
-        .collect();
+    let mut entries = Vec::new();
     if let Some(d) = disc {
         for mut e in nextscale::state_dict::parameters(d)? {
             e.name = format!("disc.{}", e.name);
@@ -502,8 +482,7 @@ fn save(
         bad: loader.bad.iter().copied().collect(),
         restarts,
     };
-    meta.insert("trainer".into(), serde_json::to_string(&st)?);
-    run.save_checkpoint(step, &entries, &meta, tc.keep_last)?;
+    run.save_state(step, sd, entries, meta, &st, tc.keep_last)?;
     Ok(())
 }
 

@@ -50,6 +50,19 @@ pub struct TrainConfig {
     pub cond_drop: f64,
 }
 
+impl TrainConfig {
+    /// The optimizer settings of this configuration.
+    pub fn adamw(&self) -> crate::optim::AdamWConfig {
+        crate::optim::AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: 1e-8,
+            weight_decay: self.weight_decay,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+        }
+    }
+}
+
 /// Named presets: `(name, kind, TOML)`.
 pub const PRESETS: &[(&str, &str, &str)] = &[
     ("tiny", "vqvae", include_str!("../presets/vqvae-tiny.toml")),
