@@ -123,19 +123,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
         };
         let config: nextscale::text::BertConfig = serde_json::from_str(&read("config.json")?)?;
         let vocab = read("vocab.txt")?;
-        let max_tokens = read("sentence_bert_config.json")
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["max_seq_length"].as_u64())
-            .map(|m| m as usize)
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
-        let mut ck = Checkpoint::open(dir.join("model.safetensors"))?;
-        let mut ck = if ck.keys().any(|k| k.starts_with("bert.")) {
-            ck.split_prefix("bert.")
-        } else {
-            ck
-        };
+        let max_tokens =
+            nextscale::text::max_tokens(&config, read("sentence_bert_config.json").ok().as_deref());
+        let mut ck =
+            nextscale::text::bert_tensors(Checkpoint::open(dir.join("model.safetensors"))?);
         let mut rec = Recorder::new(&mut ck, "text.");
         nextscale::text::MiniLm::load(&mut rec, config.clone(), &vocab, max_tokens, &device)?;
         tensors.append(&mut rec.tensors);

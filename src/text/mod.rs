@@ -34,6 +34,25 @@ fn read_text(dir: &std::path::Path, name: &str) -> Result<String> {
     })
 }
 
+/// sentence-transformers' `max_seq_length` (from `sentence_bert_config.json`), capped by the
+/// encoder's positions; all positions without it.
+pub fn max_tokens(config: &BertConfig, sentence_config_json: Option<&str>) -> usize {
+    sentence_config_json
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v["max_seq_length"].as_u64())
+        .map_or(config.max_position_embeddings, |m| m as usize)
+        .min(config.max_position_embeddings)
+}
+
+/// The BERT tensors of a checkpoint, without the `bert.` prefix some exports carry.
+pub fn bert_tensors(mut ck: Checkpoint) -> Checkpoint {
+    if ck.keys().any(|k| k.starts_with("bert.")) {
+        ck.split_prefix("bert.")
+    } else {
+        ck
+    }
+}
+
 /// Both encoders' checks of the attention shape.
 fn check_heads(hidden: usize, heads: usize) -> Result<()> {
     if heads == 0 || !hidden.is_multiple_of(heads) {
@@ -68,15 +87,7 @@ impl MiniLm {
             format: "BERT config.json",
             reason: e.to_string(),
         })?;
-        let max_tokens = match sentence_config_json {
-            Some(s) => serde_json::from_str::<serde_json::Value>(s)
-                .ok()
-                .and_then(|v| v["max_seq_length"].as_u64())
-                .map(|m| m as usize)
-                .unwrap_or(config.max_position_embeddings),
-            None => config.max_position_embeddings,
-        }
-        .min(config.max_position_embeddings);
+        let max_tokens = max_tokens(&config, sentence_config_json);
         // The vocabulary is checked before the (large) weights are parsed.
         if vocab_txt.lines().count() != config.vocab_size {
             return Err(Error::config(format!(
@@ -85,13 +96,7 @@ impl MiniLm {
                 config.vocab_size
             )));
         }
-        let mut ck = Checkpoint::from_bytes(weights)?;
-        let has_prefix = ck.keys().any(|k| k.starts_with("bert."));
-        let mut ck = if has_prefix {
-            ck.split_prefix("bert.")
-        } else {
-            ck
-        };
+        let mut ck = bert_tensors(Checkpoint::from_bytes(weights)?);
         let m = Self::load(&mut ck, config, vocab_txt, max_tokens, device)?;
         ck.finish()?;
         Ok(m)
