@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The main job on the shipped default: sample an image with native-trainer.
-# Until trained models ship, the default is the golden-test VAR d2 with the procedural
-# VQ-VAE: the architecture is the official one, the weights are random, so the image is noise.
+# The main job on the shipped default: builds native-trainer, then generates with the two
+# models shipped in models/ (trained by native-trainer, see docs/MODELS.md):
+#   out/emoji.png   text-to-image emoji for a few prompts (4 samples each)
+#   out/digits.png  class-conditional MNIST digits, one row per digit 0–9
+# usage: scripts/demo.sh [OUT_DIR] [PROMPT ...]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_toolchain
 cd "$ROOT"
 
-GOLDEN="${NEXTSCALE_GOLDEN_DIR:-$ROOT/../shared/var-golden}"
-OUT="${1:-$ROOT/out.png}"
+OUT="${1:-$ROOT/out}"
+shift || true
+if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("red apple" "grinning face" "rocket" "dog face"); fi
 cargo build --release --locked -p native-trainer
 BIN="$CARGO_TARGET_DIR/release/native-trainer"
-VAE="$NEXTSCALE_CACHE/vqvae_golden_random.safetensors"
-[ -s "$VAE" ] || "$BIN" fixture vqvae --out "$VAE"
-"$BIN" sample --var "$GOLDEN/var_d2_random.safetensors" --vae "$VAE" \
-  --class 207 --cfg 4 --top-k 900 --top-p 0.96 --seed 0 --out "$OUT" \
-  --tokens-out "${OUT%.png}.tokens.json"
-echo "wrote $OUT (random weights: expect noise, not a picture)"
+mkdir -p "$OUT"
+args=()
+for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
+"$BIN" sample --pack models/emoji.nsp "${args[@]}" --n 4 --cfg 3 --top-k 50 --top-p 0.9 --seed 0 \
+  --out "$OUT/emoji.png"
+"$BIN" sample --pack models/digits.nsp --class 0,1,2,3,4,5,6,7,8,9 --n 10 --cfg 3 --top-k 50 \
+  --top-p 0.9 --seed 0 --out "$OUT/digits.png"
+echo "wrote $OUT/emoji.png (rows: ${prompts[*]}) and $OUT/digits.png (rows: digits 0–9)"

@@ -1,7 +1,9 @@
 //! `native-trainer`: sample, import and (in later commands) train and export nextscale models.
 
+mod classify;
 mod data;
 mod embed;
+mod evaluate;
 mod export;
 mod gan;
 mod optim;
@@ -46,6 +48,12 @@ enum Command {
     TrainAdapter(train_adapter::TrainAdapterArgs),
     /// Print sentence embeddings (or token ids) of prompts as JSON, one array per prompt.
     EmbedText(embed::EmbedArgs),
+    /// Train a small image classifier on labelled real images (the judge of `evaluate`).
+    TrainClassifier(classify::TrainClassifierArgs),
+    /// Reconstruction PSNR / SSIM / codebook usage of a VQ-VAE on held-out images.
+    EvalVqvae(evaluate::EvalVqVaeArgs),
+    /// Generate from a model and score the samples with a classifier: accuracy and Fréchet distance.
+    Evaluate(evaluate::EvaluateArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
     Fixture(sample::FixtureArgs),
 }
@@ -61,6 +69,9 @@ fn main() {
         Command::TrainVar(a) => train_var::run(a),
         Command::EmbedText(a) => embed::run(a),
         Command::TrainAdapter(a) => train_adapter::run(a),
+        Command::TrainClassifier(a) => classify::run(a),
+        Command::EvalVqvae(a) => evaluate::eval_vqvae(a),
+        Command::Evaluate(a) => evaluate::evaluate(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

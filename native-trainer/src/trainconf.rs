@@ -88,6 +88,19 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../presets/vqvae-official.toml"),
     ),
     ("d16", "var", include_str!("../presets/var-d16.toml")),
+    // The shipped models (models/*.nsp, docs/MODELS.md).
+    (
+        "digits",
+        "vqvae",
+        include_str!("../presets/vqvae-digits.toml"),
+    ),
+    ("digits", "var", include_str!("../presets/var-digits.toml")),
+    (
+        "emoji",
+        "vqvae",
+        include_str!("../presets/vqvae-emoji.toml"),
+    ),
+    ("emoji", "var", include_str!("../presets/var-emoji.toml")),
 ];
 
 pub fn preset(name: &str, kind: &str) -> Result<&'static str> {

@@ -147,6 +147,29 @@ test('a pack with a text encoder generates from a prompt, with the native tokens
   }
 });
 
+test('the shipped emoji and digits packs load on CPU and WebGPU and sample the native tokens', { timeout: 20 * MINUTES }, async () => {
+  const cases = [
+    { model: 'models/emoji.nsp', opts: { prompt: 'red apple', cfg: 3, topK: 50, topP: 0.9, seed: 1 }, prompts: true, size: 64 },
+    { model: 'models/digits.nsp', opts: { classLabel: 7, cfg: 3, topK: 50, topP: 0.9, seed: 2 }, prompts: false, size: 32 },
+  ];
+  for (const c of cases) {
+    const cond = c.prompts ? ['--prompt', c.opts.prompt] : ['--class', String(c.opts.classLabel)];
+    const want = nativeTokens([...cond, '--cfg', '3', '--top-k', '50', '--top-p', '0.9', '--seed', String(c.opts.seed)], c.model);
+    for (const backend of ['cpu', 'webgpu']) {
+      const r = await inPage(async (lib, { backend, model, opts }) => {
+        const gen = await lib.Generator.load(`/${model}`, { backend, cache: false });
+        const img = await gen.generate(opts);
+        const info = gen.info;
+        gen.dispose();
+        return { tokens: Array.from(img.tokens), size: img.width, info };
+      }, { backend, model: c.model, opts: c.opts });
+      assert.equal(r.info.takesPrompts, c.prompts, `${c.model}: takesPrompts`);
+      assert.equal(r.size, c.size, `${c.model}: image size`);
+      assert.deepEqual(r.tokens, want, `${c.model} on ${backend}: tokens differ from native`);
+    }
+  }
+});
+
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
   const ev = await inPage(async (lib, model) => {
@@ -255,13 +278,15 @@ test('bad arguments and bad weights reject with clear messages', async () => {
   assert.equal(r.after, 155);
 });
 
-test('the demo page, used as a new user would, shows a non-blank image', { timeout: 15 * MINUTES }, async () => {
+test('the demo page, used as a new user would, generates an emoji from a prompt', { timeout: 15 * MINUTES }, async () => {
   const p = await browser.newPage();
   p.on('pageerror', (e) => console.log(`[demo error] ${e.message}`));
   await p.goto(`${srv.base}/www/index.html`);
   await p.waitForFunction(() => /loaded in/.test(document.getElementById('load-status').textContent), null, { timeout: 10 * MINUTES });
-  assert.match(await p.textContent('#notice'), /random weights/);
-  await p.selectOption('#class', '5');
+  // The page opens on the shipped emoji model: a prompt, no random-weights notice.
+  assert.equal((await p.textContent('#notice')).trim(), '');
+  assert.ok(await p.isVisible('#prompt'), 'the prompt box is shown for the emoji model');
+  await p.fill('#prompt', 'red apple');
   await p.fill('#seed', '3');
   await p.click('#generate');
   await p.waitForFunction(() => document.body.dataset.generated === '1' || /failed/.test(document.getElementById('gen-status').textContent), null, { timeout: 10 * MINUTES });

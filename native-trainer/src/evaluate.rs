@@ -1,0 +1,482 @@
+//! `native-trainer eval-vqvae` and `native-trainer evaluate`: the project's quality numbers.
+//!
+//! - `eval-vqvae`: reconstruction PSNR / SSIM / codebook usage of a VQ-VAE on held-out images
+//!   (the full token path: encode → quantize at every scale → decode).
+//! - `evaluate`: generates images from a model (pack or checkpoints) and judges them with a
+//!   classifier from `train-classifier`: the accuracy with which samples show the requested
+//!   class (class-conditional models) or the group of the prompt's subject (text models), the
+//!   classifier's accuracy on the matching real images for comparison, and the Fréchet
+//!   distance between generated and real images in the classifier's feature space.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use nextscale::readback::block_on;
+use nextscale::sampler::{NoHooks, SampleOptions};
+use nextscale::{Checkpoint, Pipeline, VqVae};
+use serde_json::json;
+
+use crate::classify::{FEATURES, Trained, argmax_rows, labelled_images};
+use crate::data::Dataset;
+
+#[derive(Args, Debug)]
+pub struct EvalVqVaeArgs {
+    /// The VQ-VAE checkpoint (`vqvae.safetensors` of a train-vqvae run, or `.pth`).
+    #[arg(long)]
+    vae: PathBuf,
+    /// Held-out images (any layout train-vqvae reads).
+    #[arg(long)]
+    data: PathBuf,
+    /// Use at most this many images.
+    #[arg(long, default_value_t = 10_000)]
+    max: usize,
+    /// Write originals (odd rows) above their reconstructions (even rows) as a PNG.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// cpu, vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn eval_vqvae(a: EvalVqVaeArgs) -> Result<()> {
+    let kind: nextscale::device::BackendKind = a.device.parse()?;
+    let device = nextscale::device::init_device(kind)?;
+    let ck = Checkpoint::open(&a.vae).with_context(|| format!("reading {}", a.vae.display()))?;
+    let pn = ck.recorded_patch_nums()?;
+    let cfg = nextscale::vqvae::infer_config(&ck, pn)?;
+    let (model, cfg) = VqVae::from_checkpoint(ck, Some(cfg), &device)?;
+    let size = cfg.image_size();
+    let ds = Dataset::open(&a.data)?;
+    let all: Vec<usize> = (0..ds.items.len()).collect();
+    let t0 = Instant::now();
+    let e = crate::train_vqvae::evaluate(&model, &ds, &all, size, &cfg, &device, true, a.max)?;
+    let n = e.originals.len() / (3 * size * size);
+    if let Some(p) = &a.grid {
+        let per = 3 * size * size;
+        let (k, cols) = (n.min(32), 16);
+        let mut tiles = Vec::new();
+        for row in 0..k.div_ceil(cols) {
+            let r = row * cols..((row + 1) * cols).min(k);
+            tiles.extend_from_slice(&e.originals[r.start * per..r.end * per]);
+            tiles.extend_from_slice(&e.recons[r.start * per..r.end * per]);
+        }
+        crate::plot::grid(p, &tiles, size, cols.min(k))?;
+    }
+    println!(
+        "{}",
+        json!({
+            "images": n,
+            "size": size,
+            "l1": e.recon,
+            "psnr_db": e.psnr,
+            "ssim": e.ssim,
+            "codebook_usage": e.usage,
+            "seconds": t0.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The model as a pack.
+    #[arg(long)]
+    pack: PathBuf,
+    /// A classifier from `train-classifier`, trained on real images of the model's size.
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Real held-out images. Class-conditional models: labelled images (class folders or
+    /// IDX). Text models: a captioned folder whose `metadata.jsonl` rows also carry the
+    /// classifier's class in `--label-field`; each caption becomes one prompt.
+    #[arg(long)]
+    real: PathBuf,
+    /// Field of `metadata.jsonl` holding the class name (text models).
+    #[arg(long, default_value = "group")]
+    label_field: String,
+    /// Samples per class (class-conditional models).
+    #[arg(long, default_value_t = 100)]
+    per_class: usize,
+    /// Use at most this many captions, evenly spaced (text models).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Other real images (e.g. the training split): their Fréchet distance to `--real` is
+    /// reported as the floor that generated images are compared with.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Use at most this many real (and reference) images for the Fréchet distance.
+    #[arg(long, default_value_t = 10_000)]
+    max_real: usize,
+    #[arg(long, default_value_t = 4.0)]
+    cfg: f32,
+    #[arg(long, default_value_t = 900)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.96)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images generated per batch.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Write the first generated images as a grid PNG.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// cpu, vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// `[3, s, s]` in [−1, 1] from a decoded image.
+fn chw(im: &nextscale::image::RgbImage) -> Vec<f32> {
+    let (w, h) = (im.width, im.height);
+    let mut out = vec![0f32; 3 * w * h];
+    for (p, px) in im.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * w * h + p] = px[c] as f32 / 127.5 - 1.0;
+        }
+    }
+    out
+}
+
+/// Evenly spaced `k` of `0..n`.
+fn spaced(n: usize, k: Option<usize>) -> Vec<usize> {
+    match k {
+        Some(k) if k < n => (0..k).map(|i| i * n / k).collect(),
+        _ => (0..n).collect(),
+    }
+}
+
+pub fn evaluate(a: EvaluateArgs) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    let kind: nextscale::device::BackendKind = a.device.parse()?;
+    let device = nextscale::device::init_device(kind)?;
+    let bytes = std::fs::read(&a.pack).with_context(|| format!("reading {}", a.pack.display()))?;
+    let pipe = Pipeline::from_bytes(bytes, &device)
+        .with_context(|| format!("loading {}", a.pack.display()))?;
+    if !pipe.can_decode() {
+        bail!(
+            "{} has no VQ-VAE decoder: nothing to look at",
+            a.pack.display()
+        );
+    }
+    let clf = Trained::open(&a.classifier, &device)?;
+    let size = pipe.image_size();
+    if clf.size != size {
+        bail!(
+            "the classifier sees {0}×{0} images, the model makes {size}×{size}",
+            clf.size
+        );
+    }
+    let k = clf.class_names.len();
+    let opts = SampleOptions {
+        cfg: a.cfg,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        more_smooth: false,
+    };
+    opts.validate()?;
+
+    // What to generate (one condition per image) with the class each image should show, and
+    // the real images to compare against.
+    let text_mode = pipe.takes_prompts();
+    let (prompts, targets, real_imgs, real_labels): (
+        Vec<String>,
+        Vec<usize>,
+        Vec<f32>,
+        Vec<usize>,
+    ) = if text_mode {
+        let meta = a.real.join("metadata.jsonl");
+        let text = std::fs::read_to_string(&meta)
+            .with_context(|| format!("reading {} (text models need captions)", meta.display()))?;
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing {}", meta.display()))?;
+        let (mut prompts, mut targets, mut imgs, mut labels) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in spaced(rows.len(), a.limit) {
+            let r = &rows[i];
+            let field = |f: &str| {
+                r[f].as_str()
+                    .with_context(|| format!("{}: row {} has no \"{f}\"", meta.display(), i + 1))
+            };
+            let caption = field("text").or_else(|_| field("caption"))?;
+            let class = field(&a.label_field)?;
+            let label = clf
+                .class_names
+                .iter()
+                .position(|c| c == class)
+                .with_context(|| format!("class {class:?} is not one of the classifier's"))?;
+            let path = a.real.join(field("file_name")?);
+            let img = image::open(&path).with_context(|| format!("reading {}", path.display()))?;
+            prompts.push(caption.to_string());
+            targets.push(label);
+            imgs.extend(crate::data::to_chw(&img, size));
+            labels.push(label);
+        }
+        (prompts, targets, imgs, labels)
+    } else {
+        let nc = pipe.var_config.num_classes;
+        if nc != k {
+            bail!("the model has {nc} classes, the classifier {k}");
+        }
+        let ds = Dataset::open(&a.real)?;
+        if ds.class_names != clf.class_names {
+            bail!(
+                "{}: classes {:?} differ from the classifier's {:?}",
+                a.real.display(),
+                ds.class_names,
+                clf.class_names
+            );
+        }
+        let (imgs, labels) = labelled_images(&ds, size)?;
+        let targets = (0..k)
+            .flat_map(|c| std::iter::repeat_n(c, a.per_class))
+            .collect();
+        (Vec::new(), targets, imgs, labels)
+    };
+    let n = targets.len();
+    if n == 0 {
+        bail!("nothing to generate");
+    }
+
+    let t0 = Instant::now();
+    let mut gen_imgs = Vec::with_capacity(n * 3 * size * size);
+    for (bi, start) in (0..n).step_by(a.batch).enumerate() {
+        let end = (start + a.batch).min(n);
+        let o = SampleOptions {
+            seed: a.seed.wrapping_add(bi as u64),
+            ..opts.clone()
+        };
+        let g = if text_mode {
+            let p: Vec<&str> = prompts[start..end].iter().map(String::as_str).collect();
+            block_on(pipe.generate_prompts(&p, &o, &mut NoHooks))?
+        } else {
+            block_on(pipe.generate(&targets[start..end], &o, &mut NoHooks))?
+        };
+        for im in block_on(pipe.decode(&g))? {
+            gen_imgs.extend(chw(&im));
+        }
+        eprintln!("generated {end}/{n} ({:.1} s)", t0.elapsed().as_secs_f64());
+    }
+    let gen_secs = t0.elapsed().as_secs_f64();
+    if let Some(p) = &a.grid {
+        let per = 3 * size * size;
+        let m = n.min(100);
+        crate::plot::grid(p, &gen_imgs[..m * per], size, 10)?;
+    }
+
+    let (gl, gf) = clf.run(&gen_imgs, &device)?;
+    let gen_pred = argmax_rows(&gl, k);
+    let per = 3 * size * size;
+    let n_real = real_labels.len().min(a.max_real);
+    let (rl, rf) = clf.run(&real_imgs[..n_real * per], &device)?;
+    let real_pred = argmax_rows(&rl, k);
+    let acc = |pred: &[usize], want: &[usize]| {
+        pred.iter().zip(want).filter(|(p, w)| p == w).count() as f64 / pred.len().max(1) as f64
+    };
+    let per_class: Vec<serde_json::Value> = (0..k)
+        .map(|c| {
+            let idx: Vec<usize> = (0..n).filter(|&i| targets[i] == c).collect();
+            let ok = idx.iter().filter(|&&i| gen_pred[i] == c).count();
+            json!({"class": clf.class_names[c], "generated": idx.len(),
+                   "accuracy": ok as f64 / idx.len().max(1) as f64})
+        })
+        .collect();
+    let fd = frechet_distance(&gf, &rf, FEATURES);
+    let fd_reference = match &a.reference {
+        Some(p) => {
+            let ds = Dataset::open(p)?;
+            let all: Vec<usize> = (0..ds.items.len()).collect();
+            let mut imgs = Vec::new();
+            for i in spaced(all.len(), Some(a.max_real)) {
+                imgs.extend(ds.load(i, size).map_err(anyhow::Error::msg)?);
+            }
+            let (_, f) = clf.run(&imgs, &device)?;
+            Some(frechet_distance(&f, &rf, FEATURES))
+        }
+        None => None,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "mode": if text_mode { "prompts" } else { "classes" },
+            "generated": n,
+            "real": n_real,
+            "accuracy_generated": acc(&gen_pred, &targets),
+            "accuracy_real": acc(&real_pred, &real_labels[..n_real]),
+            "frechet_distance": fd,
+            "frechet_distance_reference_vs_real": fd_reference,
+            "per_class": per_class,
+            "cfg": a.cfg, "top_k": a.top_k, "top_p": a.top_p, "seed": a.seed,
+            "generate_seconds": gen_secs,
+        }))?
+    );
+    Ok(())
+}
+
+/// Mean and covariance (unbiased) of `n` rows of length `d`, in f64.
+fn moments(x: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() / d;
+    let mut mu = vec![0f64; d];
+    for r in x.chunks_exact(d) {
+        for (m, &v) in mu.iter_mut().zip(r) {
+            *m += v as f64;
+        }
+    }
+    mu.iter_mut().for_each(|m| *m /= n as f64);
+    let mut cov = vec![0f64; d * d];
+    for r in x.chunks_exact(d) {
+        let c: Vec<f64> = r.iter().zip(&mu).map(|(&v, m)| v as f64 - m).collect();
+        for i in 0..d {
+            for j in i..d {
+                cov[i * d + j] += c[i] * c[j];
+            }
+        }
+    }
+    let denom = (n.max(2) - 1) as f64;
+    for i in 0..d {
+        for j in i..d {
+            let v = cov[i * d + j] / denom;
+            cov[i * d + j] = v;
+            cov[j * d + i] = v;
+        }
+    }
+    (mu, cov)
+}
+
+/// Eigen-decomposition of a symmetric `d×d` matrix by cyclic Jacobi rotations:
+/// `(eigenvalues, eigenvectors as columns)`.
+fn sym_eigen(mut a: Vec<f64>, d: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0f64; d * d];
+    for i in 0..d {
+        v[i * d + i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * d + j] * a[i * d + j])
+            .sum();
+        let diag: f64 = (0..d).map(|i| a[i * d + i] * a[i * d + i]).sum();
+        if off <= 1e-30 * diag.max(1e-300) {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = a[p * d + q];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..d {
+                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
+                    a[k * d + p] = c * akp - s * akq;
+                    a[k * d + q] = s * akp + c * akq;
+                }
+                for k in 0..d {
+                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
+                    a[p * d + k] = c * apk - s * aqk;
+                    a[q * d + k] = s * apk + c * aqk;
+                }
+                for k in 0..d {
+                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
+                    v[k * d + p] = c * vkp - s * vkq;
+                    v[k * d + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..d).map(|i| a[i * d + i]).collect(), v)
+}
+
+fn matmul(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
+    let mut out = vec![0f64; d * d];
+    for i in 0..d {
+        for k in 0..d {
+            let aik = a[i * d + k];
+            for j in 0..d {
+                out[i * d + j] += aik * b[k * d + j];
+            }
+        }
+    }
+    out
+}
+
+/// Fréchet distance between Gaussians fitted to two feature sets (rows of length `d`):
+/// `|μ₁−μ₂|² + tr(Σ₁) + tr(Σ₂) − 2·tr((Σ₁^½ Σ₂ Σ₁^½)^½)`.
+pub fn frechet_distance(x: &[f32], y: &[f32], d: usize) -> f64 {
+    let (m1, s1) = moments(x, d);
+    let (m2, s2) = moments(y, d);
+    let dm: f64 = m1.iter().zip(&m2).map(|(a, b)| (a - b) * (a - b)).sum();
+    let (l, v) = sym_eigen(s1.clone(), d);
+    // Σ₁^½ = V diag(√λ) Vᵀ
+    let mut root = vec![0f64; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            root[i * d + j] = (0..d)
+                .map(|k| v[i * d + k] * l[k].max(0.0).sqrt() * v[j * d + k])
+                .sum();
+        }
+    }
+    let mut m = matmul(&matmul(&root, &s2, d), &root, d);
+    for i in 0..d {
+        for j in i + 1..d {
+            let s = 0.5 * (m[i * d + j] + m[j * d + i]);
+            m[i * d + j] = s;
+            m[j * d + i] = s;
+        }
+    }
+    let tr_cross: f64 = sym_eigen(m, d).0.iter().map(|e| e.max(0.0).sqrt()).sum();
+    let tr = |s: &[f64]| (0..d).map(|i| s[i * d + i]).sum::<f64>();
+    (dm + tr(&s1) + tr(&s2) - 2.0 * tr_cross).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(n: usize, d: usize, mean: &[f64], std: &[f64], seed: u64) -> Vec<f32> {
+        let rng = nextscale::rng::CounterRng::new(seed);
+        (0..n * d)
+            .map(|i| (mean[i % d] + std[i % d] * rng.normal(0, i as u64)) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn eigen_decomposition_reconstructs_the_matrix() {
+        let d = 4;
+        let a = vec![
+            4.0, 1.0, 0.5, 0.0, 1.0, 3.0, 0.2, 0.1, 0.5, 0.2, 2.0, 0.3, 0.0, 0.1, 0.3, 1.0,
+        ];
+        let (l, v) = sym_eigen(a.clone(), d);
+        for i in 0..d {
+            for j in 0..d {
+                let r: f64 = (0..d).map(|k| v[i * d + k] * l[k] * v[j * d + k]).sum();
+                assert!((r - a[i * d + j]).abs() < 1e-10, "{i},{j}: {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn frechet_distance_matches_the_closed_form_for_independent_gaussians() {
+        // Independent coordinates: FD = Σ (μ₁−μ₂)² + (σ₁−σ₂)².
+        let d = 3;
+        let x = gaussian(40_000, d, &[0.0, 1.0, -1.0], &[1.0, 2.0, 0.5], 1);
+        let y = gaussian(40_000, d, &[0.5, 1.0, -1.0], &[1.0, 1.0, 0.5], 2);
+        let want = 0.25 + 1.0;
+        let got = frechet_distance(&x, &y, d);
+        assert!((got - want).abs() < 0.05, "FD {got}, closed form {want}");
+        let same = frechet_distance(&x, &x, d);
+        assert!(same < 1e-9, "FD of a set with itself: {same}");
+    }
+}

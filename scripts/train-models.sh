@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Trains, evaluates and exports the two shipped models (models/digits.nsp, models/emoji.nsp)
+# from data fetched through the package registries. The numbers in docs/MODELS.md come from
+# this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
+# usage: scripts/train-models.sh [digits|emoji|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+what="${1:-all}"
+DEVICE="${DEVICE:-cpu}"
+RUNS="${RUNS:-$NEXTSCALE_CACHE/runs}"
+cargo build --release --locked -p native-trainer
+B="$CARGO_TARGET_DIR/release/native-trainer"
+DATA="$(bash scripts/data/fetch.sh all)"
+mkdir -p "$RUNS" models docs/models
+# Shipped sampling settings (docs/MODELS.md).
+SAMPLING=(--cfg 3 --top-k 50 --top-p 0.9)
+
+if [ "$what" = digits ] || [ "$what" = all ]; then
+  R="$RUNS/digits"
+  M="$DATA/mnist"
+  "$B" train-vqvae --data "$M/train-images-idx3-ubyte" --out "$R/vq" --preset digits --steps 700 --device "$DEVICE"
+  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$M/train-images-idx3-ubyte" --vae "$R/vq/vqvae.safetensors" --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset digits --device "$DEVICE"
+  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$M/train-images-idx3-ubyte" \
+    --test "$M/t10k-images-idx3-ubyte" --size 32 --steps 800 --out "$R/classifier.safetensors" --device "$DEVICE"
+  "$B" export --var "$R/var/var.safetensors" --vae "$R/vq/vqvae.safetensors" --quant q8 --out models/digits.nsp
+  "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$M/t10k-images-idx3-ubyte" --grid docs/models/digits-recon.png
+  "$B" evaluate --pack models/digits.nsp --classifier "$R/classifier.safetensors" \
+    --real "$M/t10k-images-idx3-ubyte" --reference "$M/train-images-idx3-ubyte" --per-class 100 "${SAMPLING[@]}" \
+    --grid docs/models/digits-samples.png
+fi
+
+if [ "$what" = emoji ] || [ "$what" = all ]; then
+  R="$RUNS/emoji"
+  E="$DATA/emoji"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  "$B" train-vqvae --data "$E/train" --out "$R/vq" --preset emoji --steps 800 --device "$DEVICE"
+  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$E/train" --vae "$R/vq/vqvae.safetensors" --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset emoji \
+    --text-encoder "$MINILM" --device "$DEVICE"
+  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
+    --size 64 --steps 600 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
+  "$B" export --var "$R/var/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
+    --quant q8 --out models/emoji.nsp
+  "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon.png
+  "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
+    --reference "$E/train" "${SAMPLING[@]}" --grid docs/models/emoji-samples-test-prompts.png
+  "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/train" \
+    --limit 322 "${SAMPLING[@]}" --grid docs/models/emoji-samples-train-prompts.png
+fi
