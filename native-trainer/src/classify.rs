@@ -145,7 +145,7 @@ impl Trained {
     /// Logits and features of `images` (`[n, 3, size, size]` flattened), in chunks.
     pub fn run(&self, images: &[f32], device: &Device) -> Result<(Vec<f32>, Vec<f32>)> {
         let per = 3 * self.size * self.size;
-        if images.len() % per != 0 {
+        if !images.len().is_multiple_of(per) {
             bail!("images are not {}×{} RGB", self.size, self.size);
         }
         let (mut logits, mut feats) = (Vec::new(), Vec::new());

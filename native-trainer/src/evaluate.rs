@@ -267,9 +267,21 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     }
     let gen_secs = t0.elapsed().as_secs_f64();
     if let Some(p) = &a.grid {
+        // Class models: a row of (up to) ten samples per class; text models: the first 100.
         let per = 3 * size * size;
-        let m = n.min(100);
-        crate::plot::grid(p, &gen_imgs[..m * per], size, 10)?;
+        let pick: Vec<usize> = if text_mode {
+            (0..n.min(100)).collect()
+        } else {
+            (0..k)
+                .flat_map(|c| (0..a.per_class.min(10)).map(move |j| c * a.per_class + j))
+                .collect()
+        };
+        let tiles: Vec<f32> = pick
+            .iter()
+            .flat_map(|&i| gen_imgs[i * per..(i + 1) * per].iter().copied())
+            .collect();
+        let cols = if text_mode { 10 } else { a.per_class.min(10) };
+        crate::plot::grid(p, &tiles, size, cols)?;
     }
 
     let (gl, gf) = clf.run(&gen_imgs, &device)?;
@@ -295,8 +307,21 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             let ds = Dataset::open(p)?;
             let all: Vec<usize> = (0..ds.items.len()).collect();
             let mut imgs = Vec::new();
+            let mut bad = 0;
             for i in spaced(all.len(), Some(a.max_real)) {
-                imgs.extend(ds.load(i, size).map_err(anyhow::Error::msg)?);
+                match ds.load(i, size) {
+                    Ok(v) => imgs.extend(v),
+                    Err(e) => {
+                        bad += 1;
+                        eprintln!("skipping {e}");
+                    }
+                }
+            }
+            if imgs.is_empty() {
+                bail!(
+                    "{}: no reference image could be read ({bad} failed)",
+                    p.display()
+                );
             }
             let (_, f) = clf.run(&imgs, &device)?;
             Some(frechet_distance(&f, &rf, FEATURES))

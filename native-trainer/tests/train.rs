@@ -294,4 +294,142 @@ fn tiny_models_train_resume_and_export() {
             ][..]
         )
     );
+
+    // --- the project's quality numbers: a classifier, held-out reconstruction, samples ---
+    let held_out = fresh("shapes-test");
+    run(&[
+        "fixture",
+        "shapes",
+        "--out",
+        s(&held_out),
+        "--n",
+        "8",
+        "--size",
+        "32",
+        "--seed",
+        "9",
+    ]);
+    // The classifier needs more images than the 16 per class above to generalise.
+    let labelled = fresh("shapes-classifier");
+    run(&[
+        "fixture",
+        "shapes",
+        "--out",
+        s(&labelled),
+        "--n",
+        "64",
+        "--size",
+        "32",
+        "--seed",
+        "3",
+    ]);
+    let clf = fresh("classifier.safetensors");
+    let out = bin()
+        .args([
+            "train-classifier",
+            "--data",
+            s(&labelled),
+            "--test",
+            s(&held_out),
+            "--size",
+            "32",
+            "--steps",
+            "300",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--out",
+            s(&clf),
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let acc = report["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.6,
+        "the shape classifier should beat chance (0.25) clearly: {acc}"
+    );
+
+    let out = bin()
+        .args(["eval-vqvae", "--vae", s(&vae), "--data", s(&held_out)])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["images"], 32);
+    assert!(report["psnr_db"].as_f64().unwrap() > 10.0, "{report}");
+
+    let out = bin()
+        .args([
+            "evaluate",
+            "--pack",
+            s(&pack),
+            "--classifier",
+            s(&clf),
+            "--real",
+            s(&held_out),
+            "--reference",
+            s(&data),
+            "--per-class",
+            "3",
+            "--seed",
+            "4",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["mode"], "classes");
+    assert_eq!(report["generated"], 12);
+    assert_eq!(report["real"], 32);
+    let fd = report["frechet_distance"].as_f64().unwrap();
+    let floor = report["frechet_distance_reference_vs_real"]
+        .as_f64()
+        .unwrap();
+    assert!(fd.is_finite() && fd >= 0.0 && floor.is_finite(), "{report}");
+    let gen_acc = report["accuracy_generated"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&gen_acc), "{report}");
+
+    // A classifier for another image size is refused with a message, not a crash.
+    let wrong = fresh("classifier-16.safetensors");
+    run(&[
+        "train-classifier",
+        "--data",
+        s(&data),
+        "--size",
+        "16",
+        "--steps",
+        "2",
+        "--out",
+        s(&wrong),
+    ]);
+    let out = bin()
+        .args([
+            "evaluate",
+            "--pack",
+            s(&pack),
+            "--classifier",
+            s(&wrong),
+            "--real",
+            s(&held_out),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the classifier sees 16×16 images"), "{err}");
 }

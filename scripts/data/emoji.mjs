@@ -2,6 +2,8 @@
 // layout native-trainer reads:
 //   OUT/train/metadata.jsonl, OUT/test/metadata.jsonl   captioned folders (text-to-image)
 //   OUT/groups/{train,test}/<group>/<file>.webp          class folders (group classifier)
+//   OUT/train-base/metadata.jsonl                         the train split without skin-tone
+//                                                         variants (one image per subject)
 // Images are symbolic links into the unpacked npm package; nothing is re-encoded.
 // The test split holds out whole emoji (every skin tone of one emoji lands on the same side),
 // chosen by a hash of the base emoji's label, so the split never changes between runs.
@@ -64,7 +66,8 @@ for (const f of files) {
 
 fs.rmSync(out, { recursive: true, force: true });
 const counts = {};
-for (const split of ['train', 'test']) {
+rows['train-base'] = rows.train.filter((r) => !r.caption.includes('skin tone'));
+for (const split of ['train', 'test', 'train-base']) {
   const dir = path.join(out, split);
   fs.mkdirSync(dir, { recursive: true });
   const lines = [];
@@ -72,6 +75,7 @@ for (const split of ['train', 'test']) {
     const src = path.resolve(assets, r.file);
     fs.symlinkSync(src, path.join(dir, r.file));
     lines.push(JSON.stringify({ file_name: r.file, text: r.caption, group: r.group }));
+    if (split === 'train-base') continue;
     const gdir = path.join(out, 'groups', split, r.group);
     fs.mkdirSync(gdir, { recursive: true });
     fs.symlinkSync(src, path.join(gdir, r.file));
@@ -81,7 +85,8 @@ for (const split of ['train', 'test']) {
   fs.writeFileSync(path.join(dir, 'metadata.jsonl'), lines.join('\n') + '\n');
 }
 console.log(
-  `emoji: ${files.length} images, ${rows.train.length} train, ${rows.test.length} test, ` +
+  `emoji: ${files.length} images, ${rows.train.length} train ` +
+    `(${rows['train-base'].length} without skin-tone variants), ${rows.test.length} test, ` +
     `${unmatched.length} without a label (${unmatched.join(' ')})`,
 );
 for (const [g, c] of Object.entries(counts)) console.log(`  ${g}: ${c.train} train, ${c.test} test`);

