@@ -11,7 +11,7 @@ cd "$ROOT"
 
 OUT="${1:-$ROOT/out}"
 shift || true
-if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("red apple" "grinning face" "rocket" "dog face"); fi
+if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("grinning face" "cat face" "flag: Japan" "thumbs up"); fi
 cargo build --release --locked -p native-trainer
 BIN="$CARGO_TARGET_DIR/release/native-trainer"
 mkdir -p "$OUT"

@@ -286,7 +286,7 @@ test('the demo page, used as a new user would, generates an emoji from a prompt'
   // The page opens on the shipped emoji model: a prompt, no random-weights notice.
   assert.equal((await p.textContent('#notice')).trim(), '');
   assert.ok(await p.isVisible('#prompt'), 'the prompt box is shown for the emoji model');
-  await p.fill('#prompt', 'red apple');
+  await p.fill('#prompt', 'cat face');
   await p.fill('#seed', '3');
   await p.click('#generate');
   await p.waitForFunction(() => document.body.dataset.generated === '1' || /failed/.test(document.getElementById('gen-status').textContent), null, { timeout: 10 * MINUTES });
