@@ -28,6 +28,17 @@ fn run(args: &[&str]) -> String {
     err
 }
 
+/// Runs a command that must succeed and print one JSON report on stdout.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = bin().args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "native-trainer {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
 fn fresh(name: &str) -> PathBuf {
     let d = std::env::temp_dir()
         .join(format!("nextscale-train-{}", std::process::id()))
@@ -324,75 +335,48 @@ fn tiny_models_train_resume_and_export() {
         "3",
     ]);
     let clf = fresh("classifier.safetensors");
-    let out = bin()
-        .args([
-            "train-classifier",
-            "--data",
-            s(&labelled),
-            "--test",
-            s(&held_out),
-            "--size",
-            "32",
-            "--steps",
-            "300",
-            "--batch-size",
-            "32",
-            "--lr",
-            "3e-3",
-            "--out",
-            s(&clf),
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = run_json(&[
+        "train-classifier",
+        "--data",
+        s(&labelled),
+        "--test",
+        s(&held_out),
+        "--size",
+        "32",
+        "--steps",
+        "300",
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--out",
+        s(&clf),
+    ]);
     let acc = report["test_accuracy"].as_f64().unwrap();
     assert!(
         acc > 0.6,
         "the shape classifier should beat chance (0.25) clearly: {acc}"
     );
 
-    let out = bin()
-        .args(["eval-vqvae", "--vae", s(&vae), "--data", s(&held_out)])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = run_json(&["eval-vqvae", "--vae", s(&vae), "--data", s(&held_out)]);
     assert_eq!(report["images"], 32);
     assert!(report["psnr_db"].as_f64().unwrap() > 10.0, "{report}");
 
-    let out = bin()
-        .args([
-            "evaluate",
-            "--pack",
-            s(&pack),
-            "--classifier",
-            s(&clf),
-            "--real",
-            s(&held_out),
-            "--reference",
-            s(&data),
-            "--per-class",
-            "3",
-            "--seed",
-            "4",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = run_json(&[
+        "evaluate",
+        "--pack",
+        s(&pack),
+        "--classifier",
+        s(&clf),
+        "--real",
+        s(&held_out),
+        "--reference",
+        s(&data),
+        "--per-class",
+        "3",
+        "--seed",
+        "4",
+    ]);
     assert_eq!(report["mode"], "classes");
     assert_eq!(report["generated"], 12);
     assert_eq!(report["real"], 32);
