@@ -59,7 +59,21 @@ variant('truncated-data.nsp', pack[:-5])
 flipped = bytearray(pack); flipped[start + 3] ^= 0xff
 variant('flipped-data.nsp', flipped)
 variant('huge-header-length.nsp', pack[:12] + struct.pack('<I', 0xffffffff) + pack[16:])
-variant('bad-version.nsp', pack[:8] + struct.pack('<I', 2) + pack[12:])
+variant('bad-version.nsp', pack[:8] + struct.pack('<I', 99) + pack[12:])
+
+def v2(name, extra):
+    h = json.loads(header); h.update(extra)
+    hb = json.dumps(h).encode()
+    s2 = (16 + len(hb) + 63) // 64 * 64
+    b = bytearray(b'NXSPACK\0' + struct.pack('<II', 2, len(hb)) + hb)
+    b += bytes(s2 - len(b))
+    b += pack[start:]
+    variant(name, b)
+
+# Version 2: recommended sampling settings; features a reader must know.
+v2('valid-v2-sampling.nsp', dict(sampling=dict(cfg=3.0, top_k=50, top_p=0.9, **{'class': 4})))
+v2('unknown-feature.nsp', dict(requires=['feature-from-the-future']))
+v2('bad-sampling.nsp', dict(sampling=dict(cfg=-1.0, top_k=50, top_p=0.9)))
 big = json.loads(header); big['tensors'][0]['shape'] = [2 ** 40, 2 ** 40]
 h2 = json.dumps(big).encode()
 variant('overflowing-shape.nsp', b'NXSPACK\0' + struct.pack('<II', 1, len(h2)) + h2)

@@ -32,6 +32,22 @@ export interface ModelInfo {
   hasTextEncoder: boolean;
   /** `generate({ prompt })` works: a text encoder and a text-conditioned model or adapter. */
   takesPrompts: boolean;
+  /** Class names from the pack (`numClasses` of them), or null when it carries none. */
+  classNames: string[] | null;
+  /** What `generate()` uses for an absent option: the pack's recommended settings, else the official defaults. */
+  sampling: SamplingDefaults;
+}
+
+export interface SamplingDefaults {
+  cfg: number;
+  topK: number;
+  topP: number;
+  /** A prompt that shows the model at its best (text models), or null. */
+  prompt: string | null;
+  /** A class that shows the model at its best (class models), or null. */
+  classLabel: number | null;
+  /** True when these settings come from the pack; false: the official VAR defaults (cfg 4, top-k 900, top-p 0.96). */
+  fromPack: boolean;
 }
 
 export interface ScaleEvent {
@@ -49,18 +65,42 @@ export interface GenerateOptions {
   classLabel?: number;
   /** A text prompt, for models whose `info.takesPrompts` is true. */
   prompt?: string;
-  /** Guidance strength at the last scale (default 4). */
+  /** Guidance strength at the last scale (default: `info.sampling.cfg`). */
   cfg?: number;
-  /** Top-k filter (default 900; 1 = greedy; ≥ vocabulary = off). */
+  /** Top-k filter (default: `info.sampling.topK`; 1 = greedy; ≥ vocabulary = off). */
   topK?: number;
-  /** Top-p filter (default 0.96; 0 = off). */
+  /** Top-p filter (default: `info.sampling.topP`; 0 = off). */
   topP?: number;
   /** Seed (integer, default 0): the same seed gives the same image on every platform. */
   seed?: number;
   moreSmooth?: boolean;
   signal?: AbortSignal;
   onScale?: (e: ScaleEvent) => void;
+  /**
+   * Edit this image instead of generating from nothing (any size: composited on white, resized
+   * and centre-cropped as training images are). Give exactly one of `mask`, `keepScales` and
+   * `keepHalf`. Without `classLabel` or `prompt` the edit is unconditional (in-/out-painting).
+   */
+  image?: ImageSource;
+  /** White = regenerate, black or transparent = keep; any size. A token is kept when more than half of its pixels are. */
+  mask?: ImageSource;
+  /** Variations: keep every token of the first K scales (1 … number of scales) and sample the rest. */
+  keepScales?: number;
+  /** Half completion: keep this half and complete the rest. */
+  keepHalf?: 'top' | 'bottom' | 'left' | 'right';
 }
+
+/** What `image` and `mask` accept; canvases are read on the page (they cannot go to a Worker). */
+export type ImageSource =
+  | ImageData
+  | HTMLCanvasElement
+  | OffscreenCanvas
+  | ImageBitmap
+  | Blob
+  | { width: number; height: number; data: Uint8Array | Uint8ClampedArray };
+
+/** Reads an ImageSource as unpremultiplied RGBA bytes (what `generate` does with `image` and `mask`). */
+export function toRgba(x: ImageSource, name?: string): Promise<{ width: number; height: number; data: Uint8Array }>;
 
 export interface GenerateResult {
   width: number;

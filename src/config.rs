@@ -41,6 +41,25 @@ impl PatchNums {
                 self.0
             )));
         }
+        if self.0[0] != 1 {
+            return Err(Error::config(format!(
+                "the first scale must be 1×1 (the start token), got {}",
+                self.0[0]
+            )));
+        }
+        if self.0.len() > MAX_SCALES || self.0.iter().any(|&p| p > MAX_PATCH) {
+            return Err(Error::config(format!(
+                "patch_nums {:?}: at most {MAX_SCALES} scales of at most {MAX_PATCH}×{MAX_PATCH} tokens are supported",
+                self.0
+            )));
+        }
+        let total: usize = self.0.iter().map(|p| p * p).sum();
+        if total > MAX_TOKENS {
+            return Err(Error::config(format!(
+                "patch_nums {:?} make {total} tokens per image, more than the limit of {MAX_TOKENS}",
+                self.0
+            )));
+        }
         Ok(())
     }
 
@@ -115,6 +134,38 @@ pub struct VqVaeConfig {
     pub patch_nums: PatchNums,
 }
 
+/// Most scales a model may have.
+pub const MAX_SCALES: usize = 32;
+/// Largest side of a scale's token map (the official 512-px model uses 32).
+pub const MAX_PATCH: usize = 128;
+/// Most tokens per image over all scales (the official 512-px model has 2,240). The
+/// block-causal mask of training is `L²` values, 256 MiB at this limit.
+pub const MAX_TOKENS: usize = 8192;
+/// Upper bounds on the other configuration fields, far above any real model, so that a
+/// corrupt or hostile file is refused before it asks for absurd allocations.
+pub const MAX_WIDTH: usize = 16_384;
+pub const MAX_DEPTH: usize = 256;
+pub const MAX_VOCAB: usize = 1 << 20;
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Fails unless a VAR and a VQ-VAE can run together (same codebook size, latent width and
+/// scales): the check every loader shares.
+pub fn check_pair(var: &VarConfig, vae: &VqVaeConfig) -> Result<()> {
+    if vae.vocab_size != var.vocab_size || vae.z_channels != var.cvae {
+        return Err(Error::config(format!(
+            "VAR (vocabulary {}, latent width {}) and VQ-VAE (vocabulary {}, latent width {}) do not match",
+            var.vocab_size, var.cvae, vae.vocab_size, vae.z_channels
+        )));
+    }
+    if vae.patch_nums != var.patch_nums {
+        return Err(Error::config(format!(
+            "the VAR's scales {:?} differ from the VQ-VAE's {:?}",
+            var.patch_nums.0, vae.patch_nums.0
+        )));
+    }
+    Ok(())
+}
+
 impl VqVaeConfig {
     /// The official 256 px VQ-VAE used by VAR d16–d30.
     pub fn vae_ch160v4096z32() -> Self {
@@ -157,6 +208,30 @@ impl VqVaeConfig {
             return Err(Error::config(
                 "vocab_size, z_channels and share_quant_resi must be positive (share_quant_resi = 0 is not supported)",
             ));
+        }
+        if self.ch > MAX_WIDTH
+            || self.ch_mult.len() > 8
+            || self.ch_mult.iter().any(|&m| m > 16)
+            || self.num_res_blocks > 16
+            || self.z_channels > MAX_WIDTH
+            || self.vocab_size > MAX_VOCAB
+            || self.share_quant_resi > 64
+            || self.in_channels != 3
+        {
+            return Err(Error::config(format!(
+                "VQ-VAE configuration out of range (ch {} ≤ {MAX_WIDTH}, at most 8 levels of multipliers ≤ 16, \
+                 num_res_blocks ≤ 16, z_channels ≤ {MAX_WIDTH}, vocabulary ≤ {MAX_VOCAB}, share_quant_resi ≤ 64, 3 input channels)",
+                self.ch
+            )));
+        }
+        if self.image_size() > 4096 {
+            return Err(Error::config(format!(
+                "a {}-px VQ-VAE is larger than the supported 4096 px",
+                self.image_size()
+            )));
+        }
+        if !self.quant_resi.is_finite() || !self.beta.is_finite() {
+            return Err(Error::config("quant_resi and beta must be finite"));
         }
         Ok(())
     }
@@ -295,6 +370,28 @@ impl VarConfig {
             return Err(Error::config(
                 "a model needs classes or a text input (num_classes and text_dim are both 0)",
             ));
+        }
+        if self.embed_dim > MAX_WIDTH
+            || self.depth > MAX_DEPTH
+            || self.num_heads > MAX_WIDTH
+            || self.vocab_size > MAX_VOCAB
+            || self.num_classes > MAX_CLASSES
+            || self.cvae > MAX_WIDTH
+            || self.text_dim > MAX_WIDTH
+        {
+            return Err(Error::config(format!(
+                "VAR configuration out of range (width ≤ {MAX_WIDTH}, depth ≤ {MAX_DEPTH}, vocabulary ≤ {MAX_VOCAB}, \
+                 classes ≤ {MAX_CLASSES}, latent and text widths ≤ {MAX_WIDTH})"
+            )));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
+            return Err(Error::config(format!(
+                "mlp_ratio must be in (0, 64], got {}",
+                self.mlp_ratio
+            )));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::config("norm_eps must be a positive number"));
         }
         Ok(())
     }

@@ -8,8 +8,10 @@
 //! → [`sampler::generate`] (tokens, scale by scale) → [`vqvae::VqVae::fhat_to_img`] → pixels.
 
 pub mod checkpoint;
+pub mod condition;
 pub mod config;
 pub mod device;
+pub mod edit;
 pub mod error;
 pub mod fixtures;
 pub mod image;
@@ -30,6 +32,7 @@ pub mod web;
 
 pub use burn;
 pub use checkpoint::Checkpoint;
+pub use condition::Condition;
 pub use config::{PatchNums, VarConfig, VqVaeConfig};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;

@@ -3,7 +3,7 @@
 //! Layout (little-endian; see `docs/pack-format.md`):
 //! ```text
 //! 0   "NXSPACK\0"            magic, 8 bytes
-//! 8   u32 version            = 1
+//! 8   u32 version            = 2 (version 1 packs still read)
 //! 12  u32 header_len
 //! 16  header (UTF-8 JSON)    configs, class names, tensor table
 //! ..  zero padding to a multiple of 64
@@ -22,7 +22,13 @@ use crate::error::{Error, Result, Shape};
 use crate::params::{Init, ParamSource};
 
 pub const MAGIC: &[u8; 8] = b"NXSPACK\0";
-pub const VERSION: u32 = 1;
+/// The version this library writes.
+pub const VERSION: u32 = 2;
+/// The oldest version it reads (version 1 lacks `sampling` and `requires`).
+pub const MIN_VERSION: u32 = 1;
+/// Features a pack may require of its reader (`requires` in the header). A pack that names
+/// one this library does not know is refused with a message instead of being misread.
+pub const KNOWN_FEATURES: &[&str] = &[];
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
 const ALIGN: usize = 64;
@@ -96,6 +102,13 @@ pub struct PackHeader {
     /// A text adapter of a class-conditional model (its tensors under `adapter.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<crate::var::adapter::AdapterConfig>,
+    /// The sampling settings the model was tuned for (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::sampler::Recommended>,
+    /// Features a reader must support to use this pack correctly (version 2); see
+    /// [`KNOWN_FEATURES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
     pub tensors: Vec<TensorEntry>,
 }
 
@@ -114,6 +127,7 @@ pub struct TextHeader {
 pub struct PackExtras {
     pub text: Option<TextHeader>,
     pub adapter: Option<crate::var::adapter::AdapterConfig>,
+    pub sampling: Option<crate::sampler::Recommended>,
 }
 
 impl PackHeader {
@@ -160,9 +174,14 @@ pub fn read_header(prefix: &[u8]) -> Result<Option<(PackHeader, usize)>> {
         return Err(fmt_err("not a nextscale pack (bad magic)"));
     }
     let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(fmt_err(format!(
-            "unsupported pack version {version} (this library reads {VERSION})"
+            "unsupported pack version {version} (this library reads versions {MIN_VERSION} to {VERSION}{})",
+            if version > VERSION {
+                "; the pack was written by a newer nextscale: update the library"
+            } else {
+                ""
+            }
         )));
     }
     let hlen = u32::from_le_bytes(prefix[12..16].try_into().expect("4 bytes")) as usize;
@@ -181,8 +200,37 @@ pub fn read_header(prefix: &[u8]) -> Result<Option<(PackHeader, usize)>> {
 }
 
 fn validate_header(h: &PackHeader) -> Result<()> {
+    let unknown: Vec<&str> = h
+        .requires
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !KNOWN_FEATURES.contains(f))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(fmt_err(format!(
+            "the pack needs features this version of nextscale lacks ({}): update the library",
+            unknown.join(", ")
+        )));
+    }
     h.var.validate()?;
     h.vae.validate()?;
+    crate::config::check_pair(&h.var, &h.vae)?;
+    if let Some(s) = &h.sampling {
+        s.validate()?;
+        if h.var.text_dim == 0 && h.adapter.is_none() && s.prompt.is_some() {
+            return Err(fmt_err(
+                "the recommended settings name a prompt, but the model does not take prompts",
+            ));
+        }
+        if let Some(c) = s.class
+            && c > h.var.num_classes
+        {
+            return Err(fmt_err(format!(
+                "the recommended class {c} is out of range (the model has {} classes)",
+                h.var.num_classes
+            )));
+        }
+    }
     if let Some(t) = &h.text {
         t.config.validate()?;
         if t.vocab.len() != t.config.vocab_size {
@@ -350,6 +398,7 @@ impl ParamSource for PackSource<'_> {
             });
         }
         let v = self.pack.read(&name)?;
+        crate::params::check_finite(&name, &v)?;
         self.pack.used.insert(name);
         Ok(v)
     }
@@ -491,6 +540,8 @@ pub fn write_pack_with(
         meta,
         text: extras.text,
         adapter: extras.adapter,
+        sampling: extras.sampling,
+        requires: Vec::new(),
         tensors: entries,
     };
     validate_header(&header)?;

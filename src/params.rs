@@ -26,9 +26,26 @@ pub trait ParamSource {
     fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()>;
 }
 
+/// Refuses a weight tensor holding NaN or ±∞: such a model would load and then sample
+/// nothing but zeros or garbage, with no message.
+pub fn check_finite(key: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(crate::Error::Format {
+            format: "weights",
+            reason: format!(
+                "tensor `{key}` holds a non-finite value ({} at index {i}): the file is corrupt",
+                values[i]
+            ),
+        }),
+    }
+}
+
 impl ParamSource for Checkpoint {
     fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
-        self.take_f32(key, shape)
+        let v = self.take_f32(key, shape)?;
+        check_finite(key, &v)?;
+        Ok(v)
     }
     fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {
         Checkpoint::skip_buffer(self, key, shape)

@@ -1,11 +1,12 @@
 //! A VAR transformer with its VQ-VAE, ready to generate images.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::Checkpoint;
+use crate::condition::Condition;
 use crate::config::{VarConfig, VqVaeConfig};
 use crate::error::{Error, Result};
-use crate::image::{RgbImage, to_rgb8};
+use crate::image::{RgbImage, RgbaView, to_rgb8};
 use crate::sampler::{Generated, SampleHooks, SampleOptions, Sampling, class_condition, generate};
 use crate::var::{self, Var};
 use crate::vqvae::{self, VectorQuantizer, VqVae};
@@ -25,6 +26,10 @@ pub struct Pipeline {
     pub text: Option<crate::text::TextEncoder>,
     /// The text adapter of a class-conditional model.
     pub adapter: Option<crate::var::adapter::TextAdapter>,
+    /// Human-readable class names (from a pack or a checkpoint's metadata), one per class.
+    pub class_names: Option<Vec<String>>,
+    /// The sampling settings the model was tuned for (a pack's `sampling`).
+    pub recommended: Option<crate::sampler::Recommended>,
 }
 
 impl Pipeline {
@@ -56,17 +61,7 @@ impl Pipeline {
         let var_config = var::infer_config(&var_ck, None)?;
         let (var, var_config) = Var::from_checkpoint(var_ck, Some(var_config), device)?;
         let (vae, vae_config) = Self::load_vae(vae_ck, &var_config, device)?;
-        if vae_config.vocab_size != var_config.vocab_size
-            || vae_config.z_channels != var_config.cvae
-        {
-            return Err(Error::config(format!(
-                "VAR (vocabulary {}, latent width {}) and VQ-VAE (vocabulary {}, latent width {}) do not match",
-                var_config.vocab_size,
-                var_config.cvae,
-                vae_config.vocab_size,
-                vae_config.z_channels
-            )));
-        }
+        crate::config::check_pair(&var_config, &vae_config)?;
         Ok(Self {
             var,
             var_config,
@@ -74,6 +69,8 @@ impl Pipeline {
             vae_config,
             text: None,
             adapter: None,
+            class_names: None,
+            recommended: None,
         })
     }
 
@@ -81,11 +78,7 @@ impl Pipeline {
     pub fn from_pack(mut pack: crate::pack::Pack, device: &Device) -> Result<Self> {
         let var_config = pack.header.var.clone();
         let vae_config = pack.header.vae.clone();
-        if vae_config.patch_nums != var_config.patch_nums {
-            return Err(Error::config(
-                "the pack's VAR and VQ-VAE patch lists differ",
-            ));
-        }
+        crate::config::check_pair(&var_config, &vae_config)?;
         let var = Var::load(&mut pack.source(""), &var_config, device)?;
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
         let text = match pack.header.text.clone() {
@@ -114,6 +107,8 @@ impl Pipeline {
             vae_config,
             text,
             adapter,
+            class_names: pack.header.class_names.take(),
+            recommended: pack.header.sampling.take(),
         })
     }
 
@@ -163,6 +158,23 @@ impl Pipeline {
         }
         ck.finish()?;
         Ok((VaeParts::QuantizerOnly(q), cfg))
+    }
+
+    /// The sampling options to use when the caller sets none: the model's recommended
+    /// settings, else the official defaults.
+    pub fn default_options(&self) -> SampleOptions {
+        match &self.recommended {
+            Some(r) => r.options(0),
+            None => SampleOptions::default(),
+        }
+    }
+
+    /// The name of class `c` (or "unconditional" for the null class), when the model has names.
+    pub fn class_name(&self, c: usize) -> Option<&str> {
+        if c == self.var_config.num_classes {
+            return Some("unconditional");
+        }
+        self.class_names.as_ref()?.get(c).map(String::as_str)
     }
 
     pub fn quantizer(&self) -> &VectorQuantizer {
@@ -258,6 +270,156 @@ impl Pipeline {
             class_condition(&self.var, labels)?,
             opts,
         )
+    }
+
+    /// The CFG condition rows `[2B, C]` for one condition per image: B conditional rows, then
+    /// the null condition B times.
+    pub fn condition_rows(&self, conds: &[Condition]) -> Result<Tensor<2>> {
+        if conds.is_empty() {
+            return Err(Error::invalid("no condition given: nothing to generate"));
+        }
+        let device = self.var.class_emb.val().device();
+        let mut rows = Vec::with_capacity(conds.len());
+        for c in conds {
+            let emb = match c {
+                Condition::Class(l) => {
+                    rows.push(self.var.class_embedding(self.var.labels(&[*l], &device)?));
+                    continue;
+                }
+                Condition::Unconditional => {
+                    rows.push(self.var.null_condition(1));
+                    continue;
+                }
+                Condition::Prompt(p) => {
+                    if p.trim().is_empty() {
+                        return Err(Error::invalid("the prompt is empty"));
+                    }
+                    let Some(text) = &self.text else {
+                        return Err(Error::invalid(
+                            "this model has no text encoder: use class labels, not prompts",
+                        ));
+                    };
+                    text.embed(&[p.as_str()], &device)?
+                }
+                Condition::Embedding(v) => {
+                    let d = v.len();
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(Error::invalid("the text embedding has non-finite values"));
+                    }
+                    Tensor::from_data(TensorData::new(v.clone(), [1, d]), &device)
+                }
+            };
+            let row = if self.var_config.text_dim > 0 {
+                self.var.text_condition(emb)?
+            } else if let Some(a) = &self.adapter {
+                a.condition(&self.var, &[self.var.null_class()], emb)?
+            } else {
+                return Err(Error::invalid(
+                    "this model is class-conditional and has no text adapter: use class labels",
+                ));
+            };
+            rows.push(row);
+        }
+        let b = rows.len();
+        rows.push(self.var.null_condition(b));
+        Ok(Tensor::cat(rows, 0))
+    }
+
+    /// Samples tokens, one image per condition.
+    pub async fn generate_with(
+        &self,
+        conds: &[Condition],
+        opts: &SampleOptions,
+        hooks: &mut dyn SampleHooks,
+    ) -> Result<Generated> {
+        let mut s = self.start_with(conds, opts)?;
+        while s.step(hooks).await?.is_some() {}
+        Ok(s.finish())
+    }
+
+    /// Starts a step-by-step generation, one image per condition.
+    pub fn start_with(&self, conds: &[Condition], opts: &SampleOptions) -> Result<Sampling<'_>> {
+        Sampling::new(
+            &self.var,
+            self.quantizer(),
+            self.condition_rows(conds)?,
+            opts,
+        )
+    }
+
+    /// The multi-scale tokens (`[scale][pn²]`) of an RGBA image, pre-processed as training
+    /// images are (composited on white, resized, centre-cropped): the official `img_to_idxBl`.
+    pub async fn encode_rgba(&self, image: &RgbaView<'_>) -> Result<Vec<Vec<u32>>> {
+        let VaeParts::Full(vae) = &self.vae else {
+            return Err(Error::invalid(
+                "this VQ-VAE file holds only the quantizer: images cannot be encoded",
+            ));
+        };
+        let size = self.image_size();
+        let chw = image.to_chw(size, 255)?;
+        let device = self.var.class_emb.val().device();
+        let x: Tensor<4> = Tensor::from_data(TensorData::new(chw, [1, 3, size, size]), &device);
+        let mut out = Vec::new();
+        for t in vae.img_to_idx(x) {
+            let v = crate::readback::read_i64(t).await?;
+            out.push(v.into_iter().map(|x| x as u32).collect());
+        }
+        Ok(out)
+    }
+
+    /// The edit plan for one source image and a region, for `n` images.
+    pub async fn plan_edit(
+        &self,
+        image: &RgbaView<'_>,
+        region: &crate::edit::Region,
+        n: usize,
+    ) -> Result<crate::edit::EditPlan> {
+        if n == 0 {
+            return Err(Error::invalid("an edit needs at least one image"));
+        }
+        let keep = crate::edit::scale_masks(region, &self.var_config.patch_nums)?;
+        let tokens = self.encode_rgba(image).await?;
+        let plan = crate::edit::EditPlan {
+            source: tokens.into_iter().map(|t| vec![t]).collect(),
+            keep,
+        };
+        Ok(plan.repeat(n))
+    }
+
+    /// The keep mask of the finest token grid from a mask image (white = regenerate,
+    /// black or transparent = keep; any size, resized like the source).
+    pub fn mask_from_rgba(&self, mask: &RgbaView<'_>) -> Result<Vec<bool>> {
+        let size = self.image_size();
+        let pn = *self
+            .var_config
+            .patch_nums
+            .as_slice()
+            .last()
+            .expect("validated");
+        crate::edit::token_mask(&mask.to_keep_mask(size)?, size, pn)
+    }
+
+    /// Starts a step-by-step edit: one image per condition, each from `plan`'s source.
+    pub fn start_edit(
+        &self,
+        conds: &[Condition],
+        opts: &SampleOptions,
+        plan: crate::edit::EditPlan,
+    ) -> Result<Sampling<'_>> {
+        self.start_with(conds, opts)?.with_edit(plan)
+    }
+
+    /// Runs an edit to the end.
+    pub async fn edit(
+        &self,
+        conds: &[Condition],
+        opts: &SampleOptions,
+        plan: crate::edit::EditPlan,
+        hooks: &mut dyn SampleHooks,
+    ) -> Result<Generated> {
+        let mut s = self.start_edit(conds, opts, plan)?;
+        while s.step(hooks).await?.is_some() {}
+        Ok(s.finish())
     }
 
     /// Side length of the generated images (pixels).

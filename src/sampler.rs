@@ -62,6 +62,47 @@ impl SampleOptions {
     }
 }
 
+/// The sampling settings a model was tuned for, carried in its pack: the defaults of
+/// `sample`, `generate()` and the demo page for that model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recommended {
+    pub cfg: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    /// A prompt that shows the model at its best (text models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// A class that shows the model at its best (class models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<usize>,
+}
+
+impl Recommended {
+    pub fn validate(&self) -> Result<()> {
+        self.options(0).validate()?;
+        if let Some(p) = &self.prompt
+            && (p.trim().is_empty() || p.len() > 1000)
+        {
+            return Err(Error::invalid(
+                "the recommended prompt must be 1 to 1000 bytes of text",
+            ));
+        }
+        Ok(())
+    }
+
+    /// These settings with a seed.
+    pub fn options(&self, seed: u64) -> SampleOptions {
+        SampleOptions {
+            cfg: self.cfg,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed,
+            more_smooth: false,
+        }
+    }
+}
+
 /// What a caller sees after each scale.
 pub struct ScaleEvent<'a> {
     pub scale: usize,
@@ -170,6 +211,7 @@ pub struct Sampling<'a> {
     tokens: Vec<Vec<u32>>,
     next_scale: usize,
     rng: CounterRng,
+    edit: Option<crate::edit::EditPlan>,
 }
 
 impl<'a> Sampling<'a> {
@@ -215,7 +257,20 @@ impl<'a> Sampling<'a> {
             tokens: vec![Vec::with_capacity(var.sequence_len()); b],
             next_scale: 0,
             rng: CounterRng::new(opts.seed),
+            edit: None,
         })
+    }
+
+    /// Turns this generation into an edit: at every scale the plan's source tokens replace the
+    /// sampled ones where its mask keeps them, before f̂ and the next scale see them (the
+    /// official zero-shot editing; see [`crate::edit`]).
+    pub fn with_edit(mut self, plan: crate::edit::EditPlan) -> Result<Self> {
+        if self.next_scale != 0 {
+            return Err(Error::invalid("an edit must be set before the first scale"));
+        }
+        plan.validate(&self.var.patch_nums, self.vocab, self.b)?;
+        self.edit = Some(plan);
+        Ok(self)
     }
 
     pub fn num_scales(&self) -> usize {
@@ -313,6 +368,32 @@ impl<'a> Sampling<'a> {
             let flat: Vec<i64> = scale_tokens.iter().flatten().map(|&t| t as i64).collect();
             let idx: Tensor<2, Int> = Tensor::from_data(TensorData::new(flat, [b, n]), &device);
             self.quant.lookup(idx, pn)
+        };
+        let (h, scale_tokens) = match &self.edit {
+            Some(e) if e.keep[si].iter().any(|&k| k) => {
+                let keep = &e.keep[si];
+                let src = &e.source[si];
+                let mixed: Vec<Vec<u32>> = scale_tokens
+                    .iter()
+                    .zip(src)
+                    .map(|(s, g)| {
+                        s.iter()
+                            .zip(g)
+                            .zip(keep)
+                            .map(|((&t, &g), &k)| if k { g } else { t })
+                            .collect()
+                    })
+                    .collect();
+                let flat: Vec<i64> = src.iter().flatten().map(|&t| t as i64).collect();
+                let idx: Tensor<2, Int> = Tensor::from_data(TensorData::new(flat, [b, n]), &device);
+                let gt = self.quant.lookup(idx, pn);
+                let m: Vec<f32> = (0..b * cv)
+                    .flat_map(|_| keep.iter().map(|&k| if k { 1.0 } else { 0.0 }))
+                    .collect();
+                let m: Tensor<4> = Tensor::from_data(TensorData::new(m, [b, cv, pn, pn]), &device);
+                (gt * m.clone() + h * (m.neg() + 1.0), mixed)
+            }
+            _ => (h, scale_tokens),
         };
         self.f_hat = self.quant.accumulate(si, self.f_hat.clone(), h);
         for (all, s) in self.tokens.iter_mut().zip(&scale_tokens) {

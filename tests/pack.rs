@@ -193,3 +193,89 @@ fn regression_corpus_never_panics() {
     }
     assert!(n >= 10, "corpus has {n} files");
 }
+
+/// Version 2: the pack carries its recommended sampling settings and class names into the
+/// pipeline; version 1 packs still load with the official defaults; a pack that requires a
+/// feature this library lacks, or carries bad settings, is refused with a message.
+#[test]
+fn recommended_settings_and_class_names_travel_in_the_pack() {
+    use nextscale::pack::{PackExtras, write_pack_with};
+    use nextscale::sampler::Recommended;
+    let d = Device::flex();
+    let (var, vae) = tiny_configs();
+    let tensors: Vec<_> = tiny_model_tensors(0)
+        .unwrap()
+        .into_iter()
+        .map(|(k, s, v)| (k, s, v, Storage::F32))
+        .collect();
+    let names: Vec<String> = (0..10).map(|i| format!("digit {i}")).collect();
+    let rec = Recommended {
+        cfg: 3.0,
+        top_k: 50,
+        top_p: 0.9,
+        prompt: None,
+        class: Some(7),
+    };
+    let extras = PackExtras {
+        sampling: Some(rec.clone()),
+        ..PackExtras::default()
+    };
+    let bytes = write_pack_with(
+        &var,
+        &vae,
+        Some(names.clone()),
+        BTreeMap::new(),
+        extras,
+        &tensors,
+    )
+    .unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let p = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
+    assert_eq!(p.recommended.as_ref(), Some(&rec));
+    assert_eq!(p.default_options(), rec.options(0));
+    assert_eq!(p.class_names.as_deref(), Some(names.as_slice()));
+    assert_eq!(p.class_name(7), Some("digit 7"));
+    assert_eq!(p.class_name(10), Some("unconditional"));
+
+    // A version 1 pack (the corpus' minimal one is written from the spec) still parses.
+    let v1 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/pack/valid-minimal.nsp"),
+    )
+    .unwrap();
+    assert_eq!(v1[8], 1);
+    assert!(Pack::from_bytes(v1).unwrap().header.sampling.is_none());
+    // Without settings the pipeline falls back to the official defaults.
+    let plain = Pipeline::from_bytes(tiny_pack(Storage::F32), &d).unwrap();
+    assert_eq!(plain.default_options(), SampleOptions::default());
+
+    // Rewrite the header: a required feature this library does not know; bad settings.
+    let rewrite = |f: &dyn Fn(&str) -> String| {
+        let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        let (h, data) = nextscale::pack::read_header(&bytes).unwrap().unwrap();
+        let json = f(&serde_json::to_string(&h).unwrap());
+        let start = (16 + json.len()).div_ceil(64) * 64;
+        let mut b = bytes[..8].to_vec();
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        b.extend_from_slice(json.as_bytes());
+        b.resize(start, 0);
+        b.extend_from_slice(&bytes[data..]);
+        let _ = hlen;
+        Pipeline::from_bytes(b, &d)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
+    let m = rewrite(&|h| h.replacen("\"tensors\":", "\"requires\":[\"lora-v7\"],\"tensors\":", 1));
+    assert!(
+        m.contains("needs features this version of nextscale lacks (lora-v7)"),
+        "{m}"
+    );
+    let m = rewrite(&|h| h.replacen("\"cfg\":3.0", "\"cfg\":-2.0", 1));
+    assert!(m.contains("cfg must be a finite number"), "{m}");
+    let m = rewrite(&|h| h.replacen("\"class\":7", "\"class\":11", 1));
+    assert!(m.contains("recommended class 11 is out of range"), "{m}");
+    let m = rewrite(&|h| h.replacen("\"class\":7", "\"class\":7,\"prompt\":\"a cat\"", 1));
+    assert!(m.contains("does not take prompts"), "{m}");
+}

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use image::{DynamicImage, GenericImageView, imageops::FilterType};
+use image::{DynamicImage, GenericImageView};
 use nextscale::rng::{CounterRng, fnv1a64, stream_id};
 
 const IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
@@ -368,48 +368,18 @@ impl Dataset {
                 )
             }
         };
-        Ok(to_chw(&img, size))
+        to_chw(&img, size)
     }
 }
 
-/// Composites on white, resizes the shorter side to `size`, centre-crops, → CHW in [−1, 1].
-pub fn to_chw(img: &DynamicImage, size: usize) -> Vec<f32> {
+/// Composites on white, resizes the shorter side to `size` (Lanczos3), centre-crops, → CHW
+/// in [−1, 1]: the library's pre-processing, so editing sees images as training did.
+pub fn to_chw(img: &DynamicImage, size: usize) -> Result<Vec<f32>, String> {
     let (w, h) = img.dimensions();
     let rgba = img.to_rgba8();
-    let mut rgb = image::RgbImage::new(w, h);
-    for (x, y, p) in rgba.enumerate_pixels() {
-        let a = p[3] as f32 / 255.0;
-        let c = |v: u8| (v as f32 * a + 255.0 * (1.0 - a)).round() as u8;
-        rgb.put_pixel(x, y, image::Rgb([c(p[0]), c(p[1]), c(p[2])]));
-    }
-    let s = size as u32;
-    let (nw, nh) = if w <= h {
-        (
-            s,
-            ((h as u64 * s as u64 + w as u64 / 2) / w as u64).max(s as u64) as u32,
-        )
-    } else {
-        (
-            ((w as u64 * s as u64 + h as u64 / 2) / h as u64).max(s as u64) as u32,
-            s,
-        )
-    };
-    let resized = if (nw, nh) == (w, h) {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, nw, nh, FilterType::Lanczos3)
-    };
-    let (x0, y0) = ((nw - s) / 2, (nh - s) / 2);
-    let mut out = vec![0f32; 3 * size * size];
-    for y in 0..size {
-        for x in 0..size {
-            let p = resized.get_pixel(x0 + x as u32, y0 + y as u32);
-            for c in 0..3 {
-                out[c * size * size + y * size + x] = p[c] as f32 / 127.5 - 1.0;
-            }
-        }
-    }
-    out
+    nextscale::image::RgbaView::new(w as usize, h as usize, rgba.as_raw())
+        .and_then(|v| v.to_chw(size, 255))
+        .map_err(|e| e.to_string())
 }
 
 /// Mirrors a CHW image left–right in place.
@@ -633,7 +603,7 @@ mod tests {
                 image::Rgba([0, 0, 0, 255])
             };
         }
-        let v = to_chw(&DynamicImage::ImageRgba8(img), 2);
+        let v = to_chw(&DynamicImage::ImageRgba8(img), 2).unwrap();
         // Centre crop of width 2 from 4: columns 1 (transparent → white) and 2 (black).
         assert_eq!(v[0], 1.0);
         assert_eq!(v[1], -1.0);

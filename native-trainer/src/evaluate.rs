@@ -217,7 +217,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             let img = image::open(&path).with_context(|| format!("reading {}", path.display()))?;
             prompts.push(caption.to_string());
             targets.push(label);
-            imgs.extend(crate::data::to_chw(&img, size));
+            imgs.extend(crate::data::to_chw(&img, size).map_err(anyhow::Error::msg)?);
             labels.push(label);
         }
         (prompts, targets, imgs, labels)

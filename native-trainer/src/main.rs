@@ -2,6 +2,7 @@
 
 mod classify;
 mod data;
+mod edit;
 mod embed;
 mod evaluate;
 mod export;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Generate images (or only tokens) from a VAR checkpoint and its VQ-VAE.
     Sample(sample::SampleArgs),
+    /// Edit an image: inpaint or outpaint with a mask, complete a half, or make variations.
+    Edit(edit::EditArgs),
     /// Write a model (VAR + VQ-VAE) as one nextscale pack, quantized, with a quality report.
     Export(export::ExportArgs),
     /// Train the multi-scale VQ-VAE on a folder of images.
@@ -62,6 +65,7 @@ fn main() {
     let cli = Cli::parse();
     let r: Result<()> = match cli.command {
         Command::Sample(a) => sample::run(a),
+        Command::Edit(a) => edit::run(a),
         Command::Fixture(a) => sample::fixture(a),
         Command::Export(a) => export::run(a),
         Command::TrainVqvae(a) => train_vqvae::run(a),

@@ -1,4 +1,5 @@
-//! `native-trainer sample` and `native-trainer fixture`.
+//! `native-trainer sample` and `native-trainer fixture`, and the option groups that `sample`,
+//! `edit` and `evaluate` share: which model, how to sample, where to write.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,139 +7,253 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use nextscale::burn::tensor::Device;
 use nextscale::device::{BackendKind, init_device};
 use nextscale::fixtures::GoldenVqVaeSource;
 use nextscale::image::{RgbImage, grid};
 use nextscale::readback::block_on;
-use nextscale::sampler::{OnScale, SampleOptions};
-use nextscale::{Checkpoint, Pipeline, VqVae, VqVaeConfig};
+use nextscale::sampler::{Generated, OnScale, SampleOptions, ScaleEvent};
+use nextscale::{Checkpoint, Condition, Pipeline, VqVae, VqVaeConfig};
 
+/// The model to run: a pack, or checkpoints; optional text encoder and adapter.
 #[derive(Args, Debug)]
-pub struct SampleArgs {
+pub struct ModelArgs {
     /// VAR checkpoint (official `.pth` or `.safetensors`).
     #[arg(long, required_unless_present = "pack", conflicts_with = "pack")]
-    var: Option<PathBuf>,
+    pub var: Option<PathBuf>,
     /// A nextscale pack (`native-trainer export`), instead of --var/--vae.
     #[arg(long)]
-    pack: Option<PathBuf>,
+    pub pack: Option<PathBuf>,
     /// VQ-VAE checkpoint (`.pth` or `.safetensors`). A file with only `quantize.*` samples tokens without images.
     #[arg(long)]
-    vae: Option<PathBuf>,
+    pub vae: Option<PathBuf>,
+    /// The sentence encoder the model was trained with (a sentence-transformers folder), for
+    /// prompts when the model file carries none.
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
+    /// A text adapter (`train-adapter`) for a class-conditional model: prompts then steer the
+    /// frozen model through it.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// cpu (default), vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    /// Loads the pipeline (and its text encoder and adapter) and prints what it loaded.
+    pub fn load(&self) -> Result<(Pipeline, Device)> {
+        let kind: BackendKind = self.device.parse()?;
+        let device = init_device(kind)?;
+        let t0 = Instant::now();
+        let mut pipe = if let Some(p) = &self.pack {
+            if self.vae.is_some() {
+                bail!("--pack already holds the VQ-VAE; do not pass --vae");
+            }
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Pipeline::from_bytes(bytes, &device)
+                .with_context(|| format!("loading {}", p.display()))?
+        } else {
+            let var = self.var.as_ref().expect("clap requires --var or --pack");
+            let var_ck =
+                Checkpoint::open(var).with_context(|| format!("reading {}", var.display()))?;
+            let vae_ck = match &self.vae {
+                Some(p) => {
+                    Some(Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            Pipeline::from_checkpoints(var_ck, vae_ck, &device)?
+        };
+        if let Some(dir) = &self.text_encoder {
+            pipe.text = Some(
+                nextscale::text::TextEncoder::open(dir, &device)
+                    .with_context(|| format!("loading the text encoder {}", dir.display()))?,
+            );
+        }
+        if let Some(p) = &self.adapter {
+            let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
+            let acfg = crate::train_adapter::adapter_config(&ck)?;
+            pipe.adapter = Some(nextscale::var::adapter::TextAdapter::load(
+                &mut ck, &acfg, &device,
+            )?);
+            ck.finish()?;
+        }
+        let c = &pipe.var_config;
+        eprintln!(
+            "loaded VAR d{} (width {}, {} heads, {} classes, {} scales) and {} in {:.2} s on {kind}",
+            c.depth,
+            c.embed_dim,
+            c.num_heads,
+            c.num_classes,
+            c.patch_nums.num_scales(),
+            if pipe.can_decode() {
+                "the VQ-VAE"
+            } else {
+                "the VQ-VAE quantizer (tokens only)"
+            },
+            t0.elapsed().as_secs_f64()
+        );
+        Ok((pipe, device))
+    }
+}
+
+/// What to generate for: classes or prompts, and how many images of each.
+#[derive(Args, Debug)]
+pub struct ConditionArgs {
     /// Class id(s), comma-separated; the null class (e.g. 1000) samples unconditionally.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        required_unless_present = "prompt",
-        conflicts_with = "prompt"
-    )]
-    class: Vec<usize>,
+    /// With neither --class nor --prompt: `sample` uses the pack's recommended prompt or
+    /// class; `edit` the null condition (unconditional in-/out-painting).
+    #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
+    pub class: Vec<usize>,
     /// A prompt, for text-conditioned models or models with a text adapter (repeat for
     /// several). The text encoder comes from the pack or --text-encoder.
     #[arg(long)]
-    prompt: Vec<String>,
-    /// The sentence encoder the model was trained with (a sentence-transformers folder).
-    #[arg(long)]
-    text_encoder: Option<PathBuf>,
-    /// A text adapter (`train-adapter`) for a class-conditional model: prompts then steer the
-    /// frozen model through it.
-    #[arg(long, requires = "prompt")]
-    adapter: Option<PathBuf>,
-    /// Guidance strength at the last scale.
-    #[arg(long, default_value_t = 4.0)]
-    cfg: f32,
-    /// Top-k filter (0 = off, 1 = greedy).
-    #[arg(long, default_value_t = 900)]
-    top_k: usize,
-    /// Top-p (nucleus) filter (0 = off).
-    #[arg(long, default_value_t = 0.96)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Gumbel-softmax smoothing of the code lookup.
-    #[arg(long)]
-    more_smooth: bool,
-    /// Images per class.
+    pub prompt: Vec<String>,
+    /// Images per class or prompt (at most 10,000 in all).
     #[arg(long, default_value_t = 1)]
-    n: usize,
-    /// Write all images as one grid PNG.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Write one PNG per image into this folder.
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
-    /// Write the tokens as JSON: one array of token ids per image (scales in order, row-major).
-    #[arg(long)]
-    tokens_out: Option<PathBuf>,
-    /// cpu (default), vulkan or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    pub n: usize,
 }
 
-pub fn run(a: SampleArgs) -> Result<()> {
-    if a.n == 0 {
-        bail!("--n must be at least 1");
-    }
-    let kind: BackendKind = a.device.parse()?;
-    let device = init_device(kind)?;
-    let t0 = Instant::now();
-    let mut pipe = if let Some(p) = &a.pack {
-        if a.vae.is_some() {
-            bail!("--pack already holds the VQ-VAE; do not pass --vae");
+/// Most images one command makes (each is held in memory until written).
+pub const MAX_IMAGES: usize = 10_000;
+
+impl ConditionArgs {
+    /// One condition per image (each class or prompt `n` times); `fallback` when neither is given.
+    pub fn conditions(&self, fallback: Option<Condition>) -> Result<Vec<Condition>> {
+        if self.n == 0 {
+            bail!("--n must be at least 1");
         }
-        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        Pipeline::from_bytes(bytes, &device).with_context(|| format!("loading {}", p.display()))?
-    } else {
-        let var = a.var.as_ref().expect("clap requires --var or --pack");
-        let var_ck = Checkpoint::open(var).with_context(|| format!("reading {}", var.display()))?;
-        let vae_ck = match &a.vae {
-            Some(p) => {
-                Some(Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?)
-            }
-            None => None,
-        };
-        Pipeline::from_checkpoints(var_ck, vae_ck, &device)?
-    };
-    let c = &pipe.var_config;
-    eprintln!(
-        "loaded VAR d{} (width {}, {} heads, {} classes, {} scales) and {} in {:.2} s on {kind}",
-        c.depth,
-        c.embed_dim,
-        c.num_heads,
-        c.num_classes,
-        c.patch_nums.num_scales(),
-        if pipe.can_decode() {
-            "the VQ-VAE"
+        let base: Vec<Condition> = if !self.class.is_empty() {
+            Condition::classes(&self.class)
+        } else if !self.prompt.is_empty() {
+            Condition::prompts(&self.prompt)
         } else {
-            "the VQ-VAE quantizer (tokens only)"
-        },
-        t0.elapsed().as_secs_f64()
-    );
-    if (a.out.is_some() || a.out_dir.is_some()) && !pipe.can_decode() {
-        bail!("--out/--out-dir need a full VQ-VAE (--vae); this one holds only the quantizer");
+            match fallback {
+                Some(c) => vec![c],
+                None => bail!("give --class or --prompt (this model recommends neither)"),
+            }
+        };
+        let total = base.len().checked_mul(self.n).filter(|&t| t <= MAX_IMAGES);
+        let Some(_) = total else {
+            bail!(
+                "{} condition(s) × --n {} is more than the limit of {MAX_IMAGES} images per command",
+                base.len(),
+                self.n
+            );
+        };
+        Ok(base
+            .into_iter()
+            .flat_map(|c| std::iter::repeat_n(c, self.n))
+            .collect())
     }
-    if a.out.is_none() && a.out_dir.is_none() && a.tokens_out.is_none() {
-        bail!("nothing to write: give --out, --out-dir or --tokens-out");
+}
+
+/// Sampling settings; unset ones take the model's recommended settings.
+#[derive(Args, Debug)]
+pub struct SamplingArgs {
+    /// Guidance strength at the last scale. Default: the pack's recommended setting, else 4.
+    #[arg(long)]
+    pub cfg: Option<f32>,
+    /// Top-k filter (0 = off, 1 = greedy). Default: the pack's, else 900.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Top-p (nucleus) filter (0 = off). Default: the pack's, else 0.96.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Gumbel-softmax smoothing of the code lookup.
+    #[arg(long)]
+    pub more_smooth: bool,
+}
+
+impl SamplingArgs {
+    pub fn options(&self, pipe: &Pipeline) -> SampleOptions {
+        let d = pipe.default_options();
+        let opts = SampleOptions {
+            cfg: self.cfg.unwrap_or(d.cfg),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            seed: self.seed,
+            more_smooth: self.more_smooth,
+        };
+        if pipe.recommended.is_some() {
+            eprintln!(
+                "sampling with cfg {} top-k {} top-p {} (unset options take the pack's recommended settings)",
+                opts.cfg, opts.top_k, opts.top_p
+            );
+        }
+        opts
     }
-    let labels: Vec<usize> = a
-        .class
-        .iter()
-        .flat_map(|&c| std::iter::repeat_n(c, a.n))
-        .collect();
-    let prompts: Vec<&str> = a
-        .prompt
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(p.as_str(), a.n))
-        .collect();
-    let opts = SampleOptions {
-        cfg: a.cfg,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        more_smooth: a.more_smooth,
-    };
-    let t1 = Instant::now();
+}
+
+/// Where results go.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Write all images as one grid PNG.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write one PNG per image into this folder.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Write the tokens as JSON: one array of token ids per image (scales in order, row-major).
+    #[arg(long)]
+    pub tokens_out: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    pub fn check(&self, pipe: &Pipeline) -> Result<()> {
+        if (self.out.is_some() || self.out_dir.is_some()) && !pipe.can_decode() {
+            bail!("--out/--out-dir need a full VQ-VAE (--vae); this one holds only the quantizer");
+        }
+        if self.out.is_none() && self.out_dir.is_none() && self.tokens_out.is_none() {
+            bail!("nothing to write: give --out, --out-dir or --tokens-out");
+        }
+        Ok(())
+    }
+
+    /// Writes the tokens, the grid and the single images (named by `name(i)`); `extra`
+    /// images go first in the grid (e.g. an edit's source).
+    pub fn write(
+        &self,
+        pipe: &Pipeline,
+        g: &Generated,
+        extra: &[RgbImage],
+        name: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        if let Some(p) = &self.tokens_out {
+            let json = serde_json::to_string(&g.tokens)?;
+            std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote tokens to {}", p.display());
+        }
+        if self.out.is_none() && self.out_dir.is_none() {
+            return Ok(());
+        }
+        let t2 = Instant::now();
+        let images = block_on(pipe.decode(g))?;
+        eprintln!("decoded in {:.2} s", t2.elapsed().as_secs_f64());
+        if let Some(p) = &self.out {
+            let all: Vec<RgbImage> = extra.iter().chain(&images).cloned().collect();
+            let cols = (all.len() as f64).sqrt().ceil() as usize;
+            save_png(&grid(&all, cols), p)?;
+            eprintln!("wrote {}", p.display());
+        }
+        if let Some(dir) = &self.out_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (i, im) in images.iter().enumerate() {
+                save_png(im, &dir.join(name(i)))?;
+            }
+            eprintln!("wrote {} PNGs to {}", images.len(), dir.display());
+        }
+        Ok(())
+    }
+}
+
+/// Prints one line per scale.
+pub fn progress() -> OnScale<impl FnMut(&ScaleEvent<'_>) -> nextscale::Result<()>> {
     let mut last = Instant::now();
-    let mut hooks = OnScale(|e: &nextscale::sampler::ScaleEvent<'_>| {
+    OnScale(move |e: &ScaleEvent<'_>| {
         eprintln!(
             "  scale {:>2}/{} ({:>2}×{:<2}) {:>7.3} s",
             e.scale + 1,
@@ -149,64 +264,53 @@ pub fn run(a: SampleArgs) -> Result<()> {
         );
         last = Instant::now();
         Ok(())
-    });
-    let g = if prompts.is_empty() {
-        block_on(pipe.generate(&labels, &opts, &mut hooks))?
-    } else {
-        if let Some(dir) = &a.text_encoder {
-            pipe.text = Some(
-                nextscale::text::TextEncoder::open(dir, &device)
-                    .with_context(|| format!("loading the text encoder {}", dir.display()))?,
-            );
-        }
-        if let Some(p) = &a.adapter {
-            let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
-            let acfg = crate::train_adapter::adapter_config(&ck)?;
-            pipe.adapter = Some(nextscale::var::adapter::TextAdapter::load(
-                &mut ck, &acfg, &device,
-            )?);
-            ck.finish()?;
-        }
-        if pipe.text.is_none() {
-            bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
-        }
-        block_on(pipe.generate_prompts(&prompts, &opts, &mut hooks))?
-    };
-    let t_tokens = t1.elapsed().as_secs_f64();
-    let count = labels.len().max(prompts.len());
-    eprintln!("sampled {count} image(s) in {t_tokens:.2} s");
+    })
+}
 
-    if let Some(p) = &a.tokens_out {
-        let json = serde_json::to_string(&g.tokens)?;
-        std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-        eprintln!("wrote tokens to {}", p.display());
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    cond: ConditionArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub fn run(a: SampleArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (pipe, _device) = a.model.load()?;
+    a.output.check(&pipe)?;
+    let fallback = pipe.recommended.as_ref().and_then(|r| {
+        r.prompt
+            .clone()
+            .map(Condition::Prompt)
+            .or(r.class.map(Condition::Class))
+    });
+    let conds = a.cond.conditions(fallback)?;
+    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text.is_none() {
+        bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
-    if a.out.is_some() || a.out_dir.is_some() {
-        let t2 = Instant::now();
-        let images = block_on(pipe.decode(&g))?;
-        eprintln!("decoded in {:.2} s", t2.elapsed().as_secs_f64());
-        if let Some(p) = &a.out {
-            let cols = (images.len() as f64).sqrt().ceil() as usize;
-            save_png(&grid(&images, cols), p)?;
-            eprintln!("wrote {}", p.display());
-        }
-        if let Some(dir) = &a.out_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            for (i, im) in images.iter().enumerate() {
-                let name = match labels.get(i) {
-                    Some(l) => format!("{i:04}_class{l}.png"),
-                    None => format!("{i:04}_prompt{}.png", i / a.n),
-                };
-                save_png(im, &dir.join(name))?;
-            }
-            eprintln!("wrote {} PNGs to {}", images.len(), dir.display());
-        }
-    }
+    let opts = a.sampling.options(&pipe);
+    let t1 = Instant::now();
+    let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
+    eprintln!(
+        "sampled {} image(s) in {:.2} s",
+        conds.len(),
+        t1.elapsed().as_secs_f64()
+    );
+    let n = a.cond.n;
+    a.output.write(&pipe, &g, &[], |i| match &conds[i] {
+        Condition::Class(l) => format!("{i:04}_class{l}.png"),
+        _ => format!("{i:04}_prompt{}.png", i / n),
+    })?;
     eprintln!("total {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
-fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
+pub fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
     image::save_buffer(
         path,
         &im.data,

@@ -171,6 +171,46 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
   }
 }
 
+/**
+ * An edit's image or mask as { width, height, data } of unpremultiplied RGBA bytes, from
+ * ImageData, a canvas (HTMLCanvasElement or OffscreenCanvas), an ImageBitmap, a Blob (PNG,
+ * JPEG, WebP …) or such an object already. Never resized here: the library resizes.
+ */
+export async function toRgba(x, name = 'image') {
+  if (x === null || typeof x !== 'object') throw new TypeError(`${name} must be ImageData, a canvas, an ImageBitmap, a Blob or { width, height, data }`);
+  const copy = (d) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength).slice();
+  if (typeof ImageData !== 'undefined' && x instanceof ImageData) return { width: x.width, height: x.height, data: copy(x.data) };
+  const isCanvas = (typeof HTMLCanvasElement !== 'undefined' && x instanceof HTMLCanvasElement)
+    || (typeof OffscreenCanvas !== 'undefined' && x instanceof OffscreenCanvas);
+  let bitmap = null;
+  if (isCanvas) {
+    const ctx = x.getContext('2d');
+    if (ctx) {
+      const d = ctx.getImageData(0, 0, x.width, x.height);
+      return { width: d.width, height: d.height, data: copy(d.data) };
+    }
+    bitmap = await createImageBitmap(x); // a WebGL/WebGPU canvas
+  } else if (typeof Blob !== 'undefined' && x instanceof Blob) {
+    try {
+      bitmap = await createImageBitmap(x, { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+    } catch (e) {
+      throw new Error(`${name}: the file is not an image the browser can decode (${e.message})`);
+    }
+  } else if (typeof ImageBitmap !== 'undefined' && x instanceof ImageBitmap) {
+    bitmap = x;
+  } else if (Number.isInteger(x.width) && Number.isInteger(x.height) && ArrayBuffer.isView(x.data)) {
+    return { width: x.width, height: x.height, data: copy(x.data) };
+  } else {
+    throw new TypeError(`${name} must be ImageData, a canvas, an ImageBitmap, a Blob or { width, height, data }`);
+  }
+  if (!bitmap.width || !bitmap.height) throw new Error(`${name} is empty`);
+  const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = c.getContext('2d');
+  ctx.drawImage(bitmap, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height);
+  return { width: d.width, height: d.height, data: copy(d.data) };
+}
+
 class WorkerEngine {
   constructor() {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -209,7 +249,8 @@ class WorkerEngine {
     return this.call({ type: 'load', bytes: bytes.buffer, backend }, [bytes.buffer]).promise;
   }
   generate(options, onScale, signal) {
-    const { id, promise } = this.call({ type: 'generate', options, wantScales: Boolean(onScale) }, [], onScale);
+    const transfer = [options.image?.data?.buffer, options.mask?.data?.buffer].filter(Boolean);
+    const { id, promise } = this.call({ type: 'generate', options, wantScales: Boolean(onScale) }, transfer, onScale);
     const cancel = () => this.worker.postMessage({ id: 0, type: 'cancel', target: id });
     signal?.addEventListener('abort', cancel, { once: true });
     return promise.finally(() => signal?.removeEventListener('abort', cancel));
@@ -263,14 +304,20 @@ export class Generator {
 
   /**
    * Generates one image: { classLabel | prompt, cfg, topK, topP, seed, moreSmooth, signal, onScale }.
+   * Edits an image with { image, mask | keepScales | keepHalf } (plus the same options; without
+   * classLabel or prompt an edit is unconditional in-/out-painting).
    * Resolves to { width, height, rgba, tokens, timings, backend }.
    */
   async generate(options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+    if (!this._engine) throw new Error('the generator was disposed: load the model again');
     const { signal, onScale, ...rest } = options;
     if (onScale !== undefined && typeof onScale !== 'function') throw new TypeError('onScale must be a function');
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
     if (signal?.aborted) throw abortError('generation was cancelled');
+    // Images are read here, on the page (a canvas cannot be posted to a Worker).
+    if (rest.image !== undefined) rest.image = await toRgba(rest.image, 'image');
+    if (rest.mask !== undefined) rest.mask = await toRgba(rest.mask, 'mask');
     return this._engine.generate(rest, onScale, signal);
   }
 

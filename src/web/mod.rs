@@ -12,7 +12,9 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8ClampedArray, Uint3
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use crate::image::RgbImage;
+use crate::condition::Condition;
+use crate::edit::Region;
+use crate::image::{RgbImage, RgbaView};
 use crate::pipeline::Pipeline;
 use crate::sampler::{NoHooks, SampleOptions};
 
@@ -155,6 +157,34 @@ impl Generator {
         set("parameters", (c.num_params() as f64).into());
         set("hasTextEncoder", p.text.is_some().into());
         set("takesPrompts", p.takes_prompts().into());
+        set(
+            "classNames",
+            match &p.class_names {
+                Some(n) => n.iter().map(JsValue::from).collect::<Array>().into(),
+                None => JsValue::NULL,
+            },
+        );
+        // The settings generate() uses when an option is absent (the pack's recommended ones,
+        // else the official defaults), and the model's showcase prompt or class.
+        let d = p.default_options();
+        let s = Object::new();
+        let _ = Reflect::set(&s, &"cfg".into(), &d.cfg.into());
+        let _ = Reflect::set(&s, &"topK".into(), &d.top_k.into());
+        let _ = Reflect::set(&s, &"topP".into(), &d.top_p.into());
+        let r = p.recommended.as_ref();
+        let _ = Reflect::set(
+            &s,
+            &"prompt".into(),
+            &r.and_then(|r| r.prompt.clone())
+                .map_or(JsValue::NULL, JsValue::from),
+        );
+        let _ = Reflect::set(
+            &s,
+            &"classLabel".into(),
+            &r.and_then(|r| r.class).map_or(JsValue::NULL, JsValue::from),
+        );
+        let _ = Reflect::set(&s, &"fromPack".into(), &r.is_some().into());
+        set("sampling", s.into());
         o.into()
     }
 
@@ -168,19 +198,33 @@ impl Generator {
     }
 }
 
-enum Condition {
-    Class(usize),
-    Prompt(String),
+/// An edit's source: RGBA bytes, its size, and what to keep.
+struct EditArgs {
+    width: usize,
+    height: usize,
+    rgba: Vec<u8>,
+    region: EditRegion,
+}
+
+enum EditRegion {
+    Mask {
+        width: usize,
+        height: usize,
+        rgba: Vec<u8>,
+    },
+    KeepScales(usize),
+    Half(crate::edit::Half),
 }
 
 struct GenArgs {
     cond: Condition,
     opts: SampleOptions,
+    edit: Option<EditArgs>,
     signal: Option<web_sys::AbortSignal>,
     on_scale: Option<Function>,
 }
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 13] = [
     "classLabel",
     "prompt",
     "cfg",
@@ -190,7 +234,99 @@ const KNOWN: [&str; 9] = [
     "moreSmooth",
     "signal",
     "onScale",
+    "image",
+    "mask",
+    "keepScales",
+    "keepHalf",
 ];
+
+/// `{ width, height, data }` with `data` a Uint8Array or Uint8ClampedArray of unpremultiplied
+/// RGBA (what the JS package makes of ImageData, canvases, bitmaps and blobs).
+fn rgba_option(o: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>, JsValue> {
+    let Some(v) = present(o, key)? else {
+        return Ok(None);
+    };
+    let bad = || {
+        js_err(format!(
+            "option {key} must be {{ width, height, data }} with RGBA bytes"
+        ))
+    };
+    if !v.is_object() {
+        return Err(bad());
+    }
+    let w = integer(&v, "width", 16384.0)
+        .map_err(|_| bad())?
+        .ok_or_else(bad)? as usize;
+    let h = integer(&v, "height", 16384.0)
+        .map_err(|_| bad())?
+        .ok_or_else(bad)? as usize;
+    let data = present(&v, "data")?.ok_or_else(bad)?;
+    let bytes = if data.is_instance_of::<js_sys::Uint8Array>()
+        || data.is_instance_of::<Uint8ClampedArray>()
+    {
+        js_sys::Uint8Array::new(&data).to_vec()
+    } else {
+        return Err(bad());
+    };
+    if bytes.len() != w * h * 4 {
+        return Err(js_err(format!(
+            "option {key}: {w}×{h} RGBA needs {} bytes, got {}",
+            w * h * 4,
+            bytes.len()
+        )));
+    }
+    Ok(Some((w, h, bytes)))
+}
+
+fn parse_edit(options: &JsValue, num_scales: usize) -> Result<Option<EditArgs>, JsValue> {
+    let image = rgba_option(options, "image")?;
+    let mask = rgba_option(options, "mask")?;
+    let keep_scales = integer(options, "keepScales", num_scales as f64)?;
+    let half = match present(options, "keepHalf")? {
+        None => None,
+        Some(v) => Some(
+            v.as_string()
+                .ok_or_else(|| js_err("option keepHalf must be 'top', 'bottom', 'left' or 'right'"))
+                .and_then(|s| crate::edit::Half::parse(&s).map_err(js_err))?,
+        ),
+    };
+    let given = mask.is_some() as u8 + keep_scales.is_some() as u8 + half.is_some() as u8;
+    let Some((width, height, rgba)) = image else {
+        if given > 0 {
+            return Err(js_err(
+                "mask, keepScales and keepHalf edit an image: give image too",
+            ));
+        }
+        return Ok(None);
+    };
+    if given != 1 {
+        return Err(js_err(
+            "an edit needs exactly one of mask (white = regenerate), keepScales or keepHalf",
+        ));
+    }
+    let region = if let Some((width, height, rgba)) = mask {
+        EditRegion::Mask {
+            width,
+            height,
+            rgba,
+        }
+    } else if let Some(k) = keep_scales {
+        if k < 1.0 {
+            return Err(js_err(format!(
+                "option keepScales must be an integer from 1 to {num_scales}, got {k}"
+            )));
+        }
+        EditRegion::KeepScales(k as usize)
+    } else {
+        EditRegion::Half(half.expect("one was given"))
+    };
+    Ok(Some(EditArgs {
+        width,
+        height,
+        rgba,
+        region,
+    }))
+}
 
 /// The option `key`, or `None` when it is absent (`undefined` or `null`).
 fn present(o: &JsValue, key: &str) -> Result<Option<JsValue>, JsValue> {
@@ -218,7 +354,9 @@ fn integer(o: &JsValue, key: &str, max: f64) -> Result<Option<f64>, JsValue> {
 fn parse_args(
     options: &JsValue,
     num_classes: usize,
+    num_scales: usize,
     takes_prompts: bool,
+    d: SampleOptions,
 ) -> Result<GenArgs, JsValue> {
     if !options.is_object() {
         return Err(js_err(
@@ -247,6 +385,7 @@ fn parse_args(
         }
     };
     let label = integer(options, "classLabel", num_classes as f64)?;
+    let edit = parse_edit(options, num_scales)?;
     let cond = match (label, prompt) {
         (Some(_), Some(_)) => {
             return Err(js_err("give either classLabel or prompt, not both"));
@@ -258,6 +397,8 @@ fn parse_args(
             ));
         }
         (Some(l), None) => Condition::Class(l as usize),
+        // An edit without a condition is unconditional in-/out-painting.
+        (None, None) if edit.is_some() => Condition::Unconditional,
         (None, None) if takes_prompts => {
             return Err(js_err(
                 "prompt is required (or classLabel for unconditional)",
@@ -270,7 +411,6 @@ fn parse_args(
             )));
         }
     };
-    let d = SampleOptions::default();
     let more_smooth = match present(options, "moreSmooth")? {
         None => false,
         Some(v) => v
@@ -287,6 +427,7 @@ fn parse_args(
         .map_err(|_| js_err("option onScale must be a function"))?;
     Ok(GenArgs {
         cond,
+        edit,
         opts: SampleOptions {
             cfg: number(options, "cfg")?.map_or(d.cfg, |x| x as f32),
             top_k: integer(options, "topK", 1e9)?.map_or(d.top_k, |x| x as usize),
@@ -324,17 +465,47 @@ fn image_object(im: &RgbImage) -> Object {
 
 async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValue> {
     let pipe = &inner.pipe;
-    let args = parse_args(&options, pipe.var_config.num_classes, pipe.takes_prompts())?;
+    let args = parse_args(
+        &options,
+        pipe.var_config.num_classes,
+        pipe.var_config.patch_nums.num_scales(),
+        pipe.takes_prompts(),
+        pipe.default_options(),
+    )?;
     let aborted = |s: &Option<web_sys::AbortSignal>| s.as_ref().is_some_and(|s| s.aborted());
     if aborted(&args.signal) {
         return Err(abort_err());
     }
     let t0 = js_sys::Date::now();
-    let mut sampling = match &args.cond {
-        Condition::Class(l) => pipe.start(&[*l], &args.opts),
-        Condition::Prompt(p) => pipe.start_prompts(&[p.as_str()], &args.opts),
-    }
-    .map_err(js_err)?;
+    let conds = [args.cond.clone()];
+    let mut sampling = match &args.edit {
+        None => pipe.start_with(&conds, &args.opts).map_err(js_err)?,
+        Some(e) => {
+            let source = RgbaView::new(e.width, e.height, &e.rgba).map_err(js_err)?;
+            let region = match &e.region {
+                EditRegion::Mask {
+                    width,
+                    height,
+                    rgba,
+                } => Region::Mask(
+                    pipe.mask_from_rgba(&RgbaView::new(*width, *height, rgba).map_err(js_err)?)
+                        .map_err(js_err)?,
+                ),
+                EditRegion::KeepScales(k) => Region::KeepScales(*k),
+                EditRegion::Half(h) => {
+                    let pn = *pipe
+                        .var_config
+                        .patch_nums
+                        .as_slice()
+                        .last()
+                        .expect("validated");
+                    Region::Mask(h.mask(pn))
+                }
+            };
+            let plan = pipe.plan_edit(&source, &region, 1).await.map_err(js_err)?;
+            pipe.start_edit(&conds, &args.opts, plan).map_err(js_err)?
+        }
+    };
     let num_scales = sampling.num_scales();
     let scale_ms = Array::new();
     let mut last = t0;
