@@ -326,6 +326,40 @@ impl Pack {
         })
     }
 
+    /// The same pack with a changed header (settings, class names, provenance), written as the
+    /// current version; the tensor data is copied byte for byte (nothing is re-quantized).
+    pub fn rewrite_header(&self, edit: impl FnOnce(&mut PackHeader)) -> Result<Vec<u8>> {
+        let mut header = self.header.clone();
+        let tensors = header.tensors.clone();
+        edit(&mut header);
+        if header.tensors != tensors {
+            return Err(Error::invalid("rewriting a pack's header cannot change its tensors"));
+        }
+        validate_header(&header)?;
+        let json = serde_json::to_vec(&header).map_err(|e| Error::invalid(e.to_string()))?;
+        let start = data_start(json.len());
+        let body = &self.bytes[self.data..];
+        let mut out = Vec::with_capacity(start + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.resize(start, 0);
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// The f32 values of every tensor whose name starts with `prefix` (prefix removed), e.g.
+    /// `vae.` for the VQ-VAE: to fine-tune from a pack.
+    pub fn tensors_with_prefix(&self, prefix: &str) -> Result<Vec<crate::fixtures::NamedTensor>> {
+        self.header
+            .tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix(prefix).map(|n| (n, t)))
+            .map(|(n, t)| Ok((n.to_string(), t.shape.clone(), self.read(&t.name)?)))
+            .collect()
+    }
+
     pub fn is_pack(bytes: &[u8]) -> bool {
         bytes.starts_with(MAGIC)
     }

@@ -17,8 +17,13 @@ use regex::Regex;
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// VAR checkpoint (`.pth` or `.safetensors`; may hold its VQ-VAE under `vae.`).
-    #[arg(long)]
-    var: PathBuf,
+    #[arg(long, required_unless_present = "from_pack", conflicts_with = "from_pack")]
+    var: Option<PathBuf>,
+    /// Rewrite an existing pack's settings (--cfg/--top-k/--top-p/--default-prompt/
+    /// --default-class, --class-names) as the current format version; its weights are copied
+    /// byte for byte.
+    #[arg(long, conflicts_with_all = ["vae", "text_encoder", "adapter", "keep", "text_quant"])]
+    from_pack: Option<PathBuf>,
     /// VQ-VAE checkpoint (`.pth` or `.safetensors`).
     #[arg(long)]
     vae: Option<PathBuf>,
@@ -108,8 +113,86 @@ fn storage_for(
     }
 }
 
+/// The recommended settings given on the command line, if any.
+fn recommended(a: &ExportArgs) -> Result<Option<nextscale::sampler::Recommended>> {
+    let Some(cfg) = a.cfg else { return Ok(None) };
+    let r = nextscale::sampler::Recommended {
+        cfg,
+        top_k: a.top_k.context("--cfg needs --top-k")?,
+        top_p: a.top_p.context("--cfg needs --top-p")?,
+        prompt: a.default_prompt.clone(),
+        class: a.default_class,
+    };
+    r.validate()?;
+    Ok(Some(r))
+}
+
+fn read_class_names(p: &std::path::Path) -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string(p)
+        .with_context(|| format!("reading {}", p.display()))?
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Writes `bytes` to `out` through a temporary file and a rename: a crash or a full disk
+/// never leaves a half-written pack under the final name.
+pub fn write_atomic(out: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)?;
+        if let Some(d) = dir
+            && let Ok(d) = std::fs::File::open(d)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", out.display()))
+}
+
+fn repack(a: &ExportArgs, src: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    let pack = nextscale::pack::Pack::from_bytes(bytes)
+        .with_context(|| format!("reading {}", src.display()))?;
+    let sampling = recommended(a)?;
+    let names = a.class_names.as_deref().map(read_class_names).transpose()?;
+    let out = pack.rewrite_header(|h| {
+        if sampling.is_some() {
+            h.sampling = sampling;
+        }
+        if names.is_some() {
+            h.class_names = names;
+        }
+        h.meta.insert("repacked_by".into(), format!("native-trainer {}", env!("CARGO_PKG_VERSION")));
+    })?;
+    // Every tensor must still read (checksums) and the model must load.
+    Pipeline::from_bytes(out.clone(), &Device::flex())
+        .with_context(|| format!("checking the rewritten {}", a.out.display()))?;
+    write_atomic(&a.out, &out)?;
+    eprintln!(
+        "wrote {} ({} bytes; weights copied from {})",
+        a.out.display(),
+        out.len(),
+        src.display()
+    );
+    Ok(())
+}
+
 pub fn run(a: ExportArgs) -> Result<()> {
+    if let Some(src) = &a.from_pack {
+        return repack(&a, src);
+    }
     let t0 = Instant::now();
+    let var_path = a.var.clone().expect("clap requires --var or --from-pack");
     let default = Storage::parse(&a.quant)?;
     let text_storage = match &a.text_quant {
         Some(q) => Storage::parse(q)?,
@@ -130,7 +213,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let device = Device::flex();
     let mut var_ck =
-        Checkpoint::open(&a.var).with_context(|| format!("reading {}", a.var.display()))?;
+        Checkpoint::open(&var_path).with_context(|| format!("reading {}", var_path.display()))?;
     let recorded_classes = var_ck.metadata().get("class_names").cloned();
     let embedded = var_ck.split_prefix("vae.");
     let mut vae_ck = match &a.vae {
@@ -172,7 +255,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
                 Some(_) => config.hidden_size,
                 None => bail!(
                     "--text-encoder needs a text-conditioned VAR or an --adapter; {} is class-conditional",
-                    a.var.display()
+                    var_path.display()
                 ),
             }
         };
@@ -212,18 +295,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
 
     let class_names = match &a.class_names {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .lines()
-                .map(str::to_string)
-                .collect(),
-        ),
+        Some(p) => Some(read_class_names(p)?),
         // A model trained by `train-var` records its class names.
         None => match &recorded_classes {
             Some(j) => Some(
                 serde_json::from_str::<Vec<String>>(j)
-                    .with_context(|| format!("{}: class_names metadata", a.var.display()))?,
+                    .with_context(|| format!("{}: class_names metadata", var_path.display()))?,
             ),
             None => None,
         },
@@ -238,17 +315,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if let Some(q) = &a.text_quant {
         meta.insert("text_scheme".into(), q.clone());
     }
-    if let Some(cfg) = a.cfg {
-        let r = nextscale::sampler::Recommended {
-            cfg,
-            top_k: a.top_k.expect("clap requires --top-k"),
-            top_p: a.top_p.expect("clap requires --top-p"),
-            prompt: a.default_prompt.clone(),
-            class: a.default_class,
-        };
-        r.validate()?;
-        extras.sampling = Some(r);
-    }
+    extras.sampling = recommended(&a)?;
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let with_storage: Vec<_> = tensors
         .into_iter()
@@ -262,7 +329,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .collect();
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
     let bytes = write_pack_with(&var_cfg, &vae_cfg, class_names, meta, extras, &with_storage)?;
-    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    write_atomic(&a.out, &bytes)?;
     eprintln!(
         "wrote {} ({} bytes, {:.3} bytes/parameter, {params} parameters) in {:.1} s",
         a.out.display(),

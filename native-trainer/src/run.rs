@@ -380,3 +380,23 @@ impl Progress {
         eprintln!("{msg}");
     }
 }
+
+/// A VQ-VAE checkpoint file, or the VQ-VAE tensors (`vae.*`) of a nextscale pack.
+pub fn vqvae_checkpoint(path: &std::path::Path) -> anyhow::Result<nextscale::Checkpoint> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if !nextscale::pack::Pack::is_pack(&bytes) {
+        drop(bytes);
+        return nextscale::Checkpoint::open(path)
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    let pack = nextscale::pack::Pack::from_bytes(bytes)?;
+    let tensors = pack.tensors_with_prefix("vae.")?;
+    let view: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let mut st = Vec::new();
+    nextscale::checkpoint::write_safetensors(&mut st, &view)?;
+    Ok(nextscale::Checkpoint::from_bytes(st)?)
+}

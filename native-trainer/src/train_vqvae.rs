@@ -16,7 +16,7 @@ use clap::Args;
 use nextscale::params::RandomInit;
 use nextscale::rng::{CounterRng, stream_id};
 use nextscale::state_dict::OfficialPath;
-use nextscale::{Checkpoint, VqVae, VqVaeConfig};
+use nextscale::{VqVae, VqVaeConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Cursor, Dataset, Loader};
@@ -79,7 +79,8 @@ pub struct TrainVqVaeArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub common: CommonTrainArgs,
-    /// Start from this VQ-VAE checkpoint (fine-tuning) instead of a random initialisation.
+    /// Start from this VQ-VAE (a checkpoint, or the VQ-VAE inside a nextscale pack) instead
+    /// of a random initialisation: fine-tuning.
     #[arg(long)]
     pub init: Option<PathBuf>,
 }
@@ -205,7 +206,7 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         None => {
             let model = match &a.init {
                 Some(p) => {
-                    VqVae::from_checkpoint(Checkpoint::open(p)?, Some(cfg.clone()), &ad)
+                    VqVae::from_checkpoint(crate::run::vqvae_checkpoint(p)?, Some(cfg.clone()), &ad)
                         .with_context(|| format!("loading {}", p.display()))?
                         .0
                 }
