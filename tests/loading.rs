@@ -192,3 +192,55 @@ fn bad_sampling_arguments_are_errors() {
     );
     assert!(run(&[3], nextscale::SampleOptions { cfg: -1.0, ..ok }).is_some());
 }
+
+#[test]
+fn non_finite_weights_are_refused_at_load() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut t = d2_tensors();
+        let w = t
+            .iter_mut()
+            .find(|(k, _, _)| k == "blocks.0.attn.proj.weight")
+            .unwrap();
+        w.2[17] = bad;
+        let e = load(build(&t)).unwrap_err().to_string();
+        assert!(
+            e.contains("`blocks.0.attn.proj.weight` holds a non-finite value") && e.contains("index 17"),
+            "{e}"
+        );
+    }
+}
+
+/// Configurations that would index out of bounds, overflow or ask for absurd memory are
+/// refused by the one validation every loader shares.
+#[test]
+fn hostile_configurations_are_refused_with_their_limit() {
+    use nextscale::{PatchNums, VarConfig, VqVaeConfig};
+    let msg = |p: Vec<usize>| PatchNums(p).validate().unwrap_err().to_string();
+    assert!(msg(vec![2, 3]).contains("first scale must be 1×1"));
+    assert!(msg(vec![1, 1 << 32]).contains("at most 32 scales of at most 128×128"));
+    assert!(msg(vec![1, 100_000]).contains("at most 32 scales"));
+    assert!(msg((1..=40).collect()).contains("at most 32 scales"));
+    assert!(msg(vec![1, 64, 64, 64]).contains("more than the limit of 8192"));
+    let var = |f: &dyn Fn(&mut VarConfig)| {
+        let mut c = VarConfig::d16();
+        f(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    assert!(var(&|c| c.mlp_ratio = f64::NAN).contains("mlp_ratio must be in (0, 64]"));
+    assert!(var(&|c| c.mlp_ratio = 1e12).contains("mlp_ratio"));
+    assert!(var(&|c| c.embed_dim = 1 << 40).contains("out of range"));
+    assert!(var(&|c| c.num_classes = usize::MAX).contains("out of range"));
+    let vae = |f: &dyn Fn(&mut VqVaeConfig)| {
+        let mut c = VqVaeConfig::vae_ch160v4096z32();
+        f(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    assert!(vae(&|c| c.ch_mult = vec![1; 12]).contains("out of range"));
+    assert!(vae(&|c| c.vocab_size = 1 << 30).contains("out of range"));
+    assert!(vae(&|c| c.beta = f32::INFINITY).contains("finite"));
+    // A VAR and a VQ-VAE that disagree are refused before anything runs.
+    let mut v = VqVaeConfig::vae_ch160v4096z32();
+    v.z_channels = 16;
+    let e = nextscale::config::check_pair(&VarConfig::d16(), &v).unwrap_err().to_string();
+    assert!(e.contains("do not match"), "{e}");
+}

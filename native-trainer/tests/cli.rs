@@ -169,3 +169,127 @@ fn an_f32_pack_samples_the_same_tokens_as_its_checkpoints() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+fn fail(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "must fail with a message:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// `edit` keeps the source's tokens where the mask is black and regenerates where it is
+/// white; the kept tokens are those `prepare`-style encoding gives; bad requests are refused.
+#[test]
+fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
+    let model = tmp("edit-tiny.safetensors");
+    run(bin().args(["fixture", "tiny", "--seed", "2", "--out"]).arg(&model));
+    let src_dir = tmp("edit-src");
+    run(bin()
+        .args(["sample", "--class", "4", "--seed", "5", "--var"])
+        .arg(&model)
+        .arg("--out-dir")
+        .arg(&src_dir));
+    let src = src_dir.join("0000_class4.png");
+    // The source's own tokens: an edit that keeps every scale returns them unchanged.
+    let all = tmp("edit-all.json");
+    run(bin()
+        .args(["edit", "--keep-scales", "7", "--var"])
+        .arg(&model)
+        .arg("--image")
+        .arg(&src)
+        .arg("--tokens-out")
+        .arg(&all));
+    let source: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&all).unwrap()).unwrap();
+    // A mask whose left half is white (regenerate) and right half black (keep), at another size.
+    let mask = tmp("edit-mask.png");
+    let (w, h) = (100u32, 100u32);
+    let px: Vec<u8> = (0..w * h)
+        .flat_map(|i| if i % w < w / 2 { [255, 255, 255] } else { [0, 0, 0] })
+        .collect();
+    image::save_buffer(&mask, &px, w, h, image::ColorType::Rgb8).unwrap();
+    let out = tmp("edit-out.json");
+    let log = run(bin()
+        .args(["edit", "--class", "1", "--n", "2", "--seed", "3", "--var"])
+        .arg(&model)
+        .arg("--image")
+        .arg(&src)
+        .arg("--mask")
+        .arg(&mask)
+        .arg("--tokens-out")
+        .arg(&out)
+        .arg("--out")
+        .arg(tmp("edit-grid.png")));
+    assert!(log.contains("keeping 50 % of the finest scale's tokens"), "{log}");
+    let got: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(got.len(), 2);
+    // The finest scale is 8×8 in the tiny model: columns 4–7 are kept.
+    let n = got[0].len();
+    for t in &got {
+        for y in 0..8 {
+            for x in 4..8 {
+                let i = n - 64 + y * 8 + x;
+                assert_eq!(t[i], source[0][i], "kept token ({y}, {x})");
+            }
+        }
+    }
+    assert_ne!(got[0][n - 64..], source[0][n - 64..], "the white half is regenerated");
+
+    let base = || {
+        let mut c = bin();
+        c.args(["edit", "--tokens-out", "/dev/null", "--var"])
+            .arg(&model)
+            .arg("--image")
+            .arg(&src);
+        c
+    };
+    assert!(fail(&mut base()).contains("say what to keep: --mask"));
+    assert!(fail(base().args(["--keep-scales", "0"])).contains("keep-scales must be from 1 to"));
+    assert!(fail(base().args(["--keep-half", "middle"])).contains("unknown half `middle`"));
+    assert!(fail(base().args(["--keep-half", "top", "--n", "20000"])).contains("limit of 10000 images"));
+    let not_image = tmp("not-an-image.png");
+    std::fs::write(&not_image, b"hello").unwrap();
+    let err = fail(bin()
+        .args(["edit", "--keep-half", "top", "--tokens-out", "/dev/null", "--var"])
+        .arg(&model)
+        .arg("--image")
+        .arg(&not_image));
+    assert!(err.contains("not-an-image.png"), "{err}");
+}
+
+/// `export --from-pack` rewrites the recommended settings; `sample` then uses them.
+#[test]
+fn a_repacked_pack_carries_its_recommended_settings() {
+    let model = tmp("repack-tiny.safetensors");
+    run(bin().args(["fixture", "tiny", "--seed", "1", "--out"]).arg(&model));
+    let p1 = tmp("repack-1.nsp");
+    run(bin()
+        .args(["export", "--quant", "q8", "--no-report", "--var"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&p1));
+    let p2 = tmp("repack-2.nsp");
+    run(bin()
+        .args(["export", "--cfg", "2.5", "--top-k", "7", "--top-p", "0.8", "--default-class", "3", "--from-pack"])
+        .arg(&p1)
+        .arg("--out")
+        .arg(&p2));
+    let (a, b) = (std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap());
+    let data = |x: &[u8]| {
+        let (h, d) = nextscale::pack::read_header(x).unwrap().unwrap();
+        (h, x[d..].to_vec())
+    };
+    let ((ha, da), (hb, db)) = (data(&a), data(&b));
+    assert_eq!(da, db, "weights are copied byte for byte");
+    assert!(ha.sampling.is_none());
+    assert_eq!(hb.sampling.as_ref().unwrap().top_k, 7);
+    // Without --class, sample draws the recommended class with the recommended settings.
+    let log = run(bin()
+        .args(["sample", "--tokens-out", "/dev/null", "--pack"])
+        .arg(&p2));
+    assert!(log.contains("sampling with cfg 2.5 top-k 7 top-p 0.8"), "{log}");
+    let err = fail(bin()
+        .args(["sample", "--tokens-out", "/dev/null", "--pack"])
+        .arg(&p1));
+    assert!(err.contains("give --class or --prompt"), "{err}");
+}
