@@ -333,7 +333,9 @@ impl Pack {
         let tensors = header.tensors.clone();
         edit(&mut header);
         if header.tensors != tensors {
-            return Err(Error::invalid("rewriting a pack's header cannot change its tensors"));
+            return Err(Error::invalid(
+                "rewriting a pack's header cannot change its tensors",
+            ));
         }
         validate_header(&header)?;
         let json = serde_json::to_vec(&header).map_err(|e| Error::invalid(e.to_string()))?;

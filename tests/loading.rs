@@ -204,7 +204,8 @@ fn non_finite_weights_are_refused_at_load() {
         w.2[17] = bad;
         let e = load(build(&t)).unwrap_err().to_string();
         assert!(
-            e.contains("`blocks.0.attn.proj.weight` holds a non-finite value") && e.contains("index 17"),
+            e.contains("`blocks.0.attn.proj.weight` holds a non-finite value")
+                && e.contains("index 17"),
             "{e}"
         );
     }
@@ -241,6 +242,8 @@ fn hostile_configurations_are_refused_with_their_limit() {
     // A VAR and a VQ-VAE that disagree are refused before anything runs.
     let mut v = VqVaeConfig::vae_ch160v4096z32();
     v.z_channels = 16;
-    let e = nextscale::config::check_pair(&VarConfig::d16(), &v).unwrap_err().to_string();
+    let e = nextscale::config::check_pair(&VarConfig::d16(), &v)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("do not match"), "{e}");
 }

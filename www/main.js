@@ -258,6 +258,22 @@ async function edit() {
 }
 
 $('edit-use-last').onclick = () => last && setSource(last.width, last.height, last.rgba);
+// For automation (the browser tests): the current source and mask as PNG data URLs.
+window.nextscaleEditState = () => {
+  const src = $('source');
+  const c = document.createElement('canvas');
+  c.width = src.width;
+  c.height = src.height;
+  if (src._image) c.getContext('2d').putImageData(src._image, 0, 0);
+  const m = document.createElement('canvas');
+  m.width = mask.width;
+  m.height = mask.height;
+  const ctx = m.getContext('2d');
+  ctx.fillStyle = '#000';
+  ctx.fillRect(0, 0, m.width, m.height);
+  ctx.drawImage(mask, 0, 0);
+  return { source: c.toDataURL('image/png'), mask: m.toDataURL('image/png'), mode: $('edit-mode').value };
+};
 $('edit-file').onchange = async () => {
   const f = $('edit-file').files[0];
   if (!f) return;
@@ -288,4 +304,8 @@ $('cancel').onclick = () => running?.abort();
 capabilities().then((c) => {
   if (!c.webgpu) setStatus('load-status', 'WebGPU is not available here: the CPU (wasm) backend will be used.');
 });
+// Links can choose the model and backend: index.html?model=../models/digits.nsp&backend=cpu
+const params = new URLSearchParams(location.search);
+if (params.get('model')) $('model-url').value = params.get('model');
+if (['auto', 'webgpu', 'cpu'].includes(params.get('backend'))) $('backend').value = params.get('backend');
 load();

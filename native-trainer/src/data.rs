@@ -72,14 +72,86 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Reads a file, gunzipping it when it starts with the gzip magic.
+/// Largest image file read (an image of more is skipped and counted).
+pub const MAX_IMAGE_FILE: u64 = 64 << 20;
+/// Largest data file (IDX, metadata), before and after gunzip.
+pub const MAX_DATA_FILE: u64 = 2 << 30;
+/// Largest decoded image side and decoder allocation.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Reads at most `max` bytes of a regular file (or a link to one): devices, FIFOs and
+/// sockets are refused before they are opened, and larger files are refused by their length.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    if meta.len() > max {
+        bail!(
+            "{}: {} bytes is more than the limit of {max} bytes",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut out = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut out))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if out.len() as u64 > max {
+        bail!(
+            "{}: grew past the limit of {max} bytes while reading",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// `name` (a `file_name` from a metadata file) under `dir`: absolute paths and `..` are
+/// refused, so a metadata file never reads outside its folder.
+pub fn confined(dir: &Path, name: &str) -> Result<PathBuf> {
+    let rel = Path::new(name);
+    if name.is_empty()
+        || !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        bail!(
+            "file_name `{name}` must be a relative path inside the data folder (no `..`, not absolute)"
+        );
+    }
+    Ok(dir.join(rel))
+}
+
+/// Decodes an image file with size limits (a decompression bomb is an error, not an abort).
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    reader
+        .decode()
+        .with_context(|| format!("decoding {}", path.display()))
+}
+
+/// Reads a file, gunzipping it when it starts with the gzip magic (both sizes capped).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw = read_regular(path, MAX_DATA_FILE)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_DATA_FILE + 1)
             .read_to_end(&mut out)
             .with_context(|| format!("gunzipping {}", path.display()))?;
+        if out.len() as u64 > MAX_DATA_FILE {
+            bail!(
+                "{}: gunzips to more than the limit of {MAX_DATA_FILE} bytes",
+                path.display()
+            );
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -204,8 +276,8 @@ impl Dataset {
     }
 
     fn open_captions_jsonl(dir: &Path, file: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = String::from_utf8(read_regular(file, MAX_DATA_FILE)?)
+            .with_context(|| format!("{}: not UTF-8 text", file.display()))?;
         let mut items = Vec::new();
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -223,7 +295,9 @@ impl Dataset {
                     format!("{}:{}: no \"text\" or \"caption\"", file.display(), n + 1)
                 })?;
             items.push(Item {
-                source: Source::File(dir.join(name)),
+                source: Source::File(
+                    confined(dir, name).with_context(|| format!("{}:{}", file.display(), n + 1))?,
+                ),
                 label: None,
                 caption: Some(caption.to_string()),
             });
@@ -232,8 +306,8 @@ impl Dataset {
     }
 
     fn open_captions_csv(dir: &Path, file: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = String::from_utf8(read_regular(file, MAX_DATA_FILE)?)
+            .with_context(|| format!("{}: not UTF-8 text", file.display()))?;
         let mut lines = text.lines();
         let header = csv_fields(lines.next().context("empty metadata.csv")?);
         let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.trim()));
@@ -250,7 +324,10 @@ impl Dataset {
                 bail!("{}:{}: too few columns", file.display(), n + 2);
             }
             items.push(Item {
-                source: Source::File(dir.join(&f[fcol])),
+                source: Source::File(
+                    confined(dir, &f[fcol])
+                        .with_context(|| format!("{}:{}", file.display(), n + 2))?,
+                ),
                 label: None,
                 caption: Some(f[tcol].clone()),
             });
@@ -276,6 +353,14 @@ impl Dataset {
             bail!(
                 "{}: expected an IDX image file [N, rows, cols], got dims {dims:?}",
                 path.display()
+            );
+        }
+        if dims[1] == 0 || dims[2] == 0 || dims[1] > 4096 || dims[2] > 4096 {
+            bail!(
+                "{}: IDX images of {}×{} pixels (each side must be 1 to 4096)",
+                path.display(),
+                dims[1],
+                dims[2]
             );
         }
         let name = path.file_name().unwrap().to_string_lossy();
@@ -355,8 +440,8 @@ impl Dataset {
     pub fn load(&self, i: usize, size: usize) -> Result<Vec<f32>, String> {
         let img = match &self.items[i].source {
             Source::File(p) => {
-                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                image::load_from_memory(&bytes).map_err(|e| format!("{}: {e}", p.display()))?
+                let bytes = read_regular(p, MAX_IMAGE_FILE).map_err(|e| format!("{e:#}"))?;
+                decode_image(&bytes, p).map_err(|e| format!("{e:#}"))?
             }
             Source::Idx(k) => {
                 let idx = self.idx.as_ref().expect("IDX items come with IDX data");
@@ -607,5 +692,53 @@ mod tests {
         // Centre crop of width 2 from 4: columns 1 (transparent → white) and 2 (black).
         assert_eq!(v[0], 1.0);
         assert_eq!(v[1], -1.0);
+    }
+
+    #[test]
+    fn hostile_data_folders_are_refused_with_messages() {
+        let d = tmpdir("hostile");
+        // file_name outside the folder.
+        for bad in ["../secret.png", "/etc/passwd", "a/../../b.png", ""] {
+            std::fs::write(
+                d.join("metadata.jsonl"),
+                format!("{{\"file_name\": {bad:?}, \"text\": \"x\"}}\n"),
+            )
+            .unwrap();
+            let e = format!("{:#}", Dataset::open(&d).err().expect("refused"));
+            assert!(
+                e.contains("must be a relative path inside the data folder"),
+                "{bad}: {e}"
+            );
+        }
+        // Devices and FIFOs are not read; oversized files are refused by their length.
+        let e = format!(
+            "{:#}",
+            read_regular(Path::new("/dev/zero"), 10).unwrap_err()
+        );
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = d.join("fifo");
+        let _ = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if fifo.exists() {
+            let e = format!("{:#}", read_regular(&fifo, 10).unwrap_err());
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        std::fs::write(d.join("big.bin"), vec![0u8; 100]).unwrap();
+        let e = format!("{:#}", read_regular(&d.join("big.bin"), 99).unwrap_err());
+        assert!(e.contains("more than the limit of 99 bytes"), "{e}");
+        // IDX images of zero size.
+        let mut idx = vec![0, 0, 8, 3];
+        for v in [2u32, 0, 5] {
+            idx.extend_from_slice(&v.to_be_bytes());
+        }
+        std::fs::write(d.join("z-images-idx3-ubyte"), &idx).unwrap();
+        let e = format!(
+            "{:#}",
+            Dataset::open(&d.join("z-images-idx3-ubyte")).err().unwrap()
+        );
+        assert!(e.contains("IDX images of 0×5 pixels"), "{e}");
+        // A 1×4000 strip decodes but is refused before resizing (counted as a bad file).
+        let strip = image::RgbImage::new(4000, 1);
+        let img = DynamicImage::ImageRgb8(strip);
+        assert!(to_chw(&img, 64).unwrap_err().contains("too elongated"));
     }
 }

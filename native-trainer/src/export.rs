@@ -17,7 +17,11 @@ use regex::Regex;
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// VAR checkpoint (`.pth` or `.safetensors`; may hold its VQ-VAE under `vae.`).
-    #[arg(long, required_unless_present = "from_pack", conflicts_with = "from_pack")]
+    #[arg(
+        long,
+        required_unless_present = "from_pack",
+        conflicts_with = "from_pack"
+    )]
     var: Option<PathBuf>,
     /// Rewrite an existing pack's settings (--cfg/--top-k/--top-p/--default-prompt/
     /// --default-class, --class-names) as the current format version; its weights are copied
@@ -172,7 +176,10 @@ fn repack(a: &ExportArgs, src: &std::path::Path) -> Result<()> {
         if names.is_some() {
             h.class_names = names;
         }
-        h.meta.insert("repacked_by".into(), format!("native-trainer {}", env!("CARGO_PKG_VERSION")));
+        h.meta.insert(
+            "repacked_by".into(),
+            format!("native-trainer {}", env!("CARGO_PKG_VERSION")),
+        );
     })?;
     // Every tensor must still read (checksums) and the model must load.
     Pipeline::from_bytes(out.clone(), &Device::flex())

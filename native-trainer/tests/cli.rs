@@ -173,7 +173,11 @@ fn an_f32_pack_samples_the_same_tokens_as_its_checkpoints() {
 fn fail(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "must fail with a message:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "must fail with a message:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     err
 }
@@ -183,7 +187,9 @@ fn fail(cmd: &mut Command) -> String {
 #[test]
 fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
     let model = tmp("edit-tiny.safetensors");
-    run(bin().args(["fixture", "tiny", "--seed", "2", "--out"]).arg(&model));
+    run(bin()
+        .args(["fixture", "tiny", "--seed", "2", "--out"])
+        .arg(&model));
     let src_dir = tmp("edit-src");
     run(bin()
         .args(["sample", "--class", "4", "--seed", "5", "--var"])
@@ -205,7 +211,13 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
     let mask = tmp("edit-mask.png");
     let (w, h) = (100u32, 100u32);
     let px: Vec<u8> = (0..w * h)
-        .flat_map(|i| if i % w < w / 2 { [255, 255, 255] } else { [0, 0, 0] })
+        .flat_map(|i| {
+            if i % w < w / 2 {
+                [255, 255, 255]
+            } else {
+                [0, 0, 0]
+            }
+        })
         .collect();
     image::save_buffer(&mask, &px, w, h, image::ColorType::Rgb8).unwrap();
     let out = tmp("edit-out.json");
@@ -220,7 +232,10 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
         .arg(&out)
         .arg("--out")
         .arg(tmp("edit-grid.png")));
-    assert!(log.contains("keeping 50 % of the finest scale's tokens"), "{log}");
+    assert!(
+        log.contains("keeping 50 % of the finest scale's tokens"),
+        "{log}"
+    );
     let got: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(got.len(), 2);
     // The finest scale is 8×8 in the tiny model: columns 4–7 are kept.
@@ -233,7 +248,11 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
             }
         }
     }
-    assert_ne!(got[0][n - 64..], source[0][n - 64..], "the white half is regenerated");
+    assert_ne!(
+        got[0][n - 64..],
+        source[0][n - 64..],
+        "the white half is regenerated"
+    );
 
     let base = || {
         let mut c = bin();
@@ -246,14 +265,25 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
     assert!(fail(&mut base()).contains("say what to keep: --mask"));
     assert!(fail(base().args(["--keep-scales", "0"])).contains("keep-scales must be from 1 to"));
     assert!(fail(base().args(["--keep-half", "middle"])).contains("unknown half `middle`"));
-    assert!(fail(base().args(["--keep-half", "top", "--n", "20000"])).contains("limit of 10000 images"));
+    assert!(
+        fail(base().args(["--keep-half", "top", "--n", "20000"])).contains("limit of 10000 images")
+    );
     let not_image = tmp("not-an-image.png");
     std::fs::write(&not_image, b"hello").unwrap();
-    let err = fail(bin()
-        .args(["edit", "--keep-half", "top", "--tokens-out", "/dev/null", "--var"])
-        .arg(&model)
-        .arg("--image")
-        .arg(&not_image));
+    let err = fail(
+        bin()
+            .args([
+                "edit",
+                "--keep-half",
+                "top",
+                "--tokens-out",
+                "/dev/null",
+                "--var",
+            ])
+            .arg(&model)
+            .arg("--image")
+            .arg(&not_image),
+    );
     assert!(err.contains("not-an-image.png"), "{err}");
 }
 
@@ -261,7 +291,9 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
 #[test]
 fn a_repacked_pack_carries_its_recommended_settings() {
     let model = tmp("repack-tiny.safetensors");
-    run(bin().args(["fixture", "tiny", "--seed", "1", "--out"]).arg(&model));
+    run(bin()
+        .args(["fixture", "tiny", "--seed", "1", "--out"])
+        .arg(&model));
     let p1 = tmp("repack-1.nsp");
     run(bin()
         .args(["export", "--quant", "q8", "--no-report", "--var"])
@@ -270,7 +302,18 @@ fn a_repacked_pack_carries_its_recommended_settings() {
         .arg(&p1));
     let p2 = tmp("repack-2.nsp");
     run(bin()
-        .args(["export", "--cfg", "2.5", "--top-k", "7", "--top-p", "0.8", "--default-class", "3", "--from-pack"])
+        .args([
+            "export",
+            "--cfg",
+            "2.5",
+            "--top-k",
+            "7",
+            "--top-p",
+            "0.8",
+            "--default-class",
+            "3",
+            "--from-pack",
+        ])
         .arg(&p1)
         .arg("--out")
         .arg(&p2));
@@ -287,9 +330,14 @@ fn a_repacked_pack_carries_its_recommended_settings() {
     let log = run(bin()
         .args(["sample", "--tokens-out", "/dev/null", "--pack"])
         .arg(&p2));
-    assert!(log.contains("sampling with cfg 2.5 top-k 7 top-p 0.8"), "{log}");
-    let err = fail(bin()
-        .args(["sample", "--tokens-out", "/dev/null", "--pack"])
-        .arg(&p1));
+    assert!(
+        log.contains("sampling with cfg 2.5 top-k 7 top-p 0.8"),
+        "{log}"
+    );
+    let err = fail(
+        bin()
+            .args(["sample", "--tokens-out", "/dev/null", "--pack"])
+            .arg(&p1),
+    );
     assert!(err.contains("give --class or --prompt"), "{err}");
 }

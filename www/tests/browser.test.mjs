@@ -305,3 +305,102 @@ test('the demo page, used as a new user would, generates an emoji from a prompt'
   assert.ok(std > 2, `canvas looks blank (std ${std})`);
   await p.close();
 });
+
+function nativeEdit(args, model) {
+  const flag = model.endsWith('.nsp') ? '--pack' : '--var';
+  const out = path.join(OUT, `edit-${args.join('_').replace(/[^a-z0-9_.]/gi, '').slice(-80)}.json`);
+  const r = spawnSync(NATIVE, ['edit', flag, path.join(ROOT, model), '--tokens-out', out, ...args], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(fs.readFileSync(out, 'utf8'))[0];
+}
+
+const dataUrlToFile = (url, file) => fs.writeFileSync(file, Buffer.from(url.split(',')[1], 'base64'));
+
+test('edits (mask as ImageData, image as a Blob; keepHalf; keepScales) give the native CLI tokens on CPU and WebGPU', { timeout: 15 * MINUTES }, async () => {
+  // The source: a PNG the native CLI wrote, served to the page.
+  const srcDir = path.join(ROOT, 'www/models/edit-src');
+  fs.rmSync(srcDir, { recursive: true, force: true });
+  const s = spawnSync(NATIVE, ['sample', '--var', path.join(ROOT, MODEL), '--class', '4', '--seed', '9', '--out-dir', srcDir], { encoding: 'utf8' });
+  assert.equal(s.status, 0, s.stderr);
+  const src = path.join(srcDir, '0000_class4.png');
+  const base = { cfg: 2, topK: 30, topP: 0.9, seed: 4 };
+  for (const backend of ['cpu', 'webgpu']) {
+    const r = await inPage(async (lib, { backend, model, base }) => {
+      const gen = await lib.Generator.load(`/${model}`, { backend, cache: false });
+      const blob = await (await fetch('/www/models/edit-src/0000_class4.png')).blob();
+      // A 50×40 mask (another size than the image): white on the left = regenerate.
+      const m = new ImageData(50, 40);
+      for (let y = 0; y < 40; y++) for (let x = 0; x < 50; x++) {
+        const v = x < 25 ? 255 : 0;
+        m.data.set([v, v, v, 255], (y * 50 + x) * 4);
+      }
+      const c = new OffscreenCanvas(50, 40);
+      c.getContext('2d').putImageData(m, 0, 0);
+      const maskPng = await c.convertToBlob({ type: 'image/png' });
+      const maskUrl = await new Promise((res) => { const fr = new FileReader(); fr.onload = () => res(fr.result); fr.readAsDataURL(maskPng); });
+      const masked = await gen.generate({ ...base, classLabel: 1, image: blob, mask: m });
+      const half = await gen.generate({ ...base, image: blob, keepHalf: 'top' });
+      const vari = await gen.generate({ ...base, classLabel: 2, image: blob, keepScales: 3 });
+      const msg = async (p) => { try { await p; return 'resolved'; } catch (e) { return e.message; } };
+      const errs = {
+        none: await msg(gen.generate({ ...base, image: blob })),
+        two: await msg(gen.generate({ ...base, image: blob, keepHalf: 'top', keepScales: 2 })),
+        noImage: await msg(gen.generate({ ...base, classLabel: 1, keepScales: 2 })),
+        bad: await msg(gen.generate({ ...base, image: 42, keepScales: 2 })),
+        scales: await msg(gen.generate({ ...base, image: blob, keepScales: 99 })),
+      };
+      gen.dispose();
+      return { masked: Array.from(masked.tokens), half: Array.from(half.tokens), vari: Array.from(vari.tokens), maskUrl, errs };
+    }, { backend, model: MODEL, base });
+    const maskFile = path.join(OUT, 'edit-mask.png');
+    dataUrlToFile(r.maskUrl, maskFile);
+    const common = ['--image', src, '--cfg', '2', '--top-k', '30', '--top-p', '0.9', '--seed', '4'];
+    assert.deepEqual(r.masked, nativeEdit([...common, '--mask', maskFile, '--class', '1'], MODEL), `${backend}: masked edit`);
+    assert.deepEqual(r.half, nativeEdit([...common, '--keep-half', 'top'], MODEL), `${backend}: half completion`);
+    assert.deepEqual(r.vari, nativeEdit([...common, '--keep-scales', '3', '--class', '2'], MODEL), `${backend}: variations`);
+    assert.match(r.errs.none, /exactly one of mask/);
+    assert.match(r.errs.two, /exactly one of mask/);
+    assert.match(r.errs.noImage, /give image too/);
+    assert.match(r.errs.bad, /image must be ImageData/);
+    assert.match(r.errs.scales, /keepScales must be an integer from 0 to 7/);
+  }
+});
+
+test('the demo page edits: paint a mask over a generated digit, redraw it, the native CLI agrees', { timeout: 15 * MINUTES }, async () => {
+  const p = await browser.newPage();
+  p.on('pageerror', (e) => console.log(`[demo error] ${e.message}`));
+  await p.goto(`${srv.base}/www/index.html?model=../models/digits.nsp&backend=cpu`);
+  await p.waitForFunction(() => /loaded in.*10 classes/.test(document.getElementById('load-status').textContent), null, { timeout: 5 * MINUTES });
+  // A class model shows the class picker (names from the pack), not the prompt box, and the
+  // pack's recommended settings.
+  assert.ok(await p.isVisible('#class'));
+  assert.ok(!(await p.isVisible('#prompt')), 'no prompt box for a class model');
+  assert.equal(await p.inputValue('#topk'), '50');
+  assert.equal(await p.inputValue('#class'), '3');
+  await p.selectOption('#class', '7');
+  await p.click('#generate');
+  await p.waitForFunction(() => document.body.dataset.generated === '1', null, { timeout: 5 * MINUTES });
+  await p.click('#edit-use-last');
+  // Paint the lower half with the brush, as a user drags the mouse.
+  const box = await p.locator('#source').boundingBox();
+  await p.mouse.move(box.x + box.width * 0.1, box.y + box.height * 0.75);
+  await p.mouse.down();
+  for (let i = 0; i <= 10; i++) await p.mouse.move(box.x + box.width * (0.1 + 0.08 * i), box.y + box.height * 0.75, { steps: 2 });
+  await p.mouse.up();
+  await p.selectOption('#class', '2');
+  await p.click('#edit');
+  await p.waitForFunction(() => document.body.dataset.edited === '1' || /failed/.test(document.getElementById('edit-status').textContent), null, { timeout: 5 * MINUTES });
+  assert.match(await p.textContent('#edit-status'), /edited in/);
+  const shot = path.join(OUT, 'demo-edit.png');
+  await p.screenshot({ path: shot, fullPage: true });
+  console.log(`demo edit screenshot: ${shot}`);
+  const st = await p.evaluate(() => ({ ...window.nextscaleEditState(), last: window.nextscaleLast }));
+  assert.equal(st.last.what, 'edited');
+  const src = path.join(OUT, 'demo-edit-src.png');
+  const mask = path.join(OUT, 'demo-edit-mask.png');
+  dataUrlToFile(st.source, src);
+  dataUrlToFile(st.mask, mask);
+  const want = nativeEdit(['--image', src, '--mask', mask, '--class', '2', '--cfg', '3', '--top-k', '50', '--top-p', '0.9', '--seed', '0'], 'models/digits.nsp');
+  assert.deepEqual(st.last.tokens, want, 'the page edit differs from the native CLI');
+  await p.close();
+});
