@@ -168,9 +168,11 @@ impl Generator {
         // else the official defaults), and the model's showcase prompt or class.
         let d = p.default_options();
         let s = Object::new();
-        let _ = Reflect::set(&s, &"cfg".into(), &d.cfg.into());
+        // f32 settings as the decimals they were written with (0.9, not 0.8999999761581421).
+        let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
+        let _ = Reflect::set(&s, &"cfg".into(), &dec(d.cfg).into());
         let _ = Reflect::set(&s, &"topK".into(), &d.top_k.into());
-        let _ = Reflect::set(&s, &"topP".into(), &d.top_p.into());
+        let _ = Reflect::set(&s, &"topP".into(), &dec(d.top_p).into());
         let r = p.recommended.as_ref();
         let _ = Reflect::set(
             &s,
