@@ -139,30 +139,6 @@ fn read_class_names(p: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Writes `bytes` to `out` through a temporary file and a rename: a crash or a full disk
-/// never leaves a half-written pack under the final name.
-pub fn write_atomic(out: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let r = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, out)?;
-        if let Some(d) = dir
-            && let Ok(d) = std::fs::File::open(d)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", out.display()))
-}
-
 fn repack(a: &ExportArgs, src: &std::path::Path) -> Result<()> {
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
     let pack = nextscale::pack::Pack::from_bytes(bytes)
@@ -184,7 +160,7 @@ fn repack(a: &ExportArgs, src: &std::path::Path) -> Result<()> {
     // Every tensor must still read (checksums) and the model must load.
     Pipeline::from_bytes(out.clone(), &Device::flex())
         .with_context(|| format!("checking the rewritten {}", a.out.display()))?;
-    write_atomic(&a.out, &out)?;
+    crate::run::write_atomic(&a.out, &out)?;
     eprintln!(
         "wrote {} ({} bytes; weights copied from {})",
         a.out.display(),
@@ -336,7 +312,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .collect();
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
     let bytes = write_pack_with(&var_cfg, &vae_cfg, class_names, meta, extras, &with_storage)?;
-    write_atomic(&a.out, &bytes)?;
+    crate::run::write_atomic(&a.out, &bytes)?;
     eprintln!(
         "wrote {} ({} bytes, {:.3} bytes/parameter, {params} parameters) in {:.1} s",
         a.out.display(),

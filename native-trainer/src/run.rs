@@ -21,25 +21,50 @@ use nextscale::state_dict::{Entry, write_safetensors};
 
 pub struct RunDir {
     pub root: PathBuf,
+    /// Held open for the life of the run: an OS advisory lock (released by the kernel when
+    /// the process ends, however it ends), so two runs never share a folder.
+    _lock: std::fs::File,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// On failure the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
+        path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    r.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes temporary files (`.NAME.tmp-PID`) left in `dir` by a process that was killed.
+fn remove_stale_temps(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// The `__metadata__` of a safetensors file.
@@ -74,6 +99,24 @@ impl RunDir {
     pub fn open(root: &Path, config: &str, kind: &str) -> Result<Self> {
         std::fs::create_dir_all(root.join("checkpoints"))
             .with_context(|| format!("creating {}", root.display()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("LOCK"))
+            .with_context(|| format!("creating {}", root.join("LOCK").display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{} is in use by another run (its LOCK is held); wait for it to finish or use another --out",
+                root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", root.display()));
+            }
+        }
+        remove_stale_temps(root);
+        remove_stale_temps(&root.join("checkpoints"));
         let cfg_path = root.join("config.toml");
         if cfg_path.is_file() {
             let old = std::fs::read_to_string(&cfg_path)?;
@@ -102,6 +145,7 @@ impl RunDir {
         write_atomic(&cfg_path, config.as_bytes())?;
         Ok(Self {
             root: root.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -127,10 +171,6 @@ impl RunDir {
         Ok(v)
     }
 
-    pub fn latest(&self) -> Result<Option<(u64, PathBuf)>> {
-        Ok(self.checkpoints()?.pop())
-    }
-
     /// Writes `step-N.safetensors` atomically and deletes all but the newest `keep`.
     pub fn save_checkpoint(
         &self,
@@ -153,21 +193,44 @@ impl RunDir {
         Ok(path)
     }
 
-    /// The newest checkpoint's trainer state (its `trainer` metadata) and tensors, if any.
+    /// The newest readable checkpoint's trainer state (its `trainer` metadata) and tensors,
+    /// if any: a checkpoint that fails to parse (torn by a crash, damaged) is reported and the
+    /// next older one is tried.
     pub fn resume<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<Option<(T, nextscale::Checkpoint)>> {
-        let Some((step, path)) = self.latest()? else {
-            return Ok(None);
-        };
-        eprintln!("resuming from {} (step {step})", path.display());
-        let meta = read_metadata(&path)?;
-        let state = serde_json::from_str(
-            meta.get("trainer")
-                .context("checkpoint has no trainer state")?,
-        )
-        .with_context(|| format!("{}: trainer state", path.display()))?;
-        Ok(Some((state, nextscale::Checkpoint::open(&path)?)))
+        let all = self.checkpoints()?;
+        let n = all.len();
+        for (i, (step, path)) in all.into_iter().rev().enumerate() {
+            let read = || -> Result<(T, nextscale::Checkpoint)> {
+                let meta = read_metadata(&path)?;
+                let state = serde_json::from_str(
+                    meta.get("trainer")
+                        .context("checkpoint has no trainer state")?,
+                )
+                .context("trainer state")?;
+                Ok((state, nextscale::Checkpoint::open(&path)?))
+            };
+            match read() {
+                Ok(r) => {
+                    eprintln!("resuming from {} (step {step})", path.display());
+                    return Ok(Some(r));
+                }
+                Err(e) if i + 1 < n => eprintln!(
+                    "warning: {} is unreadable ({e:#}); trying the previous checkpoint",
+                    path.display()
+                ),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "no readable checkpoint in {} to resume from",
+                            self.ckpt_dir().display()
+                        )
+                    });
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Writes a checkpoint for resuming: the model's state dict under `model.`, the other
@@ -232,6 +295,10 @@ impl Metrics {
             {
                 for l in lines {
                     let f: Vec<&str> = l.split(',').collect();
+                    // A row torn by a crash (too few fields) is dropped.
+                    if f.len() != columns.len() + 1 {
+                        continue;
+                    }
                     let Ok(step) = f[0].parse::<u64>() else {
                         continue;
                     };
@@ -399,4 +466,61 @@ pub fn vqvae_checkpoint(path: &std::path::Path) -> anyhow::Result<nextscale::Che
     let mut st = Vec::new();
     nextscale::checkpoint::write_safetensors(&mut st, &view)?;
     Ok(nextscale::Checkpoint::from_bytes(st)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nextscale-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_folder_is_refused_and_stale_temps_go() {
+        let d = tmp("lock");
+        std::fs::create_dir_all(d.join("checkpoints")).unwrap();
+        std::fs::write(
+            d.join("checkpoints/.step-00000010.safetensors.tmp-99"),
+            b"x",
+        )
+        .unwrap();
+        let a = RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+        assert!(
+            !d.join("checkpoints/.step-00000010.safetensors.tmp-99")
+                .exists()
+        );
+        let e = RunDir::open(&d, "[train]\nsteps = 1\n", "var")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is in use by another run"), "{e}");
+        drop(a);
+        RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+    }
+
+    #[test]
+    fn resume_falls_back_to_the_newest_readable_checkpoint_and_torn_rows_are_dropped() {
+        let d = tmp("resume");
+        let run = RunDir::open(&d, "[train]\nsteps = 9\n", "var").unwrap();
+        let e = |v: f32| Entry::f32("w", vec![2], vec![v, v]);
+        run.save_state(10, vec![e(1.0)], vec![], BTreeMap::new(), &10u64, 3)
+            .unwrap();
+        let newest = run
+            .save_state(20, vec![e(2.0)], vec![], BTreeMap::new(), &20u64, 3)
+            .unwrap();
+        let bytes = std::fs::read(&newest).unwrap();
+        std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+        let (step, _) = run.resume::<u64>().unwrap().unwrap();
+        assert_eq!(step, 10);
+        std::fs::write(
+            d.join("metrics.csv"),
+            "step,loss,acc\n5,1.0,0.5\n10,0.9,0.6\n15,0.8\n",
+        )
+        .unwrap();
+        let m = Metrics::open(&d, &["loss", "acc"], 20).unwrap();
+        assert_eq!(m.rows.len(), 2);
+    }
 }
