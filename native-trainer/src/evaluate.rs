@@ -122,9 +122,56 @@ pub struct EvaluateArgs {
     /// Write the first generated images as a grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Text models: rank each generated image against every real image of `--real` (does it
+    /// resemble its own emoji rather than the others?), in pixels (16×16 means) and in the
+    /// classifier's features: top-1, top-5 and the median rank of the right image.
+    #[arg(long)]
+    rank: bool,
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// 16×16 box means of `[3, s, s]` images (`s` a multiple of 16): a pixel-space descriptor
+/// that tolerates small shifts.
+fn pooled(imgs: &[f32], s: usize) -> Vec<f32> {
+    let f = (s / 16).max(1);
+    let p = s / f;
+    let per = 3 * s * s;
+    imgs.chunks_exact(per)
+        .flat_map(|im| {
+            (0..3 * p * p).map(move |o| {
+                let (c, y, x) = (o / (p * p), (o / p) % p, o % p);
+                let mut acc = 0.0;
+                for dy in 0..f {
+                    for dx in 0..f {
+                        acc += im[c * s * s + (y * f + dy) * s + x * f + dx];
+                    }
+                }
+                acc / (f * f) as f32
+            })
+        })
+        .collect()
+}
+
+/// For each query row, the rank (1 = best) of `want[i]` among the candidate rows by L2
+/// distance; returns (top-1, top-5, median rank).
+fn retrieval(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> (f64, f64, f64) {
+    let mut ranks: Vec<usize> = query
+        .chunks_exact(d)
+        .zip(want)
+        .map(|(q, &w)| {
+            let dist = |c: &[f32]| -> f32 { q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum() };
+            let target = dist(&cands[w * d..(w + 1) * d]);
+            1 + cands.chunks_exact(d).filter(|c| dist(c) < target).count()
+        })
+        .collect();
+    let n = ranks.len().max(1) as f64;
+    let top = |k: usize| ranks.iter().filter(|&&r| r <= k).count() as f64 / n;
+    let (t1, t5) = (top(1), top(5));
+    ranks.sort_unstable();
+    let median = ranks.get(ranks.len() / 2).copied().unwrap_or(0) as f64;
+    (t1, t5, median)
 }
 
 /// `[3, s, s]` in [−1, 1] from a decoded image.
@@ -183,6 +230,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     // What to generate (one condition per image) with the class each image should show, and
     // the real images to compare against.
     let text_mode = pipe.takes_prompts();
+    let mut rank_data: Option<(Vec<f32>, Vec<usize>)> = None;
     let (prompts, targets, real_imgs, real_labels): (
         Vec<String>,
         Vec<usize>,
@@ -219,6 +267,29 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             targets.push(label);
             imgs.extend(crate::data::to_chw(&img, size).map_err(anyhow::Error::msg)?);
             labels.push(label);
+        }
+        if a.rank {
+            // Every distinct image of the folder is a candidate; each prompt's own is the answer.
+            let mut files: Vec<String> = Vec::new();
+            let mut cands = Vec::new();
+            for r in &rows {
+                let f = r["file_name"].as_str().unwrap_or_default().to_string();
+                if !files.contains(&f) {
+                    let path = a.real.join(&f);
+                    let img = image::open(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    cands.extend(crate::data::to_chw(&img, size).map_err(anyhow::Error::msg)?);
+                    files.push(f);
+                }
+            }
+            let want = spaced(rows.len(), a.limit)
+                .into_iter()
+                .map(|i| {
+                    let f = rows[i]["file_name"].as_str().unwrap_or_default();
+                    files.iter().position(|x| x == f).expect("listed")
+                })
+                .collect();
+            rank_data = Some((cands, want));
         }
         (prompts, targets, imgs, labels)
     } else {
@@ -328,9 +399,25 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         }
         None => None,
     };
+    let ranking = match &rank_data {
+        Some((cands, want)) => {
+            let d = 3 * 16 * 16;
+            let (p1, p5, pm) = retrieval(&pooled(&gen_imgs, size), &pooled(cands, size), want, d);
+            let (_, cf) = clf.run(cands, &device)?;
+            let (f1, f5, fm) = retrieval(&gf, &cf, want, FEATURES);
+            json!({
+                "candidates": cands.len() / per,
+                "chance_top1": per as f64 / cands.len() as f64,
+                "pixels_16x16": {"top1": p1, "top5": p5, "median_rank": pm},
+                "classifier_features": {"top1": f1, "top5": f5, "median_rank": fm},
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
+            "ranking": ranking,
             "mode": if text_mode { "prompts" } else { "classes" },
             "generated": n,
             "real": n_real,
