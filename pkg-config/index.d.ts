@@ -7,12 +7,24 @@ export interface LoadProgress {
   stage: 'download' | 'cache' | 'read' | 'init' | 'ready';
   loadedBytes: number;
   totalBytes: number | null;
+  /** The same event in the shape transformers.js users handle. */
+  status: 'progress' | 'initiate' | 'ready';
+  /** The URL (or '(bytes)'). */
+  file: string;
+  /** 0–100. */
+  progress: number;
+  loaded: number;
+  total: number | null;
 }
 
 export interface LoadOptions {
   backend?: Backend;
   onProgress?: (p: LoadProgress) => void;
-  /** Keep downloaded weights in the Cache API (default true). */
+  /**
+   * Keep downloaded weights in the Cache API (default true). A download is stored only after it
+   * has loaded; a cached copy is revalidated with the server (ETag, Last-Modified, else the
+   * length) and downloaded again when it changed, and evicted when it fails to load.
+   */
   cache?: boolean;
   /** Run the model in a Web Worker (default true). */
   worker?: boolean;
@@ -130,6 +142,9 @@ export interface Capabilities {
 
 export const MAX_MODEL_BYTES: number;
 export function capabilities(modelBytes?: number): Promise<Capabilities>;
+
+/** Deletes the cached copy of one model URL, or every cached model; true when something was deleted. */
+export function purge(url?: string | URL): Promise<boolean>;
 
 export class Generator {
   static load(source: string | URL | ArrayBuffer | Uint8Array | Response, options?: LoadOptions): Promise<Generator>;

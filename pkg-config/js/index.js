@@ -1,7 +1,7 @@
 // nextscale: next-scale-prediction (VAR) image generation in the browser, on WebGPU with a
 // CPU fallback. The wasm module runs in a Web Worker by default.
 
-const CACHE_NAME = 'nextscale-models-v1';
+const CACHE_NAME = 'nextscale-models-v2';
 const BACKENDS = ['webgpu', 'cpu', 'auto'];
 const LOAD_OPTIONS = ['backend', 'onProgress', 'cache', 'worker', 'signal'];
 /** Largest weight file the library accepts: it is parsed inside wasm memory (4 GiB at most,
@@ -92,6 +92,22 @@ async function readBody(response, total, stage, onProgress, signal) {
   return out;
 }
 
+/**
+ * Progress events carry nextscale's fields ({ stage, loadedBytes, totalBytes }) and those that
+ * transformers.js users expect ({ status, file, progress 0–100, loaded, total }).
+ */
+function withStatus(onProgress, source) {
+  const file = typeof source === 'string' || source instanceof URL ? String(source) : '(bytes)';
+  return (e) => onProgress({
+    ...e,
+    status: e.stage === 'ready' ? 'ready' : e.stage === 'init' ? 'initiate' : 'progress',
+    file,
+    loaded: e.loadedBytes,
+    total: e.totalBytes,
+    progress: e.totalBytes ? (100 * e.loadedBytes) / e.totalBytes : 0,
+  });
+}
+
 /** Refuses a download whose announced size cannot fit, before its body is read. */
 async function checkFits(total) {
   if (total == null) return;
@@ -110,44 +126,103 @@ function lengthOf(response) {
   return Number.isFinite(n) && n > 0 && !response.headers.get('content-encoding') ? n : null;
 }
 
+/** The cache entry's validator: the server's ETag, else Last-Modified, else the length. */
+function validatorOf(response) {
+  const etag = response.headers.get('etag');
+  if (etag) return `etag:${etag}`;
+  const lm = response.headers.get('last-modified');
+  const len = response.headers.get('content-length');
+  if (lm) return `lm:${lm}:${len ?? ''}`;
+  return len ? `len:${len}` : null;
+}
+
+let oldCachesGone = false;
+async function openCache() {
+  if (!globalThis.caches) return null;
+  try {
+    if (!oldCachesGone) {
+      oldCachesGone = true;
+      await caches.delete('nextscale-models-v1'); // entries without validators
+    }
+    return await caches.open(CACHE_NAME);
+  } catch (e) {
+    console.warn(`nextscale: the Cache API is unavailable (${e.message}); loading without it`);
+    return null;
+  }
+}
+
+/**
+ * Deletes cached models: the entry of one URL, or every entry when no URL is given.
+ * Resolves to true when something was deleted.
+ */
+export async function purge(url) {
+  if (!globalThis.caches) return false;
+  if (url === undefined) return caches.delete(CACHE_NAME);
+  const store = await caches.open(CACHE_NAME);
+  return store.delete(new URL(url, globalThis.location?.href).href);
+}
+
+/**
+ * The bytes of a model, and how to treat the cache once the model has loaded: `commit()`
+ * stores a download (only then: a body that does not load, such as an HTML error page or a
+ * truncated file, is never cached), `evict()` removes a cached entry that failed to load.
+ */
 async function fetchBytes(source, { onProgress, cache, signal }) {
+  const none = { commit: async () => {}, evict: async () => {}, fromCache: false };
   if (source instanceof ArrayBuffer) source = new Uint8Array(source);
   if (ArrayBuffer.isView(source)) {
     const bytes = new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
     onProgress?.({ stage: 'read', loadedBytes: bytes.length, totalBytes: bytes.length });
-    return bytes;
+    return { bytes, ...none };
   }
   if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`the response failed: HTTP ${source.status}`);
     const total = lengthOf(source);
     await checkFits(total);
-    return readBody(source, total, 'download', onProgress, signal);
+    return { bytes: await readBody(source, total, 'download', onProgress, signal), ...none };
   }
   if (typeof source !== 'string' && !(source instanceof URL)) {
     throw new TypeError('source must be a URL (string or URL), an ArrayBuffer, a Uint8Array or a Response');
   }
   const url = new URL(source, globalThis.location?.href).href;
-  let store = null;
-  if (cache && globalThis.caches) {
+  const store = cache ? await openCache() : null;
+  let hit = null;
+  if (store) {
     try {
-      store = await caches.open(CACHE_NAME);
-      const hit = await store.match(url);
-      if (hit) return readBody(hit, lengthOf(hit), 'cache', onProgress, signal);
-    } catch (e) {
-      console.warn(`nextscale: the Cache API is unavailable (${e.message}); loading without it`);
-      store = null;
+      hit = (await store.match(url)) ?? null;
+    } catch {
+      hit = null;
     }
   }
+  const cached = hit?.headers.get('x-nextscale-validator') ?? null;
+  const fromHit = async () => ({
+    bytes: await readBody(hit, lengthOf(hit), 'cache', onProgress, signal),
+    commit: async () => {},
+    evict: async () => { await store.delete(url).catch(() => {}); },
+    fromCache: true,
+  });
   const ctl = new AbortController();
   const stop = () => ctl.abort();
   signal?.addEventListener('abort', stop);
   try {
     let response;
     try {
-      response = await fetch(url, { signal: ctl.signal });
+      // Revalidate a cached copy: an updated model at the same URL is downloaded again.
+      const headers = {};
+      if (cached?.startsWith('etag:')) headers['If-None-Match'] = cached.slice(5);
+      else if (cached?.startsWith('lm:')) headers['If-Modified-Since'] = cached.split(':').slice(1, -1).join(':');
+      response = await fetch(url, { signal: ctl.signal, headers });
     } catch (e) {
       if (signal?.aborted) throw abortError('loading was cancelled');
+      if (hit) {
+        console.warn(`nextscale: cannot reach ${url} (${e.message}); using the cached copy`);
+        return await fromHit();
+      }
       throw new Error(`cannot download ${url}: ${e.message}`);
+    }
+    if (hit && (response.status === 304 || (response.ok && validatorOf(response) === cached))) {
+      ctl.abort(); // the cached copy is current: do not download the body
+      return await fromHit();
     }
     if (!response.ok) throw new Error(`cannot download ${url}: HTTP ${response.status}`);
     const total = lengthOf(response);
@@ -158,14 +233,22 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
       throw e;
     }
     const bytes = await readBody(response, total, 'download', onProgress, signal);
-    if (store) {
-      try {
-        await store.put(url, new Response(bytes, { headers: { 'content-length': String(bytes.length) } }));
-      } catch (e) {
-        console.warn(`nextscale: could not cache the model (${e.name}: ${e.message}); keeping it in memory only`);
-      }
-    }
-    return bytes;
+    const validator = validatorOf(response) ?? `len:${bytes.length}`;
+    return {
+      bytes,
+      fromCache: false,
+      evict: async () => {},
+      commit: async () => {
+        if (!store) return;
+        try {
+          await store.put(url, new Response(bytes, {
+            headers: { 'content-length': String(bytes.length), 'x-nextscale-validator': validator },
+          }));
+        } catch (e) {
+          console.warn(`nextscale: could not cache the model (${e.name}: ${e.message}); keeping it in memory only`);
+        }
+      },
+    };
   } finally {
     signal?.removeEventListener('abort', stop);
   }
@@ -230,13 +313,17 @@ class WorkerEngine {
       }
     };
     this.worker.onerror = (ev) => {
-      const e = new Error(`the nextscale worker failed: ${ev.message || 'unknown error'}`);
-      for (const p of this.pending.values()) p.reject(e);
+      // A crashed worker rejects everything pending and every later call; the next
+      // Generator.load starts a fresh one.
+      this.dead = new Error(`the nextscale worker failed (${ev.message || 'unknown error'}); load the model again`);
+      for (const p of this.pending.values()) p.reject(this.dead);
       this.pending.clear();
+      this.worker.terminate();
     };
   }
   call(msg, transfer = [], onScale) {
     const id = this.next++;
+    if (this.dead) return { id, promise: Promise.reject(this.dead) };
     return {
       id,
       promise: new Promise((resolve, reject) => {
@@ -282,24 +369,34 @@ export class Generator {
     const { backend = 'auto', onProgress, cache = true, worker = true, signal } = options;
     if (!BACKENDS.includes(backend)) throw new TypeError(`backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
-    const bytes = await fetchBytes(source, { onProgress, cache, signal });
-    onProgress?.({ stage: 'init', loadedBytes: bytes.length, totalBytes: bytes.length });
-    let engine;
-    if (worker && typeof Worker !== 'undefined') {
-      engine = new WorkerEngine();
-    } else {
-      const { Engine } = await import('./engine.js');
-      engine = new Engine();
-    }
-    const total = bytes.length;
-    try {
-      const loaded = await engine.load(bytes, backend);
-      onProgress?.({ stage: 'ready', loadedBytes: total, totalBytes: total });
-      return new Generator(engine, loaded);
-    } catch (e) {
-      engine.dispose?.();
-      throw e;
-    }
+    const progress = onProgress && withStatus(onProgress, source);
+    const attempt = async (useCache) => {
+      const got = await fetchBytes(source, { onProgress: progress, cache: useCache, signal });
+      const total = got.bytes.length;
+      progress?.({ stage: 'init', loadedBytes: total, totalBytes: total });
+      let engine;
+      if (worker && typeof Worker !== 'undefined') {
+        engine = new WorkerEngine();
+      } else {
+        const { Engine } = await import('./engine.js');
+        engine = new Engine();
+      }
+      try {
+        const loaded = await engine.load(got.bytes, backend);
+        await got.commit(); // cached only once it has loaded
+        progress?.({ stage: 'ready', loadedBytes: total, totalBytes: total });
+        return new Generator(engine, loaded);
+      } catch (e) {
+        engine.dispose?.();
+        await got.evict();
+        if (got.fromCache && e.name !== 'AbortError') {
+          console.warn(`nextscale: the cached copy failed to load (${e.message}); downloading it again`);
+          return attempt(false);
+        }
+        throw e;
+      }
+    };
+    return attempt(cache);
   }
 
   /**

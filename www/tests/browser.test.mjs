@@ -173,7 +173,7 @@ test('the shipped emoji and digits packs load on CPU and WebGPU and sample the n
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
   const ev = await inPage(async (lib, model) => {
-    await caches.delete('nextscale-models-v1');
+    await lib.purge();
     const runs = [];
     for (let i = 0; i < 2; i++) {
       const events = [];
@@ -403,4 +403,52 @@ test('the demo page edits: paint a mask over a generated digit, redraw it, the n
   const want = nativeEdit(['--image', src, '--mask', mask, '--class', '2', '--cfg', '3', '--top-k', '50', '--top-p', '0.9', '--seed', '0'], 'models/digits.nsp');
   assert.deepEqual(st.last.tokens, want, 'the page edit differs from the native CLI');
   await p.close();
+});
+
+test('the cache keeps only models that loaded, revalidates them, and purge() empties it', { timeout: 5 * MINUTES }, async () => {
+  const run = (url) => inPage(async (lib, url) => {
+    const stages = [];
+    try {
+      const g = await lib.Generator.load(url, { backend: 'cpu', onProgress: (e) => stages.push(e.stage) });
+      const info = g.info;
+      g.dispose();
+      return { ok: true, stages, vocab: info.vocabSize, params: info.parameters };
+    } catch (e) {
+      return { ok: false, stages, message: e.message };
+    }
+  }, url);
+  await inPage(async (lib) => lib.purge());
+  // An HTML page served with status 200 fails to load and is not cached; the next load downloads.
+  const first = await run('/test/flaky/tiny-random-q8.nsp');
+  assert.equal(first.ok, false);
+  assert.match(first.message, /safetensors|nextscale pack/);
+  const second = await run('/test/flaky/tiny-random-q8.nsp');
+  assert.ok(second.ok, second.message);
+  assert.ok(second.stages.includes('download'), `${second.stages}`);
+  const third = await run('/test/flaky/tiny-random-q8.nsp');
+  assert.ok(third.stages.includes('cache') && !third.stages.includes('download'), `${third.stages}`);
+  // A new version at the same URL (a new ETag) is downloaded again; the same one is not.
+  srv.stats.version = 1;
+  assert.ok((await run('/test/versioned.nsp')).stages.includes('download'));
+  assert.ok((await run('/test/versioned.nsp')).stages.includes('cache'));
+  srv.stats.version = 2;
+  const v2 = await run('/test/versioned.nsp');
+  assert.ok(v2.stages.includes('download'), `an updated model must be downloaded: ${v2.stages}`);
+  // purge(url) forgets one model.
+  assert.equal(await inPage(async (lib) => lib.purge('/test/versioned.nsp')), true);
+  assert.ok((await run('/test/versioned.nsp')).stages.includes('download'));
+  // Progress events also carry transformers.js's fields.
+  const ev = await inPage(async (lib, model) => {
+    const events = [];
+    const g = await lib.Generator.load(`/${model}`, { backend: 'cpu', cache: false, onProgress: (e) => events.push(e) });
+    g.dispose();
+    let disposed = null;
+    try { await g.generate({ classLabel: 1 }); } catch (e) { disposed = e.message; }
+    return { last: events.at(-1), disposed };
+  }, MODEL);
+  assert.equal(ev.last.status, 'ready');
+  assert.equal(ev.last.progress, 100);
+  assert.equal(ev.last.loaded, ev.last.total);
+  assert.match(ev.last.file, /tiny-random/);
+  assert.match(ev.disposed, /disposed: load the model again/);
 });

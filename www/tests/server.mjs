@@ -14,7 +14,7 @@ const TYPES = {
 };
 
 export function startServer(root) {
-  const stats = { hugeAborted: false, hugeSent: 0 };
+  const stats = { hugeAborted: false, hugeSent: 0, requests: {}, version: 1 };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
     if (url.pathname === '/test/huge.bin') {
@@ -32,6 +32,30 @@ export function startServer(root) {
       };
       req.on('close', stop);
       res.on('close', stop);
+      return;
+    }
+    // /test/flaky/NAME: the first request gets an HTML error page with status 200 (as some
+    // hosts answer for a missing file), later ones the real file www/models/NAME.
+    // /test/versioned.nsp: one of two packs, chosen by stats.version, with an ETag.
+    if (url.pathname.startsWith('/test/flaky/') || url.pathname === '/test/versioned.nsp') {
+      let name = url.pathname.slice('/test/flaky/'.length);
+      if (url.pathname === '/test/versioned.nsp') name = stats.version === 2 ? 'tiny-random-q4.nsp' : 'tiny-random-q8.nsp';
+      stats.requests[url.pathname] = (stats.requests[url.pathname] ?? 0) + 1;
+      if (url.pathname.startsWith('/test/flaky/') && stats.requests[url.pathname] === 1) {
+        const html = Buffer.from('<!doctype html><title>Not found</title><p>Sorry.');
+        res.writeHead(200, { 'Content-Type': 'text/html', 'Content-Length': String(html.length) });
+        res.end(html);
+        return;
+      }
+      const body = fs.readFileSync(path.join(root, 'www/models', path.basename(name)));
+      const etag = `"v${stats.version ?? 1}-${body.length}"`;
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { ETag: etag });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.length), ETag: etag });
+      res.end(body);
       return;
     }
     const file = path.join(root, decodeURIComponent(url.pathname));
