@@ -234,6 +234,9 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
     }
     const bytes = await readBody(response, total, 'download', onProgress, signal);
     const validator = validatorOf(response) ?? `len:${bytes.length}`;
+    // The bytes go to the worker (transferred, so not copied in the page); a Blob keeps the
+    // copy to cache, which browsers hold outside the page's heap.
+    const keep = store ? new Blob([bytes]) : null;
     return {
       bytes,
       fromCache: false,
@@ -241,8 +244,8 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
       commit: async () => {
         if (!store) return;
         try {
-          await store.put(url, new Response(bytes, {
-            headers: { 'content-length': String(bytes.length), 'x-nextscale-validator': validator },
+          await store.put(url, new Response(keep, {
+            headers: { 'content-length': String(keep.size), 'x-nextscale-validator': validator },
           }));
         } catch (e) {
           console.warn(`nextscale: could not cache the model (${e.name}: ${e.message}); keeping it in memory only`);
