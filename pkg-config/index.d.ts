@@ -48,6 +48,9 @@ export interface ModelInfo {
   classNames: string[] | null;
   /** What `generate()` uses for an absent option: the pack's recommended settings, else the official defaults. */
   sampling: SamplingDefaults;
+  /** The backend in use, and why: `'auto'` takes WebGPU on a hardware adapter and the CPU path when WebGPU is missing or only a CPU-emulated fallback adapter exists. */
+  backend: 'webgpu' | 'cpu';
+  backendReason: string;
 }
 
 export interface SamplingDefaults {

@@ -42,7 +42,8 @@ async function load() {
     const info = gen.info;
     setStatus('load-status',
       `loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s on ${gen.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}: ` +
-      `VAR d${info.depth}, ${info.takesPrompts ? 'text prompts' : `${info.numClasses} classes`}, ${info.imageSize}×${info.imageSize} px`);
+      `VAR d${info.depth}, ${info.takesPrompts ? 'text prompts' : `${info.numClasses} classes`}, ${info.imageSize}×${info.imageSize} px` +
+      ($('backend').value === 'auto' ? ` (auto: ${info.backendReason})` : ''));
     $('prompt-row').hidden = !info.takesPrompts;
     $('class-row').hidden = info.takesPrompts;
     $('notice').textContent = /random/.test(name)

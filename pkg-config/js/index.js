@@ -353,6 +353,20 @@ class WorkerEngine {
   }
 }
 
+/**
+ * What 'auto' means: WebGPU on a hardware adapter; the CPU (wasm) path when WebGPU is missing
+ * or its adapter is a CPU-emulated fallback (SwiftShader), which is far slower than the CPU path.
+ */
+async function chooseBackend(backend) {
+  if (backend !== 'auto') return { chosen: backend, reason: null };
+  const caps = await capabilities();
+  if (!caps.webgpu) return { chosen: 'cpu', reason: caps.reason ?? 'WebGPU is not available in this browser' };
+  if (caps.adapter?.isFallbackAdapter) {
+    return { chosen: 'cpu', reason: 'the only WebGPU adapter is a CPU-emulated fallback; the CPU (wasm) path is faster' };
+  }
+  return { chosen: 'auto', reason: null };
+}
+
 /** A loaded model. Create it with `await Generator.load(source, options)`. */
 export class Generator {
   constructor(engine, loaded) {
@@ -373,6 +387,7 @@ export class Generator {
     if (!BACKENDS.includes(backend)) throw new TypeError(`backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
     const progress = onProgress && withStatus(onProgress, source);
+    const { chosen, reason } = await chooseBackend(backend);
     const attempt = async (useCache) => {
       const got = await fetchBytes(source, { onProgress: progress, cache: useCache, signal });
       const total = got.bytes.length;
@@ -385,10 +400,11 @@ export class Generator {
         engine = new Engine();
       }
       try {
-        const loaded = await engine.load(got.bytes, backend);
+        const loaded = await engine.load(got.bytes, chosen);
         await got.commit(); // cached only once it has loaded
         progress?.({ stage: 'ready', loadedBytes: total, totalBytes: total });
-        return new Generator(engine, loaded);
+        const why = reason ?? (backend === 'auto' ? 'a hardware WebGPU adapter' : `asked for '${backend}'`);
+        return new Generator(engine, { ...loaded, info: { ...loaded.info, backend: loaded.backend, backendReason: why } });
       } catch (e) {
         engine.dispose?.();
         await got.evict();
