@@ -83,7 +83,7 @@ pub fn box_mask(pn: usize, fraction: f64, outpaint: bool) -> Result<Vec<bool>> {
 /// Turns a pixel mask (`size × size`, row-major, `true` = keep) into the keep mask of the
 /// finest token grid: a token is kept when more than half of its pixels are kept.
 pub fn token_mask(pixels_keep: &[bool], size: usize, pn: usize) -> Result<Vec<bool>> {
-    if pn == 0 || size == 0 || size % pn != 0 {
+    if pn == 0 || size == 0 || !size.is_multiple_of(pn) {
         return Err(Error::invalid(format!(
             "a {size}-px mask does not divide into a {pn}×{pn} token grid"
         )));

@@ -247,7 +247,7 @@ fn bad_edits_are_refused_with_messages() {
     let pipe = Pipeline::from_bytes(bytes, &d).unwrap();
     let rgba = vec![128u8; 8 * 8 * 4];
     let img = RgbaView::new(8, 8, &rgba).unwrap();
-    let err = |r: Result<EditPlan>| r.err().expect("must fail").to_string();
+    let err = |r: Result<EditPlan>| r.expect_err("must fail").to_string();
     let m = err(block_on(pipe.plan_edit(&img, &Region::KeepScales(0), 1)));
     assert!(m.contains("keep-scales must be from 1 to"), "{m}");
     let m = err(block_on(pipe.plan_edit(

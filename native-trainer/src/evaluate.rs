@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use nextscale::edit::{EditPlan, Half, Region};
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleOptions};
-use nextscale::{Checkpoint, Pipeline, VqVae};
+use nextscale::{Checkpoint, Condition, Pipeline, VqVae};
 use serde_json::json;
 
 use crate::classify::{FEATURES, Trained, argmax_rows, labelled_images};
@@ -127,6 +128,15 @@ pub struct EvaluateArgs {
     /// classifier's features: top-1, top-5 and the median rank of the right image.
     #[arg(long)]
     rank: bool,
+    /// Class models: instead of generating from nothing, complete the real images of
+    /// `--real` (at most `--limit`) from this half (top, bottom, left or right), with their own
+    /// class, and judge the completions.
+    #[arg(long)]
+    keep_half: Option<String>,
+    /// With --keep-half: complete without the class (the null condition): does the kept half
+    /// alone carry the digit?
+    #[arg(long, requires = "keep_half")]
+    unconditional: bool,
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -172,6 +182,21 @@ fn retrieval(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> (f64, f6
     ranks.sort_unstable();
     let median = ranks.get(ranks.len() / 2).copied().unwrap_or(0) as f64;
     (t1, t5, median)
+}
+
+/// RGBA bytes from `[3, s, s]` in [−1, 1] (the inverse of the pre-processing, exact for
+/// 8-bit images).
+fn chw_to_rgba(x: &[f32], s: usize) -> Vec<u8> {
+    (0..s * s)
+        .flat_map(|p| {
+            let c = |ch: usize| {
+                ((x[ch * s * s + p] + 1.0) * 127.5)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            };
+            [c(0), c(1), c(2), 255]
+        })
+        .collect()
 }
 
 /// `[3, s, s]` in [−1, 1] from a decoded image.
@@ -307,9 +332,17 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             );
         }
         let (imgs, labels) = labelled_images(&ds, size)?;
-        let targets = (0..k)
-            .flat_map(|c| std::iter::repeat_n(c, a.per_class))
-            .collect();
+        let targets = if a.keep_half.is_some() {
+            // The real images themselves are completed: one per image of --limit.
+            spaced(labels.len(), a.limit)
+                .iter()
+                .map(|&i| labels[i])
+                .collect()
+        } else {
+            (0..k)
+                .flat_map(|c| std::iter::repeat_n(c, a.per_class))
+                .collect()
+        };
         (Vec::new(), targets, imgs, labels)
     };
     let n = targets.len();
@@ -325,7 +358,36 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             seed: a.seed.wrapping_add(bi as u64),
             ..opts.clone()
         };
-        let g = if text_mode {
+        let g = if let Some(half) = &a.keep_half {
+            let region = Region::Mask(Half::parse(half)?.mask(pipe.var_config.patch_nums.latent()));
+            let per = 3 * size * size;
+            let picks = spaced(real_labels.len(), a.limit);
+            let mut plan: Option<EditPlan> = None;
+            for &i in &picks[start..end] {
+                let rgba = chw_to_rgba(&real_imgs[i * per..(i + 1) * per], size);
+                let view = nextscale::image::RgbaView::new(size, size, &rgba)?;
+                let one = block_on(pipe.plan_edit(&view, &region, 1))?;
+                match &mut plan {
+                    None => plan = Some(one),
+                    Some(p) => {
+                        for (all, s) in p.source.iter_mut().zip(one.source) {
+                            all.extend(s);
+                        }
+                    }
+                }
+            }
+            let conds: Vec<Condition> = targets[start..end]
+                .iter()
+                .map(|&c| {
+                    if a.unconditional {
+                        Condition::Unconditional
+                    } else {
+                        Condition::Class(c)
+                    }
+                })
+                .collect();
+            block_on(pipe.edit(&conds, &o, plan.expect("a batch"), &mut NoHooks))?
+        } else if text_mode {
             let p: Vec<&str> = prompts[start..end].iter().map(String::as_str).collect();
             block_on(pipe.generate_prompts(&p, &o, &mut NoHooks))?
         } else {
@@ -340,7 +402,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     if let Some(p) = &a.grid {
         // Class models: a row of (up to) ten samples per class; text models: the first 100.
         let per = 3 * size * size;
-        let pick: Vec<usize> = if text_mode {
+        let pick: Vec<usize> = if text_mode || a.keep_half.is_some() {
             (0..n.min(100)).collect()
         } else {
             (0..k)
@@ -351,7 +413,11 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             .iter()
             .flat_map(|&i| gen_imgs[i * per..(i + 1) * per].iter().copied())
             .collect();
-        let cols = if text_mode { 10 } else { a.per_class.min(10) };
+        let cols = if text_mode || a.keep_half.is_some() {
+            10
+        } else {
+            a.per_class.min(10)
+        };
         crate::plot::grid(p, &tiles, size, cols)?;
     }
 
@@ -418,7 +484,8 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         "{}",
         serde_json::to_string_pretty(&json!({
             "ranking": ranking,
-            "mode": if text_mode { "prompts" } else { "classes" },
+            "mode": if text_mode { "prompts" } else if a.keep_half.is_some() { "completion" } else { "classes" },
+            "keep_half": a.keep_half, "unconditional": a.unconditional,
             "generated": n,
             "real": n_real,
             "accuracy_generated": acc(&gen_pred, &targets),
