@@ -31,6 +31,13 @@ if [ "$what" = digits ] || [ "$what" = all ]; then
   "$B" evaluate --pack models/digits.nsp --classifier "$R/classifier.safetensors" \
     --real "$M/t10k-images-idx3-ubyte" --reference "$M/train-images-idx3-ubyte" --per-class 100 "${SAMPLING[@]}" \
     --grid docs/models/digits-samples.png
+  # Editing: complete 1,000 real test digits from their left (top) half, with and without the class.
+  for half in left top; do
+    "$B" evaluate --pack models/digits.nsp --classifier "$R/classifier.safetensors" \
+      --real "$M/t10k-images-idx3-ubyte" --keep-half "$half" --limit 1000
+  done
+  "$B" evaluate --pack models/digits.nsp --classifier "$R/classifier.safetensors" \
+    --real "$M/t10k-images-idx3-ubyte" --keep-half left --unconditional --limit 1000
 fi
 
 if [ "$what" = emoji ] || [ "$what" = all ]; then
