@@ -260,6 +260,23 @@ impl Checkpoint {
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.entries.get(key).map(|e| e.shape.as_slice())
     }
+
+    /// The shape of `key` when it has `rank` dimensions, none of them 0 (`None` when absent):
+    /// what the configuration is read from, so a mis-shaped tensor is an error, not an index
+    /// out of bounds or a division by zero.
+    pub fn dims(&self, key: &str, rank: usize) -> Result<Option<&[usize]>> {
+        match self.shape(key) {
+            None => Ok(None),
+            Some(s) if s.len() == rank && !s.contains(&0) => Ok(Some(s)),
+            Some(s) => Err(Error::Format {
+                format: "checkpoint",
+                reason: format!(
+                    "tensor `{key}` has shape {}, expected {rank} dimensions, none of them 0",
+                    Shape(s.to_vec())
+                ),
+            }),
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -133,7 +133,7 @@ impl Pipeline {
             return Ok((VaeParts::Full(Box::new(m)), cfg));
         }
         let emb = ck
-            .shape("quantize.embedding.weight")
+            .dims("quantize.embedding.weight", 2)?
             .ok_or_else(|| Error::Format {
                 format: "VQ-VAE checkpoint",
                 reason: "no `quantize.embedding.weight` (is this a VQ-VAE file?)".into(),
@@ -149,6 +149,7 @@ impl Pipeline {
             patch_nums: var_cfg.patch_nums.clone(),
             ..VqVaeConfig::vae_ch160v4096z32()
         };
+        cfg.validate()?;
         let q = VectorQuantizer::load(&mut ck, "quantize", &cfg, device)?;
         // The latent 1×1 convs are of no use without the encoder/decoder; accept them.
         let cz = cfg.z_channels;

@@ -247,3 +247,59 @@ fn hostile_configurations_are_refused_with_their_limit() {
         .to_string();
     assert!(e.contains("do not match"), "{e}");
 }
+
+/// Tensors whose rank or sizes cannot be the model's are refused while the configuration is
+/// read, before anything indexes them or divides by them.
+#[test]
+fn misranked_and_empty_tensors_are_refused_while_reading_the_configuration() {
+    for (key, shape) in [
+        ("word_embed.weight", vec![128]),
+        ("class_emb.weight", vec![0, 128]),
+        ("blocks.0.attn.scale_mul_1H11", vec![2]),
+        ("pos_1LC", vec![680, 128]),
+    ] {
+        let mut t = d2_tensors();
+        let e = t.iter_mut().find(|(k, _, _)| k == key).unwrap();
+        let n: usize = shape.iter().product();
+        e.1 = shape.clone();
+        e.2 = vec![0.5; n];
+        let err = load(build(&t)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("tensor `{key}` has shape"))
+                && err.contains("dimensions, none of them 0"),
+            "{key}: {err}"
+        );
+    }
+    // A VQ-VAE whose first conv has 0 output channels (a divide by zero before).
+    let vae = vec![
+        (
+            "encoder.conv_in.weight".to_string(),
+            vec![0, 3, 3, 3],
+            vec![],
+        ),
+        (
+            "quantize.embedding.weight".to_string(),
+            vec![16, 8],
+            vec![0.1; 128],
+        ),
+    ];
+    let e = nextscale::vqvae::infer_config(&build(&vae), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`encoder.conv_in.weight` has shape"), "{e}");
+    // A text encoder configuration with no token types.
+    let mut b: nextscale::text::BertConfig = serde_json::from_str(
+        r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16, "max_position_embeddings": 8, "type_vocab_size": 0,
+            "layer_norm_eps": 1e-12}"#,
+    )
+    .unwrap();
+    assert!(
+        b.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("token types 1 to 64")
+    );
+    b.type_vocab_size = 2;
+    b.validate().unwrap();
+}

@@ -38,6 +38,29 @@ impl BertConfig {
                 self.hidden_act
             )));
         }
+        let limit = crate::config::MAX_WIDTH;
+        if self.vocab_size == 0
+            || self.type_vocab_size == 0
+            || self.max_position_embeddings == 0
+            || self.num_hidden_layers == 0
+            || self.intermediate_size == 0
+            || self.vocab_size > crate::config::MAX_VOCAB
+            || self.type_vocab_size > 64
+            || self.max_position_embeddings > 1 << 16
+            || self.num_hidden_layers > 128
+            || self.hidden_size > limit
+            || self.intermediate_size > 4 * limit
+        {
+            return Err(Error::config(format!(
+                "BERT configuration out of range (vocabulary 1 to {}, token types 1 to 64, positions 1 to 65536, \
+                 layers 1 to 128, hidden ≤ {limit}, intermediate 1 to {})",
+                crate::config::MAX_VOCAB,
+                4 * limit
+            )));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(Error::config("layer_norm_eps must be a positive number"));
+        }
         super::check_heads(self.hidden_size, self.num_attention_heads)
     }
 }

@@ -363,22 +363,22 @@ impl Var {
 
 /// Reads the VAR configuration off the shapes of a state dict (any depth).
 pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<VarConfig> {
-    let need = |k: &str| -> Result<Vec<usize>> {
-        ck.shape(k)
+    let need = |k: &str, rank: usize| -> Result<Vec<usize>> {
+        ck.dims(k, rank)?
             .map(<[usize]>::to_vec)
             .ok_or_else(|| Error::Format {
                 format: "VAR checkpoint",
                 reason: format!("cannot infer the configuration: no tensor `{k}`"),
             })
     };
-    let we = need("word_embed.weight")?;
+    let we = need("word_embed.weight", 2)?;
     let (c, cvae) = (we[0], we[1]);
-    let classes = need("class_emb.weight")?[0];
-    let text_dim = ck.shape("text_proj.weight").map(|s| s[1]).unwrap_or(0);
+    let classes = need("class_emb.weight", 2)?[0];
+    let text_dim = ck.dims("text_proj.weight", 2)?.map(|s| s[1]).unwrap_or(0);
     if classes < 2 && text_dim == 0 {
         return Err(Error::config("class_emb has fewer than 2 rows"));
     }
-    let vocab = need("head.weight")?[0];
+    let vocab = need("head.weight", 2)?[0];
     let mut depth = 0;
     while ck.contains(&format!("blocks.{depth}.attn.mat_qkv.weight")) {
         depth += 1;
@@ -389,10 +389,10 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Va
             reason: "no transformer blocks (`blocks.0.attn.mat_qkv.weight`)".into(),
         });
     }
-    let heads = need("blocks.0.attn.scale_mul_1H11")?[1];
-    let hidden = need("blocks.0.ffn.fc1.weight")?[0];
-    let total = need("pos_1LC")?[1];
-    let scales = need("lvl_embed.weight")?[0];
+    let heads = need("blocks.0.attn.scale_mul_1H11", 4)?[1];
+    let hidden = need("blocks.0.ffn.fc1.weight", 2)?[0];
+    let total = need("pos_1LC", 3)?[1];
+    let scales = need("lvl_embed.weight", 2)?[0];
     let patch_nums = match patch_nums.or(ck.recorded_patch_nums()?) {
         Some(p) => p,
         None => PatchNums::infer_from_total(total).ok_or_else(|| {

@@ -113,8 +113,8 @@ fn count_indexed(ck: &Checkpoint, prefix: &str) -> usize {
     n
 }
 
-fn shape_of<'a>(ck: &'a Checkpoint, key: &str) -> Result<&'a [usize]> {
-    ck.shape(key).ok_or_else(|| Error::Format {
+fn shape_of<'a>(ck: &'a Checkpoint, key: &str, rank: usize) -> Result<&'a [usize]> {
+    ck.dims(key, rank)?.ok_or_else(|| Error::Format {
         format: "VQ-VAE checkpoint",
         reason: format!("cannot infer the configuration: no tensor `{key}`"),
     })
@@ -122,9 +122,9 @@ fn shape_of<'a>(ck: &'a Checkpoint, key: &str) -> Result<&'a [usize]> {
 
 /// Reads the VQ-VAE configuration off the shapes of a state dict.
 pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<VqVaeConfig> {
-    let conv_in = shape_of(ck, "encoder.conv_in.weight")?;
+    let conv_in = shape_of(ck, "encoder.conv_in.weight", 4)?;
     let (ch, in_channels) = (conv_in[0], conv_in[1]);
-    let emb = shape_of(ck, "quantize.embedding.weight")?;
+    let emb = shape_of(ck, "quantize.embedding.weight", 2)?;
     let (vocab_size, z_channels) = (emb[0], emb[1]);
     let levels = count_indexed(ck, "encoder.down");
     if levels == 0 {
@@ -134,7 +134,7 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Vq
         });
     }
     let ch_mult = (0..levels)
-        .map(|i| Ok(shape_of(ck, &format!("encoder.down.{i}.block.0.conv1.weight"))?[0] / ch))
+        .map(|i| Ok(shape_of(ck, &format!("encoder.down.{i}.block.0.conv1.weight"), 4)?[0] / ch))
         .collect::<Result<Vec<_>>>()?;
     let num_res_blocks = count_indexed(ck, "encoder.down.0.block");
     let share_quant_resi = count_indexed(ck, "quantize.quant_resi.qresi_ls");
@@ -152,7 +152,7 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Vq
     };
     if let Some(p) = patch_nums.or(ck.recorded_patch_nums()?) {
         cfg.patch_nums = p;
-    } else if let Some(s) = ck.shape("quantize.ema_vocab_hit_SV")
+    } else if let Some(s) = ck.dims("quantize.ema_vocab_hit_SV", 2)?
         && s[0] != cfg.patch_nums.num_scales()
     {
         return Err(Error::config(format!(
