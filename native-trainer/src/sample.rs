@@ -200,6 +200,9 @@ pub struct OutputArgs {
     /// Write the tokens as JSON: one array of token ids per image (scales in order, row-major).
     #[arg(long)]
     pub tokens_out: Option<PathBuf>,
+    /// Columns of the --out grid (default: a square-ish grid; `--n` gives one row per class or prompt).
+    #[arg(long)]
+    pub cols: Option<usize>,
 }
 
 impl OutputArgs {
@@ -235,7 +238,9 @@ impl OutputArgs {
         eprintln!("decoded in {:.2} s", t2.elapsed().as_secs_f64());
         if let Some(p) = &self.out {
             let all: Vec<RgbImage> = extra.iter().chain(&images).cloned().collect();
-            let cols = (all.len() as f64).sqrt().ceil() as usize;
+            let cols = self
+                .cols
+                .unwrap_or_else(|| (all.len() as f64).sqrt().ceil() as usize);
             save_png(&grid(&all, cols), p)?;
             eprintln!("wrote {}", p.display());
         }
