@@ -11,14 +11,14 @@ cd "$ROOT"
 
 OUT="${1:-$ROOT/out}"
 shift || true
-if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("grinning face" "cat face" "flag: Japan" "thumbs up"); fi
+if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("grinning face" "face with tears of joy" "smiling face with heart-eyes" "flag: Brazil"); fi
 cargo build --release --locked -p native-trainer
 BIN="$CARGO_TARGET_DIR/release/native-trainer"
 mkdir -p "$OUT"
 args=()
 for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
-"$BIN" sample --pack models/emoji.nsp "${args[@]}" --n 4 --cfg 3 --top-k 50 --top-p 0.9 --seed 0 \
-  --out "$OUT/emoji.png"
-"$BIN" sample --pack models/digits.nsp --class 0,1,2,3,4,5,6,7,8,9 --n 10 --cfg 3 --top-k 50 \
-  --top-p 0.9 --seed 0 --out "$OUT/digits.png"
+# Sampling settings (cfg 3, top-k 50, top-p 0.9) come from the packs.
+"$BIN" sample --pack models/emoji.nsp "${args[@]}" --n 4 --cols 4 --seed 0 --out "$OUT/emoji.png"
+"$BIN" sample --pack models/digits.nsp --class 0,1,2,3,4,5,6,7,8,9 --n 10 --cols 10 --seed 0 \
+  --out "$OUT/digits.png"
 echo "wrote $OUT/emoji.png (rows: ${prompts[*]}) and $OUT/digits.png (rows: digits 0–9)"
