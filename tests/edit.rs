@@ -152,17 +152,7 @@ fn edits_match_the_official_algorithm() {
 #[test]
 fn kept_tokens_and_pixels_come_from_the_source() {
     let d = Device::flex();
-    let bytes = {
-        let t = nextscale::fixtures::tiny_model_tensors(3).unwrap();
-        let view: Vec<(String, Vec<usize>, &[f32])> = t
-            .iter()
-            .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-            .collect();
-        let mut out = Vec::new();
-        nextscale::checkpoint::write_safetensors(&mut out, &view).unwrap();
-        out
-    };
-    let pipe = Pipeline::from_bytes(bytes, &d).unwrap();
+    let pipe = Pipeline::from_bytes(tiny_safetensors(3), &d).unwrap();
     let opts = SampleOptions {
         cfg: 2.0,
         top_k: 50,
@@ -237,14 +227,7 @@ fn kept_tokens_and_pixels_come_from_the_source() {
 #[test]
 fn bad_edits_are_refused_with_messages() {
     let d = Device::flex();
-    let t = nextscale::fixtures::tiny_model_tensors(0).unwrap();
-    let view: Vec<(String, Vec<usize>, &[f32])> = t
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
-    let mut bytes = Vec::new();
-    nextscale::checkpoint::write_safetensors(&mut bytes, &view).unwrap();
-    let pipe = Pipeline::from_bytes(bytes, &d).unwrap();
+    let pipe = Pipeline::from_bytes(tiny_safetensors(0), &d).unwrap();
     let rgba = vec![128u8; 8 * 8 * 4];
     let img = RgbaView::new(8, 8, &rgba).unwrap();
     let err = |r: Result<EditPlan>| r.expect_err("must fail").to_string();

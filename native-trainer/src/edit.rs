@@ -41,21 +41,11 @@ pub struct EditArgs {
     output: OutputArgs,
 }
 
-/// Reads an image file as RGBA (limits checked by the library before any resize).
+/// Reads an image file as RGBA, with the data loader's limits (a regular file of at most
+/// 64 MiB, decoder limits); the library checks the size again before any resize.
 pub fn read_rgba(path: &std::path::Path) -> Result<(usize, usize, Vec<u8>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
-    limits.max_alloc = Some(1 << 30);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .with_context(|| format!("decoding {}", path.display()))?;
-    let rgba = img.to_rgba8();
+    let bytes = crate::data::read_regular(path, crate::data::MAX_IMAGE_FILE)?;
+    let rgba = crate::data::decode_image(&bytes, path)?.to_rgba8();
     Ok((
         rgba.width() as usize,
         rgba.height() as usize,

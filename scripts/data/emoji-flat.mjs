@@ -18,6 +18,7 @@
 // usage: node emoji-flat.mjs <emoji-datasource-google dir> <emojibase-data dir> <emojilib dir> <out>
 import fs from 'node:fs';
 import path from 'node:path';
+import { fnv1a, norm } from './common.mjs';
 
 const [imgPkg, basePkg, libPkg, out] = process.argv.slice(2);
 if (!out) {
@@ -33,22 +34,6 @@ export const EVERYDAY = [
   'grinning face', 'thumbs up',
 ];
 
-const norm = (code) =>
-  code
-    .toLowerCase()
-    .split('-')
-    .filter((c) => c !== 'fe0f')
-    .map((c) => c.padStart(4, '0'))
-    .join('-');
-
-const fnv1a = (s) => {
-  let h = 0x811c9dc5;
-  for (const b of Buffer.from(s, 'utf8')) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-};
 
 const read = (...p) => JSON.parse(fs.readFileSync(path.join(...p), 'utf8'));
 const source = read(imgPkg, 'emoji.json');

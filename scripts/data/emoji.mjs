@@ -11,6 +11,7 @@
 // usage: node emoji.mjs <fluent-emoji-3d package dir> <emojibase-data package dir> <out dir>
 import fs from 'node:fs';
 import path from 'node:path';
+import { fnv1a, norm } from './common.mjs';
 
 const [imgPkg, basePkg, out] = process.argv.slice(2);
 if (!out) {
@@ -20,25 +21,6 @@ if (!out) {
 const TEST_PERCENT = 10;
 
 // File names and emojibase hexcodes differ in case, in the variation selector FE0F and in the
-// zero padding of keycap bases: compare a normal form of both.
-const norm = (code) =>
-  code
-    .toLowerCase()
-    .replace(/_/g, '-')
-    .split('-')
-    .filter((c) => c !== 'fe0f')
-    .map((c) => c.padStart(4, '0'))
-    .join('-');
-
-// 32-bit FNV-1a: a stable, dependency-free hash for the split.
-const fnv1a = (s) => {
-  let h = 0x811c9dc5;
-  for (const b of Buffer.from(s, 'utf8')) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-};
 
 const data = JSON.parse(fs.readFileSync(path.join(basePkg, 'en', 'data.json'), 'utf8'));
 const groups = JSON.parse(fs.readFileSync(path.join(basePkg, 'meta', 'groups.json'), 'utf8')).groups;

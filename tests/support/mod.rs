@@ -143,3 +143,16 @@ pub fn assert_exact(what: &str, got: &[i64], want: &[i64]) {
     );
     println!("{what}: {} indices identical", got.len());
 }
+
+/// The small random-weight model of `nextscale::fixtures` as safetensors bytes (VAR with its
+/// VQ-VAE under `vae.`).
+pub fn tiny_safetensors(seed: u64) -> Vec<u8> {
+    let t = nextscale::fixtures::tiny_model_tensors(seed).unwrap();
+    let view: Vec<(String, Vec<usize>, &[f32])> = t
+        .iter()
+        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let mut out = Vec::new();
+    nextscale::checkpoint::write_safetensors(&mut out, &view).unwrap();
+    out
+}
