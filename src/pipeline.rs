@@ -391,12 +391,7 @@ impl Pipeline {
     /// black or transparent = keep; any size, resized like the source).
     pub fn mask_from_rgba(&self, mask: &RgbaView<'_>) -> Result<Vec<bool>> {
         let size = self.image_size();
-        let pn = *self
-            .var_config
-            .patch_nums
-            .as_slice()
-            .last()
-            .expect("validated");
+        let pn = self.var_config.patch_nums.latent();
         crate::edit::token_mask(&mask.to_keep_mask(size)?, size, pn)
     }
 

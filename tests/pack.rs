@@ -1,6 +1,8 @@
 //! nextscale packs: an f32 pack is the same model as its checkpoint; every scheme loads;
 //! damaged packs are errors that say what is wrong.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use nextscale::burn::tensor::Device;
@@ -9,6 +11,7 @@ use nextscale::pack::{Pack, Storage, write_pack};
 use nextscale::readback::block_on;
 use nextscale::sampler::NoHooks;
 use nextscale::{Error, Pipeline, SampleOptions};
+use support::tiny_safetensors;
 
 fn tiny_pack(storage: Storage) -> Vec<u8> {
     let (var, vae) = tiny_configs();
@@ -30,17 +33,6 @@ fn tiny_pack(storage: Storage) -> Vec<u8> {
     .unwrap()
 }
 
-fn tiny_safetensors() -> Vec<u8> {
-    let t = tiny_model_tensors(0).unwrap();
-    let view: Vec<(String, Vec<usize>, &[f32])> = t
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
-    let mut out = Vec::new();
-    nextscale::checkpoint::write_safetensors(&mut out, &view).unwrap();
-    out
-}
-
 fn tokens(p: &Pipeline, top_k: usize) -> Vec<Vec<u32>> {
     let o = SampleOptions {
         cfg: 3.0,
@@ -57,7 +49,7 @@ fn tokens(p: &Pipeline, top_k: usize) -> Vec<Vec<u32>> {
 #[test]
 fn f32_pack_is_the_same_model_as_the_checkpoint() {
     let d = Device::flex();
-    let a = Pipeline::from_bytes(tiny_safetensors(), &d).unwrap();
+    let a = Pipeline::from_bytes(tiny_safetensors(0), &d).unwrap();
     let b = Pipeline::from_bytes(tiny_pack(Storage::F32), &d).unwrap();
     assert_eq!(a.var_config, b.var_config);
     assert_eq!(tokens(&a, 1), tokens(&b, 1));

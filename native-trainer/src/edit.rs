@@ -59,12 +59,7 @@ pub fn run(a: EditArgs) -> Result<()> {
     a.output.check(&pipe)?;
     let (w, h, rgba) = read_rgba(&a.image)?;
     let source = RgbaView::new(w, h, &rgba)?;
-    let pn = *pipe
-        .var_config
-        .patch_nums
-        .as_slice()
-        .last()
-        .expect("validated");
+    let pn = pipe.var_config.patch_nums.latent();
     let region = match (&a.mask, a.keep_scales, &a.keep_half) {
         (Some(m), None, None) => {
             let (mw, mh, mrgba) = read_rgba(m)?;

@@ -494,15 +494,7 @@ async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValu
                         .map_err(js_err)?,
                 ),
                 EditRegion::KeepScales(k) => Region::KeepScales(*k),
-                EditRegion::Half(h) => {
-                    let pn = *pipe
-                        .var_config
-                        .patch_nums
-                        .as_slice()
-                        .last()
-                        .expect("validated");
-                    Region::Mask(h.mask(pn))
-                }
+                EditRegion::Half(h) => Region::Mask(h.mask(pipe.var_config.patch_nums.latent())),
             };
             let plan = pipe.plan_edit(&source, &region, 1).await.map_err(js_err)?;
             pipe.start_edit(&conds, &args.opts, plan).map_err(js_err)?
