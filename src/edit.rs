@@ -61,25 +61,6 @@ impl Half {
     }
 }
 
-/// A keep mask that regenerates a centred box of `fraction` of the side (inpainting) or
-/// keeps it and regenerates the border around it (outpainting).
-pub fn box_mask(pn: usize, fraction: f64, outpaint: bool) -> Result<Vec<bool>> {
-    if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(Error::invalid(format!(
-            "the box must cover a fraction in (0, 1) of the side, got {fraction}"
-        )));
-    }
-    let lo = ((1.0 - fraction) / 2.0 * pn as f64).round() as usize;
-    let hi = pn - lo;
-    Ok((0..pn * pn)
-        .map(|i| {
-            let (y, x) = (i / pn, i % pn);
-            let inside = (lo..hi).contains(&y) && (lo..hi).contains(&x);
-            inside == outpaint
-        })
-        .collect())
-}
-
 /// Turns a pixel mask (`size × size`, row-major, `true` = keep) into the keep mask of the
 /// finest token grid: a token is kept when more than half of its pixels are kept.
 pub fn token_mask(pixels_keep: &[bool], size: usize, pn: usize) -> Result<Vec<bool>> {
@@ -280,21 +261,5 @@ mod tests {
             vec![true, false, false, false]
         );
         assert!(token_mask(&px, 4, 3).is_err());
-        assert_eq!(
-            box_mask(4, 0.5, false)
-                .unwrap()
-                .iter()
-                .filter(|&&k| !k)
-                .count(),
-            4
-        );
-        assert_eq!(
-            box_mask(4, 0.5, true)
-                .unwrap()
-                .iter()
-                .filter(|&&k| k)
-                .count(),
-            4
-        );
     }
 }

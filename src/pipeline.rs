@@ -212,7 +212,7 @@ impl Pipeline {
             .await
     }
 
-    /// Whether [`Pipeline::start_prompts`] can run: a text encoder, and a text-conditioned
+    /// Whether prompts work: a text encoder, and a text-conditioned
     /// model or a text adapter.
     pub fn takes_prompts(&self) -> bool {
         self.text.is_some() && (self.var_config.text_dim > 0 || self.adapter.is_some())
@@ -251,16 +251,6 @@ impl Pipeline {
         let cond = self.prompt_condition(prompts)?;
         crate::sampler::generate_with_condition(&self.var, self.quantizer(), cond, opts, hooks)
             .await
-    }
-
-    /// Starts a step-by-step generation for prompts.
-    pub fn start_prompts(&self, prompts: &[&str], opts: &SampleOptions) -> Result<Sampling<'_>> {
-        Sampling::new(
-            &self.var,
-            self.quantizer(),
-            self.prompt_condition(prompts)?,
-            opts,
-        )
     }
 
     /// Starts a step-by-step generation for `labels`.
