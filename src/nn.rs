@@ -26,11 +26,46 @@ pub(crate) fn param<const D: usize>(
     Ok(Param::from_tensor(tensor(data, shape, device)))
 }
 
+/// `[rows, cols]` row-major → `[cols, rows]`.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
 /// `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    /// A low-rank update applied unmerged (LoRA), if attached.
+    pub lora: Option<LoraPair>,
+}
+
+/// A LoRA update of a [`Linear`]: `y += scale · (x A) B`, with `A` `[in, r]` and `B`
+/// `[r, out]` (PyTorch/PEFT: `lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`), and
+/// `scale = alpha / r`.
+#[derive(Module, Debug)]
+pub struct LoraPair {
+    pub lora_a: Param<Tensor<2>>,
+    pub lora_b: Param<Tensor<2>>,
+    pub scale: f32,
+}
+
+impl LoraPair {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let h = linear(x, self.lora_a.val(), None);
+        linear(h, self.lora_b.val(), None) * self.scale as f64
+    }
+
+    /// `scale · A B`, `[in, out]`: what merging adds to the weight.
+    pub fn delta(&self) -> Tensor<2> {
+        self.lora_a.val().matmul(self.lora_b.val()) * self.scale as f64
+    }
 }
 
 impl Linear {
@@ -45,13 +80,7 @@ impl Linear {
         device: &Device,
     ) -> Result<Self> {
         let w = src.get(&format!("{prefix}.weight"), &[d_out, d_in], weight_init)?;
-        let mut wt = vec![0f32; w.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                wt[i * d_out + o] = w[o * d_in + i];
-            }
-        }
-        let weight = Param::from_tensor(tensor(wt, [d_in, d_out], device));
+        let weight = Param::from_tensor(tensor(transpose(&w, d_out, d_in), [d_in, d_out], device));
         let bias = if bias {
             Some(param(
                 src,
@@ -63,11 +92,72 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        self.forward_with_bias(x.clone(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// `x W + bias` (+ the LoRA update), with a bias given by the caller (attention's
+    /// `cat(q_bias, 0, v_bias)`).
+    pub fn forward_with_bias<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        bias: Option<Tensor<1>>,
+    ) -> Tensor<D> {
+        let y = linear(x.clone(), self.weight.val(), bias);
+        match &self.lora {
+            Some(l) => y + l.forward(x),
+            None => y,
+        }
+    }
+
+    /// Attaches a LoRA update: `lora_A.weight` `[r, in]` and `lora_B.weight` `[out, r]` under
+    /// `{prefix}.`; fresh ones start with `A` Kaiming-uniform-like and `B` zero, so the layer
+    /// is unchanged until trained.
+    pub fn attach_lora(
+        &mut self,
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        rank: usize,
+        scale: f32,
+        device: &Device,
+    ) -> Result<()> {
+        let [d_in, d_out] = self.weight.val().dims();
+        let bound = (1.0 / d_in as f64).sqrt() as f32;
+        let a = src.get(
+            &format!("{prefix}.lora_A.weight"),
+            &[rank, d_in],
+            Init::Uniform(bound),
+        )?;
+        let b = src.get(
+            &format!("{prefix}.lora_B.weight"),
+            &[d_out, rank],
+            Init::Zeros,
+        )?;
+        self.lora = Some(LoraPair {
+            lora_a: Param::from_tensor(tensor(transpose(&a, rank, d_in), [d_in, rank], device)),
+            lora_b: Param::from_tensor(tensor(transpose(&b, d_out, rank), [rank, d_out], device)),
+            scale,
+        });
+        Ok(())
+    }
+
+    /// Folds an attached LoRA update into the weight (`W += scale · A B`) and drops it.
+    pub fn merge_lora(self) -> Self {
+        match self.lora {
+            None => self,
+            Some(l) => Self {
+                weight: Param::from_tensor(self.weight.val() + l.delta()),
+                bias: self.bias,
+                lora: None,
+            },
+        }
     }
 
     pub fn d_out(&self) -> usize {

@@ -28,7 +28,7 @@ pub const VERSION: u32 = 2;
 pub const MIN_VERSION: u32 = 1;
 /// Features a pack may require of its reader (`requires` in the header). A pack that names
 /// one this library does not know is refused with a message instead of being misread.
-pub const KNOWN_FEATURES: &[&str] = &[];
+pub const KNOWN_FEATURES: &[&str] = &["lora"];
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
 const ALIGN: usize = 64;
@@ -105,6 +105,10 @@ pub struct PackHeader {
     /// The sampling settings the model was tuned for (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<crate::sampler::Recommended>,
+    /// LoRA updates of the VAR (tensors under `lora.`), applied when the pack is loaded;
+    /// such a pack requires the `lora` feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::var::lora::LoraConfig>,
     /// Features a reader must support to use this pack correctly (version 2); see
     /// [`KNOWN_FEATURES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -128,6 +132,7 @@ pub struct PackExtras {
     pub text: Option<TextHeader>,
     pub adapter: Option<crate::var::adapter::AdapterConfig>,
     pub sampling: Option<crate::sampler::Recommended>,
+    pub lora: Option<crate::var::lora::LoraConfig>,
 }
 
 impl PackHeader {
@@ -213,6 +218,14 @@ fn validate_header(h: &PackHeader) -> Result<()> {
         )));
     }
     h.var.validate()?;
+    if let Some(l) = &h.lora {
+        l.validate()?;
+        if !h.requires.iter().any(|f| f == "lora") {
+            return Err(fmt_err(
+                "the pack carries a LoRA but does not list `lora` in `requires`",
+            ));
+        }
+    }
     h.vae.validate()?;
     crate::config::check_pair(&h.var, &h.vae)?;
     if let Some(s) = &h.sampling {
@@ -360,6 +373,45 @@ impl Pack {
             .filter_map(|t| t.name.strip_prefix(prefix).map(|n| (n, t)))
             .map(|(n, t)| Ok((n.to_string(), t.shape.clone(), self.read(&t.name)?)))
             .collect()
+    }
+
+    /// One model of the pack as an f32 checkpoint: the VAR (`"var"`: every tensor outside the
+    /// VQ-VAE, text encoder and adapter) or the VQ-VAE (`"vae"`), with the pack's patch list
+    /// (and the VAR's class names) as metadata, as the trainer writes them. To fine-tune,
+    /// adapt or re-export a shipped model from its pack.
+    pub fn model_checkpoint(&self, part: &str) -> Result<crate::Checkpoint> {
+        let others = ["vae.", "text.", "adapter.", "lora."];
+        let tensors: Vec<crate::fixtures::NamedTensor> = match part {
+            "vae" => self.tensors_with_prefix("vae.")?,
+            "var" => self
+                .header
+                .tensors
+                .iter()
+                .filter(|t| !others.iter().any(|p| t.name.starts_with(p)))
+                .map(|t| Ok((t.name.clone(), t.shape.clone(), self.read(&t.name)?)))
+                .collect::<Result<_>>()?,
+            _ => return Err(Error::invalid(format!("a pack holds no model `{part}`"))),
+        };
+        let entries: Vec<crate::state_dict::Entry> = tensors
+            .into_iter()
+            .map(|(n, s, v)| crate::state_dict::Entry::f32(n, s, v))
+            .collect();
+        let mut meta = BTreeMap::new();
+        let json = |v: &[_]| serde_json::to_string(v).unwrap_or_default();
+        meta.insert(
+            "patch_nums".to_string(),
+            json(&self.header.var.patch_nums.0[..]),
+        );
+        if let (Some(names), "var") = (&self.header.class_names, part) {
+            meta.insert(
+                "class_names".to_string(),
+                serde_json::to_string(names).unwrap_or_default(),
+            );
+        }
+        let mut bytes = Vec::new();
+        crate::state_dict::write_safetensors(&mut bytes, &entries, Some(&meta))
+            .map_err(|e| Error::invalid(format!("writing the {part} checkpoint: {e}")))?;
+        crate::Checkpoint::from_bytes(bytes)
     }
 
     pub fn is_pack(bytes: &[u8]) -> bool {
@@ -577,7 +629,12 @@ pub fn write_pack_with(
         text: extras.text,
         adapter: extras.adapter,
         sampling: extras.sampling,
-        requires: Vec::new(),
+        requires: if extras.lora.is_some() {
+            vec!["lora".to_string()]
+        } else {
+            Vec::new()
+        },
+        lora: extras.lora,
         tensors: entries,
     };
     validate_header(&header)?;

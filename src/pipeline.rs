@@ -79,7 +79,13 @@ impl Pipeline {
         let var_config = pack.header.var.clone();
         let vae_config = pack.header.vae.clone();
         crate::config::check_pair(&var_config, &vae_config)?;
-        let var = Var::load(&mut pack.source(""), &var_config, device)?;
+        let mut var = Var::load(&mut pack.source(""), &var_config, device)?;
+        if let Some(l) = pack.header.lora.clone() {
+            // The base is f32 in memory: fold the updates in once.
+            var = var
+                .attach_lora(&l, &mut pack.source("lora."), device)?
+                .merge_lora();
+        }
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
         let text = match pack.header.text.clone() {
             Some(t) => Some(crate::text::TextEncoder::MiniLm(crate::text::MiniLm::load(

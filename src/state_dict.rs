@@ -64,6 +64,10 @@ impl OfficialPath {
                 ("lvl_embed", "Var") => "lvl_embed.weight",
                 ("scale_mul", "SelfAttention") => "scale_mul_1H11",
                 ("embedding", "VectorQuantizer") => "embedding.weight",
+                // LoRA updates sit beside the weight they change, under PEFT's names.
+                ("lora", "Linear") => continue,
+                ("lora_a", "LoraPair") => "lora_A.weight",
+                ("lora_b", "LoraPair") => "lora_B.weight",
                 (n, _) => n,
             };
             parts.push(seg);
@@ -74,7 +78,9 @@ impl OfficialPath {
     /// Whether the current parameter is a `Linear` weight (kept `[in, out]` here,
     /// `[out, in]` in PyTorch).
     pub fn is_linear_weight(&self) -> bool {
-        matches!(self.stack.last(), Some((n, c)) if n == "weight" && c == "Struct:Linear")
+        matches!(self.stack.last(), Some((n, c))
+            if (n == "weight" && c == "Struct:Linear")
+                || ((n == "lora_a" || n == "lora_b") && c == "Struct:LoraPair"))
     }
 }
 

@@ -91,7 +91,7 @@ impl SelfAttention {
             ],
             0,
         );
-        let qkv = burn::tensor::module::linear(x, self.mat_qkv.weight.val(), Some(qkv_bias));
+        let qkv = self.mat_qkv.forward_with_bias(x, Some(qkv_bias));
         let qkv = qkv.reshape([b, l, 3, h, d]);
         let part = |i: usize| -> Tensor<4> {
             qkv.clone()

@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod attention;
 pub mod block;
 pub mod head;
+pub mod lora;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
