@@ -16,7 +16,7 @@ use clap::Args;
 use nextscale::edit::{EditPlan, Half, Region};
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleOptions};
-use nextscale::{Checkpoint, Condition, Pipeline, VqVae};
+use nextscale::{Condition, Pipeline, VqVae};
 use serde_json::json;
 
 use crate::classify::{FEATURES, Trained, argmax_rows, labelled_images};
@@ -44,7 +44,7 @@ pub struct EvalVqVaeArgs {
 pub fn eval_vqvae(a: EvalVqVaeArgs) -> Result<()> {
     let kind: nextscale::device::BackendKind = a.device.parse()?;
     let device = nextscale::device::init_device(kind)?;
-    let ck = Checkpoint::open(&a.vae).with_context(|| format!("reading {}", a.vae.display()))?;
+    let ck = crate::run::open_model(&a.vae, "vae")?;
     let pn = ck.recorded_patch_nums()?;
     let cfg = nextscale::vqvae::infer_config(&ck, pn)?;
     let (model, cfg) = VqVae::from_checkpoint(ck, Some(cfg), &device)?;
@@ -96,6 +96,11 @@ pub struct EvaluateArgs {
     /// Field of `metadata.jsonl` holding the class name (text models).
     #[arg(long, default_value = "group")]
     label_field: String,
+    /// Class models: the model's class id of the classifier's first class (the classifier's
+    /// class c is the model's FIRST_CLASS + c), e.g. 10 to judge classes a LoRA added after
+    /// the model's own ten.
+    #[arg(long)]
+    first_class: Option<usize>,
     /// Samples per class (class-conditional models).
     #[arg(long, default_value_t = 100)]
     per_class: usize,
@@ -255,6 +260,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     // What to generate (one condition per image) with the class each image should show, and
     // the real images to compare against.
     let text_mode = pipe.takes_prompts();
+    let first = a.first_class.unwrap_or(0);
     let mut rank_data: Option<(Vec<f32>, Vec<usize>)> = None;
     let (prompts, targets, real_imgs, real_labels): (
         Vec<String>,
@@ -319,8 +325,13 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         (prompts, targets, imgs, labels)
     } else {
         let nc = pipe.var_config.num_classes;
-        if nc != k {
-            bail!("the model has {nc} classes, the classifier {k}");
+        if a.first_class.is_none() && nc != k {
+            bail!(
+                "the model has {nc} classes, the classifier {k} (use --first-class to judge a range)"
+            );
+        }
+        if first.checked_add(k).is_none_or(|end| end > nc) {
+            bail!("the classifier's {k} classes from model class {first} go past the model's {nc}");
         }
         let ds = Dataset::open(&a.real)?;
         if ds.class_names != clf.class_names {
@@ -382,7 +393,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
                     if a.unconditional {
                         Condition::Unconditional
                     } else {
-                        Condition::Class(c)
+                        Condition::Class(first + c)
                     }
                 })
                 .collect();
@@ -391,7 +402,8 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             let p: Vec<&str> = prompts[start..end].iter().map(String::as_str).collect();
             block_on(pipe.generate_prompts(&p, &o, &mut NoHooks))?
         } else {
-            block_on(pipe.generate(&targets[start..end], &o, &mut NoHooks))?
+            let ids: Vec<usize> = targets[start..end].iter().map(|&c| first + c).collect();
+            block_on(pipe.generate(&ids, &o, &mut NoHooks))?
         };
         for im in block_on(pipe.decode(&g))? {
             gen_imgs.extend(chw(&im));

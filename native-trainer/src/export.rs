@@ -16,7 +16,8 @@ use regex::Regex;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// VAR checkpoint (`.pth` or `.safetensors`; may hold its VQ-VAE under `vae.`).
+    /// VAR checkpoint (`.pth` or `.safetensors`; may hold its VQ-VAE under `vae.`), or a pack
+    /// (its VAR, e.g. to add an adapter to a shipped model).
     #[arg(
         long,
         required_unless_present = "from_pack",
@@ -28,7 +29,7 @@ pub struct ExportArgs {
     /// byte for byte.
     #[arg(long, conflicts_with_all = ["vae", "text_encoder", "adapter", "keep", "text_quant"])]
     from_pack: Option<PathBuf>,
-    /// VQ-VAE checkpoint (`.pth` or `.safetensors`).
+    /// VQ-VAE checkpoint (`.pth` or `.safetensors`), or a pack (its VQ-VAE).
     #[arg(long)]
     vae: Option<PathBuf>,
     /// Storage of the weight matrices: f32, f16, q8 or q4 (per block of 32, f16 scales).
@@ -49,6 +50,11 @@ pub struct ExportArgs {
     /// takes prompts: for a text-conditioned VAR, or with --adapter.
     #[arg(long)]
     text_encoder: Option<PathBuf>,
+    /// LoRA updates (`train-lora`) of the class-conditional VAR: stored in the pack under
+    /// `lora.` and applied at load; its new classes are added to the class table (name them
+    /// with --class-names, the model's classes first).
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// A text adapter (`train-adapter`) for the class-conditional VAR.
     #[arg(long, requires = "text_encoder")]
     adapter: Option<PathBuf>,
@@ -107,7 +113,9 @@ fn storage_for(
         "lvl_embed.",
     ]
     .iter()
-    .any(|p| name.starts_with(p));
+    .any(|p| name.starts_with(p))
+        // LoRA updates are small, and their product is what matters: keep them precise.
+        || name.starts_with("lora.");
     if embedding && matches!(default, Storage::Q8 | Storage::Q4) {
         Storage::F16
     } else if shape.len() >= 2 && n >= 1024 {
@@ -195,12 +203,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let device = Device::flex();
-    let mut var_ck =
-        Checkpoint::open(&var_path).with_context(|| format!("reading {}", var_path.display()))?;
+    let mut var_ck = crate::run::open_model(&var_path, "var")?;
     let recorded_classes = var_ck.metadata().get("class_names").cloned();
     let embedded = var_ck.split_prefix("vae.");
     let mut vae_ck = match &a.vae {
-        Some(p) => Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => crate::run::open_model(p, "vae")?,
         None if !embedded.is_empty() => embedded,
         None => bail!("export needs the VQ-VAE: pass --vae"),
     };
@@ -208,14 +215,57 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let vae_cfg = vqvae::infer_config(&vae_ck, Some(var_cfg.patch_nums.clone()))?;
     // Load both models through recorders: the f32 reference and the list of tensors.
     let mut rec = Recorder::new(&mut var_ck, "");
-    let var_model = Var::load(&mut rec, &var_cfg, &device)?;
+    let mut var_model = Var::load(&mut rec, &var_cfg, &device)?;
     let mut tensors = std::mem::take(&mut rec.tensors);
     var_ck.finish()?;
+    let mut var_cfg = var_cfg;
+    let mut lora = None;
+    if let Some(p) = &a.lora {
+        let (lm, mut ck) = crate::train_lora::read_lora_file(p)?;
+        if lm.base_classes != var_cfg.num_classes || var_cfg.text_dim > 0 {
+            bail!(
+                "{} was trained on a VAR with {} classes; {} has {}",
+                p.display(),
+                lm.base_classes,
+                var_path.display(),
+                var_cfg.num_classes
+            );
+        }
+        let (nc, k, c) = (var_cfg.num_classes, lm.new_classes, var_cfg.embed_dim);
+        if k > 0 {
+            // The new rows go before the null class: ids nc..nc+k.
+            let rows = ck.take_f32("new_class_emb", &[k, c])?;
+            let t = tensors
+                .iter_mut()
+                .find(|t| t.0 == "class_emb.weight")
+                .context("the VAR has no class table")?;
+            let null = t.2.split_off(nc * c);
+            t.2.extend_from_slice(&rows);
+            t.2.extend(null);
+            t.1 = vec![nc + k + 1, c];
+            var_model = var_model.with_new_classes(Tensor::from_data(
+                burn::tensor::TensorData::new(rows, [k, c]),
+                &device,
+            ))?;
+            var_cfg.num_classes += k;
+        }
+        let mut rec = Recorder::new(&mut ck, "lora.");
+        // The reference the quality report compares with: the f32 base with the updates merged.
+        var_model = var_model
+            .attach_lora(&lm.lora, &mut rec, &device)?
+            .merge_lora();
+        tensors.append(&mut rec.tensors);
+        ck.finish()?;
+        lora = Some(lm.lora);
+    }
     let mut rec = Recorder::new(&mut vae_ck, "vae.");
     let vae_model = VqVae::load(&mut rec, &vae_cfg, &device)?;
     tensors.append(&mut rec.tensors);
     vae_ck.finish()?;
-    let mut extras = PackExtras::default();
+    let mut extras = PackExtras {
+        lora,
+        ..PackExtras::default()
+    };
     if let Some(dir) = &a.text_encoder {
         let read = |n: &str| {
             std::fs::read_to_string(dir.join(n))

@@ -15,6 +15,8 @@ mod sample;
 mod shapes;
 mod tokens;
 mod train_adapter;
+mod train_loop;
+mod train_lora;
 mod train_var;
 mod train_vqvae;
 mod trainconf;
@@ -49,6 +51,8 @@ enum Command {
     TrainVar(train_var::TrainVarArgs),
     /// Train a text adapter for a frozen class-conditional VAR on captioned token shards.
     TrainAdapter(train_adapter::TrainAdapterArgs),
+    /// Teach a frozen class-conditional VAR new classes (or refine its own) with LoRA updates.
+    TrainLora(train_lora::TrainLoraArgs),
     /// Print sentence embeddings (or token ids) of prompts as JSON, one array per prompt.
     EmbedText(embed::EmbedArgs),
     /// Train a small image classifier on labelled real images (the judge of `evaluate`).
@@ -73,6 +77,7 @@ fn main() {
         Command::TrainVar(a) => train_var::run(a),
         Command::EmbedText(a) => embed::run(a),
         Command::TrainAdapter(a) => train_adapter::run(a),
+        Command::TrainLora(a) => train_lora::run(a),
         Command::TrainClassifier(a) => classify::run(a),
         Command::EvalVqvae(a) => evaluate::eval_vqvae(a),
         Command::Evaluate(a) => evaluate::evaluate(a),

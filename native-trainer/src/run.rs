@@ -448,24 +448,25 @@ impl Progress {
     }
 }
 
-/// A VQ-VAE checkpoint file, or the VQ-VAE tensors (`vae.*`) of a nextscale pack.
-pub fn vqvae_checkpoint(path: &std::path::Path) -> anyhow::Result<nextscale::Checkpoint> {
+/// A model file: a checkpoint (safetensors or `.pth`), or one model of a nextscale pack
+/// (`part` = `"var"` or `"vae"`), so that a shipped pack can be fine-tuned, adapted or
+/// re-exported directly.
+pub fn open_model(path: &std::path::Path, part: &str) -> anyhow::Result<nextscale::Checkpoint> {
     use anyhow::Context;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if !nextscale::pack::Pack::is_pack(&bytes) {
-        drop(bytes);
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !nextscale::pack::Pack::is_pack(&magic[..n]) {
         return nextscale::Checkpoint::open(path)
             .with_context(|| format!("reading {}", path.display()));
     }
-    let pack = nextscale::pack::Pack::from_bytes(bytes)?;
-    let tensors = pack.tensors_with_prefix("vae.")?;
-    let view: Vec<(String, Vec<usize>, &[f32])> = tensors
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
-    let mut st = Vec::new();
-    nextscale::checkpoint::write_safetensors(&mut st, &view)?;
-    Ok(nextscale::Checkpoint::from_bytes(st)?)
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pack = nextscale::pack::Pack::from_bytes(bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    pack.model_checkpoint(part)
+        .with_context(|| format!("reading the {part} of {}", path.display()))
 }
 
 #[cfg(test)]

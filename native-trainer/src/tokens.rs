@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use nextscale::{Checkpoint, VqVae};
+use nextscale::VqVae;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, flip_chw};
@@ -206,7 +206,7 @@ pub struct PrepareArgs {
     /// Image folder or IDX file (as for train-vqvae).
     #[arg(long)]
     pub data: PathBuf,
-    /// The trained VQ-VAE (its `vqvae.safetensors`, or an official `.pth`).
+    /// The trained VQ-VAE (its `vqvae.safetensors`, an official `.pth`, or a pack).
     #[arg(long)]
     pub vae: PathBuf,
     /// Output folder for the shards.
@@ -217,6 +217,9 @@ pub struct PrepareArgs {
     pub flip: bool,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Tokenize only the first N images of the data set.
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// The VQ-VAE's patch list when it is not the 10-scale 256 px one (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub patch_nums: Option<Vec<usize>>,
@@ -231,9 +234,10 @@ pub fn load_vae(
     patch_nums: Option<Vec<usize>>,
     device: &burn::tensor::Device,
 ) -> Result<(VqVae, nextscale::VqVaeConfig)> {
-    let ck = Checkpoint::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let ck = crate::run::open_model(path, "vae")?;
     let pn = match patch_nums {
         Some(p) => Some(nextscale::PatchNums::new(p)?),
+        None if ck.recorded_patch_nums()?.is_some() => ck.recorded_patch_nums()?,
         None => {
             let cfg = path.with_file_name("config.toml");
             if cfg.is_file() {
@@ -265,7 +269,10 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     let device = nextscale::device::init_device(kind)?;
     let (vae, cfg) = load_vae(&a.vae, a.patch_nums.clone(), &device)?;
     let size = cfg.image_size();
-    let ds = Dataset::open(&a.data)?;
+    let mut ds = Dataset::open(&a.data)?;
+    if let Some(n) = a.limit {
+        ds.items.truncate(n);
+    }
     eprintln!(
         "data: {}; tokenizing at {size}×{size} px with {} scales",
         ds.description,

@@ -13,31 +13,28 @@ use burn::tensor::{Device, Tensor};
 use clap::Args;
 use nextscale::Checkpoint;
 use nextscale::params::RandomInit;
-use nextscale::rng::{CounterRng, stream_id};
-use nextscale::sampler::SampleOptions;
+use nextscale::state_dict::Entry;
 use nextscale::var::Var;
 use nextscale::var::adapter::{AdapterConfig, TextAdapter};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{AdamW, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir};
+use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::train_var::{
-    TokenLoader, caption_embeddings, caption_rows, forward, null_where_dropped, per_scale,
-    sample_grid, validate,
-};
+use crate::train_loop::{FrozenTask, Setup};
+use crate::train_var::{caption_embeddings, caption_rows, null_where_dropped};
 use crate::train_vqvae::CommonTrainArgs;
 use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct TrainAdapterArgs {
-    /// The frozen class-conditional VAR (a train-var `var.safetensors` or an official `.pth`).
+    /// The frozen class-conditional VAR: a train-var `var.safetensors`, an official `.pth`,
+    /// or a pack (its VAR).
     #[arg(long)]
     pub var: PathBuf,
     /// Token shards of a captioned data set (`prepare`).
     #[arg(long)]
     pub tokens: PathBuf,
-    /// The VQ-VAE the tokens came from.
+    /// The VQ-VAE the tokens came from (a checkpoint or a pack).
     #[arg(long)]
     pub vae: PathBuf,
     /// The sentence encoder for the captions.
@@ -61,13 +58,6 @@ struct AdapterFile {
     train: TrainConfig,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct TrainerState {
-    step: u64,
-    epoch: u64,
-    offset: u64,
-}
-
 /// The adapter's metadata in its file (read back by `sample --adapter`).
 pub fn adapter_config(ck: &Checkpoint) -> Result<AdapterConfig> {
     let j = ck
@@ -77,26 +67,65 @@ pub fn adapter_config(ck: &Checkpoint) -> Result<AdapterConfig> {
     Ok(serde_json::from_str(j)?)
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Condition rows for `items`: α·class_emb[class] + β·adapter(caption); dropped rows get the
-/// null condition.
-fn rows(
-    adapter: &TextAdapter,
-    var: &Var,
-    set: &TokenSet,
-    emb: &[f32],
+/// The adapter task: a frozen VAR, caption embeddings, and the adapter that is trained.
+struct AdapterTask {
+    var: Var,
+    /// The same VAR without autodiff (validation and samples).
+    var_plain: Var,
+    set: TokenSet,
+    emb: Vec<f32>,
     dim: usize,
-    items: &[usize],
-    dropped: &[bool],
-    dev: &Device,
-) -> Result<Tensor<2>> {
-    let null = var.null_class();
-    let labels: Vec<usize> = items
-        .iter()
-        .map(|&i| set.labels[i].filter(|&l| l < null).unwrap_or(null))
-        .collect();
-    let cond = adapter.condition(var, &labels, caption_rows(emb, dim, items, dev))?;
-    Ok(null_where_dropped(var, cond, dropped, dev))
+    cfg: AdapterConfig,
+    seed: u64,
+}
+
+impl FrozenTask for AdapterTask {
+    type Model = TextAdapter;
+    const KIND: &'static str = "adapter";
+    const FILE: &'static str = "adapter.safetensors";
+
+    fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<TextAdapter> {
+        Ok(match ck {
+            Some(mut ck) => {
+                let m = TextAdapter::load(&mut ck, &self.cfg, device)?;
+                ck.finish()?;
+                m
+            }
+            None => TextAdapter::load(&mut RandomInit::new(self.seed), &self.cfg, device)?,
+        })
+    }
+
+    fn var<'a>(&'a self, _: &'a TextAdapter, train: bool) -> &'a Var {
+        if train { &self.var } else { &self.var_plain }
+    }
+
+    /// α·class_emb[class] + β·adapter(caption), class = the item's label or the null class.
+    fn rows(
+        &self,
+        adapter: &TextAdapter,
+        items: &[usize],
+        dropped: &[bool],
+        train: bool,
+        dev: &Device,
+    ) -> Result<Tensor<2>> {
+        let var = self.var(adapter, train);
+        let null = var.null_class();
+        let labels: Vec<usize> = items
+            .iter()
+            .map(|&i| self.set.labels[i].filter(|&l| l < null).unwrap_or(null))
+            .collect();
+        let cond =
+            adapter.condition(var, &labels, caption_rows(&self.emb, self.dim, items, dev))?;
+        Ok(null_where_dropped(var, cond, dropped, dev))
+    }
+
+    fn save(&self, adapter: &TextAdapter) -> Result<(Vec<Entry>, BTreeMap<String, String>)> {
+        let sd = nextscale::state_dict::parameters(adapter)?;
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), "nextscale-adapter".into());
+        meta.insert("adapter".into(), serde_json::to_string(&self.cfg)?);
+        Ok((sd, meta))
+    }
 }
 
 pub fn run(a: TrainAdapterArgs) -> Result<()> {
@@ -111,8 +140,7 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
 
     let set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
-    let var_ck =
-        Checkpoint::open(&a.var).with_context(|| format!("opening {}", a.var.display()))?;
+    let var_ck = crate::run::open_model(&a.var, "var")?;
     let vcfg_var = nextscale::var::infer_config(&var_ck, Some(vcfg.patch_nums.clone()))?;
     if vcfg_var.vocab_size != vcfg.vocab_size || vcfg_var.cvae != vcfg.z_channels {
         bail!(
@@ -130,7 +158,7 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
     let (var, _) = Var::from_checkpoint(var_ck, Some(vcfg_var.clone()), &ad)?;
     let var = var.no_grad();
     let (emb, dim) = caption_embeddings(&set, &a.tokens, &a.text_encoder, &plain)?;
-    let acfg = AdapterConfig {
+    let cfg = AdapterConfig {
         text_dim: dim,
         hidden: mc.hidden,
         embed_dim: vcfg_var.embed_dim,
@@ -138,151 +166,29 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         beta: mc.beta,
     };
     let run = RunDir::open(&a.common.out, &text, "adapter")?;
-    let (train_idx, val_idx) = set.split(tc.val_fraction);
-    let mut opt = AdamW::new(tc.adamw());
-    let (mut adapter, start, epoch, offset) = match run.resume::<TrainerState>()? {
-        Some((st, mut ck)) => {
-            let mut mck = ck.split_prefix("model.");
-            let ad_model = TextAdapter::load(&mut mck, &acfg, &ad)?;
-            mck.finish()?;
-            opt.load_state(&ck, "opt", &ad)?;
-            (ad_model, st.step, st.epoch, st.offset)
-        }
-        None => (
-            TextAdapter::load(&mut RandomInit::new(tc.seed), &acfg, &ad)?,
-            0,
-            0,
-            0,
-        ),
-    };
     eprintln!(
-        "adapter {dim} → {} → {} on a frozen VAR d{} ({} classes); {} captioned sequences ({} train, {} validation)",
-        mc.hidden,
-        acfg.embed_dim,
-        vcfg_var.depth,
-        vcfg_var.num_classes,
-        set.len(),
-        train_idx.len(),
-        val_idx.len()
+        "adapter {dim} → {} → {} on a frozen VAR d{} ({} classes)",
+        mc.hidden, cfg.embed_dim, vcfg_var.depth, vcfg_var.num_classes,
     );
-    let mut metrics = Metrics::open(
-        &run.root,
-        &["loss", "acc", "grad_norm", "lr", "val_loss", "val_acc"],
-        start,
-    )?;
-    let end = tc.steps.min(a.common.stop_after.unwrap_or(u64::MAX));
-    if start >= end {
-        eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
-        return Ok(());
-    }
-    let mut loader = TokenLoader::new(train_idx, tc.seed, epoch, offset);
-    let progress = Progress::new(start, tc.steps);
-    let b = tc.batch_size;
-    let rng = CounterRng::new(tc.seed);
-    for step in start + 1..=end {
-        let lr = tc.lr * lr_multiplier(step - 1, tc.warmup_steps, tc.steps, tc.lr_end);
-        let items = loader.next(b, tc.flip);
-        let ids: Vec<usize> = items.iter().map(|&(i, _)| i).collect();
-        let dropped: Vec<bool> = (0..b)
-            .map(|r| rng.uniform(stream_id("cond_drop", step, r as u64), 0) < tc.cond_drop)
-            .collect();
-        let cond = rows(&adapter, &var, &set, &emb, dim, &ids, &dropped, &ad)?;
-        let (loss, ce, correct) = forward(&var, &vae, &set, &items, cond, 0.0, &plain, &ad)?;
-        let loss_val = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_val.is_finite() {
-            bail!("the loss became {loss_val} at step {step}; lower train.lr");
-        }
-        let mut grads = loss.backward();
-        let (m, stats) = opt.step(adapter, &mut grads, lr);
-        adapter = m;
-        let (_, acc, _, _) = per_scale(&set.patch_nums, &ce, &correct);
-        progress.update(step, &[("loss", loss_val), ("acc", acc), ("lr", lr)]);
-        if step % tc.log_every == 0 || step == end {
-            metrics.log(
-                step,
-                &[
-                    ("loss", loss_val),
-                    ("acc", acc),
-                    ("grad_norm", stats.grad_norm),
-                    ("lr", lr),
-                ],
-            )?;
-        }
-        if (step % tc.eval_every == 0 || step == tc.steps) && !val_idx.is_empty() {
-            let (pv, pa) = (var.valid(), adapter.valid());
-            let no_drop = vec![false; b];
-            let (vl, va) = validate(&pv, &vae, &set, &val_idx, b, &plain, |chunk| {
-                rows(
-                    &pa,
-                    &pv,
-                    &set,
-                    &emb,
-                    dim,
-                    chunk,
-                    &no_drop[..chunk.len()],
-                    &plain,
-                )
-            })?;
-            metrics.log(step, &[("val_loss", vl), ("val_acc", va)])?;
-            progress.note(&format!(
-                "step {step}: validation loss {vl:.4}, accuracy {:.2}%",
-                100.0 * va
-            ));
-        }
-        if step % tc.sample_every == 0 || step == tc.steps {
-            let (pv, pa) = (var.valid(), adapter.valid());
-            let picks = set.distinct_captions(val_idx.iter().chain(&loader.subset).copied(), 4);
-            let items: Vec<usize> = picks
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, 4))
-                .collect();
-            let n = items.len();
-            let cond = rows(&pa, &pv, &set, &emb, dim, &items, &vec![false; n], &plain)?;
-            let cond = Tensor::cat(vec![cond, pv.null_condition(n)], 0);
-            let opts = SampleOptions {
-                cfg: 1.5,
-                top_k: 0,
-                top_p: 0.0,
-                seed: tc.seed.wrapping_add(step),
-                more_smooth: false,
-            };
-            let path = run.root.join(format!("samples/step-{step:08}.png"));
-            sample_grid(&pv, &vae, cond, &opts, &path, 4)?;
-        }
-        if step % tc.ckpt_every == 0 || step == end {
-            let sd = nextscale::state_dict::parameters(&adapter)?;
-            let mut meta = BTreeMap::new();
-            meta.insert("format".into(), "nextscale-adapter".into());
-            meta.insert("adapter".into(), serde_json::to_string(&acfg)?);
-            meta.insert("step".into(), step.to_string());
-            run.save_model("adapter.safetensors", &sd, &meta)?;
-            let st = TrainerState {
-                step,
-                epoch: loader.epoch,
-                offset: loader.offset,
-            };
-            run.save_state(step, sd, opt.state_entries("opt")?, meta, &st, tc.keep_last)?;
-            crate::plot::curves(
-                &run.root.join("curves.png"),
-                &[
-                    (
-                        "LOSS",
-                        vec![
-                            ("TRAIN", metrics.series("loss")),
-                            ("VAL", metrics.series("val_loss")),
-                        ],
-                    ),
-                    (
-                        "ACCURACY",
-                        vec![
-                            ("TRAIN", metrics.series("acc")),
-                            ("VAL", metrics.series("val_acc")),
-                        ],
-                    ),
-                ],
-            )?;
-        }
-    }
-    eprintln!("done: {}", run.root.join("adapter.safetensors").display());
-    Ok(())
+    let task = AdapterTask {
+        var_plain: var.valid(),
+        var,
+        set,
+        emb,
+        dim,
+        cfg,
+        seed: tc.seed,
+    };
+    crate::train_loop::run(
+        &task,
+        Setup {
+            run: &run,
+            train: &tc,
+            set: &task.set,
+            vae: &vae,
+            plain: &plain,
+            autodiff: &ad,
+            stop_after: a.common.stop_after,
+        },
+    )
 }

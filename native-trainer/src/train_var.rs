@@ -461,7 +461,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
     };
     let init_ck = match &a.init {
         Some(p) => {
-            let ck = Checkpoint::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let ck = crate::run::open_model(p, "var")?;
             let icfg = nextscale::var::infer_config(&ck, Some(vcfg.patch_nums.clone()))?;
             // The data's classes are used as the checkpoint's class ids 0..k (k may be fewer).
             let classes_fit = if cfg.text_dim > 0 {

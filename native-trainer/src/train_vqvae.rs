@@ -206,9 +206,13 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         None => {
             let model = match &a.init {
                 Some(p) => {
-                    VqVae::from_checkpoint(crate::run::vqvae_checkpoint(p)?, Some(cfg.clone()), &ad)
-                        .with_context(|| format!("loading {}", p.display()))?
-                        .0
+                    VqVae::from_checkpoint(
+                        crate::run::open_model(p, "vae")?,
+                        Some(cfg.clone()),
+                        &ad,
+                    )
+                    .with_context(|| format!("loading {}", p.display()))?
+                    .0
                 }
                 None => VqVae::load(&mut RandomInit::new(tc.seed), &cfg, &ad)?,
             };

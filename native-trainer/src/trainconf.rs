@@ -96,6 +96,17 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ),
     ("digits", "var", include_str!("../presets/var-digits.toml")),
     (
+        "digits",
+        "adapter",
+        include_str!("../presets/adapter-digits.toml"),
+    ),
+    (
+        "digits",
+        "lora",
+        include_str!("../presets/lora-digits.toml"),
+    ),
+    ("tiny", "lora", include_str!("../presets/lora-tiny.toml")),
+    (
         "emoji",
         "vqvae",
         include_str!("../presets/vqvae-emoji.toml"),

@@ -75,7 +75,7 @@ const COMMON: [&str; 8] = [
 ];
 
 #[test]
-fn text_conditioned_var_and_adapter() {
+fn text_conditioned_var_adapter_and_lora() {
     let enc = minilm();
     let cap = fresh("captioned");
     let cls = fresh("classes");
@@ -287,4 +287,81 @@ fn text_conditioned_var_and_adapter() {
         std::fs::read(&without).unwrap(),
         "the adapter changes the tokens"
     );
+
+    // --- LoRA: the data's classes as new classes of the frozen class-conditional VAR ---
+    let lora = fresh("lora");
+    let mut a = vec![
+        "train-lora",
+        "--var",
+        s(&base_var),
+        "--tokens",
+        s(&tok_cls),
+        "--vae",
+        s(&vae),
+        "--out",
+        s(&lora),
+        "--steps",
+        "20",
+        "--set",
+        "train.lr=3e-3",
+    ];
+    a.extend(COMMON);
+    let log = run(&a);
+    assert!(log.contains("new ones"), "{log}");
+    assert_eq!(
+        std::fs::read(&base_var).unwrap(),
+        before,
+        "the base is untouched"
+    );
+    assert!(column(&lora, "loss").iter().all(|l| l.is_finite()));
+    let lck = nextscale::Checkpoint::open(lora.join("lora.safetensors")).unwrap();
+    let base_classes = nextscale::Checkpoint::open(&base_var)
+        .unwrap()
+        .shape("class_emb.weight")
+        .unwrap()[0]
+        - 1;
+    let new = lck.shape("new_class_emb").unwrap()[0];
+    assert!(new > 0);
+    let b = lck.read_f32("blocks.0.attn.mat_qkv.lora_B.weight").unwrap();
+    assert_eq!(b.shape, vec![3 * 64, 4], "PEFT layout [out, r]");
+    assert!(b.data.iter().any(|&x| x != 0.0), "LoRA B learned");
+    let pack = fresh("lora.nsp");
+    run(&[
+        "export",
+        "--var",
+        s(&base_var),
+        "--vae",
+        s(&vae),
+        "--lora",
+        s(&lora.join("lora.safetensors")),
+        "--quant",
+        "f32",
+        "--out",
+        s(&pack),
+    ]);
+    let new_class = (base_classes + new - 1).to_string();
+    let grid = fresh("lora.png");
+    run(&[
+        "sample",
+        "--pack",
+        s(&pack),
+        "--class",
+        &new_class,
+        "--n",
+        "2",
+        "--out",
+        s(&grid),
+    ]);
+    assert!(std::fs::read(&grid).unwrap().starts_with(b"\x89PNG"));
+    let past = (base_classes + new + 1).to_string();
+    let (ok, err) = run_status(&[
+        "sample",
+        "--pack",
+        s(&pack),
+        "--class",
+        &past,
+        "--out",
+        s(&grid),
+    ]);
+    assert!(!ok && err.contains("out of range"), "{err}");
 }

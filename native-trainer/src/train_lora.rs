@@ -1,0 +1,290 @@
+//! `native-trainer train-lora`: teach a frozen class-conditional VAR new concepts (or refine
+//! its own classes) with low-rank updates of its block layers (`nextscale::var::lora`) and,
+//! for new concepts, new rows of the class table. The base weights and the VQ-VAE do not
+//! change; the result (`lora.safetensors`) holds only the updates and the new rows, and
+//! `export --lora` puts them in a pack.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use clap::Args;
+use nextscale::Checkpoint;
+use nextscale::params::RandomInit;
+use nextscale::state_dict::Entry;
+use nextscale::var::Var;
+use nextscale::var::lora::{LoraConfig, LoraTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::run::RunDir;
+use crate::tokens::TokenSet;
+use crate::train_loop::{FrozenTask, Setup};
+use crate::train_vqvae::CommonTrainArgs;
+use crate::trainconf::{self, TrainConfig};
+
+#[derive(Args, Debug)]
+pub struct TrainLoraArgs {
+    /// The frozen class-conditional VAR: a `var.safetensors`, an official `.pth`, or a pack.
+    #[arg(long)]
+    pub var: PathBuf,
+    /// Labelled token shards (`prepare`) of the images to learn.
+    #[arg(long)]
+    pub tokens: PathBuf,
+    /// The VQ-VAE the tokens came from (a checkpoint or a pack).
+    #[arg(long)]
+    pub vae: PathBuf,
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct LoraModelConfig {
+    rank: usize,
+    alpha: f32,
+    targets: Vec<LoraTarget>,
+    /// The data's classes are new concepts (ids after the model's own, with new class rows);
+    /// otherwise they are the model's own class ids.
+    new_classes: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct LoraFile {
+    model: LoraModelConfig,
+    train: TrainConfig,
+}
+
+/// The trained parameters: the base VAR with LoRA updates attached (only they require
+/// gradients) and the new class rows `[k, C]`.
+#[derive(Module, Debug)]
+pub struct LoraModel {
+    pub var: Var,
+    pub new_class_emb: Option<Param<Tensor<2>>>,
+}
+
+struct LoraTask {
+    /// The frozen base on the autodiff device (no parameter requires gradients).
+    base: Var,
+    base_cfg: nextscale::VarConfig,
+    cfg: LoraConfig,
+    /// Number of new classes (0 = the data uses the model's own classes).
+    new: usize,
+    set: TokenSet,
+    seed: u64,
+}
+
+/// What a LoRA file says about itself (read back by `export --lora`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LoraMeta {
+    pub lora: LoraConfig,
+    /// Classes of the base model.
+    pub base_classes: usize,
+    /// New classes added after them (rows in `new_class_emb`).
+    pub new_classes: usize,
+}
+
+/// Reads a `train-lora` result: its description and tensors.
+pub fn read_lora_file(path: &std::path::Path) -> Result<(LoraMeta, Checkpoint)> {
+    let ck = Checkpoint::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let j = ck
+        .metadata()
+        .get("lora")
+        .with_context(|| format!("{}: not a LoRA file (no `lora` metadata)", path.display()))?;
+    let meta: LoraMeta =
+        serde_json::from_str(j).with_context(|| format!("{}: `lora` metadata", path.display()))?;
+    meta.lora.validate()?;
+    Ok((meta, ck))
+}
+
+impl FrozenTask for LoraTask {
+    type Model = LoraModel;
+    const KIND: &'static str = "lora";
+    const FILE: &'static str = "lora.safetensors";
+
+    fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<LoraModel> {
+        let var = self.base.clone();
+        let c = self.base_cfg.embed_dim;
+        let base = self.base_cfg.num_classes;
+        match ck {
+            Some(mut ck) => {
+                let var = var.attach_lora(&self.cfg, &mut ck, device)?;
+                let new_class_emb = match self.new {
+                    0 => None,
+                    k => Some(Param::from_tensor(Tensor::from_data(
+                        TensorData::new(ck.take_f32("new_class_emb", &[k, c])?, [k, c]),
+                        device,
+                    ))),
+                };
+                ck.finish()?;
+                Ok(LoraModel { var, new_class_emb })
+            }
+            None => {
+                // New rows start as copies of the model's own class rows (the right scale,
+                // and distinct from each other); LoRA B starts at zero.
+                let new_class_emb = (self.new > 0).then(|| {
+                    let table = var.class_emb.val();
+                    let rows: Vec<Tensor<2>> = (0..self.new)
+                        .map(|j| table.clone().slice([j % base..j % base + 1, 0..c]))
+                        .collect();
+                    Param::from_tensor(Tensor::cat(rows, 0).detach().set_require_grad(true))
+                });
+                let var = var.attach_lora(&self.cfg, &mut RandomInit::new(self.seed), device)?;
+                Ok(LoraModel { var, new_class_emb })
+            }
+        }
+    }
+
+    fn var<'a>(&'a self, model: &'a LoraModel, _train: bool) -> &'a Var {
+        &model.var
+    }
+
+    fn rows(
+        &self,
+        m: &LoraModel,
+        items: &[usize],
+        dropped: &[bool],
+        _train: bool,
+        dev: &Device,
+    ) -> Result<Tensor<2>> {
+        let base = self.base_cfg.num_classes;
+        let c = self.base_cfg.embed_dim;
+        let table = m.var.class_emb.val();
+        let full = match &m.new_class_emb {
+            Some(new) => Tensor::cat(
+                vec![
+                    table.clone().slice([0..base, 0..c]),
+                    new.val(),
+                    table.slice([base..base + 1, 0..c]),
+                ],
+                0,
+            ),
+            None => table,
+        };
+        let total = base + self.new;
+        let mut ids = Vec::with_capacity(items.len());
+        for (&i, &d) in items.iter().zip(dropped) {
+            let id = match self.set.labels[i] {
+                _ if d => total,
+                Some(l) if self.new > 0 => base + l,
+                Some(l) => l,
+                None => bail!("item {i} has no class label: train-lora needs labelled data"),
+            };
+            ids.push(id as i64);
+        }
+        let n = ids.len();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), dev);
+        Ok(full.select(0, ids))
+    }
+
+    fn save(&self, m: &LoraModel) -> Result<(Vec<Entry>, BTreeMap<String, String>)> {
+        let sd: Vec<Entry> = nextscale::state_dict::parameters(m)?
+            .into_iter()
+            .filter(|e| e.name.contains(".lora_") || e.name == "new_class_emb")
+            .map(|mut e| {
+                // Names as in the VAR's own state dict (`blocks.0.attn.mat_qkv.lora_A.weight`).
+                if let Some(n) = e.name.strip_prefix("var.") {
+                    e.name = n.to_string();
+                }
+                e
+            })
+            .collect();
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), "nextscale-lora".into());
+        let lm = LoraMeta {
+            lora: self.cfg.clone(),
+            base_classes: self.base_cfg.num_classes,
+            new_classes: self.new,
+        };
+        meta.insert("lora".into(), serde_json::to_string(&lm)?);
+        Ok((sd, meta))
+    }
+}
+
+pub fn run(a: TrainLoraArgs) -> Result<()> {
+    let table = a.common.table("lora")?;
+    let text = toml::to_string(&table)?;
+    let file: LoraFile = toml::from_str(&text).context("the LoRA configuration")?;
+    let (mc, tc) = (file.model, file.train);
+    trainconf::validate(&tc)?;
+    let cfg = LoraConfig {
+        rank: mc.rank,
+        alpha: mc.alpha,
+        targets: mc.targets.clone(),
+    };
+    cfg.validate()?;
+    let kind: nextscale::device::BackendKind = a.common.device.parse()?;
+    let plain = nextscale::device::init_device(kind)?;
+    let ad = plain.clone().autodiff();
+
+    let set = TokenSet::open(&a.tokens)?;
+    let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
+    let base_ck = crate::run::open_model(&a.var, "var")?;
+    let base_cfg = nextscale::var::infer_config(&base_ck, Some(vcfg.patch_nums.clone()))?;
+    if base_cfg.vocab_size != vcfg.vocab_size || base_cfg.cvae != vcfg.z_channels {
+        bail!(
+            "{} does not fit this VQ-VAE (vocabulary or latent width differ)",
+            a.var.display()
+        );
+    }
+    if base_cfg.num_classes == 0 || base_cfg.text_dim > 0 {
+        bail!(
+            "{} is not class-conditional; train-lora needs a class-conditional VAR",
+            a.var.display()
+        );
+    }
+    let data_classes = set.labels.iter().flatten().max().map_or(0, |m| m + 1);
+    if data_classes == 0 {
+        bail!(
+            "{} has no class labels: train-lora learns labelled images",
+            a.tokens.display()
+        );
+    }
+    let new = if mc.new_classes {
+        data_classes
+    } else {
+        if data_classes > base_cfg.num_classes {
+            bail!(
+                "the data has {data_classes} classes, the model {}: set model.new_classes = true to add them",
+                base_cfg.num_classes
+            );
+        }
+        0
+    };
+    let run = RunDir::open(&a.common.out, &text, "lora")?;
+    eprintln!(
+        "LoRA rank {} (alpha {}) on {:?} of a frozen VAR d{} ({} classes{})",
+        cfg.rank,
+        cfg.alpha,
+        cfg.targets,
+        base_cfg.depth,
+        base_cfg.num_classes,
+        if new > 0 {
+            format!(", {new} new ones")
+        } else {
+            String::new()
+        }
+    );
+    let (base, _) = Var::from_checkpoint(base_ck, Some(base_cfg.clone()), &ad)?;
+    let task = LoraTask {
+        base: base.no_grad(),
+        base_cfg,
+        cfg,
+        new,
+        set,
+        seed: tc.seed,
+    };
+    crate::train_loop::run(
+        &task,
+        Setup {
+            run: &run,
+            train: &tc,
+            set: &task.set,
+            vae: &vae,
+            plain: &plain,
+            autodiff: &ad,
+            stop_after: a.common.stop_after,
+        },
+    )
+}
