@@ -1,6 +1,8 @@
 // Types of the nextscale browser package.
 
 export type Backend = 'webgpu' | 'cpu' | 'auto';
+/** transformers.js's name for the backend: 'wasm' is the CPU path. */
+export type Device = 'webgpu' | 'wasm' | 'cpu' | 'auto';
 
 export interface LoadProgress {
   /** 'download' | 'cache' | 'read' while bytes arrive, then 'init', then 'ready'. */
@@ -18,8 +20,13 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
+  /** Where the model runs (default 'auto'). */
+  device?: Device;
+  /** The same as `device` (older name); give one of them. */
   backend?: Backend;
   onProgress?: (p: LoadProgress) => void;
+  /** transformers.js's name for `onProgress`. */
+  progress_callback?: (p: LoadProgress) => void;
   /**
    * Keep downloaded weights in the Cache API (default true). A download is stored only after it
    * has loaded; a cached copy is revalidated with the server (ETag, Last-Modified, else the
@@ -88,6 +95,11 @@ export interface GenerateOptions {
   topP?: number;
   /** Seed (integer, default 0): the same seed gives the same image on every platform. */
   seed?: number;
+  /**
+   * Make this many images (1 … MAX_IMAGES): `generate` then resolves to an array, image i being
+   * exactly what a single call with `seed + i` makes. Absent: one image, not an array.
+   */
+  numImages?: number;
   moreSmooth?: boolean;
   signal?: AbortSignal;
   onScale?: (e: ScaleEvent) => void;
@@ -117,7 +129,7 @@ export type ImageSource =
 /** Reads an ImageSource as unpremultiplied RGBA bytes (what `generate` does with `image` and `mask`). */
 export function toRgba(x: ImageSource, name?: string): Promise<{ width: number; height: number; data: Uint8Array }>;
 
-export interface GenerateResult {
+export class GeneratedImage {
   width: number;
   height: number;
   rgba: Uint8ClampedArray;
@@ -125,7 +137,16 @@ export interface GenerateResult {
   tokens: Uint32Array;
   timings: { scalesMs: number[]; sampleMs: number; decodeMs: number; totalMs: number };
   backend: 'webgpu' | 'cpu';
+  /** The seed of this image (set when it came from a `numImages` call). */
+  seed?: number;
+  /** The pixels as ImageData. */
+  toImageData(): ImageData;
+  /** The image encoded (default 'image/png'; 'image/jpeg' and 'image/webp' take a quality 0–1). */
+  toBlob(type?: string, quality?: number): Promise<Blob>;
 }
+/** The older name of GeneratedImage. */
+export type GenerateResult = GeneratedImage;
+export const MAX_IMAGES: number;
 
 export interface Capabilities {
   webgpu: boolean;
@@ -153,6 +174,7 @@ export class Generator {
   static load(source: string | URL | ArrayBuffer | Uint8Array | Response, options?: LoadOptions): Promise<Generator>;
   readonly backend: 'webgpu' | 'cpu';
   readonly info: ModelInfo;
-  generate(options: GenerateOptions): Promise<GenerateResult>;
+  generate(options: GenerateOptions & { numImages: number }): Promise<GeneratedImage[]>;
+  generate(options?: GenerateOptions): Promise<GeneratedImage>;
   dispose(): void;
 }

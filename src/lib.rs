@@ -20,6 +20,7 @@ pub mod pack;
 pub mod params;
 pub mod pipeline;
 pub mod readback;
+pub mod request;
 pub mod resample;
 pub mod rng;
 pub mod sampler;

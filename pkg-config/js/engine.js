@@ -3,10 +3,28 @@
 import init, { Generator as WasmGenerator } from './nextscale_wasm.js';
 
 let ready = null;
-/** Instantiates the wasm module once. */
+let instances = 0;
+/**
+ * Instantiates the wasm module once, and again after a trap: a trapped instance may hold a
+ * broken heap, so the next load gets a fresh copy of the module (its glue imported anew).
+ */
 export function initWasm() {
-  if (!ready) ready = init({ module_or_path: new URL('./nextscale_wasm_bg.wasm', import.meta.url) });
+  if (!ready) {
+    const glue = instances === 0
+      ? Promise.resolve({ default: init, Generator: WasmGenerator })
+      : import(/* @vite-ignore */ new URL(`./nextscale_wasm.js?instance=${instances}`, import.meta.url).href);
+    ready = glue.then(async (m) => {
+      await m.default({ module_or_path: new URL('./nextscale_wasm_bg.wasm', import.meta.url) });
+      return m.Generator;
+    });
+    instances += 1;
+  }
   return ready;
+}
+
+/** How many wasm instances this page (or worker) has created: a new one follows each trap. */
+export function wasmInstances() {
+  return instances;
 }
 
 export class Engine {
@@ -21,17 +39,14 @@ export class Engine {
   }
 
   async load(bytes, backend) {
-    await initWasm();
-    this.model = await guard(this, () => WasmGenerator.fromBytes(bytes, backend));
+    const Generator = await initWasm();
+    this.model = await guard(this, () => Generator.fromBytes(bytes, backend));
     return { backend: this.model.backend, info: this.model.info };
   }
 
   async generate(options, onScale, signal) {
     if (!this.model) throw new Error('no model is loaded');
-    const opts = { ...options };
-    if (onScale) opts.onScale = onScale;
-    if (signal) opts.signal = signal;
-    return guard(this, () => this.model.generate(opts));
+    return guard(this, () => this.model.generate(options, onScale ?? null, signal ?? null));
   }
 }
 
@@ -43,6 +58,7 @@ async function guard(engine, f) {
   } catch (e) {
     if (e instanceof WebAssembly.RuntimeError) {
       engine.crashed = true;
+      ready = null; // the next load instantiates a fresh module
       const err = new Error(`the model crashed (${e.message}); load it again`);
       err.name = 'RuntimeError';
       throw err;

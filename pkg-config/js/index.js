@@ -3,7 +3,36 @@
 
 const CACHE_NAME = 'nextscale-models-v2';
 const BACKENDS = ['webgpu', 'cpu', 'auto'];
-const LOAD_OPTIONS = ['backend', 'onProgress', 'cache', 'worker', 'signal'];
+// `device` as transformers.js spells it ('wasm' is the CPU path); `backend` is the older name.
+const DEVICES = { webgpu: 'webgpu', wasm: 'cpu', cpu: 'cpu', auto: 'auto' };
+const LOAD_OPTIONS = ['device', 'backend', 'onProgress', 'progress_callback', 'cache', 'worker', 'signal'];
+/** Most images one generate() call makes (`numImages`). */
+export const MAX_IMAGES = 64;
+
+/** One generated (or edited) image. */
+export class GeneratedImage {
+  constructor(r) {
+    this.width = r.width;
+    this.height = r.height;
+    this.rgba = r.rgba;
+    this.tokens = r.tokens;
+    this.timings = r.timings;
+    this.backend = r.backend;
+    if (r.seed !== undefined) this.seed = r.seed;
+  }
+
+  /** The pixels as ImageData (for a 2D canvas's putImageData). */
+  toImageData() {
+    return new ImageData(new Uint8ClampedArray(this.rgba), this.width, this.height);
+  }
+
+  /** The image encoded as a Blob (default PNG; 'image/jpeg' or 'image/webp' with a quality 0–1). */
+  async toBlob(type = 'image/png', quality) {
+    const c = new OffscreenCanvas(this.width, this.height);
+    c.getContext('2d').putImageData(this.toImageData(), 0, 0);
+    return c.convertToBlob({ type, quality });
+  }
+}
 /** Largest weight file the library accepts: it is parsed inside wasm memory (4 GiB at most,
  * with one copy of the file and one of the weights alive while loading). */
 export const MAX_MODEL_BYTES = 1 << 30;
@@ -383,8 +412,22 @@ export class Generator {
   static async load(source, options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
     checkKeys(options, LOAD_OPTIONS, 'load');
-    const { backend = 'auto', onProgress, cache = true, worker = true, signal } = options;
-    if (!BACKENDS.includes(backend)) throw new TypeError(`backend must be one of ${BACKENDS.join(', ')}, got '${backend}'`);
+    const { cache = true, worker = true, signal } = options;
+    if (options.device !== undefined && !(options.device in DEVICES)) {
+      throw new TypeError(`device must be one of ${Object.keys(DEVICES).join(', ')}, got '${options.device}'`);
+    }
+    if (options.backend !== undefined && !BACKENDS.includes(options.backend)) {
+      throw new TypeError(`backend must be one of ${BACKENDS.join(', ')}, got '${options.backend}'`);
+    }
+    const fromDevice = options.device === undefined ? undefined : DEVICES[options.device];
+    if (fromDevice !== undefined && options.backend !== undefined && fromDevice !== options.backend) {
+      throw new TypeError(`device '${options.device}' and backend '${options.backend}' disagree: give one of them`);
+    }
+    const backend = fromDevice ?? options.backend ?? 'auto';
+    if (options.onProgress !== undefined && options.progress_callback !== undefined) {
+      throw new TypeError('give onProgress or progress_callback, not both');
+    }
+    const onProgress = options.onProgress ?? options.progress_callback;
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
     const progress = onProgress && withStatus(onProgress, source);
     const { chosen, reason } = await chooseBackend(backend);
@@ -427,14 +470,31 @@ export class Generator {
   async generate(options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
     if (!this._engine) throw new Error('the generator was disposed: load the model again');
-    const { signal, onScale, ...rest } = options;
+    const { signal, onScale, numImages, ...rest } = options;
+    if (numImages !== undefined) {
+      if (!Number.isInteger(numImages) || numImages < 1 || numImages > MAX_IMAGES) {
+        throw new TypeError(`numImages must be an integer from 1 to ${MAX_IMAGES}, got ${numImages}`);
+      }
+      const seed = rest.seed ?? 0;
+      if (!Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(seed + numImages - 1)) {
+        throw new TypeError(`seed must be an integer ≥ 0 (numImages uses seed … seed + ${numImages - 1}), got ${seed}`);
+      }
+      // Image i is exactly what a single call with seed + i makes.
+      const out = [];
+      for (let i = 0; i < numImages; i++) {
+        const img = await this.generate({ ...rest, seed: seed + i, signal, onScale });
+        img.seed = seed + i;
+        out.push(img);
+      }
+      return out;
+    }
     if (onScale !== undefined && typeof onScale !== 'function') throw new TypeError('onScale must be a function');
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal');
     if (signal?.aborted) throw abortError('generation was cancelled');
     // Images are read here, on the page (a canvas cannot be posted to a Worker).
     if (rest.image !== undefined) rest.image = await toRgba(rest.image, 'image');
     if (rest.mask !== undefined) rest.mask = await toRgba(rest.mask, 'mask');
-    return this._engine.generate(rest, onScale, signal);
+    return new GeneratedImage(await this._engine.generate(rest, onScale, signal));
   }
 
   /** Frees the model and its worker. */

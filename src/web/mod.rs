@@ -12,11 +12,13 @@ use js_sys::{Array, Function, Object, Promise, Reflect, Uint8ClampedArray, Uint3
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use crate::condition::Condition;
+use serde::Serialize;
+
 use crate::edit::Region;
 use crate::image::{RgbImage, RgbaView};
 use crate::pipeline::Pipeline;
-use crate::sampler::{NoHooks, SampleOptions};
+use crate::request::{EditRegion, GenerateRequest, Resolved};
+use crate::sampler::NoHooks;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -130,316 +132,45 @@ impl Generator {
         self.inner.backend.into()
     }
 
-    /// What the model is: depth, width, classes, vocabulary, scales, image size.
+    /// What the model is: depth, width, classes (and their names), vocabulary, scales,
+    /// image size, and the settings `generate()` uses for absent options.
     #[wasm_bindgen(getter)]
-    pub fn info(&self) -> JsValue {
-        let p = &self.inner.pipe;
-        let c = &p.var_config;
-        let o = Object::new();
-        let set = |k: &str, v: JsValue| {
-            let _ = Reflect::set(&o, &k.into(), &v);
-        };
-        set("depth", c.depth.into());
-        set("width", c.embed_dim.into());
-        set("heads", c.num_heads.into());
-        set("numClasses", c.num_classes.into());
-        set("vocabSize", c.vocab_size.into());
-        set(
-            "patchNums",
-            c.patch_nums
-                .0
-                .iter()
-                .map(|&p| JsValue::from(p))
-                .collect::<Array>()
-                .into(),
-        );
-        set("imageSize", p.image_size().into());
-        set("parameters", (c.num_params() as f64).into());
-        set("hasTextEncoder", p.text.is_some().into());
-        set("takesPrompts", p.takes_prompts().into());
-        set(
-            "classNames",
-            match &p.class_names {
-                Some(n) => n.iter().map(JsValue::from).collect::<Array>().into(),
-                None => JsValue::NULL,
-            },
-        );
-        // The settings generate() uses when an option is absent (the pack's recommended ones,
-        // else the official defaults), and the model's showcase prompt or class.
-        let d = p.default_options();
-        let s = Object::new();
-        // f32 settings as the decimals they were written with (0.9, not 0.8999999761581421).
-        let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
-        let _ = Reflect::set(&s, &"cfg".into(), &dec(d.cfg).into());
-        let _ = Reflect::set(&s, &"topK".into(), &d.top_k.into());
-        let _ = Reflect::set(&s, &"topP".into(), &dec(d.top_p).into());
-        let r = p.recommended.as_ref();
-        let _ = Reflect::set(
-            &s,
-            &"prompt".into(),
-            &r.and_then(|r| r.prompt.clone())
-                .map_or(JsValue::NULL, JsValue::from),
-        );
-        let _ = Reflect::set(
-            &s,
-            &"classLabel".into(),
-            &r.and_then(|r| r.class).map_or(JsValue::NULL, JsValue::from),
-        );
-        let _ = Reflect::set(&s, &"fromPack".into(), &r.is_some().into());
-        set("sampling", s.into());
-        o.into()
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let ser = serde_wasm_bindgen::Serializer::json_compatible();
+        self.inner.pipe.info().serialize(&ser).map_err(js_err)
     }
 
-    /// Generates one image. Options: `classLabel` or (for models that take text) `prompt`,
-    /// `cfg`, `topK`, `topP`, `seed`,
-    /// `moreSmooth`, `signal` (AbortSignal), `onScale` (called after each scale with a preview).
-    /// Resolves to `{width, height, rgba, tokens, timings, backend}`.
-    pub fn generate(&self, options: JsValue) -> Promise {
+    /// Generates (or edits) one image. `options`: `classLabel` or `prompt`, `cfg`, `topK`,
+    /// `topP`, `seed`, `moreSmooth`, and for an edit `image` with one of `mask`, `keepScales`,
+    /// `keepHalf` (see [`crate::request`]); `onScale` is called after each scale with a
+    /// preview, `signal` cancels between scales. Resolves to
+    /// `{width, height, rgba, tokens, timings, backend}`.
+    pub fn generate(
+        &self,
+        options: JsValue,
+        on_scale: Option<Function>,
+        signal: Option<web_sys::AbortSignal>,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move { run_generate(&inner, options).await })
+        future_to_promise(async move { run_generate(&inner, options, on_scale, signal).await })
     }
 }
 
-/// An edit's source: RGBA bytes, its size, and what to keep.
-struct EditArgs {
-    width: usize,
-    height: usize,
-    rgba: Vec<u8>,
-    region: EditRegion,
-}
-
-enum EditRegion {
-    Mask {
-        width: usize,
-        height: usize,
-        rgba: Vec<u8>,
-    },
-    KeepScales(usize),
-    Half(crate::edit::Half),
-}
-
-struct GenArgs {
-    cond: Condition,
-    opts: SampleOptions,
-    edit: Option<EditArgs>,
-    signal: Option<web_sys::AbortSignal>,
-    on_scale: Option<Function>,
-}
-
-const KNOWN: [&str; 13] = [
-    "classLabel",
-    "prompt",
-    "cfg",
-    "topK",
-    "topP",
-    "seed",
-    "moreSmooth",
-    "signal",
-    "onScale",
-    "image",
-    "mask",
-    "keepScales",
-    "keepHalf",
-];
-
-/// `{ width, height, data }` with `data` a Uint8Array or Uint8ClampedArray of unpremultiplied
-/// RGBA (what the JS package makes of ImageData, canvases, bitmaps and blobs).
-fn rgba_option(o: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>, JsValue> {
-    let Some(v) = present(o, key)? else {
-        return Ok(None);
-    };
-    let bad = || {
-        js_err(format!(
-            "option {key} must be {{ width, height, data }} with RGBA bytes"
-        ))
-    };
-    if !v.is_object() {
-        return Err(bad());
-    }
-    let w = integer(&v, "width", 16384.0)
-        .map_err(|_| bad())?
-        .ok_or_else(bad)? as usize;
-    let h = integer(&v, "height", 16384.0)
-        .map_err(|_| bad())?
-        .ok_or_else(bad)? as usize;
-    let data = present(&v, "data")?.ok_or_else(bad)?;
-    let bytes = if data.is_instance_of::<js_sys::Uint8Array>()
-        || data.is_instance_of::<Uint8ClampedArray>()
-    {
-        js_sys::Uint8Array::new(&data).to_vec()
-    } else {
-        return Err(bad());
-    };
-    if bytes.len() != w * h * 4 {
-        return Err(js_err(format!(
-            "option {key}: {w}×{h} RGBA needs {} bytes, got {}",
-            w * h * 4,
-            bytes.len()
-        )));
-    }
-    Ok(Some((w, h, bytes)))
-}
-
-fn parse_edit(options: &JsValue, num_scales: usize) -> Result<Option<EditArgs>, JsValue> {
-    let image = rgba_option(options, "image")?;
-    let mask = rgba_option(options, "mask")?;
-    let keep_scales = integer(options, "keepScales", num_scales as f64)?;
-    let half = match present(options, "keepHalf")? {
-        None => None,
-        Some(v) => Some(
-            v.as_string()
-                .ok_or_else(|| js_err("option keepHalf must be 'top', 'bottom', 'left' or 'right'"))
-                .and_then(|s| crate::edit::Half::parse(&s).map_err(js_err))?,
-        ),
-    };
-    let given = mask.is_some() as u8 + keep_scales.is_some() as u8 + half.is_some() as u8;
-    let Some((width, height, rgba)) = image else {
-        if given > 0 {
-            return Err(js_err(
-                "mask, keepScales and keepHalf edit an image: give image too",
-            ));
-        }
-        return Ok(None);
-    };
-    if given != 1 {
-        return Err(js_err(
-            "an edit needs exactly one of mask (white = regenerate), keepScales or keepHalf",
-        ));
-    }
-    let region = if let Some((width, height, rgba)) = mask {
-        EditRegion::Mask {
-            width,
-            height,
-            rgba,
-        }
-    } else if let Some(k) = keep_scales {
-        if k < 1.0 {
-            return Err(js_err(format!(
-                "option keepScales must be an integer from 1 to {num_scales}, got {k}"
-            )));
-        }
-        EditRegion::KeepScales(k as usize)
-    } else {
-        EditRegion::Half(half.expect("one was given"))
-    };
-    Ok(Some(EditArgs {
-        width,
-        height,
-        rgba,
-        region,
-    }))
-}
-
-/// The option `key`, or `None` when it is absent (`undefined` or `null`).
-fn present(o: &JsValue, key: &str) -> Result<Option<JsValue>, JsValue> {
-    let v = Reflect::get(o, &key.into())?;
-    Ok((!v.is_undefined() && !v.is_null()).then_some(v))
-}
-
-fn number(o: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
-    match present(o, key)?.map(|v| v.as_f64()) {
-        None => Ok(None),
-        Some(Some(x)) if x.is_finite() => Ok(Some(x)),
-        Some(_) => Err(js_err(format!("option {key} must be a finite number"))),
-    }
-}
-
-fn integer(o: &JsValue, key: &str, max: f64) -> Result<Option<f64>, JsValue> {
-    match number(o, key)? {
-        Some(x) if x.fract() != 0.0 || x < 0.0 || x > max => Err(js_err(format!(
-            "option {key} must be an integer from 0 to {max}, got {x}"
-        ))),
-        other => Ok(other),
-    }
-}
-
-fn parse_args(
-    options: &JsValue,
-    num_classes: usize,
-    num_scales: usize,
-    takes_prompts: bool,
-    d: SampleOptions,
-) -> Result<GenArgs, JsValue> {
+/// The options object through serde, checked by the library.
+fn parse_request(options: &JsValue, pipe: &Pipeline) -> Result<Resolved, JsValue> {
     if !options.is_object() {
         return Err(js_err(
             "generate() takes an options object, e.g. { classLabel: 3 }",
         ));
     }
-    for k in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let k = k.as_string().unwrap_or_default();
-        if !KNOWN.contains(&k.as_str()) {
-            return Err(js_err(format!(
-                "unknown option '{k}' (known: {})",
-                KNOWN.join(", ")
-            )));
-        }
-    }
-    let prompt = match present(options, "prompt")? {
-        None => None,
-        Some(v) => {
-            let p = v
-                .as_string()
-                .ok_or_else(|| js_err("option prompt must be a string"))?;
-            if p.trim().is_empty() {
-                return Err(js_err("option prompt is empty"));
-            }
-            Some(p)
-        }
-    };
-    let label = integer(options, "classLabel", num_classes as f64)?;
-    let edit = parse_edit(options, num_scales)?;
-    let cond = match (label, prompt) {
-        (Some(_), Some(_)) => {
-            return Err(js_err("give either classLabel or prompt, not both"));
-        }
-        (None, Some(p)) if takes_prompts => Condition::Prompt(p),
-        (None, Some(_)) => {
-            return Err(js_err(
-                "this model has no text encoder: use classLabel, not prompt",
-            ));
-        }
-        (Some(l), None) => Condition::Class(l as usize),
-        // An edit without a condition is unconditional in-/out-painting.
-        (None, None) if edit.is_some() => Condition::Unconditional,
-        (None, None) if takes_prompts => {
-            return Err(js_err(
-                "prompt is required (or classLabel for unconditional)",
-            ));
-        }
-        (None, None) => {
-            return Err(js_err(format!(
-                "classLabel is required (0..{} or {num_classes} for unconditional)",
-                num_classes.saturating_sub(1)
-            )));
-        }
-    };
-    let more_smooth = match present(options, "moreSmooth")? {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| js_err("option moreSmooth must be a boolean"))?,
-    };
-    let signal = present(options, "signal")?
-        .map(|v| v.dyn_into::<web_sys::AbortSignal>())
-        .transpose()
-        .map_err(|_| js_err("option signal must be an AbortSignal"))?;
-    let on_scale = present(options, "onScale")?
-        .map(|v| v.dyn_into::<Function>())
-        .transpose()
-        .map_err(|_| js_err("option onScale must be a function"))?;
-    Ok(GenArgs {
-        cond,
-        edit,
-        opts: SampleOptions {
-            cfg: number(options, "cfg")?.map_or(d.cfg, |x| x as f32),
-            top_k: integer(options, "topK", 1e9)?.map_or(d.top_k, |x| x as usize),
-            top_p: number(options, "topP")?.map_or(d.top_p, |x| x as f32),
-            seed: integer(options, "seed", 9_007_199_254_740_991.0)?.map_or(d.seed, |x| x as u64),
-            more_smooth,
-        },
-        signal,
-        on_scale,
-    })
+    let keys: Vec<String> = Object::keys(options.unchecked_ref::<Object>())
+        .iter()
+        .filter_map(|k| k.as_string())
+        .collect();
+    GenerateRequest::check_keys(keys.iter().map(String::as_str)).map_err(js_err)?;
+    let req: GenerateRequest = serde_wasm_bindgen::from_value(options.clone())
+        .map_err(|e| js_err(format!("bad options: {e}")))?;
+    req.resolve(&pipe.request_facts()).map_err(js_err)
 }
 
 /// Lets the event loop run (messages, abort events) between scales.
@@ -465,46 +196,45 @@ fn image_object(im: &RgbImage) -> Object {
     o
 }
 
-async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValue> {
+async fn run_generate(
+    inner: &Inner,
+    options: JsValue,
+    on_scale: Option<Function>,
+    signal: Option<web_sys::AbortSignal>,
+) -> Result<JsValue, JsValue> {
     let pipe = &inner.pipe;
-    let args = parse_args(
-        &options,
-        pipe.var_config.num_classes,
-        pipe.var_config.patch_nums.num_scales(),
-        pipe.takes_prompts(),
-        pipe.default_options(),
-    )?;
-    let aborted = |s: &Option<web_sys::AbortSignal>| s.as_ref().is_some_and(|s| s.aborted());
-    if aborted(&args.signal) {
+    let args = parse_request(&options, pipe)?;
+    let aborted = || signal.as_ref().is_some_and(|s| s.aborted());
+    if aborted() {
         return Err(abort_err());
     }
     let t0 = js_sys::Date::now();
-    let conds = [args.cond.clone()];
+    let conds = [args.condition.clone()];
     let mut sampling = match &args.edit {
-        None => pipe.start_with(&conds, &args.opts).map_err(js_err)?,
+        None => pipe.start_with(&conds, &args.options).map_err(js_err)?,
         Some(e) => {
-            let source = RgbaView::new(e.width, e.height, &e.rgba).map_err(js_err)?;
+            let im = &e.image;
+            let source = RgbaView::new(im.width, im.height, &im.data).map_err(js_err)?;
             let region = match &e.region {
-                EditRegion::Mask {
-                    width,
-                    height,
-                    rgba,
-                } => Region::Mask(
-                    pipe.mask_from_rgba(&RgbaView::new(*width, *height, rgba).map_err(js_err)?)
-                        .map_err(js_err)?,
+                EditRegion::Mask(m) => Region::Mask(
+                    pipe.mask_from_rgba(
+                        &RgbaView::new(m.width, m.height, &m.data).map_err(js_err)?,
+                    )
+                    .map_err(js_err)?,
                 ),
                 EditRegion::KeepScales(k) => Region::KeepScales(*k),
                 EditRegion::Half(h) => Region::Mask(h.mask(pipe.var_config.patch_nums.latent())),
             };
             let plan = pipe.plan_edit(&source, &region, 1).await.map_err(js_err)?;
-            pipe.start_edit(&conds, &args.opts, plan).map_err(js_err)?
+            pipe.start_edit(&conds, &args.options, plan)
+                .map_err(js_err)?
         }
     };
     let num_scales = sampling.num_scales();
     let scale_ms = Array::new();
     let mut last = t0;
     while let Some(si) = sampling.step(&mut NoHooks).await.map_err(js_err)? {
-        if let Some(cb) = &args.on_scale {
+        if let Some(cb) = &on_scale {
             let preview = pipe
                 .decode_fhat(sampling.f_hat().clone())
                 .await
@@ -523,7 +253,7 @@ async fn run_generate(inner: &Inner, options: JsValue) -> Result<JsValue, JsValu
         scale_ms.push(&(now - last).into());
         last = now;
         yield_now().await;
-        if aborted(&args.signal) {
+        if aborted() {
             return Err(abort_err());
         }
     }

@@ -147,10 +147,14 @@ test('a pack with a text encoder generates from a prompt, with the native tokens
   }
 });
 
-test('the shipped emoji and digits packs load on CPU and WebGPU and sample the native tokens', { timeout: 20 * MINUTES }, async () => {
+test('the shipped packs (emoji, digits, digits + text adapter, digits + LoRA) sample the native tokens on CPU and WebGPU', { timeout: 20 * MINUTES }, async () => {
   const cases = [
     { model: 'models/emoji.nsp', opts: { prompt: 'red apple', cfg: 3, topK: 50, topP: 0.9, seed: 1 }, prompts: true, size: 64 },
     { model: 'models/digits.nsp', opts: { classLabel: 7, cfg: 3, topK: 50, topP: 0.9, seed: 2 }, prompts: false, size: 32 },
+    // A class model that takes prompts through its text adapter.
+    { model: 'models/digits-text.nsp', opts: { prompt: 'a picture of the number 4', cfg: 3, topK: 50, topP: 0.9, seed: 3 }, prompts: true, size: 32 },
+    // LoRA updates applied at load, and a class the LoRA added (17 = Sneaker).
+    { model: 'models/digits-fashion.nsp', opts: { classLabel: 17, cfg: 3, topK: 50, topP: 0.9, seed: 4 }, prompts: false, size: 32, className: 'Sneaker' },
   ];
   for (const c of cases) {
     const cond = c.prompts ? ['--prompt', c.opts.prompt] : ['--class', String(c.opts.classLabel)];
@@ -164,10 +168,65 @@ test('the shipped emoji and digits packs load on CPU and WebGPU and sample the n
         return { tokens: Array.from(img.tokens), size: img.width, info };
       }, { backend, model: c.model, opts: c.opts });
       assert.equal(r.info.takesPrompts, c.prompts, `${c.model}: takesPrompts`);
+      if (c.className) assert.equal(r.info.classNames?.[c.opts.classLabel], c.className);
       assert.equal(r.size, c.size, `${c.model}: image size`);
       assert.deepEqual(r.tokens, want, `${c.model} on ${backend}: tokens differ from native`);
     }
   }
+});
+
+test('transformers.js-style options, numImages, toBlob/toImageData, and a fresh wasm module after a trap', { timeout: 10 * MINUTES }, async () => {
+  const model = 'models/digits.nsp';
+  const want = nativeTokens(['--class', '3', '--seed', '5'], model);
+  const r = await inPage(async (lib, { model }) => {
+    const statuses = [];
+    const gen = await lib.Generator.load(`/${model}`, {
+      device: 'wasm', progress_callback: (e) => statuses.push(e.status), cache: false, worker: false,
+    });
+    const one = await gen.generate({ classLabel: 3, seed: 5 });
+    const many = await gen.generate({ classLabel: 3, seed: 4, numImages: 2 });
+    const blob = await one.toBlob();
+    const png = Array.from(new Uint8Array(await blob.slice(0, 4).arrayBuffer()));
+    const id = one.toImageData();
+    const errs = {};
+    for (const [k, o] of Object.entries({
+      device: { device: 'gpu' },
+      clash: { device: 'webgpu', backend: 'cpu' },
+      both: { onProgress: () => {}, progress_callback: () => {} },
+    })) {
+      try { await lib.Generator.load(`/${model}`, { ...o, cache: false }); } catch (e) { errs[k] = String(e); }
+    }
+    try { await gen.generate({ classLabel: 3, numImages: 0 }); } catch (e) { errs.num = String(e); }
+    // A trap in the page's instance (simulated): that generator is done, the next load gets a
+    // fresh module and works.
+    gen._engine.model.generate = () => { throw new WebAssembly.RuntimeError('unreachable'); };
+    try { await gen.generate({ classLabel: 3 }); } catch (e) { errs.trap = String(e); }
+    try { await gen.generate({ classLabel: 3 }); } catch (e) { errs.again = String(e); }
+    const fresh = await lib.Generator.load(`/${model}`, { device: 'cpu', cache: false, worker: false });
+    const after = await fresh.generate({ classLabel: 3, seed: 5 });
+    fresh.dispose();
+    return {
+      backend: gen.backend, statuses, one: Array.from(one.tokens), many: many.map((m) => ({ seed: m.seed, tokens: Array.from(m.tokens) })),
+      isArray: Array.isArray(many), png, idSize: [id.width, id.height, id.data.length], errs, after: Array.from(after.tokens),
+    };
+  }, { model });
+  assert.equal(r.backend, 'cpu');
+  assert.deepEqual([r.statuses[0], r.statuses.at(-1)], ['progress', 'ready']);
+  assert.ok(r.statuses.includes('initiate'));
+  assert.deepEqual(r.one, want, 'tokens differ from native');
+  assert.ok(r.isArray);
+  assert.deepEqual(r.many.map((m) => m.seed), [4, 5]);
+  assert.deepEqual(r.many[1].tokens, r.one, 'numImages image 1 is the single call with seed + 1');
+  assert.notDeepEqual(r.many[0].tokens, r.one);
+  assert.deepEqual(r.png, [0x89, 0x50, 0x4e, 0x47]);
+  assert.deepEqual(r.idSize, [32, 32, 32 * 32 * 4]);
+  assert.match(r.errs.device, /device must be one of webgpu, wasm, cpu, auto/);
+  assert.match(r.errs.clash, /disagree/);
+  assert.match(r.errs.both, /not both/);
+  assert.match(r.errs.num, /numImages must be an integer/);
+  assert.match(r.errs.trap, /crashed/);
+  assert.match(r.errs.again, /crashed earlier/);
+  assert.deepEqual(r.after, want, 'a fresh module after the trap gives the same tokens');
 });
 
 test('load progress arrives in order with correct totals, then from the cache', async () => {
