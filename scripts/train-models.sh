@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Trains, evaluates and exports the two shipped models (models/digits.nsp, models/emoji.nsp)
+# Trains, evaluates and exports the shipped models (models/digits.nsp, models/emoji.nsp, and
+# the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|emoji|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -38,6 +39,51 @@ if [ "$what" = digits ] || [ "$what" = all ]; then
   done
   "$B" evaluate --pack models/digits.nsp --classifier "$R/classifier.safetensors" \
     --real "$M/t10k-images-idx3-ubyte" --keep-half left --unconditional --limit 1000
+fi
+
+if [ "$what" = digits-text ] || [ "$what" = all ]; then
+  # Prompts for the class-only digits model: a text adapter on the frozen pack, trained on
+  # 20,000 MNIST digits captioned with 22 phrasings per digit; judged on test digits with 10
+  # phrasings it never saw (scripts/data/digits-text.mjs).
+  R="$RUNS/digits-text"
+  T="$(bash scripts/data/fetch.sh digits-text)/digits-text"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  mkdir -p "$R"
+  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$T/train" --vae models/digits.nsp --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  "$B" train-adapter --var models/digits.nsp --vae models/digits.nsp --tokens "$R/tokens" \
+    --text-encoder "$MINILM" --out "$R/adapter" --preset digits --stop-after 1000 --device "$DEVICE"
+  "$B" export --var models/digits.nsp --vae models/digits.nsp --adapter "$R/adapter/adapter.safetensors" \
+    --text-encoder "$MINILM" --quant q8 --text-quant q4 --report-prompts "$T/train/metadata.jsonl" \
+    "${SAMPLING[@]}" --default-prompt "a handwritten seven" --out models/digits-text.nsp
+  for split in test-heldout test-seen; do
+    "$B" evaluate --pack models/digits-text.nsp --classifier "$RUNS/digits/classifier.safetensors" \
+      --real "$T/$split" --label-field digit "${SAMPLING[@]}" --grid "docs/models/digits-text-$split.png"
+  done
+fi
+
+if [ "$what" = digits-fashion ] || [ "$what" = all ]; then
+  # LoRA: the frozen digits model learns Fashion-MNIST's ten classes as classes 10..19.
+  R="$RUNS/digits-fashion"
+  F="$(bash scripts/data/fetch.sh fashion)/fashion-mnist"
+  mkdir -p "$R"
+  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$F/train-images-idx3-ubyte.gz" --vae models/digits.nsp \
+    --out "$R/tokens" --limit 15000 --device "$DEVICE" && touch "$R/tokens/done"; }
+  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$F/train-images-idx3-ubyte.gz" \
+    --test "$F/t10k-images-idx3-ubyte.gz" --size 32 --steps 800 --out "$R/classifier.safetensors" --device "$DEVICE"
+  # 15,000 real digits are replayed beside the new classes, so the updates keep the digits.
+  [ -s "$R/replay-tokens/done" ] || { "$B" prepare --data "$DATA/mnist/train-images-idx3-ubyte" --vae models/digits.nsp \
+    --out "$R/replay-tokens" --limit 15000 --device "$DEVICE" && touch "$R/replay-tokens/done"; }
+  "$B" train-lora --var models/digits.nsp --vae models/digits.nsp --tokens "$R/tokens" --replay "$R/replay-tokens" \
+    --out "$R/lora" --preset digits --device "$DEVICE"
+  "$B" export --var models/digits.nsp --vae models/digits.nsp --lora "$R/lora/lora.safetensors" --quant q8 \
+    --class-names scripts/data/digits-fashion-classes.txt "${SAMPLING[@]}" --default-class 17 \
+    --out models/digits-fashion.nsp
+  # What it learned (classes 10..19, the Fashion-MNIST judge) and what it kept (0..9, the digits judge).
+  "$B" evaluate --pack models/digits-fashion.nsp --classifier "$R/classifier.safetensors" \
+    --real "$F/t10k-images-idx3-ubyte.gz" --first-class 10 "${SAMPLING[@]}" --grid docs/models/digits-fashion-new.png
+  "$B" evaluate --pack models/digits-fashion.nsp --classifier "$RUNS/digits/classifier.safetensors" \
+    --real "$DATA/mnist/t10k-images-idx3-ubyte" "${SAMPLING[@]}" --first-class 0 --grid docs/models/digits-fashion-old.png
+  "$B" eval-vqvae --vae models/digits.nsp --data "$F/t10k-images-idx3-ubyte.gz" --grid docs/models/digits-vqvae-fashion-recon.png
 fi
 
 if [ "$what" = emoji ] || [ "$what" = all ]; then

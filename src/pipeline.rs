@@ -88,13 +88,15 @@ impl Pipeline {
         }
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
         let text = match pack.header.text.clone() {
-            Some(t) => Some(crate::text::TextEncoder::MiniLm(crate::text::MiniLm::load(
-                &mut pack.source("text."),
-                t.config,
-                &t.vocab.join("\n"),
-                t.max_tokens,
-                device,
-            )?)),
+            Some(t) => Some(crate::text::TextEncoder::MiniLm(Box::new(
+                crate::text::MiniLm::load(
+                    &mut pack.source("text."),
+                    t.config,
+                    &t.vocab.join("\n"),
+                    t.max_tokens,
+                    device,
+                )?,
+            ))),
             None => None,
         };
         let adapter = match pack.header.adapter.clone() {

@@ -267,3 +267,26 @@ fn lora_packs_require_the_feature_and_apply_at_load() {
     let e = Pack::from_bytes(bad).err().unwrap().to_string();
     assert!(e.contains("does not list `lora`"), "{e}");
 }
+
+#[test]
+fn bad_lora_configurations_are_refused_with_a_message() {
+    let mut c = cfg();
+    c.rank = 0;
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("LoRA rank 0 is outside 1..=256")
+    );
+    let mut c = cfg();
+    c.alpha = f32::NAN;
+    assert!(c.validate().unwrap_err().to_string().contains("alpha"));
+    let mut c = cfg();
+    c.targets.clear();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least one")
+    );
+}

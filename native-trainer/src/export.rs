@@ -220,6 +220,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     var_ck.finish()?;
     let mut var_cfg = var_cfg;
     let mut lora = None;
+    let mut lora_names: Option<Vec<String>> = None;
     if let Some(p) = &a.lora {
         let (lm, mut ck) = crate::train_lora::read_lora_file(p)?;
         if lm.base_classes != var_cfg.num_classes || var_cfg.text_dim > 0 {
@@ -256,6 +257,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
             .merge_lora();
         tensors.append(&mut rec.tensors);
         ck.finish()?;
+        lora_names = Some(
+            lm.new_class_names
+                .filter(|n| n.len() == k)
+                .unwrap_or_else(|| (nc..nc + k).map(|i| format!("class {i}")).collect()),
+        );
         lora = Some(lm.lora);
     }
     let mut rec = Recorder::new(&mut vae_ck, "vae.");
@@ -334,7 +340,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
             Some(j) => Some(
                 serde_json::from_str::<Vec<String>>(j)
                     .with_context(|| format!("{}: class_names metadata", var_path.display()))?,
-            ),
+            )
+            // A LoRA's new classes follow the model's own.
+            .map(|mut names: Vec<String>| {
+                names.extend(lora_names.clone().unwrap_or_default());
+                names
+            }),
             None => None,
         },
     };

@@ -67,6 +67,28 @@ impl TokenSet {
         (train, val)
     }
 
+    /// Adds the items of `other` (same patches, vocabulary and flips), their class labels
+    /// shifted by `label_offset`.
+    pub fn append(&mut self, other: TokenSet, label_offset: usize) -> Result<()> {
+        if other.patch_nums != self.patch_nums
+            || other.vocab_size != self.vocab_size
+            || other.flips != self.flips
+        {
+            bail!(
+                "the token sets differ in patches, vocabulary or flips: tokenize both with the same VQ-VAE"
+            );
+        }
+        self.labels.extend(
+            other
+                .labels
+                .into_iter()
+                .map(|l| l.map(|l| l + label_offset)),
+        );
+        self.captions.extend(other.captions);
+        self.tokens.extend(other.tokens);
+        Ok(())
+    }
+
     /// Up to `k` items with distinct captions, in the order given (for sample grids).
     pub fn distinct_captions(&self, order: impl Iterator<Item = usize>, k: usize) -> Vec<usize> {
         let mut seen = std::collections::BTreeSet::new();

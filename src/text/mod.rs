@@ -244,8 +244,8 @@ impl ClipText {
 
 /// Either kind of prompt encoder, chosen by the folder's files.
 pub enum TextEncoder {
-    MiniLm(MiniLm),
-    Clip(ClipText),
+    MiniLm(Box<MiniLm>),
+    Clip(Box<ClipText>),
 }
 
 impl TextEncoder {
@@ -255,9 +255,9 @@ impl TextEncoder {
     pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         if dir.join("merges.txt").is_file() {
-            Ok(Self::Clip(ClipText::open(dir, device)?))
+            Ok(Self::Clip(Box::new(ClipText::open(dir, device)?)))
         } else {
-            Ok(Self::MiniLm(MiniLm::open(dir, device)?))
+            Ok(Self::MiniLm(Box::new(MiniLm::open(dir, device)?)))
         }
     }
 
