@@ -4,6 +4,8 @@ import init, { Generator as WasmGenerator } from './nextscale_wasm.js';
 
 let ready = null;
 let instances = 0;
+// The glue as a file of its own (bundlers copy it), imported again for a fresh instance.
+const GLUE = new URL('./nextscale_wasm.js', import.meta.url);
 /**
  * Instantiates the wasm module once, and again after a trap: a trapped instance may hold a
  * broken heap, so the next load gets a fresh copy of the module (its glue imported anew).
@@ -12,7 +14,9 @@ export function initWasm() {
   if (!ready) {
     const glue = instances === 0
       ? Promise.resolve({ default: init, Generator: WasmGenerator })
-      : import(/* @vite-ignore */ new URL(`./nextscale_wasm.js?instance=${instances}`, import.meta.url).href);
+      : import(/* @vite-ignore */ `${GLUE.href}?instance=${instances}`).catch((e) => {
+        throw new Error(`the model crashed and a fresh copy of the module cannot be loaded (${e.message}); reload the page`);
+      });
     ready = glue.then(async (m) => {
       await m.default({ module_or_path: new URL('./nextscale_wasm_bg.wasm', import.meta.url) });
       return m.Generator;

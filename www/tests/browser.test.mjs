@@ -229,6 +229,33 @@ test('transformers.js-style options, numImages, toBlob/toImageData, and a fresh 
   assert.deepEqual(r.after, want, 'a fresh module after the trap gives the same tokens');
 });
 
+test('a minimal Vite app imports the built package, builds, is served and draws the native tokens', { timeout: 5 * MINUTES }, async () => {
+  // A fresh app laid out as a user would: the package in node_modules, the model in public/.
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'nextscale-vite-'));
+  fs.cpSync(path.join(ROOT, 'www/vite-app'), app, { recursive: true });
+  fs.mkdirSync(path.join(app, 'node_modules'));
+  fs.symlinkSync(path.join(ROOT, 'pkg'), path.join(app, 'node_modules/nextscale'), 'dir');
+  fs.mkdirSync(path.join(app, 'public'));
+  fs.copyFileSync(path.join(ROOT, 'models/digits.nsp'), path.join(app, 'public/digits.nsp'));
+  const { build } = await import('vite');
+  await build({ root: app, configFile: path.join(app, 'vite.config.js'), logLevel: 'warn' });
+  const served = await startServer(path.join(app, 'dist'));
+  const p = await browser.newPage();
+  try {
+    p.on('pageerror', (e) => console.log(`[vite page error] ${e.message}`));
+    await p.goto(`${served.base}/index.html`);
+    await p.waitForFunction(() => window.nextscaleResult, null, { timeout: 4 * MINUTES });
+    const r = await p.evaluate(() => window.nextscaleResult);
+    assert.equal(r.error, undefined, r.error);
+    assert.equal(r.backend, 'cpu');
+    assert.ok(r.png > 100);
+    assert.deepEqual(r.tokens, nativeTokens(['--class', '7', '--seed', '2'], 'models/digits.nsp'), 'tokens differ from native');
+  } finally {
+    await p.close();
+    served.server.close();
+  }
+});
+
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
   const ev = await inPage(async (lib, model) => {

@@ -1,0 +1,8 @@
+// What a Vite app needs for nextscale (no plugin): ES module workers, a build target with
+// top-level await, and the package left out of dependency pre-bundling so that its
+// `new URL('…wasm', import.meta.url)` and worker URLs keep pointing at its own files.
+export default {
+  build: { target: 'esnext' },
+  worker: { format: 'es' },
+  optimizeDeps: { exclude: ['nextscale'] },
+};
