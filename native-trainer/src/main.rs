@@ -1,25 +1,24 @@
-//! `native-trainer`: sample, import and (in later commands) train and export nextscale models.
+//! `native-trainer`: samples, edits, trains, evaluates and exports nextscale models.
+//!
+//! Each command lives in `cmd/<command>.rs` (its arguments and `run`); what commands share
+//! sits beside it: option groups (`args.rs`), data (`data.rs`, `tokens.rs`), run folders
+//! (`run.rs`), training steps and loops (`var_steps.rs`, `train_loop.rs`, `optim.rs`), the
+//! judge (`classifier.rs`). A new command is a new file in `cmd/` and a line below.
 
-mod classify;
+mod args;
+mod classifier;
+mod cmd;
 mod data;
-mod edit;
-mod embed;
-mod evaluate;
-mod export;
 mod gan;
 mod optim;
 mod plot;
 mod quality;
 mod run;
-mod sample;
 mod shapes;
 mod tokens;
-mod train_adapter;
 mod train_loop;
-mod train_lora;
-mod train_var;
-mod train_vqvae;
 mod trainconf;
+mod var_steps;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,49 +37,49 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate images (or only tokens) from a VAR checkpoint and its VQ-VAE.
-    Sample(sample::SampleArgs),
+    Sample(cmd::sample::SampleArgs),
     /// Edit an image: inpaint or outpaint with a mask, complete a half, or make variations.
-    Edit(edit::EditArgs),
+    Edit(cmd::edit::EditArgs),
     /// Write a model (VAR + VQ-VAE) as one nextscale pack, quantized, with a quality report.
-    Export(export::ExportArgs),
+    Export(cmd::export::ExportArgs),
     /// Train the multi-scale VQ-VAE on a folder of images.
-    TrainVqvae(train_vqvae::TrainVqVaeArgs),
+    TrainVqvae(cmd::train_vqvae::TrainVqVaeArgs),
     /// Tokenize an image data set with a trained VQ-VAE into shards for train-var.
-    Prepare(tokens::PrepareArgs),
+    Prepare(cmd::prepare::PrepareArgs),
     /// Train the VAR transformer on prepared token shards.
-    TrainVar(train_var::TrainVarArgs),
+    TrainVar(cmd::train_var::TrainVarArgs),
     /// Train a text adapter for a frozen class-conditional VAR on captioned token shards.
-    TrainAdapter(train_adapter::TrainAdapterArgs),
+    TrainAdapter(cmd::train_adapter::TrainAdapterArgs),
     /// Teach a frozen class-conditional VAR new classes (or refine its own) with LoRA updates.
-    TrainLora(train_lora::TrainLoraArgs),
+    TrainLora(cmd::train_lora::TrainLoraArgs),
     /// Print sentence embeddings (or token ids) of prompts as JSON, one array per prompt.
-    EmbedText(embed::EmbedArgs),
+    EmbedText(cmd::embed_text::EmbedArgs),
     /// Train a small image classifier on labelled real images (the judge of `evaluate`).
-    TrainClassifier(classify::TrainClassifierArgs),
+    TrainClassifier(cmd::train_classifier::TrainClassifierArgs),
     /// Reconstruction PSNR / SSIM / codebook usage of a VQ-VAE on held-out images.
-    EvalVqvae(evaluate::EvalVqVaeArgs),
+    EvalVqvae(cmd::eval_vqvae::EvalVqVaeArgs),
     /// Generate from a model and score the samples with a classifier: accuracy and Fréchet distance.
-    Evaluate(evaluate::EvaluateArgs),
+    Evaluate(cmd::evaluate::EvaluateArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
-    Fixture(sample::FixtureArgs),
+    Fixture(cmd::fixture::FixtureArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let r: Result<()> = match cli.command {
-        Command::Sample(a) => sample::run(a),
-        Command::Edit(a) => edit::run(a),
-        Command::Fixture(a) => sample::fixture(a),
-        Command::Export(a) => export::run(a),
-        Command::TrainVqvae(a) => train_vqvae::run(a),
-        Command::Prepare(a) => tokens::run(a),
-        Command::TrainVar(a) => train_var::run(a),
-        Command::EmbedText(a) => embed::run(a),
-        Command::TrainAdapter(a) => train_adapter::run(a),
-        Command::TrainLora(a) => train_lora::run(a),
-        Command::TrainClassifier(a) => classify::run(a),
-        Command::EvalVqvae(a) => evaluate::eval_vqvae(a),
-        Command::Evaluate(a) => evaluate::evaluate(a),
+        Command::Sample(a) => cmd::sample::run(a),
+        Command::Edit(a) => cmd::edit::run(a),
+        Command::Fixture(a) => cmd::fixture::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::TrainVqvae(a) => cmd::train_vqvae::run(a),
+        Command::Prepare(a) => cmd::prepare::run(a),
+        Command::TrainVar(a) => cmd::train_var::run(a),
+        Command::EmbedText(a) => cmd::embed_text::run(a),
+        Command::TrainAdapter(a) => cmd::train_adapter::run(a),
+        Command::TrainLora(a) => cmd::train_lora::run(a),
+        Command::TrainClassifier(a) => cmd::train_classifier::run(a),
+        Command::EvalVqvae(a) => cmd::eval_vqvae::run(a),
+        Command::Evaluate(a) => cmd::evaluate::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

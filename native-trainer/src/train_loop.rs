@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::optim::{AdamW, lr_multiplier};
 use crate::run::{Metrics, Progress, RunDir};
 use crate::tokens::TokenSet;
-use crate::train_var::{TokenLoader, forward, per_scale, sample_grid, validate};
 use crate::trainconf::TrainConfig;
+use crate::var_steps::{TokenLoader, forward, per_scale, sample_grid, validate};
 
 /// What a task adapting a frozen VAR trains.
 pub trait FrozenTask {

@@ -19,58 +19,12 @@ use nextscale::state_dict::OfficialPath;
 use nextscale::{VqVae, VqVaeConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::args::CommonTrainArgs;
 use crate::data::{Cursor, Dataset, Loader};
 use crate::gan::{Discriminator, d_hinge, g_hinge};
 use crate::optim::{AdamW, lr_multiplier};
 use crate::run::{Metrics, Progress, RunDir};
 use crate::trainconf::{self, TrainConfig};
-
-#[derive(Args, Debug, Clone)]
-pub struct CommonTrainArgs {
-    /// Output run folder (created; rerunning the same command resumes from its last checkpoint).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// A named preset (tiny, small64, …); default `tiny`.
-    #[arg(long)]
-    pub preset: Option<String>,
-    /// A TOML configuration file instead of a preset.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override a setting, e.g. `--set train.lr=1e-3 --set model.ch=64`.
-    #[arg(long = "set", value_parser = parse_kv)]
-    pub set: Vec<(String, String)>,
-    /// Total optimizer steps (overrides train.steps).
-    #[arg(long)]
-    pub steps: Option<u64>,
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// cpu, vulkan or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Stop after this step even if `steps` is larger (the run stays resumable).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .ok_or_else(|| format!("`{s}`: expected key=value"))
-}
-
-impl CommonTrainArgs {
-    /// Resolves the configuration table with the overrides applied.
-    pub fn table(&self, kind: &str) -> Result<toml::Table> {
-        let mut set = self.set.clone();
-        if let Some(s) = self.steps {
-            set.push(("train.steps".into(), s.to_string()));
-        }
-        if let Some(b) = self.batch_size {
-            set.push(("train.batch_size".into(), b.to_string()));
-        }
-        trainconf::resolve(self.config.as_deref(), self.preset.as_deref(), kind, &set)
-    }
-}
 
 #[derive(Args, Debug)]
 pub struct TrainVqVaeArgs {

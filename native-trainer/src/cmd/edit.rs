@@ -12,7 +12,7 @@ use nextscale::edit::{Half, Region};
 use nextscale::image::{RgbImage, RgbaView};
 use nextscale::readback::block_on;
 
-use crate::sample::{ConditionArgs, ModelArgs, OutputArgs, SamplingArgs, progress};
+use crate::args::{ConditionArgs, ModelArgs, OutputArgs, SamplingArgs, progress};
 
 #[derive(Args, Debug)]
 pub struct EditArgs {

@@ -18,10 +18,10 @@ use nextscale::var::Var;
 use nextscale::var::lora::{LoraConfig, LoraTarget};
 use serde::{Deserialize, Serialize};
 
+use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::train_loop::{FrozenTask, Setup};
-use crate::train_vqvae::CommonTrainArgs;
 use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug)]

@@ -1,7 +1,7 @@
-//! `native-trainer sample` and `native-trainer fixture`, and the option groups that `sample`,
-//! `edit` and `evaluate` share: which model, how to sample, where to write.
+//! Option groups shared by the commands: which model to run, what to generate, how to
+//! sample, where to write (`sample`, `edit`, `evaluate`), and what every training command
+//! takes (`train-*`).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -9,11 +9,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use nextscale::burn::tensor::Device;
 use nextscale::device::{BackendKind, init_device};
-use nextscale::fixtures::GoldenVqVaeSource;
 use nextscale::image::{RgbImage, grid};
 use nextscale::readback::block_on;
 use nextscale::sampler::{Generated, OnScale, SampleOptions, ScaleEvent};
-use nextscale::{Checkpoint, Condition, Pipeline, VqVae, VqVaeConfig};
+use nextscale::{Checkpoint, Condition, Pipeline};
+
+use crate::trainconf;
 
 /// The model to run: a pack, or checkpoints; optional text encoder and adapter.
 #[derive(Args, Debug)]
@@ -73,7 +74,7 @@ impl ModelArgs {
         }
         if let Some(p) = &self.adapter {
             let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
-            let acfg = crate::train_adapter::adapter_config(&ck)?;
+            let acfg = crate::cmd::train_adapter::adapter_config(&ck)?;
             pipe.adapter = Some(nextscale::var::adapter::TextAdapter::load(
                 &mut ck, &acfg, &device,
             )?);
@@ -272,49 +273,6 @@ pub fn progress() -> OnScale<impl FnMut(&ScaleEvent<'_>) -> nextscale::Result<()
     })
 }
 
-#[derive(Args, Debug)]
-pub struct SampleArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    cond: ConditionArgs,
-    #[command(flatten)]
-    sampling: SamplingArgs,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-pub fn run(a: SampleArgs) -> Result<()> {
-    let t0 = Instant::now();
-    let (pipe, _device) = a.model.load()?;
-    a.output.check(&pipe)?;
-    let fallback = pipe.recommended.as_ref().and_then(|r| {
-        r.prompt
-            .clone()
-            .map(Condition::Prompt)
-            .or(r.class.map(Condition::Class))
-    });
-    let conds = a.cond.conditions(fallback)?;
-    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text.is_none() {
-        bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
-    }
-    let opts = a.sampling.options(&pipe);
-    let t1 = Instant::now();
-    let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
-    eprintln!(
-        "sampled {} image(s) in {:.2} s",
-        conds.len(),
-        t1.elapsed().as_secs_f64()
-    );
-    let n = a.cond.n;
-    a.output.write(&pipe, &g, &[], |i| match &conds[i] {
-        Condition::Class(l) => format!("{i:04}_class{l}.png"),
-        _ => format!("{i:04}_prompt{}.png", i / n),
-    })?;
-    eprintln!("total {:.2} s", t0.elapsed().as_secs_f64());
-    Ok(())
-}
-
 pub fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
     image::save_buffer(
         path,
@@ -326,70 +284,49 @@ pub fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
     .with_context(|| format!("writing {}", path.display()))
 }
 
-#[derive(Args, Debug)]
-pub struct FixtureArgs {
-    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32), `tiny`
-    /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), or `shapes`
-    /// (a generated image data set with 4 classes, written under `--out`).
-    what: String,
-    /// Seed of the `tiny` and `shapes` fixtures.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// `shapes`: images per class.
-    #[arg(long, default_value_t = 64)]
-    n: usize,
-    /// `shapes`: image size in pixels.
-    #[arg(long, default_value_t = 32)]
-    size: usize,
-    /// `shapes`: one folder with a `metadata.jsonl` of captions ("a red circle") instead of
-    /// class folders.
+#[derive(Args, Debug, Clone)]
+pub struct CommonTrainArgs {
+    /// Output run folder (created; rerunning the same command resumes from its last checkpoint).
     #[arg(long)]
-    captions: bool,
+    pub out: PathBuf,
+    /// A named preset (tiny, small64, …); default `tiny`.
     #[arg(long)]
-    out: PathBuf,
+    pub preset: Option<String>,
+    /// A TOML configuration file instead of a preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set train.lr=1e-3 --set model.ch=64`.
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+    /// Total optimizer steps (overrides train.steps).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// cpu, vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Stop after this step even if `steps` is larger (the run stays resumable).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
 }
 
-pub fn fixture(a: FixtureArgs) -> Result<()> {
-    let t0 = Instant::now();
-    let rec = match a.what.as_str() {
-        "vqvae" => {
-            let mut src = GoldenVqVaeSource::recording();
-            // Build on the CPU only to enumerate every tensor, buffers included.
-            let device = nextscale::burn::tensor::Device::flex();
-            VqVae::load(&mut src, &VqVaeConfig::vae_ch160v4096z32(), &device)?;
-            src.record.take().unwrap_or_default()
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("`{s}`: expected key=value"))
+}
+
+impl CommonTrainArgs {
+    /// Resolves the configuration table with the overrides applied.
+    pub fn table(&self, kind: &str) -> Result<toml::Table> {
+        let mut set = self.set.clone();
+        if let Some(s) = self.steps {
+            set.push(("train.steps".into(), s.to_string()));
         }
-        "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
-        "shapes" => {
-            crate::shapes::write(&a.out, a.n, a.size, a.seed, a.captions)?;
-            eprintln!(
-                "wrote {} images ({} classes × {}, {}×{} px) under {}",
-                a.n * crate::shapes::CLASSES.len(),
-                crate::shapes::CLASSES.len(),
-                a.n,
-                a.size,
-                a.size,
-                a.out.display()
-            );
-            return Ok(());
+        if let Some(b) = self.batch_size {
+            set.push(("train.batch_size".into(), b.to_string()));
         }
-        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes)"),
-    };
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
-    let f =
-        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    nextscale::checkpoint::write_safetensors(&mut w, &tensors)?;
-    w.flush()?;
-    let n: usize = rec.iter().map(|(_, _, v)| v.len()).sum();
-    eprintln!(
-        "wrote {} tensors ({n} values; random weights, for tests and demos) to {} in {:.1} s",
-        rec.len(),
-        a.out.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(())
+        trainconf::resolve(self.config.as_deref(), self.preset.as_deref(), kind, &set)
+    }
 }

@@ -222,7 +222,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let mut lora = None;
     let mut lora_names: Option<Vec<String>> = None;
     if let Some(p) = &a.lora {
-        let (lm, mut ck) = crate::train_lora::read_lora_file(p)?;
+        let (lm, mut ck) = crate::cmd::train_lora::read_lora_file(p)?;
         if lm.base_classes != var_cfg.num_classes || var_cfg.text_dim > 0 {
             bail!(
                 "{} was trained on a VAR with {} classes; {} has {}",
@@ -317,7 +317,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
     if let Some(p) = &a.adapter {
         let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
-        let acfg = crate::train_adapter::adapter_config(&ck)?;
+        let acfg = crate::cmd::train_adapter::adapter_config(&ck)?;
         if acfg.embed_dim != var_cfg.embed_dim {
             bail!(
                 "{} was trained for a VAR of width {}, not {}",

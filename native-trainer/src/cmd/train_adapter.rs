@@ -18,12 +18,12 @@ use nextscale::var::Var;
 use nextscale::var::adapter::{AdapterConfig, TextAdapter};
 use serde::{Deserialize, Serialize};
 
+use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::train_loop::{FrozenTask, Setup};
-use crate::train_var::{caption_embeddings, caption_rows, null_where_dropped};
-use crate::train_vqvae::CommonTrainArgs;
 use crate::trainconf::{self, TrainConfig};
+use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
 
 #[derive(Args, Debug)]
 pub struct TrainAdapterArgs {

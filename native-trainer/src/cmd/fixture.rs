@@ -1,0 +1,79 @@
+//! `native-trainer fixture`: test models and data (the golden procedural VQ-VAE, a tiny
+//! random VAR + VQ-VAE, generated shapes).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use nextscale::fixtures::GoldenVqVaeSource;
+use nextscale::{VqVae, VqVaeConfig};
+
+#[derive(Args, Debug)]
+pub struct FixtureArgs {
+    /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32), `tiny`
+    /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), or `shapes`
+    /// (a generated image data set with 4 classes, written under `--out`).
+    what: String,
+    /// Seed of the `tiny` and `shapes` fixtures.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `shapes`: images per class.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// `shapes`: image size in pixels.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// `shapes`: one folder with a `metadata.jsonl` of captions ("a red circle") instead of
+    /// class folders.
+    #[arg(long)]
+    captions: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: FixtureArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let rec = match a.what.as_str() {
+        "vqvae" => {
+            let mut src = GoldenVqVaeSource::recording();
+            // Build on the CPU only to enumerate every tensor, buffers included.
+            let device = nextscale::burn::tensor::Device::flex();
+            VqVae::load(&mut src, &VqVaeConfig::vae_ch160v4096z32(), &device)?;
+            src.record.take().unwrap_or_default()
+        }
+        "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
+        "shapes" => {
+            crate::shapes::write(&a.out, a.n, a.size, a.seed, a.captions)?;
+            eprintln!(
+                "wrote {} images ({} classes × {}, {}×{} px) under {}",
+                a.n * crate::shapes::CLASSES.len(),
+                crate::shapes::CLASSES.len(),
+                a.n,
+                a.size,
+                a.size,
+                a.out.display()
+            );
+            return Ok(());
+        }
+        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes)"),
+    };
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
+        .iter()
+        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let f =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    nextscale::checkpoint::write_safetensors(&mut w, &tensors)?;
+    w.flush()?;
+    let n: usize = rec.iter().map(|(_, _, v)| v.len()).sum();
+    eprintln!(
+        "wrote {} tensors ({n} values; random weights, for tests and demos) to {} in {:.1} s",
+        rec.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! `native-trainer sample`: images (or only tokens) from a model, one per condition.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use nextscale::Condition;
+use nextscale::readback::block_on;
+
+use crate::args::{ConditionArgs, ModelArgs, OutputArgs, SamplingArgs, progress};
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    cond: ConditionArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub fn run(a: SampleArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (pipe, _device) = a.model.load()?;
+    a.output.check(&pipe)?;
+    let fallback = pipe.recommended.as_ref().and_then(|r| {
+        r.prompt
+            .clone()
+            .map(Condition::Prompt)
+            .or(r.class.map(Condition::Class))
+    });
+    let conds = a.cond.conditions(fallback)?;
+    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text.is_none() {
+        bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
+    }
+    let opts = a.sampling.options(&pipe);
+    let t1 = Instant::now();
+    let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
+    eprintln!(
+        "sampled {} image(s) in {:.2} s",
+        conds.len(),
+        t1.elapsed().as_secs_f64()
+    );
+    let n = a.cond.n;
+    a.output.write(&pipe, &g, &[], |i| match &conds[i] {
+        Condition::Class(l) => format!("{i:04}_class{l}.png"),
+        _ => format!("{i:04}_prompt{}.png", i / n),
+    })?;
+    eprintln!("total {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}

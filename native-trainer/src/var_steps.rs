@@ -1,0 +1,351 @@
+//! The steps of VAR training on token shards that every VAR task shares: batches, the
+//! teacher-forced forward, condition rows, validation, sample grids, per-scale metrics.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use nextscale::rng::{CounterRng, fnv1a64, stream_id};
+use nextscale::sampler::{NoHooks, SampleOptions};
+use nextscale::var::Var;
+use nextscale::{Checkpoint, VqVae};
+
+use crate::tokens::TokenSet;
+
+/// Deterministic shuffled batches of token sequences.
+pub(crate) struct TokenLoader {
+    pub(crate) subset: Vec<usize>,
+    seed: u64,
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+    perm: Vec<usize>,
+}
+
+impl TokenLoader {
+    pub(crate) fn new(subset: Vec<usize>, seed: u64, epoch: u64, offset: u64) -> Self {
+        let mut l = Self {
+            subset,
+            seed,
+            epoch,
+            offset,
+            perm: Vec::new(),
+        };
+        l.perm = crate::data::permutation(seed, epoch, l.subset.len());
+        l
+    }
+    /// `(items, flips)` of the next batch.
+    pub(crate) fn next(&mut self, b: usize, flip: bool) -> Vec<(usize, bool)> {
+        let rng = CounterRng::new(self.seed);
+        (0..b)
+            .map(|_| {
+                let item = self.subset[self.perm[self.offset as usize]];
+                let f = flip && rng.uniform(stream_id("flip", self.epoch, self.offset), 0) < 0.5;
+                self.offset += 1;
+                if self.offset as usize == self.subset.len() {
+                    self.epoch += 1;
+                    self.offset = 0;
+                    self.perm = crate::data::permutation(self.seed, self.epoch, self.subset.len());
+                }
+                (item, f)
+            })
+            .collect()
+    }
+}
+
+/// Per-scale token maps `[B, pn²]` and the flat targets `[B, L]` of a batch.
+fn batch_tokens(
+    set: &TokenSet,
+    items: &[(usize, bool)],
+    device: &Device,
+) -> (Vec<Tensor<2, Int>>, Vec<i64>) {
+    let b = items.len();
+    let l = set.seq_len();
+    let mut flat = Vec::with_capacity(b * l);
+    for &(i, f) in items {
+        flat.extend(set.item(i, f).iter().map(|&t| t as i64));
+    }
+    let mut per = Vec::new();
+    let mut start = 0;
+    for &pn in &set.patch_nums {
+        let m = pn * pn;
+        let mut v = Vec::with_capacity(b * m);
+        for r in 0..b {
+            v.extend_from_slice(&flat[r * l + start..r * l + start + m]);
+        }
+        per.push(Tensor::<2, Int>::from_data(
+            TensorData::new(v, [b, m]),
+            device,
+        ));
+        start += m;
+    }
+    (per, flat)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// One teacher-forced forward: mean loss (for backward) and the per-token CE and
+/// correctness read back for metrics.
+pub(crate) fn forward(
+    var: &Var,
+    vae: &VqVae,
+    set: &TokenSet,
+    items: &[(usize, bool)],
+    cond: Tensor<2>,
+    label_smooth: f64,
+    plain: &Device,
+    dev: &Device,
+) -> Result<(Tensor<1>, Vec<f32>, Vec<bool>)> {
+    let b = items.len();
+    let l = set.seq_len();
+    let (per, flat) = batch_tokens(set, items, plain);
+    let x = vae.quantize.idx_to_var_input(&per);
+    // The frozen VQ-VAE runs without autodiff; its output joins the training graph as a leaf
+    // without a host round trip.
+    let x = if dev == plain { x } else { x.autodiff() };
+    let logits = var.forward_teacher_cond(cond, x, None); // [B, L, V]
+    let gt = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, l]), dev);
+    let logp = log_softmax(logits.clone(), 2);
+    let nll = logp.clone().gather(2, gt.unsqueeze_dim::<3>(2)).neg(); // [B, L, 1]
+    let ce = if label_smooth > 0.0 {
+        nll * (1.0 - label_smooth) + logp.mean_dim(2).neg() * label_smooth
+    } else {
+        nll
+    };
+    let ce_host = ce
+        .clone()
+        .detach()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let pred = logits
+        .detach()
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let correct = pred.iter().zip(&flat).map(|(a, b)| a == b).collect();
+    Ok((ce.mean(), ce_host, correct))
+}
+
+/// What conditions the model: class ids, or text embeddings of the captions.
+pub enum Conditioning {
+    Classes,
+    /// Unit-length caption embeddings, `items × dim`, row-major.
+    Text {
+        emb: Vec<f32>,
+        dim: usize,
+    },
+}
+
+impl Conditioning {
+    /// Condition rows `[B, C]` for `items`; rows with `dropped` get the null condition.
+    pub fn rows(
+        &self,
+        var: &Var,
+        set: &TokenSet,
+        items: &[usize],
+        dropped: &[bool],
+        dev: &Device,
+    ) -> Result<Tensor<2>> {
+        match self {
+            Conditioning::Classes => {
+                let null = var.null_class();
+                let labels: Vec<usize> = items
+                    .iter()
+                    .zip(dropped)
+                    .map(|(&i, &d)| {
+                        if d {
+                            null
+                        } else {
+                            set.labels[i].unwrap_or(0).min(null.saturating_sub(1))
+                        }
+                    })
+                    .collect();
+                Ok(var.class_embedding(var.labels(&labels, dev)?))
+            }
+            Conditioning::Text { emb, dim } => {
+                let cond = var.text_condition(caption_rows(emb, *dim, items, dev))?;
+                Ok(null_where_dropped(var, cond, dropped, dev))
+            }
+        }
+    }
+}
+
+/// The caption embeddings of `items`, `[B, dim]`.
+pub(crate) fn caption_rows(emb: &[f32], dim: usize, items: &[usize], dev: &Device) -> Tensor<2> {
+    let mut rows = Vec::with_capacity(items.len() * dim);
+    for &i in items {
+        rows.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
+    }
+    Tensor::from_data(TensorData::new(rows, [items.len(), dim]), dev)
+}
+
+/// `cond` `[B, C]` with the rows where `dropped` replaced by the null condition (CFG dropout).
+pub(crate) fn null_where_dropped(
+    var: &Var,
+    cond: Tensor<2>,
+    dropped: &[bool],
+    dev: &Device,
+) -> Tensor<2> {
+    if !dropped.iter().any(|&d| d) {
+        return cond;
+    }
+    let b = dropped.len();
+    let m: Vec<f32> = dropped.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
+    let m = Tensor::<2>::from_data(TensorData::new(m, [b, 1]), dev);
+    cond * (m.clone().neg() + 1.0) + var.null_condition(b) * m
+}
+
+/// Caption embeddings of every item, computed once and cached next to the token shards.
+pub(crate) fn caption_embeddings(
+    set: &TokenSet,
+    tokens_dir: &std::path::Path,
+    encoder_dir: &std::path::Path,
+    plain: &Device,
+) -> Result<(Vec<f32>, usize)> {
+    let captions: Vec<&str> = set
+        .captions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.as_deref().with_context(|| {
+                format!("item {i} has no caption; text training needs metadata.jsonl/csv captions")
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut fp = Vec::new();
+    for f in ["config.json", "vocab.txt", "vocab.json", "merges.txt"] {
+        if let Ok(b) = std::fs::read(encoder_dir.join(f)) {
+            fp.extend(b);
+        }
+    }
+    fp.extend(
+        std::fs::metadata(encoder_dir.join("model.safetensors"))?
+            .len()
+            .to_le_bytes(),
+    );
+    for c in &captions {
+        fp.extend(c.as_bytes());
+        fp.push(0);
+    }
+    let cache = tokens_dir.join(format!("text-embeddings-{:016x}.safetensors", fnv1a64(&fp)));
+    if let Ok(ck) = Checkpoint::open(&cache)
+        && let Ok(t) = ck.read_f32("embeddings")
+        && t.shape.len() == 2
+        && t.shape[0] == captions.len()
+    {
+        return Ok((t.data, t.shape[1]));
+    }
+    let t0 = Instant::now();
+    let enc = nextscale::text::TextEncoder::open(encoder_dir, plain)
+        .with_context(|| format!("loading {}", encoder_dir.display()))?;
+    let dim = enc.dim();
+    let mut all = Vec::with_capacity(captions.len() * dim);
+    for chunk in captions.chunks(64) {
+        let e = enc.embed(chunk, plain)?;
+        all.extend(
+            e.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
+    }
+    let mut bytes = Vec::new();
+    nextscale::state_dict::write_safetensors(
+        &mut bytes,
+        &[nextscale::state_dict::Entry::f32(
+            "embeddings",
+            vec![captions.len(), dim],
+            all.clone(),
+        )],
+        None,
+    )?;
+    crate::run::write_atomic(&cache, &bytes)?;
+    eprintln!(
+        "embedded {} captions in {:.1} s (cached in {})",
+        captions.len(),
+        t0.elapsed().as_secs_f64(),
+        cache.display()
+    );
+    Ok((all, dim))
+}
+
+/// Mean CE and accuracy on (up to 8 batches of) the validation items, with the model's
+/// conditions for each batch from `cond`.
+pub(crate) fn validate(
+    var: &Var,
+    vae: &VqVae,
+    set: &TokenSet,
+    val_idx: &[usize],
+    b: usize,
+    device: &Device,
+    cond: impl Fn(&[usize]) -> Result<Tensor<2>>,
+) -> Result<(f64, f64)> {
+    let (mut ces, mut cors) = (Vec::new(), Vec::new());
+    for chunk in val_idx.chunks(b).take(8) {
+        let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
+        let (_, ce, cor) = forward(var, vae, set, &items, cond(chunk)?, 0.0, device, device)?;
+        ces.extend(ce);
+        cors.extend(cor);
+    }
+    let (loss, acc, _, _) = per_scale(&set.patch_nums, &ces, &cors);
+    Ok((loss, acc))
+}
+
+/// Samples images for CFG condition rows `cond` (`[2B, C]`) and writes them as a grid of
+/// `cols` columns.
+pub(crate) fn sample_grid(
+    var: &Var,
+    vae: &VqVae,
+    cond: Tensor<2>,
+    opts: &SampleOptions,
+    path: &std::path::Path,
+    cols: usize,
+) -> Result<()> {
+    let g = nextscale::readback::block_on(nextscale::sampler::generate_with_condition(
+        var,
+        &vae.quantize,
+        cond,
+        opts,
+        &mut NoHooks,
+    ))?;
+    let img = vae.fhat_to_img(g.f_hat);
+    let size = img.dims()[2];
+    let px = img
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    crate::plot::grid(path, &px, size, cols)
+}
+
+/// Mean CE and accuracy overall and per scale from per-token values.
+pub(crate) fn per_scale(
+    patch_nums: &[usize],
+    ce: &[f32],
+    correct: &[bool],
+) -> (f64, f64, Vec<f64>, Vec<f64>) {
+    let l: usize = patch_nums.iter().map(|p| p * p).sum();
+    let b = ce.len() / l;
+    let mut loss_s = Vec::new();
+    let mut acc_s = Vec::new();
+    let mut start = 0;
+    for &pn in patch_nums {
+        let m = pn * pn;
+        let (mut sl, mut sa) = (0.0f64, 0usize);
+        for r in 0..b {
+            for t in start..start + m {
+                sl += ce[r * l + t] as f64;
+                sa += correct[r * l + t] as usize;
+            }
+        }
+        loss_s.push(sl / (b * m) as f64);
+        acc_s.push(sa as f64 / (b * m) as f64);
+        start += m;
+    }
+    let loss = ce.iter().map(|&x| x as f64).sum::<f64>() / ce.len() as f64;
+    let acc = correct.iter().filter(|&&c| c).count() as f64 / correct.len() as f64;
+    (loss, acc, loss_s, acc_s)
+}
