@@ -164,8 +164,32 @@ export interface Capabilities {
   reason: string | null;
 }
 
+/** Largest weight file that is not a pack (f32 safetensors: twice its size in wasm memory). */
 export const MAX_MODEL_BYTES: number;
-export function capabilities(modelBytes?: number): Promise<Capabilities>;
+/** The wasm memory a page can give a model (wasm32's 4 GiB less room for the module). */
+export const WASM_MEMORY_BYTES: number;
+
+/** What a pack becomes in memory (weights are dequantized to f32 at load today). */
+export interface PackMemory {
+  fileBytes: number;
+  weightBytes: number;
+  largestTensorBytes: number;
+  /** KV cache and last-scale activations at batch 2 (guidance), and the VQ-VAE decoder's feature maps. */
+  activationBytes: number;
+  cpu: { wasmBytes: number };
+  webgpu: { wasmBytes: number; gpuBytes: number };
+}
+/** The in-memory size of a pack from its header alone. */
+export function packMemory(header: object, fileBytes?: number): PackMemory;
+/** The JSON header of a pack from a prefix of its bytes; null when the bytes are not a pack, undefined when the prefix is too short. */
+export function readPackHeader(bytes: Uint8Array | ArrayBuffer): object | null | undefined;
+/**
+ * What this browser offers, and whether a model fits: give a file size, or a pack header
+ * (`{ header, fileBytes }`) for the per-backend verdict on its in-memory size.
+ * `Generator.load` runs the same check on a pack's header as soon as it has downloaded, before
+ * the weights.
+ */
+export function capabilities(model?: number | { header: object; fileBytes?: number }, backend?: Backend): Promise<Capabilities & { memory?: PackMemory & { backend: 'cpu' | 'webgpu'; available: number } }>;
 
 /** Deletes the cached copy of one model URL, or every cached model; true when something was deleted. */
 export function purge(url?: string | URL): Promise<boolean>;

@@ -33,12 +33,98 @@ export class GeneratedImage {
     return c.convertToBlob({ type, quality });
   }
 }
-/** Largest weight file the library accepts: it is parsed inside wasm memory (4 GiB at most,
- * with one copy of the file and one of the weights alive while loading). */
-export const MAX_MODEL_BYTES = 1 << 30;
+/** Largest weight file without a pack header (safetensors: f32 already, so the file and its
+ * weights take twice its size in wasm memory while loading). Packs are checked by what they
+ * become in memory instead (`packMemory`). */
+/** wasm32's address space, less room for the module itself. */
+export const WASM_MEMORY_BYTES = 2 ** 32 - 2 ** 27;
+export const MAX_MODEL_BYTES = Math.floor(WASM_MEMORY_BYTES / 2);
 
-/** What this browser offers: WebGPU adapter, limits, shader-f16, and whether a model fits. */
-export async function capabilities(modelBytes) {
+const GB = (n) => `${(n / 1e9).toFixed(2)} GB`;
+const prod = (s) => s.reduce((a, b) => a * b, 1);
+
+/**
+ * What a pack becomes in memory, from its header alone (the JSON after the 16-byte prefix):
+ * weights are dequantized to f32 when loaded, the file and the f32 weights are alive together
+ * while loading, and sampling needs the KV cache and the last scale's activations (batch 2 for
+ * guidance) and the VQ-VAE decoder's full-resolution feature maps. Per backend:
+ * `cpu` — all of it in wasm memory; `webgpu` — the file and one tensor in wasm memory, the
+ * weights and activations on the GPU (each tensor within one storage buffer).
+ */
+export function packMemory(header, fileBytes = 0) {
+  if (!header || !Array.isArray(header.tensors) || !header.var || !header.vae) {
+    throw new TypeError('packMemory takes a pack header ({ var, vae, tensors })');
+  }
+  let weights = 0;
+  let largest = 0;
+  for (const t of header.tensors) {
+    const b = prod(t.shape) * 4;
+    weights += b;
+    largest = Math.max(largest, b);
+  }
+  const v = header.var;
+  const pn = v.patch_nums;
+  const L = pn.reduce((a, p) => a + p * p, 0);
+  const last = pn[pn.length - 1] ** 2;
+  const C = v.embed_dim;
+  const B = 2;
+  const kv = v.depth * 2 * B * L * C * 4;
+  const attn = B * v.num_heads * last * L * 4;
+  const ffn = B * last * Math.round(C * v.mlp_ratio) * 4 + B * last * v.vocab_size * 4;
+  const side = pn[pn.length - 1] * 2 ** (header.vae.ch_mult.length - 1);
+  const decoder = 3 * header.vae.ch * header.vae.ch_mult[0] * side * side * 4;
+  const activations = kv + attn + ffn + decoder;
+  return {
+    fileBytes,
+    weightBytes: weights,
+    largestTensorBytes: largest,
+    activationBytes: activations,
+    cpu: { wasmBytes: fileBytes + weights + activations },
+    webgpu: { wasmBytes: fileBytes + largest, gpuBytes: weights + activations },
+  };
+}
+
+/** Whether a pack fits on `backend` ('cpu' | 'webgpu'); `reason` says what is needed and what there is. */
+function packFits(mem, backend, limits) {
+  const need = mem[backend];
+  const parts = `file ${GB(mem.fileBytes)} + weights as f32 ${GB(mem.weightBytes)} + activations ${GB(mem.activationBytes)}`;
+  if (backend === 'cpu' && need.wasmBytes > WASM_MEMORY_BYTES) {
+    return { fits: false, reason: `this model needs about ${GB(need.wasmBytes)} of wasm memory on the CPU backend (${parts}); a page has at most ${GB(WASM_MEMORY_BYTES)}` };
+  }
+  if (backend === 'webgpu') {
+    if (need.wasmBytes > WASM_MEMORY_BYTES) {
+      return { fits: false, reason: `this model needs about ${GB(need.wasmBytes)} of wasm memory while loading (the file and its largest tensor); a page has at most ${GB(WASM_MEMORY_BYTES)}` };
+    }
+    const maxBuf = limits?.maxStorageBufferBindingSize;
+    if (maxBuf && mem.largestTensorBytes > maxBuf) {
+      return { fits: false, reason: `its largest tensor needs ${GB(mem.largestTensorBytes)} in one GPU buffer; this adapter allows ${GB(maxBuf)}` };
+    }
+  }
+  return { fits: true, reason: null };
+}
+
+/** The pack header of `bytes` (a prefix of the file), or null when they are not a pack; throws on a damaged one. */
+export function readPackHeader(bytes) {
+  const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  const magic = [0x4e, 0x58, 0x53, 0x50, 0x41, 0x43, 0x4b, 0x00]; // NXSPACK\0
+  if (b.length < 16 || magic.some((m, i) => b[i] !== m)) return null;
+  const len = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(12, true);
+  if (len > 64 * 2 ** 20) throw new Error(`invalid nextscale pack file: a header of ${len} bytes`);
+  if (b.length < 16 + len) return undefined; // not all here yet
+  try {
+    return JSON.parse(new TextDecoder().decode(b.subarray(16, 16 + len)));
+  } catch (e) {
+    throw new Error(`invalid nextscale pack file: bad header (${e.message})`);
+  }
+}
+
+/**
+ * What this browser offers: WebGPU adapter, limits, shader-f16, and whether a model fits.
+ * `model` is a file size in bytes, or a pack header (`{ header, fileBytes }` or the header
+ * object itself): then `memory` gives its in-memory size and the verdict is per backend.
+ */
+export async function capabilities(model, backend = 'auto') {
+  const modelBytes = typeof model === 'number' || model === undefined || model === null ? model : undefined;
   const out = {
     webgpu: false,
     adapter: null,
@@ -74,6 +160,13 @@ export async function capabilities(modelBytes) {
       out.reason = `WebGPU adapter request failed: ${e.message}`;
     }
   }
+  if (model !== null && typeof model === 'object') {
+    const header = model.header ?? model;
+    const mem = packMemory(header, model.fileBytes ?? 0);
+    const on = backend === 'auto' ? (out.webgpu && !out.adapter?.isFallbackAdapter ? 'webgpu' : 'cpu') : backend;
+    Object.assign(out, packFits(mem, on, out.limits), { memory: { ...mem, backend: on, available: WASM_MEMORY_BYTES } });
+    return out;
+  }
   if (modelBytes !== undefined && modelBytes !== null) {
     if (!Number.isFinite(modelBytes) || modelBytes < 0) throw new TypeError('modelBytes must be a number ≥ 0');
     if (modelBytes > MAX_MODEL_BYTES) {
@@ -90,34 +183,59 @@ function checkKeys(obj, known, what) {
   }
 }
 
-async function readBody(response, total, stage, onProgress, signal) {
+async function readBody(response, total, stage, onProgress, signal, fit) {
   if (!response.body) {
     const buf = new Uint8Array(await response.arrayBuffer());
+    await fit?.(buf, buf.length);
     onProgress?.({ stage, loadedBytes: buf.length, totalBytes: buf.length });
     return buf;
   }
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
+  let checked = !fit;
+  let isPack = false;
   onProgress?.({ stage, loadedBytes: 0, totalBytes: total });
-  for (;;) {
-    if (signal?.aborted) throw abortError('loading was cancelled');
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    if (loaded > MAX_MODEL_BYTES) throw new Error(`the weight file is larger than ${MAX_MODEL_BYTES} bytes`);
-    onProgress?.({ stage, loadedBytes: loaded, totalBytes: total ?? loaded });
+  try {
+    for (;;) {
+      if (signal?.aborted) throw abortError('loading was cancelled');
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      loaded += value.length;
+      if (!checked) {
+        // The header is checked as soon as it is here: a pack that cannot fit is refused
+        // before its weights download.
+        const head = concat(chunks, loaded);
+        const h = readPackHeader(head);
+        if (h !== undefined) {
+          checked = true;
+          isPack = h !== null;
+          if (isPack) await fit(head, total ?? loaded, h);
+        }
+      }
+      if (!isPack && loaded > MAX_MODEL_BYTES) throw new Error(`the weight file is larger than ${MAX_MODEL_BYTES} bytes`);
+      onProgress?.({ stage, loadedBytes: loaded, totalBytes: total ?? loaded });
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
   }
   if (total != null && loaded !== total) {
     throw new Error(`the weight file is truncated: received ${loaded} of ${total} bytes`);
   }
-  const out = new Uint8Array(loaded);
+  return concat(chunks, loaded);
+}
+
+function concat(chunks, n) {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(n);
   let o = 0;
   for (const c of chunks) {
     out.set(c, o);
     o += c.length;
   }
+  chunks.splice(0, chunks.length, out);
   return out;
 }
 
@@ -142,6 +260,16 @@ async function checkFits(total) {
   if (total == null) return;
   const caps = await capabilities(total);
   if (!caps.fits) throw new Error(caps.reason);
+}
+
+/** A check of a pack's header against the chosen backend (run as soon as the header is read). */
+function packCheck(backend) {
+  return async (_head, fileBytes, header) => {
+    const h = header ?? readPackHeader(_head);
+    if (!h) return;
+    const caps = await capabilities({ header: h, fileBytes }, backend);
+    if (!caps.fits) throw new Error(caps.reason);
+  };
 }
 
 function abortError(msg) {
@@ -196,11 +324,13 @@ export async function purge(url) {
  * stores a download (only then: a body that does not load, such as an HTML error page or a
  * truncated file, is never cached), `evict()` removes a cached entry that failed to load.
  */
-async function fetchBytes(source, { onProgress, cache, signal }) {
+async function fetchBytes(source, { onProgress, cache, signal, backend = 'auto' }) {
   const none = { commit: async () => {}, evict: async () => {}, fromCache: false };
+  const fit = packCheck(backend);
   if (source instanceof ArrayBuffer) source = new Uint8Array(source);
   if (ArrayBuffer.isView(source)) {
     const bytes = new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
+    await fit(bytes, bytes.length);
     onProgress?.({ stage: 'read', loadedBytes: bytes.length, totalBytes: bytes.length });
     return { bytes, ...none };
   }
@@ -208,7 +338,7 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
     if (!source.ok) throw new Error(`the response failed: HTTP ${source.status}`);
     const total = lengthOf(source);
     await checkFits(total);
-    return { bytes: await readBody(source, total, 'download', onProgress, signal), ...none };
+    return { bytes: await readBody(source, total, 'download', onProgress, signal, fit), ...none };
   }
   if (typeof source !== 'string' && !(source instanceof URL)) {
     throw new TypeError('source must be a URL (string or URL), an ArrayBuffer, a Uint8Array or a Response');
@@ -225,7 +355,7 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
   }
   const cached = hit?.headers.get('x-nextscale-validator') ?? null;
   const fromHit = async () => ({
-    bytes: await readBody(hit, lengthOf(hit), 'cache', onProgress, signal),
+    bytes: await readBody(hit, lengthOf(hit), 'cache', onProgress, signal, fit),
     commit: async () => {},
     evict: async () => { await store.delete(url).catch(() => {}); },
     fromCache: true,
@@ -261,7 +391,7 @@ async function fetchBytes(source, { onProgress, cache, signal }) {
       ctl.abort(); // refuse before the weights download
       throw e;
     }
-    const bytes = await readBody(response, total, 'download', onProgress, signal);
+    const bytes = await readBody(response, total, 'download', onProgress, signal, fit);
     const validator = validatorOf(response) ?? `len:${bytes.length}`;
     // The bytes go to the worker (transferred, so not copied in the page); a Blob keeps the
     // copy to cache, which browsers hold outside the page's heap.
@@ -432,7 +562,7 @@ export class Generator {
     const progress = onProgress && withStatus(onProgress, source);
     const { chosen, reason } = await chooseBackend(backend);
     const attempt = async (useCache) => {
-      const got = await fetchBytes(source, { onProgress: progress, cache: useCache, signal });
+      const got = await fetchBytes(source, { onProgress: progress, cache: useCache, signal, backend: chosen });
       const total = got.bytes.length;
       progress?.({ stage: 'init', loadedBytes: total, totalBytes: total });
       let engine;

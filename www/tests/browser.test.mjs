@@ -256,6 +256,74 @@ test('a minimal Vite app imports the built package, builds, is served and draws 
   }
 });
 
+/** A pack header shaped like the official VAR dN (width 64·N, N heads, 10 scales, 4,096 codes) with
+ * the official VQ-VAE's 109 M values, all stored q4: only the header, for fit checks. */
+function officialHeader(depth) {
+  const C = 64 * depth;
+  const pn = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16];
+  const L = pn.reduce((a, p) => a + p * p, 0);
+  const tensors = [];
+  let offset = 0;
+  const add = (name, shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const length = Math.ceil(n / 32) * 18;
+    tensors.push({ name, shape, storage: 'q4', offset, length, crc32: 0 });
+    offset += length;
+  };
+  add('word_embed.weight', [C, 32]);
+  add('class_emb.weight', [1001, C]);
+  add('pos_1LC', [1, L, C]);
+  for (let i = 0; i < depth; i++) {
+    add(`blocks.${i}.attn.mat_qkv.weight`, [3 * C, C]);
+    add(`blocks.${i}.attn.proj.weight`, [C, C]);
+    add(`blocks.${i}.ffn.fc1.weight`, [4 * C, C]);
+    add(`blocks.${i}.ffn.fc2.weight`, [C, 4 * C]);
+    add(`blocks.${i}.ada_lin.1.weight`, [6 * C, C]);
+  }
+  add('head.weight', [4096, C]);
+  for (let i = 0; i < 100; i++) add(`vae.part${i}`, [1_089_484]);
+  const header = {
+    var: { depth, embed_dim: C, num_heads: depth, mlp_ratio: 4, vocab_size: 4096, cvae: 32, num_classes: 1000, norm_eps: 1e-6, patch_nums: pn, text_dim: 0 },
+    vae: { vocab_size: 4096, z_channels: 32, ch: 160, ch_mult: [1, 1, 2, 2, 4], num_res_blocks: 2, patch_nums: pn },
+    tensors,
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  const pre = Buffer.alloc(16);
+  Buffer.from('NXSPACK\0', 'latin1').copy(pre);
+  pre.writeUInt32LE(2, 8);
+  pre.writeUInt32LE(json.length, 12);
+  return { header, bytes: Buffer.concat([pre, json]), total: 16 + json.length + offset };
+}
+
+test('official-size packs: the fit check reads the header and refuses what cannot fit before the weights download', { timeout: 5 * MINUTES }, async () => {
+  const shapes = Object.fromEntries([16, 20, 24, 30].map((d) => [d, officialHeader(d)]));
+  for (const [d, h] of Object.entries(shapes)) srv.stats.fakes[`d${d}.nsp`] = { header: h.bytes, total: h.total };
+  const r = await inPage(async (lib, heads) => {
+    const out = {};
+    for (const [d, h] of Object.entries(heads)) {
+      const c = await lib.capabilities({ header: h.header, fileBytes: h.total }, 'cpu');
+      out[d] = { fits: c.fits, reason: c.reason, need: c.memory.cpu.wasmBytes, weights: c.memory.weightBytes };
+    }
+    try {
+      await lib.Generator.load('/test/fake/d30.nsp', { device: 'cpu', cache: false });
+      out.load = 'resolved';
+    } catch (e) {
+      out.load = String(e);
+    }
+    return out;
+  }, Object.fromEntries(Object.entries(shapes).map(([d, h]) => [d, { header: h.header, total: h.total }])));
+  console.log('fit check:', JSON.stringify(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.need ?? v]))));
+  assert.equal(r[16].fits, true, 'd16 q4 fits the CPU path');
+  assert.ok(r[16].weights > 1.6e9 && r[16].weights < 1.8e9, `d16 + VQ-VAE weights as f32: ${r[16].weights}`);
+  assert.equal(r[20].fits, true, 'd20 q4 fits the CPU path');
+  for (const d of [24, 30]) {
+    assert.equal(r[d].fits, false, `d${d} cannot fit wasm32 once dequantized`);
+    assert.match(r[d].reason, /needs about \d+\.\d+ GB of wasm memory on the CPU backend \(file .* \+ weights as f32 .* \+ activations .*\); a page has at most 4\.16 GB/);
+  }
+  assert.match(r.load, /needs about 10\.\d+ GB of wasm memory on the CPU backend/);
+  assert.ok(srv.stats.fakeSent['d30.nsp'] < 8 * 2 ** 20, `refused after ${srv.stats.fakeSent['d30.nsp']} bytes`);
+});
+
 test('load progress arrives in order with correct totals, then from the cache', async () => {
   const size = fs.statSync(path.join(ROOT, MODEL)).size;
   const ev = await inPage(async (lib, model) => {

@@ -14,7 +14,7 @@ const TYPES = {
 };
 
 export function startServer(root) {
-  const stats = { hugeAborted: false, hugeSent: 0, requests: {}, version: 1 };
+  const stats = { hugeAborted: false, hugeSent: 0, requests: {}, version: 1, fakes: {}, fakeSent: {} };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
     if (url.pathname === '/test/huge.bin') {
@@ -32,6 +32,25 @@ export function startServer(root) {
       };
       req.on('close', stop);
       res.on('close', stop);
+      return;
+    }
+    // /test/fake/NAME: a pack header registered in stats.fakes (the rest of the announced
+    // file trickles as zeros), for fit checks that must refuse before the weights download.
+    if (url.pathname.startsWith('/test/fake/')) {
+      const name = url.pathname.slice('/test/fake/'.length);
+      const fake = stats.fakes[name];
+      if (!fake) { res.writeHead(404); res.end(); return; }
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(fake.total) });
+      res.write(fake.header);
+      stats.fakeSent[name] = fake.header.length;
+      const chunk = Buffer.alloc(64 * 1024);
+      const timer = setInterval(() => {
+        if (stats.fakeSent[name] >= 64 * 1024 * 64) return;
+        res.write(chunk);
+        stats.fakeSent[name] += chunk.length;
+      }, 50);
+      req.on('close', () => clearInterval(timer));
+      res.on('close', () => clearInterval(timer));
       return;
     }
     // /test/flaky/NAME: the first request gets an HTML error page with status 200 (as some
