@@ -1,7 +1,8 @@
-//! The training loop shared by the tasks that adapt a frozen VAR (`train-adapter`,
-//! `train-lora`): a task says what is trained and how condition rows are made; the loop owns
-//! the data order, the schedule, the finite-loss check, logging, validation, sample grids,
-//! checkpoints and resuming.
+//! The VAR training loop, shared by `train-var` (the whole VAR), `train-adapter` (a text
+//! adapter on a frozen VAR) and `train-lora` (LoRA updates and new class rows): a task says
+//! what is trained, how condition rows are made and what its result file holds; the loop owns
+//! the data order, the schedule, condition dropout, the finite-loss check, logging (per scale
+//! and tokens per second), validation, sample grids, checkpoints and resuming.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,8 @@ use crate::tokens::TokenSet;
 use crate::trainconf::TrainConfig;
 use crate::var_steps::{TokenLoader, forward, per_scale, sample_grid, validate};
 
-/// What a task adapting a frozen VAR trains.
-pub trait FrozenTask {
+/// What a VAR training task trains.
+pub trait VarTask {
     /// The trained parameters (and whatever model they change).
     type Model: Module;
     /// Run kind (`adapter`, `lora`) and the file its result is saved to.
@@ -45,6 +46,32 @@ pub trait FrozenTask {
     ) -> Result<Tensor<2>>;
     /// The tensors and metadata of the result file.
     fn save(&self, model: &Self::Model) -> Result<(Vec<Entry>, BTreeMap<String, String>)>;
+
+    /// CFG condition rows (`[2N, C]`) for a sample grid, images per row and the guidance:
+    /// by default four images for each of up to four distinct captions (else labels) of
+    /// `order`, at cfg 1.5.
+    fn sample_rows(
+        &self,
+        model: &Self::Model,
+        set: &TokenSet,
+        order: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<2>, usize, f32)> {
+        let picks = sample_picks(set, order.iter().copied());
+        let items: Vec<usize> = picks
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i, 4))
+            .collect();
+        let n = items.len();
+        let var = self.var(model, false);
+        let cond = self.rows(model, &items, &vec![false; n], false, device)?;
+        Ok((Tensor::cat(vec![cond, var.null_condition(n)], 0), 4, 1.5))
+    }
+
+    /// Called once the last step is done (e.g. to write the class names beside the result).
+    fn finish(&self, _root: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -68,7 +95,7 @@ pub struct Setup<'a> {
 }
 
 /// Trains `task` until `train.steps` (or `stop_after`), resuming from the run's checkpoint.
-pub fn run<T: FrozenTask>(task: &T, s: Setup<'_>) -> Result<()> {
+pub fn run<T: VarTask>(task: &T, s: Setup<'_>) -> Result<()> {
     let tc = s.train;
     let (train_idx, val_idx) = s.set.split(tc.val_fraction);
     let mut opt = AdamW::new(tc.adamw());
@@ -87,16 +114,32 @@ pub fn run<T: FrozenTask>(task: &T, s: Setup<'_>) -> Result<()> {
         train_idx.len(),
         val_idx.len()
     );
-    let mut metrics = Metrics::open(
-        &s.run.root,
-        &["loss", "acc", "grad_norm", "lr", "val_loss", "val_acc"],
-        start,
-    )?;
     let end = tc.steps.min(s.stop_after.unwrap_or(u64::MAX));
     if start >= end {
         eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
         return Ok(());
     }
+    let scales = s.set.patch_nums.len();
+    let mut columns: Vec<String> = [
+        "loss",
+        "acc",
+        "grad_norm",
+        "lr",
+        "tok_per_s",
+        "val_loss",
+        "val_acc",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    for si in 0..scales {
+        columns.push(format!("loss_s{si}"));
+        columns.push(format!("acc_s{si}"));
+    }
+    let col_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut metrics = Metrics::open(&s.run.root, &col_refs, start)?;
+    let mut t_log = std::time::Instant::now();
+    let mut toks_since = 0usize;
     let mut loader = TokenLoader::new(train_idx, tc.seed, epoch, offset);
     let progress = Progress::new(start, tc.steps);
     let b = tc.batch_size;
@@ -127,18 +170,29 @@ pub fn run<T: FrozenTask>(task: &T, s: Setup<'_>) -> Result<()> {
         let mut grads = loss.backward();
         let (m, stats) = opt.step(model, &mut grads, lr);
         model = m;
-        let (_, acc, _, _) = per_scale(&s.set.patch_nums, &ce, &correct);
+        if stats.updated == 0 {
+            bail!("no parameter received a gradient");
+        }
+        let (_, acc, loss_s, acc_s) = per_scale(&s.set.patch_nums, &ce, &correct);
+        toks_since += b * s.set.seq_len();
         progress.update(step, &[("loss", loss_val), ("acc", acc), ("lr", lr)]);
         if step % tc.log_every == 0 || step == end {
-            metrics.log(
-                step,
-                &[
-                    ("loss", loss_val),
-                    ("acc", acc),
-                    ("grad_norm", stats.grad_norm),
-                    ("lr", lr),
-                ],
-            )?;
+            let tps = toks_since as f64 / t_log.elapsed().as_secs_f64().max(1e-9);
+            let mut row: Vec<(String, f64)> = vec![
+                ("loss".into(), loss_val),
+                ("acc".into(), acc),
+                ("grad_norm".into(), stats.grad_norm),
+                ("lr".into(), lr),
+                ("tok_per_s".into(), tps),
+            ];
+            for si in 0..scales {
+                row.push((format!("loss_s{si}"), loss_s[si]));
+                row.push((format!("acc_s{si}"), acc_s[si]));
+            }
+            let r: Vec<(&str, f64)> = row.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            metrics.log(step, &r)?;
+            t_log = std::time::Instant::now();
+            toks_since = 0;
         }
         if (step % tc.eval_every == 0 || step == tc.steps) && !val_idx.is_empty() {
             let pm = model.valid();
@@ -155,24 +209,17 @@ pub fn run<T: FrozenTask>(task: &T, s: Setup<'_>) -> Result<()> {
         }
         if step % tc.sample_every == 0 || step == tc.steps {
             let pm = model.valid();
-            let picks = sample_picks(s.set, val_idx.iter().chain(&loader.subset).copied());
-            let items: Vec<usize> = picks
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, 4))
-                .collect();
-            let n = items.len();
-            let var = task.var(&pm, false);
-            let cond = task.rows(&pm, &items, &vec![false; n], false, s.plain)?;
-            let cond = Tensor::cat(vec![cond, var.null_condition(n)], 0);
+            let order: Vec<usize> = val_idx.iter().chain(&loader.subset).copied().collect();
+            let (cond, per, cfg) = task.sample_rows(&pm, s.set, &order, s.plain)?;
             let opts = SampleOptions {
-                cfg: 1.5,
+                cfg,
                 top_k: 0,
                 top_p: 0.0,
                 seed: tc.seed.wrapping_add(step),
                 more_smooth: false,
             };
             let path = s.run.root.join(format!("samples/step-{step:08}.png"));
-            sample_grid(var, s.vae, cond, &opts, &path, 4)?;
+            sample_grid(task.var(&pm, false), s.vae, cond, &opts, &path, per)?;
         }
         if step % tc.ckpt_every == 0 || step == end {
             let (sd, mut meta) = task.save(&model)?;
@@ -202,10 +249,22 @@ pub fn run<T: FrozenTask>(task: &T, s: Setup<'_>) -> Result<()> {
                             ("VAL", metrics.series("val_acc")),
                         ],
                     ),
+                    (
+                        "LOSS PER SCALE",
+                        (0..scales.min(6))
+                            .map(|si| {
+                                (
+                                    ["S0", "S1", "S2", "S3", "S4", "S5"][si],
+                                    metrics.series(&format!("loss_s{si}")),
+                                )
+                            })
+                            .collect(),
+                    ),
                 ],
             )?;
         }
     }
+    task.finish(&s.run.root)?;
     eprintln!("done: {}", s.run.root.join(T::FILE).display());
     Ok(())
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::train_loop::{FrozenTask, Setup};
+use crate::train_loop::{Setup, VarTask};
 use crate::trainconf::{self, TrainConfig};
 use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
 
@@ -79,7 +79,7 @@ struct AdapterTask {
     seed: u64,
 }
 
-impl FrozenTask for AdapterTask {
+impl VarTask for AdapterTask {
     type Model = TextAdapter;
     const KIND: &'static str = "adapter";
     const FILE: &'static str = "adapter.safetensors";

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::train_loop::{FrozenTask, Setup};
+use crate::train_loop::{Setup, VarTask};
 use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -106,7 +106,7 @@ pub fn read_lora_file(path: &std::path::Path) -> Result<(LoraMeta, Checkpoint)> 
     Ok((meta, ck))
 }
 
-impl FrozenTask for LoraTask {
+impl VarTask for LoraTask {
     type Model = LoraModel;
     const KIND: &'static str = "lora";
     const FILE: &'static str = "lora.safetensors";

@@ -7,25 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use clap::Args;
-use nextscale::VarConfig;
 use nextscale::params::{RandomInit, VarInit};
-use nextscale::rng::{CounterRng, stream_id};
-use nextscale::sampler::SampleOptions;
+use nextscale::state_dict::Entry;
 use nextscale::var::Var;
+use nextscale::{Checkpoint, VarConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::args::CommonTrainArgs;
-use crate::optim::{AdamW, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir};
+use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::trainconf::{self, TrainConfig};
-
 #[derive(Args, Debug)]
 pub struct TrainVarArgs {
     /// Token shards written by `native-trainer prepare`.
@@ -65,16 +60,8 @@ struct VarFile {
     train: TrainConfig,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct TrainerState {
-    step: u64,
-    epoch: u64,
-    offset: u64,
-}
-
-use crate::var_steps::{
-    Conditioning, TokenLoader, caption_embeddings, forward, per_scale, sample_grid, validate,
-};
+use crate::train_loop::{Setup, VarTask};
+use crate::var_steps::{Conditioning, caption_embeddings};
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
     let table = a.common.table("var")?;
@@ -173,221 +160,141 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         cfg.embed_dim,
         cfg.num_params() as f64 / 1e6
     );
-    let mut opt = AdamW::new(tc.adamw());
-    let (mut var, start, epoch, offset) = match run.resume::<TrainerState>()? {
-        Some((st, mut ck)) => {
-            let mut mck = ck.split_prefix("model.");
-            let var = Var::load(&mut mck, &cfg, &ad)?;
-            mck.finish()?;
-            opt.load_state(&ck, "opt", &ad)?;
-            (var, st.step, st.epoch, st.offset)
-        }
-        None => {
-            let var = match init_ck {
-                Some(mut ck) => {
-                    let v = Var::load(&mut ck, &cfg, &ad)?;
-                    ck.finish()?;
-                    v
-                }
-                None => Var::load(
-                    &mut VarInit {
-                        inner: RandomInit::new(tc.seed),
-                        depth: cfg.depth,
-                        init_adaln: mc.init_adaln,
-                        init_adaln_gamma: mc.init_adaln_gamma,
-                        init_head: mc.init_head,
-                    },
-                    &cfg,
-                    &ad,
-                )?,
-            };
-            (var, 0, 0, 0)
-        }
+    let task = VarTrain {
+        cfg,
+        init: std::cell::RefCell::new(init_ck),
+        model: mc,
+        seed: tc.seed,
+        conditioning,
+        conditional,
+        set,
     };
-    let s = cfg.patch_nums.num_scales();
-    let mut columns: Vec<String> = [
-        "loss",
-        "acc",
-        "grad_norm",
-        "lr",
-        "tok_per_s",
-        "val_loss",
-        "val_acc",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for si in 0..s {
-        columns.push(format!("loss_s{si}"));
-        columns.push(format!("acc_s{si}"));
-    }
-    let col_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut metrics = Metrics::open(&run.root, &col_refs, start)?;
-    let end = tc.steps.min(a.common.stop_after.unwrap_or(u64::MAX));
-    if start >= end {
-        eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
-        return Ok(());
-    }
-    let mut loader = TokenLoader::new(train_idx, tc.seed, epoch, offset);
-    let progress = Progress::new(start, tc.steps);
-    let b = tc.batch_size;
-    let rng = CounterRng::new(tc.seed);
-    let null = cfg.num_classes;
-    let mut t_log = Instant::now();
-    let mut toks_since = 0usize;
-    for step in start + 1..=end {
-        let lr = tc.lr * lr_multiplier(step - 1, tc.warmup_steps, tc.steps, tc.lr_end);
-        let items = loader.next(b, tc.flip);
-        let dropped: Vec<bool> = (0..b)
-            .map(|r| rng.uniform(stream_id("cond_drop", step, r as u64), 0) < tc.cond_drop)
-            .collect();
-        let ids: Vec<usize> = items.iter().map(|&(i, _)| i).collect();
-        let cond = conditioning.rows(&var, &set, &ids, &dropped, &ad)?;
-        let (loss, ce, correct) =
-            forward(&var, &vae, &set, &items, cond, tc.label_smooth, &plain, &ad)?;
-        let loss_val = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_val.is_finite() {
-            bail!("the loss became {loss_val} at step {step}; lower train.lr");
-        }
-        let mut grads = loss.backward();
-        let (v, stats) = opt.step(var, &mut grads, lr);
-        var = v;
-        if stats.updated == 0 {
-            bail!("no parameter received a gradient");
-        }
-        let (_, acc, loss_s, acc_s) = per_scale(&set.patch_nums, &ce, &correct);
-        toks_since += b * set.seq_len();
-        progress.update(step, &[("loss", loss_val), ("acc", acc), ("lr", lr)]);
-        if step % tc.log_every == 0 || step == end {
-            let tps = toks_since as f64 / t_log.elapsed().as_secs_f64().max(1e-9);
-            let mut row: Vec<(String, f64)> = vec![
-                ("loss".into(), loss_val),
-                ("acc".into(), acc),
-                ("grad_norm".into(), stats.grad_norm),
-                ("lr".into(), lr),
-                ("tok_per_s".into(), tps),
-            ];
-            for si in 0..s {
-                row.push((format!("loss_s{si}"), loss_s[si]));
-                row.push((format!("acc_s{si}"), acc_s[si]));
-            }
-            let r: Vec<(&str, f64)> = row.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            metrics.log(step, &r)?;
-            t_log = Instant::now();
-            toks_since = 0;
-        }
-        if (step % tc.eval_every == 0 || step == tc.steps) && !val_idx.is_empty() {
-            let pv = var.valid();
-            let (vl, va) = validate(&pv, &vae, &set, &val_idx, b, &plain, |chunk| {
-                conditioning.rows(&pv, &set, chunk, &vec![false; chunk.len()], &plain)
-            })?;
-            metrics.log(step, &[("val_loss", vl), ("val_acc", va)])?;
-            progress.note(&format!(
-                "step {step}: validation loss {vl:.4}, accuracy {:.2}%",
-                100.0 * va
-            ));
-        }
-        if step % tc.sample_every == 0 || step == tc.steps {
-            let pv = var.valid();
-            let opts = SampleOptions {
-                cfg: if conditional || matches!(conditioning, Conditioning::Text { .. }) {
-                    1.5
-                } else {
-                    0.0
+    crate::train_loop::run(
+        &task,
+        Setup {
+            run: &run,
+            train: &tc,
+            set: &task.set,
+            vae: &vae,
+            plain: &plain,
+            autodiff: &ad,
+            stop_after: a.common.stop_after,
+        },
+    )
+}
+
+/// The whole VAR, trained from scratch or from `--init`.
+struct VarTrain {
+    cfg: VarConfig,
+    /// The `--init` checkpoint, used once, for a fresh start.
+    init: std::cell::RefCell<Option<Checkpoint>>,
+    model: VarModelConfig,
+    seed: u64,
+    conditioning: Conditioning,
+    conditional: bool,
+    set: TokenSet,
+}
+
+impl VarTask for VarTrain {
+    type Model = Var;
+    const KIND: &'static str = "var";
+    const FILE: &'static str = "var.safetensors";
+
+    fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<Var> {
+        let cfg = &self.cfg;
+        let fresh = || {
+            Var::load(
+                &mut VarInit {
+                    inner: RandomInit::new(self.seed),
+                    depth: cfg.depth,
+                    init_adaln: self.model.init_adaln,
+                    init_adaln_gamma: self.model.init_adaln_gamma,
+                    init_head: self.model.init_head,
                 },
-                top_k: 0,
-                top_p: 0.0,
-                seed: tc.seed.wrapping_add(step),
-                more_smooth: false,
-            };
-            let (cond, per) = match &conditioning {
-                Conditioning::Text { .. } => {
-                    // Four samples for each of the first four distinct captions.
-                    let picks =
-                        set.distinct_captions(val_idx.iter().chain(&loader.subset).copied(), 4);
-                    let items: Vec<usize> = picks
-                        .iter()
-                        .flat_map(|&i| std::iter::repeat_n(i, 4))
-                        .collect();
-                    let rows =
-                        conditioning.rows(&pv, &set, &items, &vec![false; items.len()], &plain)?;
-                    let n = items.len();
-                    (Tensor::cat(vec![rows, pv.null_condition(n)], 0), 4)
-                }
-                Conditioning::Classes => {
-                    let classes: Vec<usize> = if conditional {
-                        (0..num_classes.min(8)).collect()
-                    } else {
-                        vec![null]
-                    };
-                    let per = if classes.len() == 1 { 8 } else { 4 };
-                    let labels: Vec<usize> = classes
-                        .iter()
-                        .flat_map(|&c| std::iter::repeat_n(c, per))
-                        .collect();
-                    (nextscale::sampler::class_condition(&pv, &labels)?, per)
-                }
-            };
-            let path = run.root.join(format!("samples/step-{step:08}.png"));
-            sample_grid(&pv, &vae, cond, &opts, &path, per)?;
-        }
-        if step % tc.ckpt_every == 0 || step == end {
-            let sd = var.state_dict()?;
-            let mut meta = BTreeMap::new();
-            meta.insert("format".into(), "nextscale-var".into());
-            meta.insert("patch_nums".into(), serde_json::to_string(&var.patch_nums)?);
-            meta.insert("step".into(), step.to_string());
-            if conditional {
-                meta.insert(
-                    "class_names".into(),
-                    serde_json::to_string(&set.class_names)?,
-                );
+                cfg,
+                device,
+            )
+        };
+        Ok(match ck.or_else(|| self.init.borrow_mut().take()) {
+            Some(mut ck) => {
+                let v = Var::load(&mut ck, cfg, device)?;
+                ck.finish()?;
+                v
             }
-            run.save_model("var.safetensors", &sd, &meta)?;
-            let st = TrainerState {
-                step,
-                epoch: loader.epoch,
-                offset: loader.offset,
-            };
-            run.save_state(step, sd, opt.state_entries("opt")?, meta, &st, tc.keep_last)?;
-            crate::plot::curves(
-                &run.root.join("curves.png"),
-                &[
-                    (
-                        "LOSS",
-                        vec![
-                            ("TRAIN", metrics.series("loss")),
-                            ("VAL", metrics.series("val_loss")),
-                        ],
-                    ),
-                    (
-                        "ACCURACY",
-                        vec![
-                            ("TRAIN", metrics.series("acc")),
-                            ("VAL", metrics.series("val_acc")),
-                        ],
-                    ),
-                    (
-                        "LOSS PER SCALE",
-                        (0..s.min(6))
-                            .map(|si| {
-                                (
-                                    ["S0", "S1", "S2", "S3", "S4", "S5"][si],
-                                    metrics.series(&format!("loss_s{si}")),
-                                )
-                            })
-                            .collect(),
-                    ),
-                ],
+            None => fresh()?,
+        })
+    }
+
+    fn var<'a>(&'a self, model: &'a Var, _train: bool) -> &'a Var {
+        model
+    }
+
+    fn rows(
+        &self,
+        var: &Var,
+        items: &[usize],
+        dropped: &[bool],
+        _train: bool,
+        device: &Device,
+    ) -> Result<Tensor<2>> {
+        self.conditioning
+            .rows(var, &self.set, items, dropped, device)
+    }
+
+    fn save(&self, var: &Var) -> Result<(Vec<Entry>, BTreeMap<String, String>)> {
+        let sd = var.state_dict()?;
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), "nextscale-var".into());
+        meta.insert("patch_nums".into(), serde_json::to_string(&var.patch_nums)?);
+        if self.conditional {
+            meta.insert(
+                "class_names".into(),
+                serde_json::to_string(&self.set.class_names)?,
+            );
+        }
+        Ok((sd, meta))
+    }
+
+    /// Text models: four images for each of four captions; class models: four for each of the
+    /// first eight classes; unconditional: eight.
+    fn sample_rows(
+        &self,
+        var: &Var,
+        set: &TokenSet,
+        order: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<2>, usize, f32)> {
+        if let Conditioning::Text { .. } = self.conditioning {
+            let picks = set.distinct_captions(order.iter().copied(), 4);
+            let items: Vec<usize> = picks
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i, 4))
+                .collect();
+            let n = items.len();
+            let rows = self.rows(var, &items, &vec![false; n], false, device)?;
+            return Ok((Tensor::cat(vec![rows, var.null_condition(n)], 0), 4, 1.5));
+        }
+        let classes: Vec<usize> = if self.conditional {
+            (0..self.cfg.num_classes.min(8)).collect()
+        } else {
+            vec![self.cfg.num_classes]
+        };
+        let per = if classes.len() == 1 { 8 } else { 4 };
+        let labels: Vec<usize> = classes
+            .iter()
+            .flat_map(|&c| std::iter::repeat_n(c, per))
+            .collect();
+        let cfg = if self.conditional { 1.5 } else { 0.0 };
+        Ok((nextscale::sampler::class_condition(var, &labels)?, per, cfg))
+    }
+
+    fn finish(&self, root: &std::path::Path) -> Result<()> {
+        if self.conditional {
+            std::fs::write(
+                root.join("class_names.txt"),
+                self.set.class_names.join("\n") + "\n",
             )?;
         }
+        Ok(())
     }
-    if conditional {
-        std::fs::write(
-            run.root.join("class_names.txt"),
-            set.class_names.join("\n") + "\n",
-        )?;
-    }
-    eprintln!("done: {}", run.root.join("var.safetensors").display());
-    Ok(())
 }
