@@ -107,7 +107,7 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # printed), and the settings the demo page and the CLI default to.
   "$B" export --var "$R/var/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
     --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
-    "${SAMPLING[@]}" --default-prompt "red apple" --out models/emoji.nsp
+    "${SAMPLING[@]}" --default-prompt "grinning face" --out models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --grid docs/models/emoji-samples-test-prompts.png
