@@ -329,4 +329,37 @@ impl CommonTrainArgs {
         }
         trainconf::resolve(self.config.as_deref(), self.preset.as_deref(), kind, &set)
     }
+
+    /// The run's configuration (`[model]` as `M`, `[train]` checked), its TOML text (the run
+    /// folder records it), and the plain and autodiff devices.
+    pub fn resolve<M: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<RunSetup<M>> {
+        #[derive(serde::Deserialize)]
+        struct File<M> {
+            model: M,
+            train: trainconf::TrainConfig,
+        }
+        let text = toml::to_string(&self.table(kind)?)?;
+        let file: File<M> =
+            toml::from_str(&text).with_context(|| format!("the {kind} configuration"))?;
+        trainconf::validate(&file.train)?;
+        let backend: BackendKind = self.device.parse()?;
+        let plain = init_device(backend)?;
+        let autodiff = plain.clone().autodiff();
+        Ok(RunSetup {
+            model: file.model,
+            train: file.train,
+            text,
+            plain,
+            autodiff,
+        })
+    }
+}
+
+/// What [`CommonTrainArgs::resolve`] gives a training command.
+pub struct RunSetup<M> {
+    pub model: M,
+    pub train: trainconf::TrainConfig,
+    pub text: String,
+    pub plain: Device,
+    pub autodiff: Device,
 }

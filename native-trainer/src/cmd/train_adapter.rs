@@ -22,7 +22,6 @@ use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::train_loop::{Setup, VarTask};
-use crate::trainconf::{self, TrainConfig};
 use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
 
 #[derive(Args, Debug)]
@@ -50,12 +49,6 @@ struct AdapterModel {
     hidden: usize,
     alpha: f32,
     beta: f32,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct AdapterFile {
-    model: AdapterModel,
-    train: TrainConfig,
 }
 
 /// The adapter's metadata in its file (read back by `sample --adapter`).
@@ -129,14 +122,13 @@ impl VarTask for AdapterTask {
 }
 
 pub fn run(a: TrainAdapterArgs) -> Result<()> {
-    let table = a.common.table("adapter")?;
-    let text = toml::to_string(&table)?;
-    let file: AdapterFile = toml::from_str(&text).context("the adapter configuration")?;
-    let (mc, tc) = (file.model, file.train);
-    trainconf::validate(&tc)?;
-    let kind: nextscale::device::BackendKind = a.common.device.parse()?;
-    let plain = nextscale::device::init_device(kind)?;
-    let ad = plain.clone().autodiff();
+    let crate::args::RunSetup {
+        model: mc,
+        train: tc,
+        text,
+        plain,
+        autodiff: ad,
+    } = a.common.resolve::<AdapterModel>("adapter")?;
 
     let set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;

@@ -22,7 +22,6 @@ use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::train_loop::{Setup, VarTask};
-use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
@@ -52,12 +51,6 @@ struct LoraModelConfig {
     /// The data's classes are new concepts (ids after the model's own, with new class rows);
     /// otherwise they are the model's own class ids.
     new_classes: bool,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct LoraFile {
-    model: LoraModelConfig,
-    train: TrainConfig,
 }
 
 /// The trained parameters: the base VAR with LoRA updates attached (only they require
@@ -212,20 +205,19 @@ impl VarTask for LoraTask {
 }
 
 pub fn run(a: TrainLoraArgs) -> Result<()> {
-    let table = a.common.table("lora")?;
-    let text = toml::to_string(&table)?;
-    let file: LoraFile = toml::from_str(&text).context("the LoRA configuration")?;
-    let (mc, tc) = (file.model, file.train);
-    trainconf::validate(&tc)?;
+    let crate::args::RunSetup {
+        model: mc,
+        train: tc,
+        text,
+        plain,
+        autodiff: ad,
+    } = a.common.resolve::<LoraModelConfig>("lora")?;
     let cfg = LoraConfig {
         rank: mc.rank,
         alpha: mc.alpha,
         targets: mc.targets.clone(),
     };
     cfg.validate()?;
-    let kind: nextscale::device::BackendKind = a.common.device.parse()?;
-    let plain = nextscale::device::init_device(kind)?;
-    let ad = plain.clone().autodiff();
 
     let mut set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;

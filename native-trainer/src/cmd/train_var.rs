@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::Args;
 use nextscale::params::{RandomInit, VarInit};
@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::trainconf::{self, TrainConfig};
 #[derive(Args, Debug)]
 pub struct TrainVarArgs {
     /// Token shards written by `native-trainer prepare`.
@@ -54,24 +53,17 @@ pub struct VarModelConfig {
     pub init_head: f32,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct VarFile {
-    model: VarModelConfig,
-    train: TrainConfig,
-}
-
 use crate::train_loop::{Setup, VarTask};
 use crate::var_steps::{Conditioning, caption_embeddings};
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
-    let table = a.common.table("var")?;
-    let text = toml::to_string(&table)?;
-    let file: VarFile = toml::from_str(&text).context("the VAR configuration")?;
-    let (mc, tc) = (file.model, file.train);
-    trainconf::validate(&tc)?;
-    let kind: nextscale::device::BackendKind = a.common.device.parse()?;
-    let plain = nextscale::device::init_device(kind)?;
-    let ad = plain.clone().autodiff();
+    let crate::args::RunSetup {
+        model: mc,
+        train: tc,
+        text,
+        plain,
+        autodiff: ad,
+    } = a.common.resolve::<VarModelConfig>("var")?;
 
     let set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
