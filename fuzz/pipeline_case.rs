@@ -62,14 +62,7 @@ pub fn micro_configs() -> (VarConfig, VqVaeConfig) {
 /// Valid inputs: the micro model as f32, f16, q8 and q4 packs, and as safetensors.
 pub fn seeds() -> Vec<Vec<u8>> {
     let (var, vae) = micro_configs();
-    let device = Device::flex();
-    let mut init = nextscale::params::RandomInit::new(1);
-    let mut rec = nextscale::params::Recorder::new(&mut init, "");
-    nextscale::Var::load(&mut rec, &var, &device).expect("micro VAR");
-    let mut tensors = std::mem::take(&mut rec.tensors);
-    let mut rec = nextscale::params::Recorder::new(&mut init, "vae.");
-    nextscale::VqVae::load(&mut rec, &vae, &device).expect("micro VQ-VAE");
-    tensors.append(&mut rec.tensors);
+    let tensors = nextscale::fixtures::model_tensors(&var, &vae, 1).expect("micro model");
     let mut out = Vec::new();
     for s in [Storage::F32, Storage::F16, Storage::Q8, Storage::Q4] {
         let t: Vec<_> = tensors

@@ -133,13 +133,23 @@ pub fn tiny_configs() -> (crate::VarConfig, crate::VqVaeConfig) {
 /// The tensors of the tiny model (VAR keys, then the VQ-VAE under `vae.`), from `seed`.
 pub fn tiny_model_tensors(seed: u64) -> Result<Vec<NamedTensor>> {
     let (var_cfg, vae_cfg) = tiny_configs();
+    model_tensors(&var_cfg, &vae_cfg, seed)
+}
+
+/// The tensors of a randomly initialised VAR + VQ-VAE of these configurations (VAR keys, then
+/// the VQ-VAE under `vae.`), from `seed`.
+pub fn model_tensors(
+    var_cfg: &crate::VarConfig,
+    vae_cfg: &crate::VqVaeConfig,
+    seed: u64,
+) -> Result<Vec<NamedTensor>> {
     let device = burn::tensor::Device::flex();
     let mut init = crate::params::RandomInit::new(seed);
     let mut rec = crate::params::Recorder::new(&mut init, "");
-    crate::Var::load(&mut rec, &var_cfg, &device)?;
+    crate::Var::load(&mut rec, var_cfg, &device)?;
     let mut out = std::mem::take(&mut rec.tensors);
     let mut rec = crate::params::Recorder::new(&mut init, "vae.");
-    crate::VqVae::load(&mut rec, &vae_cfg, &device)?;
+    crate::VqVae::load(&mut rec, vae_cfg, &device)?;
     out.append(&mut rec.tensors);
     Ok(out)
 }

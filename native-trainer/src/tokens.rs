@@ -209,9 +209,10 @@ pub fn load_vae(
     device: &burn::tensor::Device,
 ) -> Result<(VqVae, nextscale::VqVaeConfig)> {
     let ck = crate::run::open_model(path, "vae")?;
+    let recorded = ck.recorded_patch_nums()?;
     let pn = match patch_nums {
         Some(p) => Some(nextscale::PatchNums::new(p)?),
-        None if ck.recorded_patch_nums()?.is_some() => ck.recorded_patch_nums()?,
+        None if recorded.is_some() => recorded,
         None => {
             let cfg = path.with_file_name("config.toml");
             if cfg.is_file() {

@@ -57,15 +57,7 @@ pub trait VarTask {
         order: &[usize],
         device: &Device,
     ) -> Result<(Tensor<2>, usize, f32)> {
-        let picks = sample_picks(set, order.iter().copied());
-        let items: Vec<usize> = picks
-            .iter()
-            .flat_map(|&i| std::iter::repeat_n(i, 4))
-            .collect();
-        let n = items.len();
-        let var = self.var(model, false);
-        let cond = self.rows(model, &items, &vec![false; n], false, device)?;
-        Ok((Tensor::cat(vec![cond, var.null_condition(n)], 0), 4, 1.5))
+        picked_rows(self, model, set, order, device)
     }
 
     /// Called once the last step is done (e.g. to write the class names beside the result).
@@ -267,6 +259,26 @@ pub fn run<T: VarTask>(task: &T, s: Setup<'_>) -> Result<()> {
     task.finish(&s.run.root)?;
     eprintln!("done: {}", s.run.root.join(T::FILE).display());
     Ok(())
+}
+
+/// Four images for each of up to four distinct captions (else labels) of `order`, at cfg 1.5:
+/// CFG rows `[2N, C]`, images per row, guidance.
+pub fn picked_rows<T: VarTask + ?Sized>(
+    task: &T,
+    model: &T::Model,
+    set: &TokenSet,
+    order: &[usize],
+    device: &Device,
+) -> Result<(Tensor<2>, usize, f32)> {
+    let picks = sample_picks(set, order.iter().copied());
+    let items: Vec<usize> = picks
+        .iter()
+        .flat_map(|&i| std::iter::repeat_n(i, 4))
+        .collect();
+    let n = items.len();
+    let var = task.var(model, false);
+    let cond = task.rows(model, &items, &vec![false; n], false, device)?;
+    Ok((Tensor::cat(vec![cond, var.null_condition(n)], 0), 4, 1.5))
 }
 
 /// Up to 4 items for a sample grid: distinct captions, else distinct labels, else the first.

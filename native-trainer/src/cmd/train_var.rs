@@ -257,14 +257,7 @@ impl VarTask for VarTrain {
         device: &Device,
     ) -> Result<(Tensor<2>, usize, f32)> {
         if let Conditioning::Text { .. } = self.conditioning {
-            let picks = set.distinct_captions(order.iter().copied(), 4);
-            let items: Vec<usize> = picks
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, 4))
-                .collect();
-            let n = items.len();
-            let rows = self.rows(var, &items, &vec![false; n], false, device)?;
-            return Ok((Tensor::cat(vec![rows, var.null_condition(n)], 0), 4, 1.5));
+            return crate::train_loop::picked_rows(self, var, set, order, device);
         }
         let classes: Vec<usize> = if self.conditional {
             (0..self.cfg.num_classes.min(8)).collect()
