@@ -153,3 +153,41 @@ pub fn model_tensors(
     out.append(&mut rec.tensors);
     Ok(out)
 }
+
+/// An official-size test pack: a VAR of `var_cfg` with random weights (the project's seeded
+/// initialisation) and the official-architecture VQ-VAE with the golden procedural weights,
+/// matrices in `storage`, written tensor by tensor without an f32 copy of the model (each
+/// tensor is f32 only while it is encoded). For the d16…d30 memory and loading tests.
+pub fn official_size_pack(
+    var_cfg: &crate::VarConfig,
+    storage: crate::pack::Storage,
+    seed: u64,
+) -> Result<Vec<u8>> {
+    use crate::params::PackingSink;
+    let device = burn::tensor::Device::flex();
+    let vae_cfg = crate::VqVaeConfig::vae_ch160v4096z32();
+    let mut init = crate::params::RandomInit::new(seed);
+    let mut sink = PackingSink::new(&mut init, "", storage);
+    drop(crate::Var::load(&mut sink, var_cfg, &device)?);
+    let mut tensors = std::mem::take(&mut sink.tensors);
+    let mut golden = GoldenVqVaeSource::new();
+    let mut sink = PackingSink::new(&mut golden, "vae.", storage);
+    drop(crate::VqVae::load(&mut sink, &vae_cfg, &device)?);
+    tensors.append(&mut sink.tensors);
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert(
+        "fixture".to_string(),
+        format!(
+            "random d{} VAR (seed {seed}) + procedural vae_ch160v4096z32, {storage:?}",
+            var_cfg.depth
+        ),
+    );
+    crate::pack::write_pack_encoded(
+        var_cfg,
+        &vae_cfg,
+        None,
+        meta,
+        crate::pack::PackExtras::default(),
+        &tensors,
+    )
+}

@@ -19,6 +19,7 @@ pub mod nn;
 pub mod pack;
 pub mod params;
 pub mod pipeline;
+pub mod quant;
 pub mod readback;
 pub mod request;
 pub mod resample;

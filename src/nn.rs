@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::params::{Init, ParamSource};
+use crate::quant::PackedMatrix;
 
 /// Uploads host values as a tensor of rank `D`.
 pub fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -37,10 +38,14 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// `y = x W + b` with `W` stored `[in, out]`.
+/// `y = x W + b` with `W` stored `[in, out]`, or kept in a pack's q8/q4 blocks (PyTorch's
+/// `[out, in]`) and dequantized inside the matmul (CPU; see [`crate::quant`]).
 #[derive(Module, Debug)]
 pub struct Linear {
-    pub weight: Param<Tensor<2>>,
+    /// `[in, out]`; `None` when the weight is kept packed.
+    pub weight: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub packed: Option<PackedMatrix>,
     pub bias: Option<Param<Tensor<1>>>,
     /// A low-rank update applied unmerged (LoRA), if attached.
     pub lora: Option<LoraPair>,
@@ -79,8 +84,15 @@ impl Linear {
         weight_init: Init,
         device: &Device,
     ) -> Result<Self> {
-        let w = src.get(&format!("{prefix}.weight"), &[d_out, d_in], weight_init)?;
-        let weight = Param::from_tensor(tensor(transpose(&w, d_out, d_in), [d_in, d_out], device));
+        let key = format!("{prefix}.weight");
+        let (weight, packed) = match src.get_packed(&key, &[d_out, d_in], weight_init)? {
+            Some(p) => (None, Some(p)),
+            None => {
+                let w = src.get(&key, &[d_out, d_in], weight_init)?;
+                let w = tensor(transpose(&w, d_out, d_in), [d_in, d_out], device);
+                (Some(Param::from_tensor(w)), None)
+            }
+        };
         let bias = if bias {
             Some(param(
                 src,
@@ -94,9 +106,42 @@ impl Linear {
         };
         Ok(Self {
             weight,
+            packed,
             bias,
             lora: None,
         })
+    }
+
+    /// The weight `[in, out]` as a tensor (dequantized when kept packed).
+    pub fn weight_val(&self, device: &Device) -> Tensor<2> {
+        match (&self.weight, &self.packed) {
+            (Some(w), _) => w.val(),
+            (None, Some(p)) => tensor(p.to_f32(), [p.rows(), p.cols()], device).transpose(),
+            (None, None) => unreachable!("a Linear has a dense or a packed weight"),
+        }
+    }
+
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        match (&self.weight, &self.packed) {
+            (Some(w), _) => w.val().dims()[0],
+            (None, Some(p)) => p.cols(),
+            (None, None) => 0,
+        }
+    }
+
+    /// Output width.
+    pub fn d_out(&self) -> usize {
+        match (&self.weight, &self.packed) {
+            (Some(w), _) => w.val().dims()[1],
+            (None, Some(p)) => p.rows(),
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether the weight is kept in its packed q8/q4 blocks.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -110,7 +155,11 @@ impl Linear {
         x: Tensor<D>,
         bias: Option<Tensor<1>>,
     ) -> Tensor<D> {
-        let y = linear(x.clone(), self.weight.val(), bias);
+        let y = match (&self.weight, &self.packed) {
+            (Some(w), _) => linear(x.clone(), w.val(), bias),
+            (None, Some(p)) => packed_linear(p, x.clone(), bias),
+            (None, None) => unreachable!("a Linear has a dense or a packed weight"),
+        };
         match &self.lora {
             Some(l) => y + l.forward(x),
             None => y,
@@ -128,7 +177,7 @@ impl Linear {
         scale: f32,
         device: &Device,
     ) -> Result<()> {
-        let [d_in, d_out] = self.weight.val().dims();
+        let (d_in, d_out) = (self.d_in(), self.d_out());
         let bound = (1.0 / d_in as f64).sqrt() as f32;
         let a = src.get(
             &format!("{prefix}.lora_A.weight"),
@@ -148,28 +197,63 @@ impl Linear {
         Ok(())
     }
 
-    /// Folds an attached LoRA update into the weight (`W += scale · A B`) and drops it.
+    /// Folds an attached LoRA update into the weight (`W += scale · A B`) and drops it; a
+    /// packed weight becomes dense.
     pub fn merge_lora(self) -> Self {
-        match self.lora {
+        match &self.lora {
             None => self,
-            Some(l) => Self {
-                weight: Param::from_tensor(self.weight.val() + l.delta()),
-                bias: self.bias,
-                lora: None,
-            },
+            Some(l) => {
+                let device = l.lora_a.val().device();
+                let w = self.weight_val(&device) + l.delta();
+                Self {
+                    weight: Some(Param::from_tensor(w)),
+                    packed: None,
+                    bias: self.bias,
+                    lora: None,
+                }
+            }
         }
-    }
-
-    pub fn d_out(&self) -> usize {
-        self.weight.val().dims()[1]
     }
 }
 
-/// A 2-D convolution with square kernel, stride and symmetric padding, and a bias.
+/// `x Wᵀ + bias` over a packed weight, on the host (the CPU backend): the same operations as
+/// burn's `linear` (rows folded, one matmul, then the bias), with the dequantizing matmul.
+fn packed_linear<const D: usize>(
+    p: &PackedMatrix,
+    x: Tensor<D>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let m = dims[..D - 1].iter().product::<usize>();
+    let n = p.rows();
+    debug_assert_eq!(k, p.cols());
+    let device = x.device();
+    let xs = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("reading a CPU tensor back cannot fail");
+    let y = tensor(p.matmul_t(&xs, m), [m, n], &device);
+    let y = match bias {
+        Some(b) => y + b.reshape([1, n]),
+        None => y,
+    };
+    let mut out = dims;
+    out[D - 1] = n;
+    y.reshape(out)
+}
+
+/// A 2-D convolution with square kernel, stride and symmetric padding, and a bias. The weight
+/// `[out, in, k, k]` is dense, or kept in a pack's q8/q4 blocks and dequantized for each call
+/// (CPU; the VQ-VAE runs each conv once per image, so only one conv's weight is ever f32).
 #[derive(Module, Debug)]
 pub struct Conv2d {
-    pub weight: Param<Tensor<4>>,
+    pub weight: Option<Param<Tensor<4>>>,
+    #[module(skip)]
+    pub packed: Option<PackedMatrix>,
     pub bias: Param<Tensor<1>>,
+    pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
 }
@@ -188,14 +272,18 @@ impl Conv2d {
     ) -> Result<Self> {
         // PyTorch's default conv init: kaiming-uniform(a=√5) → U(±1/√fan_in), bias likewise.
         let bound = 1.0 / ((c_in * kernel * kernel) as f32).sqrt();
+        let key = format!("{prefix}.weight");
+        let shape = [c_out, c_in, kernel, kernel];
+        let (weight, packed) = match src.get_packed(&key, &shape, Init::Uniform(bound))? {
+            Some(p) => (None, Some(p)),
+            None => (
+                Some(param(src, &key, shape, Init::Uniform(bound), device)?),
+                None,
+            ),
+        };
         Ok(Self {
-            weight: param(
-                src,
-                &format!("{prefix}.weight"),
-                [c_out, c_in, kernel, kernel],
-                Init::Uniform(bound),
-                device,
-            )?,
+            weight,
+            packed,
             bias: param(
                 src,
                 &format!("{prefix}.bias"),
@@ -203,15 +291,29 @@ impl Conv2d {
                 Init::Uniform(bound),
                 device,
             )?,
+            kernel,
             stride,
             padding,
         })
     }
 
+    /// The weight `[out, in, k, k]` (dequantized when kept packed).
+    pub fn weight_val(&self) -> Tensor<4> {
+        match (&self.weight, &self.packed) {
+            (Some(w), _) => w.val(),
+            (None, Some(p)) => {
+                let k = self.kernel;
+                let shape = [p.rows(), p.cols() / (k * k), k, k];
+                tensor(p.to_f32(), shape, &self.bias.val().device())
+            }
+            (None, None) => unreachable!("a Conv2d has a dense or a packed weight"),
+        }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         conv2d(
             x,
-            self.weight.val(),
+            self.weight_val(),
             Some(self.bias.val()),
             ConvOptions::new(
                 [self.stride, self.stride],

@@ -306,10 +306,13 @@ fn validate_header(h: &PackHeader) -> Result<()> {
 /// A parsed pack: the header and the bytes. It hands tensors out as `f32`, dequantizing.
 pub struct Pack {
     pub header: PackHeader,
-    bytes: Vec<u8>,
+    /// Shared with the [`PackedMatrix`]es handed out, so weights kept packed are not copied.
+    bytes: std::sync::Arc<Vec<u8>>,
     data: usize,
     index: BTreeMap<String, usize>,
     used: BTreeSet<String>,
+    /// `None`: keep q8/q4 matrices packed when the model is built on the CPU.
+    keep_packed: Option<bool>,
 }
 
 impl Pack {
@@ -332,11 +335,41 @@ impl Pack {
             .collect();
         Ok(Self {
             header,
-            bytes,
+            bytes: std::sync::Arc::new(bytes),
             data,
             index,
             used: BTreeSet::new(),
+            keep_packed: None,
         })
+    }
+
+    /// Whether model loaders keep q8/q4 matrices packed (the matmul dequantizes them tile by
+    /// tile, see [`crate::quant`]) instead of dequantizing them to f32 at load. By default
+    /// [`crate::Pipeline::from_pack`] keeps them packed on the CPU and dequantizes them for a
+    /// GPU; this overrides that (packed weights run on the CPU backend only).
+    pub fn keep_packed(&mut self, yes: bool) {
+        self.keep_packed = Some(yes);
+    }
+
+    /// Decides [`Self::keep_packed`] for a model built on `device`, unless already set.
+    pub fn keep_packed_for(&mut self, device: &burn::tensor::Device) {
+        if self.keep_packed.is_none() {
+            self.keep_packed = Some(*device == burn::tensor::Device::flex());
+        }
+    }
+
+    /// The checked stored bytes of tensor `i`: `(start in the file, length)`.
+    fn checked_bytes(&self, i: usize) -> Result<(usize, usize)> {
+        let t = &self.header.tensors[i];
+        let start = self.data + t.offset;
+        let crc = crc32fast::hash(&self.bytes[start..start + t.length]);
+        if crc != t.crc32 {
+            return Err(fmt_err(format!(
+                "tensor `{}` is corrupt (checksum {crc:08x}, expected {:08x})",
+                t.name, t.crc32
+            )));
+        }
+        Ok((start, t.length))
     }
 
     /// The same pack with a changed header (settings, class names, provenance), written as the
@@ -424,16 +457,13 @@ impl Pack {
             key: name.into(),
             expected: Shape(vec![]),
         })?;
+        let (start, len) = self.checked_bytes(i)?;
         let t = &self.header.tensors[i];
-        let raw = &self.bytes[self.data + t.offset..self.data + t.offset + t.length];
-        let crc = crc32fast::hash(raw);
-        if crc != t.crc32 {
-            return Err(fmt_err(format!(
-                "tensor `{name}` is corrupt (checksum {crc:08x}, expected {:08x})",
-                t.crc32
-            )));
-        }
-        Ok(decode(raw, t.storage, t.shape.iter().product()))
+        Ok(decode(
+            &self.bytes[start..start + len],
+            t.storage,
+            t.shape.iter().product(),
+        ))
     }
 
     /// A [`ParamSource`] over the tensors whose names start with `prefix`.
@@ -466,25 +496,63 @@ pub struct PackSource<'a> {
     prefix: String,
 }
 
-impl ParamSource for PackSource<'_> {
-    fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
+impl PackSource<'_> {
+    /// The table index of `key` (prefixed), whose shape must be `shape`.
+    fn lookup(&self, key: &str, shape: &[usize]) -> Result<(String, usize)> {
         let name = format!("{}{key}", self.prefix);
-        let found = self
+        let i = *self
             .pack
             .index
             .get(&name)
-            .map(|&i| self.pack.header.tensors[i].shape.clone())
             .ok_or_else(|| Error::MissingKey {
                 key: name.clone(),
                 expected: Shape(shape.to_vec()),
             })?;
+        let found = &self.pack.header.tensors[i].shape;
         if found != shape {
             return Err(Error::ShapeMismatch {
                 key: name,
-                found: Shape(found),
+                found: Shape(found.clone()),
                 expected: Shape(shape.to_vec()),
             });
         }
+        Ok((name, i))
+    }
+}
+
+impl ParamSource for PackSource<'_> {
+    fn get_packed(
+        &mut self,
+        key: &str,
+        shape: &[usize],
+        _init: Init,
+    ) -> Result<Option<crate::quant::PackedMatrix>> {
+        if self.pack.keep_packed != Some(true) {
+            return Ok(None);
+        }
+        let (name, i) = self.lookup(key, shape)?;
+        let storage = self.pack.header.tensors[i].storage;
+        let rows = shape.first().copied().unwrap_or(0);
+        let cols = shape.iter().skip(1).product::<usize>();
+        if !matches!(storage, Storage::Q8 | Storage::Q4) || !cols.is_multiple_of(BLOCK) {
+            return Ok(None);
+        }
+        let (start, len) = self.pack.checked_bytes(i)?;
+        let m = crate::quant::PackedMatrix::new(
+            self.pack.bytes.clone(),
+            start,
+            len,
+            storage,
+            rows,
+            cols,
+        )
+        .map_err(|e| fmt_err(format!("tensor `{name}`: {e}")))?;
+        self.pack.used.insert(name);
+        Ok(Some(m))
+    }
+
+    fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
+        let (name, _) = self.lookup(key, shape)?;
         let v = self.pack.read(&name)?;
         crate::params::check_finite(&name, &v)?;
         self.pack.used.insert(name);
@@ -591,6 +659,14 @@ pub fn write_pack(
     write_pack_with(var, vae, class_names, meta, PackExtras::default(), tensors)
 }
 
+/// A tensor already in its stored form.
+pub struct EncodedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+    pub bytes: std::sync::Arc<Vec<u8>>,
+}
+
 /// [`write_pack`] with a text encoder and/or a text adapter.
 pub fn write_pack_with(
     var: &VarConfig,
@@ -600,27 +676,55 @@ pub fn write_pack_with(
     extras: PackExtras,
     tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
 ) -> Result<Vec<u8>> {
-    let mut entries = Vec::with_capacity(tensors.len());
-    let mut blobs = Vec::with_capacity(tensors.len());
-    let mut offset = 0usize;
+    let mut encoded = Vec::with_capacity(tensors.len());
     for (name, shape, values, storage) in tensors {
         if shape.iter().product::<usize>() != values.len() {
             return Err(Error::invalid(format!(
                 "tensor `{name}`: shape and value count differ"
             )));
         }
-        let blob = encode(values, *storage);
-        entries.push(TensorEntry {
+        encoded.push(EncodedTensor {
             name: name.clone(),
             shape: shape.clone(),
             storage: *storage,
-            offset,
-            length: blob.len(),
-            crc32: crc32fast::hash(&blob),
+            bytes: std::sync::Arc::new(encode(values, *storage)),
         });
-        offset = (offset + blob.len()).div_ceil(ALIGN) * ALIGN;
-        blobs.push(blob);
     }
+    write_pack_encoded(var, vae, class_names, meta, extras, &encoded)
+}
+
+/// Writes a pack of tensors already encoded (their lengths are checked against their shapes).
+pub fn write_pack_encoded(
+    var: &VarConfig,
+    vae: &VqVaeConfig,
+    class_names: Option<Vec<String>>,
+    meta: BTreeMap<String, String>,
+    extras: PackExtras,
+    tensors: &[EncodedTensor],
+) -> Result<Vec<u8>> {
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for t in tensors {
+        let n = t.shape.iter().product::<usize>();
+        if t.bytes.len() != t.storage.byte_len(n) {
+            return Err(Error::invalid(format!(
+                "tensor `{}`: {} stored bytes for {n} {:?} values",
+                t.name,
+                t.bytes.len(),
+                t.storage
+            )));
+        }
+        entries.push(TensorEntry {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            storage: t.storage,
+            offset,
+            length: t.bytes.len(),
+            crc32: crc32fast::hash(&t.bytes),
+        });
+        offset = (offset + t.bytes.len()).div_ceil(ALIGN) * ALIGN;
+    }
+    let blobs: Vec<&[u8]> = tensors.iter().map(|t| t.bytes.as_slice()).collect();
     let header = PackHeader {
         var: var.clone(),
         vae: vae.clone(),

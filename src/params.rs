@@ -24,6 +24,83 @@ pub trait ParamSource {
     fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>>;
     /// A persistent buffer the model recomputes itself; a checkpoint may hold it.
     fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()>;
+    /// `key` kept in its stored q8/q4 blocks (`shape[0]` rows of `shape[1..]` values), when the
+    /// source holds it so and was asked to keep weights packed. `None`: ask [`Self::get`].
+    fn get_packed(
+        &mut self,
+        _key: &str,
+        _shape: &[usize],
+        _init: Init,
+    ) -> Result<Option<crate::quant::PackedMatrix>> {
+        Ok(None)
+    }
+}
+
+/// Writes a model's tensors straight into a pack's stored form as the model asks for them:
+/// each value comes from `inner`, matrices are encoded in `storage` and handed back packed
+/// (so the model is built without an f32 copy of them), other tensors are kept f32. For
+/// official-size test packs (`native-trainer fixture official`).
+pub struct PackingSink<'a> {
+    inner: &'a mut dyn ParamSource,
+    prefix: String,
+    storage: crate::pack::Storage,
+    pub tensors: Vec<crate::pack::EncodedTensor>,
+}
+
+impl<'a> PackingSink<'a> {
+    pub fn new(
+        inner: &'a mut dyn ParamSource,
+        prefix: &str,
+        storage: crate::pack::Storage,
+    ) -> Self {
+        Self {
+            inner,
+            prefix: prefix.to_string(),
+            storage,
+            tensors: Vec::new(),
+        }
+    }
+}
+
+impl ParamSource for PackingSink<'_> {
+    fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        let v = self.inner.get(key, shape, init)?;
+        let storage = crate::pack::Storage::F32;
+        self.tensors.push(crate::pack::EncodedTensor {
+            name: format!("{}{key}", self.prefix),
+            shape: shape.to_vec(),
+            storage,
+            bytes: std::sync::Arc::new(crate::pack::encode(&v, storage)),
+        });
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, _key: &str, _shape: &[usize]) -> Result<()> {
+        Ok(())
+    }
+    fn get_packed(
+        &mut self,
+        key: &str,
+        shape: &[usize],
+        init: Init,
+    ) -> Result<Option<crate::quant::PackedMatrix>> {
+        let rows = shape.first().copied().unwrap_or(0);
+        let cols = shape.iter().skip(1).product::<usize>();
+        if !cols.is_multiple_of(crate::pack::BLOCK) {
+            return Ok(None);
+        }
+        let v = self.inner.get(key, shape, init)?;
+        let bytes = std::sync::Arc::new(crate::pack::encode(&v, self.storage));
+        drop(v);
+        let len = bytes.len();
+        let m = crate::quant::PackedMatrix::new(bytes.clone(), 0, len, self.storage, rows, cols)?;
+        self.tensors.push(crate::pack::EncodedTensor {
+            name: format!("{}{key}", self.prefix),
+            shape: shape.to_vec(),
+            storage: self.storage,
+            bytes,
+        });
+        Ok(Some(m))
+    }
 }
 
 /// Refuses a weight tensor holding NaN or ±∞: such a model would load and then sample

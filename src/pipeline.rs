@@ -75,13 +75,15 @@ impl Pipeline {
     }
 
     /// Builds a pipeline from a nextscale pack (configs from its header, every tensor used).
+    /// On the CPU, q8/q4 matrices stay packed in memory (see [`crate::pack::Pack::keep_packed`]).
     pub fn from_pack(mut pack: crate::pack::Pack, device: &Device) -> Result<Self> {
+        pack.keep_packed_for(device);
         let var_config = pack.header.var.clone();
         let vae_config = pack.header.vae.clone();
         crate::config::check_pair(&var_config, &vae_config)?;
         let mut var = Var::load(&mut pack.source(""), &var_config, device)?;
         if let Some(l) = pack.header.lora.clone() {
-            // The base is f32 in memory: fold the updates in once.
+            // Fold the updates in once (a packed base layer becomes dense).
             var = var
                 .attach_lora(&l, &mut pack.source("lora."), device)?
                 .merge_lora();

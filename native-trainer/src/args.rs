@@ -39,6 +39,10 @@ pub struct ModelArgs {
     /// cpu (default), vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Dequantize a pack's q8/q4 matrices to f32 at load, as on a GPU, instead of keeping
+    /// them packed in memory (the CPU default; for comparisons).
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 impl ModelArgs {
@@ -52,8 +56,16 @@ impl ModelArgs {
                 bail!("--pack already holds the VQ-VAE; do not pass --vae");
             }
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Pipeline::from_bytes(bytes, &device)
-                .with_context(|| format!("loading {}", p.display()))?
+            let loaded = if nextscale::pack::Pack::is_pack(&bytes) {
+                let mut pack = nextscale::pack::Pack::from_bytes(bytes)?;
+                if self.dequantize {
+                    pack.keep_packed(false);
+                }
+                Pipeline::from_pack(pack, &device)
+            } else {
+                Pipeline::from_bytes(bytes, &device)
+            };
+            loaded.with_context(|| format!("loading {}", p.display()))?
         } else {
             let var = self.var.as_ref().expect("clap requires --var or --pack");
             let var_ck =

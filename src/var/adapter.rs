@@ -62,7 +62,7 @@ impl TextAdapter {
     }
 
     pub fn text_dim(&self) -> usize {
-        self.fc1.weight.val().dims()[0]
+        self.fc1.d_in()
     }
 
     /// `β·fc2(GELU(fc1(emb)))`, `[B, C]`.

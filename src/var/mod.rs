@@ -198,10 +198,7 @@ impl Var {
 
     /// Width of the text embeddings this model takes (0: class-conditional only).
     pub fn text_dim(&self) -> usize {
-        self.text_proj
-            .as_ref()
-            .map(|p| p.weight.val().dims()[0])
-            .unwrap_or(0)
+        self.text_proj.as_ref().map(|p| p.d_in()).unwrap_or(0)
     }
 
     /// The condition for text embeddings `[B, text_dim]`: `text_proj(emb)`, `[B, C]`.

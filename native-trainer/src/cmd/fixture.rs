@@ -13,10 +13,17 @@ use nextscale::{VqVae, VqVaeConfig};
 #[derive(Args, Debug)]
 pub struct FixtureArgs {
     /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32), `tiny`
-    /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), or `shapes`
+    /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), `official` (an
+    /// official-size pack: random `--depth` VAR + procedural VQ-VAE, `--quant`), or `shapes`
     /// (a generated image data set with 4 classes, written under `--out`).
     what: String,
-    /// Seed of the `tiny` and `shapes` fixtures.
+    /// `official`: the VAR depth (16, 20, 24 or 30: the official `var_d*` shapes).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// `official`: how matrices are stored (q4, q8, f16, f32).
+    #[arg(long, default_value = "q4")]
+    quant: String,
+    /// Seed of the `tiny`, `shapes` and `official` fixtures.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// `shapes`: images per class.
@@ -57,7 +64,29 @@ pub fn run(a: FixtureArgs) -> Result<()> {
             );
             return Ok(());
         }
-        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes)"),
+        "official" => {
+            let cfg = match a.depth {
+                16 => nextscale::VarConfig::d16(),
+                20 => nextscale::VarConfig::d20(),
+                24 => nextscale::VarConfig::d24(),
+                30 => nextscale::VarConfig::d30(),
+                d => bail!("no official VAR of depth {d} (16, 20, 24 or 30)"),
+            };
+            let storage = nextscale::pack::Storage::parse(&a.quant)?;
+            let bytes = nextscale::fixtures::official_size_pack(&cfg, storage, a.seed)?;
+            std::fs::write(&a.out, &bytes)
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            eprintln!(
+                "wrote a random d{} VAR + procedural VQ-VAE pack ({:?}, {} bytes) to {} in {:.1} s",
+                a.depth,
+                storage,
+                bytes.len(),
+                a.out.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes, official)"),
     };
     let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
         .iter()

@@ -1,0 +1,242 @@
+//! Weights kept quantized in memory, and the matmul that dequantizes them as it goes.
+//!
+//! A pack stores a q8/q4 matrix in PyTorch's `[out, in]` layout as blocks of 32 values along
+//! each row (one f16 scale per block, then the codes; see [`crate::pack::Storage`]). A
+//! [`PackedMatrix`] keeps exactly those bytes, never re-quantized and never transposed: the
+//! values it hands to the matmul are bit for bit the ones the dequantize-on-load path builds.
+//!
+//! [`PackedMatrix::matmul_t`] computes `x Wᵀ` tile by tile: a few dozen rows of `W` are
+//! dequantized into a small scratch buffer that stays in cache and multiplied with `gemm` (the
+//! kernel burn's CPU backend uses), tiles running in parallel natively. Memory is the packed
+//! bytes plus one tile per thread, instead of four bytes per weight.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::pack::{BLOCK, Storage};
+
+/// A `[rows, cols]` matrix in a pack's q8/q4 block layout (rows = PyTorch's `out`).
+#[derive(Clone)]
+pub struct PackedMatrix {
+    /// The buffer holding the stored bytes (a whole pack, shared: nothing is copied).
+    buf: Arc<Vec<u8>>,
+    /// Where this tensor's bytes start in `buf`: `rows · cols / 32` f16 scales, then the codes.
+    start: usize,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    storage: Storage,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PackedMatrix({:?}, [{}, {}])",
+            self.storage, self.rows, self.cols
+        )
+    }
+}
+
+/// Floats of one dequantized tile (256 KiB): `tile_rows · cols` stays near this.
+const TILE_FLOATS: usize = 1 << 16;
+
+impl PackedMatrix {
+    /// Takes a tensor's stored bytes, `buf[start..start + len]`. Blocks must not straddle rows
+    /// (`cols` a multiple of 32), the length must match, and every scale must be finite.
+    pub fn new(
+        buf: Arc<Vec<u8>>,
+        start: usize,
+        len: usize,
+        storage: Storage,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        if !matches!(storage, Storage::Q8 | Storage::Q4) {
+            return Err(Error::invalid(format!(
+                "only q8 and q4 weights stay packed, not {storage:?}"
+            )));
+        }
+        if cols == 0 || rows == 0 || !cols.is_multiple_of(BLOCK) {
+            return Err(Error::invalid(format!(
+                "a packed matrix needs rows of a multiple of {BLOCK} values, got [{rows}, {cols}]"
+            )));
+        }
+        let n = rows
+            .checked_mul(cols)
+            .ok_or_else(|| Error::invalid("packed matrix too large"))?;
+        if len != storage.byte_len(n) || start.checked_add(len).is_none_or(|e| e > buf.len()) {
+            return Err(Error::invalid(format!(
+                "packed matrix [{rows}, {cols}] {storage:?} needs {} bytes, got {len}",
+                storage.byte_len(n),
+            )));
+        }
+        let m = Self {
+            buf,
+            start,
+            len,
+            rows,
+            cols,
+            storage,
+        };
+        if let Some(b) = (0..n / BLOCK).find(|&b| !m.scale(b).is_finite()) {
+            return Err(Error::Format {
+                format: "weights",
+                reason: format!("block {b} of a packed matrix has a non-finite scale"),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Bytes held in memory.
+    pub fn byte_len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    #[inline]
+    fn scale(&self, block: usize) -> f32 {
+        let b = self.bytes();
+        half::f16::from_le_bytes([b[2 * block], b[2 * block + 1]]).to_f32()
+    }
+
+    /// Rows `r0..r0 + out.len() / cols`, dequantized into `out` (row-major).
+    pub fn dequantize_rows(&self, r0: usize, out: &mut [f32]) {
+        let per_row = self.cols / BLOCK;
+        let nblocks = self.rows * per_row;
+        let bytes = self.bytes();
+        let (scales, codes) = bytes.split_at(2 * nblocks);
+        let b0 = r0 * per_row;
+        for (i, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let b = b0 + i;
+            let s = half::f16::from_le_bytes([scales[2 * b], scales[2 * b + 1]]).to_f32();
+            match self.storage {
+                Storage::Q8 => {
+                    let q = &codes[b * BLOCK..(b + 1) * BLOCK];
+                    for (d, &c) in dst.iter_mut().zip(q) {
+                        *d = c as i8 as f32 * s;
+                    }
+                }
+                _ => {
+                    // The 16 values a nibble can stand for in this block, looked up instead
+                    // of converted: the same products (code × scale), bit for bit.
+                    let lut: [f32; 16] = std::array::from_fn(|q| (q as i32 - 8) as f32 * s);
+                    let q = &codes[b * BLOCK / 2..(b + 1) * BLOCK / 2];
+                    for (d, &c) in dst.chunks_exact_mut(2).zip(q) {
+                        d[0] = lut[(c & 0x0f) as usize];
+                        d[1] = lut[(c >> 4) as usize];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix as f32, `[rows, cols]` row-major (what the pack's reader decodes).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        let tr = self.tile_rows();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(tr * self.cols)
+                .enumerate()
+                .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
+        }
+        #[cfg(target_arch = "wasm32")]
+        out.chunks_mut(tr * self.cols)
+            .enumerate()
+            .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
+        out
+    }
+
+    /// Rows of `W` per tile.
+    fn tile_rows(&self) -> usize {
+        (TILE_FLOATS / self.cols).clamp(8, 256).min(self.rows)
+    }
+
+    /// `x Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]` row-major.
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "matmul_t: x is not [m, cols]");
+        let n = self.rows;
+        let mut out = vec![0f32; m * n];
+        if m == 0 {
+            return out;
+        }
+        let tr = self.tile_rows();
+        let tiles = n.div_ceil(tr);
+        let dst = SendPtr(out.as_mut_ptr());
+        let run = |t: usize, scratch: &mut Vec<f32>| {
+            let r0 = t * tr;
+            let rows = tr.min(n - r0);
+            scratch.resize(rows * self.cols, 0.0);
+            self.dequantize_rows(r0, scratch);
+            // out[:, r0..r0 + rows] = x · scratchᵀ; scratch is [rows, k] row-major, i.e. the
+            // right-hand [k, rows] operand column-major.
+            // SAFETY: `x` is [m, k], `scratch` [rows, k], and the destination columns
+            // r0..r0 + rows of the [m, n] output belong to this tile alone.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    rows,
+                    self.cols,
+                    dst.get().add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    self.cols as isize,
+                    scratch.as_ptr(),
+                    self.cols as isize,
+                    1,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            (0..tiles)
+                .into_par_iter()
+                .for_each_init(Vec::new, |s, t| run(t, s));
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut scratch = Vec::new();
+            (0..tiles).for_each(|t| run(t, &mut scratch));
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each parallel task writes a disjoint set of columns (see `matmul_t`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

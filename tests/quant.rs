@@ -1,0 +1,230 @@
+//! Weights kept quantized in memory: the dequantizing matmul against a plain f64 product of
+//! the pack's own decoded values, and the golden VAR sampled with packed weights against the
+//! same pack dequantized at load (tokens equal, logits within float rounding).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nextscale::burn::tensor::Device;
+use nextscale::pack::{self, Pack, Storage, write_pack};
+use nextscale::quant::PackedMatrix;
+use nextscale::readback::block_on;
+use nextscale::rng::CounterRng;
+use nextscale::sampler::SampleHooks;
+use nextscale::{Pipeline, SampleOptions, Var, VqVaeConfig};
+use support::{discover, golden, open};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let rng = CounterRng::new(seed);
+    (0..n)
+        .map(|i| {
+            // Blocks of very different magnitude, as real weights have.
+            let s = [0.02f32, 0.3, 1.5][(i / 32) % 3];
+            rng.normal(0, i as u64) as f32 * s
+        })
+        .collect()
+}
+
+fn packed(values: &[f32], storage: Storage, rows: usize, cols: usize) -> PackedMatrix {
+    let bytes = pack::encode(values, storage);
+    let len = bytes.len();
+    PackedMatrix::new(Arc::new(bytes), 0, len, storage, rows, cols).unwrap()
+}
+
+#[test]
+fn dequantizing_matmul_matches_the_decoded_weights() {
+    for storage in [Storage::Q8, Storage::Q4] {
+        // Rows that are not a multiple of a tile, one row, wide and narrow inputs.
+        for (rows, cols) in [(1, 32), (37, 64), (300, 96), (1000, 512), (9, 4096)] {
+            let w = random(rows * cols, rows as u64 * 7 + cols as u64);
+            let p = packed(&w, storage, rows, cols);
+            let stored = pack::decode(&pack::encode(&w, storage), storage, rows * cols);
+            assert_eq!(p.to_f32(), stored, "{storage:?} [{rows}, {cols}]: to_f32");
+            for m in [0usize, 1, 5, 130] {
+                let x = random(m * cols, 99 + m as u64);
+                let y = p.matmul_t(&x, m);
+                assert_eq!(y.len(), m * rows);
+                for i in 0..m {
+                    for j in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|k| x[i * cols + k] as f64 * stored[j * cols + k] as f64)
+                            .sum();
+                        let got = y[i * rows + j] as f64;
+                        let norm: f64 = (0..cols)
+                            .map(|k| (x[i * cols + k] as f64 * stored[j * cols + k] as f64).abs())
+                            .sum();
+                        assert!(
+                            (got - want).abs() <= 1e-5 * norm + 1e-6,
+                            "{storage:?} [{rows}, {cols}] m={m} ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_packed_matrices_are_refused() {
+    let w = random(64 * 48, 1);
+    let bytes = Arc::new(pack::encode(&w, Storage::Q8));
+    let len = bytes.len();
+    // Blocks straddling rows.
+    let e = PackedMatrix::new(bytes.clone(), 0, len, Storage::Q8, 64, 48).unwrap_err();
+    assert!(e.to_string().contains("multiple of 32"), "{e}");
+    // A length that does not match the shape, or runs past the buffer.
+    let w = random(64 * 32, 1);
+    let bytes = Arc::new(pack::encode(&w, Storage::Q8));
+    let len = bytes.len();
+    assert!(PackedMatrix::new(bytes.clone(), 0, len - 1, Storage::Q8, 64, 32).is_err());
+    assert!(PackedMatrix::new(bytes.clone(), 1, len, Storage::Q8, 64, 32).is_err());
+    assert!(PackedMatrix::new(bytes.clone(), usize::MAX, len, Storage::Q8, 64, 32).is_err());
+    assert!(PackedMatrix::new(bytes.clone(), 0, len, Storage::F16, 64, 32).is_err());
+    // A non-finite scale (f16 infinity) is a format error, not a model that samples garbage.
+    let mut raw = (*bytes).clone();
+    raw[2..4].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    let e = PackedMatrix::new(Arc::new(raw), 0, len, Storage::Q8, 64, 32).unwrap_err();
+    assert!(e.to_string().contains("non-finite"), "{e}");
+}
+
+/// The golden VAR's tensors as a pack (VAR only: the test builds the VAR from it directly).
+fn golden_var_pack(depth: usize, storage: Storage) -> (Vec<u8>, nextscale::VarConfig) {
+    let mut ck = open(&support::golden_dir().join(format!("var_d{depth}_random.safetensors")));
+    let cfg = nextscale::var::infer_config(&ck, None).unwrap();
+    // Buffers the model recomputes (`lvl_1L`, `attn_bias_for_masking`) stay out of the pack.
+    let names: Vec<String> = ck
+        .keys()
+        .filter(|k| !["lvl_1L", "attn_bias_for_masking"].contains(k))
+        .map(str::to_string)
+        .collect();
+    let tensors: Vec<_> = names
+        .into_iter()
+        .map(|k| {
+            let shape = ck.shape(&k).unwrap().to_vec();
+            let v = ck.take_f32(&k, &shape).unwrap();
+            let st = if shape.len() >= 2 {
+                storage
+            } else {
+                Storage::F32
+            };
+            (k, shape, v, st)
+        })
+        .collect();
+    let bytes = write_pack(
+        &cfg,
+        &VqVaeConfig::vae_ch160v4096z32(),
+        None,
+        BTreeMap::new(),
+        &tensors,
+    )
+    .unwrap();
+    (bytes, cfg)
+}
+
+#[derive(Default)]
+struct Logits(Vec<Vec<f32>>);
+impl SampleHooks for Logits {
+    fn logits(&mut self, _si: usize, l: &[f32], _shape: [usize; 3]) {
+        self.0.push(l.to_vec());
+    }
+}
+
+#[test]
+fn golden_var_with_packed_weights_samples_the_same_tokens() {
+    let depths: Vec<usize> = discover("var_d", "_random.safetensors")
+        .iter()
+        .map(|p| support::depth_of(p))
+        .collect();
+    assert!(!depths.is_empty(), "no var_d*_random.safetensors");
+    let d = Device::flex();
+    for depth in depths {
+        for storage in [Storage::Q8, Storage::Q4] {
+            let (bytes, cfg) = golden_var_pack(depth, storage);
+            let load = |keep: bool| -> Var {
+                let mut p = Pack::from_bytes(bytes.clone()).unwrap();
+                p.keep_packed(keep);
+                Var::load(&mut p.source(""), &cfg, &d).unwrap()
+            };
+            let dense = load(false);
+            let packed = load(true);
+            assert!(!dense.blocks[0].attn.mat_qkv.is_packed());
+            assert!(packed.blocks[0].attn.mat_qkv.is_packed());
+            assert!(packed.blocks[0].ffn.fc2.is_packed() && packed.head.is_packed());
+            let mut pipe = Pipeline::from_checkpoints(
+                open(&support::golden_dir().join(format!("var_d{depth}_random.safetensors"))),
+                Some(golden("vqvae_quant_parts.safetensors")),
+                &d,
+            )
+            .unwrap();
+            for (cfg_scale, top_k, seed) in [(4.0, 1, 0), (1.5, 600, 3), (3.0, 50, 11)] {
+                let o = SampleOptions {
+                    cfg: cfg_scale,
+                    top_k,
+                    top_p: 0.95,
+                    seed,
+                    more_smooth: false,
+                };
+                let mut run = |var: &Var| {
+                    pipe.var = var.clone();
+                    let mut h = Logits::default();
+                    let g = block_on(pipe.generate(&[3, 980], &o, &mut h)).unwrap();
+                    (g.tokens, h.0)
+                };
+                let (t_dense, l_dense) = run(&dense);
+                let (t_packed, l_packed) = run(&packed);
+                assert_eq!(
+                    t_packed, t_dense,
+                    "d{depth} {storage:?} cfg {cfg_scale} top-k {top_k}: tokens"
+                );
+                for (si, (a, b)) in l_packed.iter().zip(&l_dense).enumerate() {
+                    let (max_abs, _) = support::diff(a, b);
+                    assert!(
+                        max_abs < 1e-3,
+                        "d{depth} {storage:?} scale {si}: logits differ by {max_abs}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_pipelines_keep_pack_weights_packed() {
+    let (var, vae) = nextscale::fixtures::tiny_configs();
+    let tensors: Vec<_> = nextscale::fixtures::tiny_model_tensors(0)
+        .unwrap()
+        .into_iter()
+        .map(|(k, s, v)| {
+            let st = if s.len() >= 2 {
+                Storage::Q4
+            } else {
+                Storage::F32
+            };
+            (k, s, v, st)
+        })
+        .collect();
+    let bytes = write_pack(&var, &vae, None, BTreeMap::new(), &tensors).unwrap();
+    let d = Device::flex();
+    let packed = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
+    assert!(packed.var.blocks[0].ffn.fc1.is_packed());
+    let mut p = Pack::from_bytes(bytes).unwrap();
+    p.keep_packed(false);
+    let dense = Pipeline::from_pack(p, &d).unwrap();
+    assert!(!dense.var.blocks[0].ffn.fc1.is_packed());
+    let o = SampleOptions {
+        cfg: 3.0,
+        top_k: 40,
+        top_p: 0.9,
+        seed: 5,
+        more_smooth: false,
+    };
+    let a = block_on(packed.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
+    let b = block_on(dense.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    // Images too: the VQ-VAE's convolutions are packed and dequantized per call.
+    let ia = block_on(packed.decode(&a)).unwrap();
+    let ib = block_on(dense.decode(&b)).unwrap();
+    assert_eq!(ia[0].data, ib[0].data);
+}
