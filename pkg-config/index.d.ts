@@ -76,10 +76,10 @@ export interface ScaleEvent {
   scale: number;
   numScales: number;
   patch: number;
-  width: number;
-  height: number;
-  /** Preview of the image after this scale. */
-  rgba: Uint8ClampedArray;
+  /** Preview of the image after this scale (absent with `previews: false`). */
+  width?: number;
+  height?: number;
+  rgba?: Uint8ClampedArray;
 }
 
 export interface GenerateOptions {
@@ -103,6 +103,9 @@ export interface GenerateOptions {
   moreSmooth?: boolean;
   signal?: AbortSignal;
   onScale?: (e: ScaleEvent) => void;
+  /** Decode a preview for each `onScale` event (default true); false sends only the scale
+   * numbers: a preview of a 256-px model costs a full decode per scale. */
+  previews?: boolean;
   /**
    * Edit this image instead of generating from nothing (any size: composited on white, resized
    * and centre-cropped as training images are). Give exactly one of `mask`, `keepScales` and
@@ -137,6 +140,8 @@ export class GeneratedImage {
   tokens: Uint32Array;
   timings: { scalesMs: number[]; sampleMs: number; decodeMs: number; totalMs: number };
   backend: 'webgpu' | 'cpu';
+  /** The wasm module's memory after this image (it only grows, so: the peak so far). */
+  memory: { wasmBytes: number };
   /** The seed of this image (set when it came from a `numImages` call). */
   seed?: number;
   /** The pixels as ImageData. */
@@ -169,14 +174,16 @@ export const MAX_MODEL_BYTES: number;
 /** The wasm memory a page can give a model (wasm32's 4 GiB less room for the module). */
 export const WASM_MEMORY_BYTES: number;
 
-/** What a pack becomes in memory (weights are dequantized to f32 at load today). */
+/** What a pack becomes in memory: on the CPU its q8/q4 matrices stay packed in the file's
+ * bytes; on WebGPU the weights are f32 on the GPU. */
 export interface PackMemory {
   fileBytes: number;
   weightBytes: number;
   largestTensorBytes: number;
   /** KV cache and last-scale activations at batch 2 (guidance), and the VQ-VAE decoder's feature maps. */
   activationBytes: number;
-  cpu: { wasmBytes: number };
+  /** `denseBytes`: tensors kept as f32 (embeddings, norms, f16/f32-stored ones) plus the largest weight while it runs. */
+  cpu: { wasmBytes: number; denseBytes: number };
   webgpu: { wasmBytes: number; gpuBytes: number };
 }
 /** The in-memory size of a pack from its header alone. */

@@ -11,6 +11,10 @@ for q in q8 q4; do
     --quant "$q" --no-report --out "www/models/tiny-random-$q.nsp"
 done
 
+# An official-size pack (random d16 VAR + the procedural official VQ-VAE, q4, 243 MB), written
+# tensor by tensor: the browser tests stream it in and sample its first scales on the CPU path.
+"$CARGO_TARGET_DIR/release/native-trainer" fixture official --depth 16 --quant q4 --out www/models/d16-q4.nsp
+
 # A small text-conditioned model that takes prompts (for the browser tests): trained here on
 # generated captioned shapes, with the MiniLM encoder inside the pack.
 MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"

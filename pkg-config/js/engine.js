@@ -1,6 +1,6 @@
 // The part of nextscale that runs next to the wasm module: in the Worker by default, or on
 // the page when `worker: false`. It turns wasm rejections into plain { name, message } errors.
-import init, { Generator as WasmGenerator } from './nextscale_wasm.js';
+import init, { Generator as WasmGenerator, PackBuffer as WasmPackBuffer } from './nextscale_wasm.js';
 
 let ready = null;
 let instances = 0;
@@ -13,13 +13,13 @@ const GLUE = new URL('./nextscale_wasm.js', import.meta.url);
 export function initWasm() {
   if (!ready) {
     const glue = instances === 0
-      ? Promise.resolve({ default: init, Generator: WasmGenerator })
+      ? Promise.resolve({ default: init, Generator: WasmGenerator, PackBuffer: WasmPackBuffer })
       : import(/* @vite-ignore */ `${GLUE.href}?instance=${instances}`).catch((e) => {
         throw new Error(`the model crashed and a fresh copy of the module cannot be loaded (${e.message}); reload the page`);
       });
     ready = glue.then(async (m) => {
       await m.default({ module_or_path: new URL('./nextscale_wasm_bg.wasm', import.meta.url) });
-      return m.Generator;
+      return m;
     });
     instances += 1;
   }
@@ -38,19 +38,57 @@ export class Engine {
   }
 
   dispose() {
+    this.buffer?.free();
+    this.buffer = null;
     this.model?.free();
     this.model = null;
   }
 
-  async load(bytes, backend) {
-    const Generator = await initWasm();
-    this.model = await guard(this, () => Generator.fromBytes(bytes, backend));
+  /** Starts receiving a model file of `expected` bytes (0: unknown) into wasm memory. */
+  async begin(expected) {
+    const m = await initWasm();
+    this.buffer?.free();
+    this.buffer = null;
+    this.error = null;
+    this.buffer = await guard(this, async () => new m.PackBuffer(expected || 0));
+  }
+
+  /** Copies one piece of the file into wasm memory (a failure is reported by `load`). */
+  append(chunk) {
+    if (this.error) return;
+    try {
+      if (!this.buffer) throw new Error('no model file is being received');
+      this.buffer.append(chunk);
+    } catch (e) {
+      this.error = e;
+    }
+  }
+
+  /** Builds the model from the file received (the buffer is consumed). */
+  async load(backend) {
+    const m = await initWasm();
+    if (this.error) {
+      const e = this.error;
+      this.dispose();
+      throw e instanceof WebAssembly.RuntimeError ? crashed(this, e) : e;
+    }
+    const buffer = this.buffer;
+    this.buffer = null;
+    if (!buffer) throw new Error('no model file was received');
+    this.model = await guard(this, () => m.Generator.fromBuffer(buffer, backend));
     return { backend: this.model.backend, info: this.model.info };
   }
 
-  async generate(options, onScale, signal) {
+  /** Loads a whole file at once. */
+  async loadBytes(bytes, backend) {
+    await this.begin(bytes.length);
+    this.append(bytes);
+    return this.load(backend);
+  }
+
+  async generate(options, onScale, signal, previews = true) {
     if (!this.model) throw new Error('no model is loaded');
-    return guard(this, () => this.model.generate(options, onScale ?? null, signal ?? null));
+    return guard(this, () => this.model.generate(options, onScale ?? null, signal ?? null, previews));
   }
 }
 
@@ -60,13 +98,15 @@ async function guard(engine, f) {
   try {
     return await f();
   } catch (e) {
-    if (e instanceof WebAssembly.RuntimeError) {
-      engine.crashed = true;
-      ready = null; // the next load instantiates a fresh module
-      const err = new Error(`the model crashed (${e.message}); load it again`);
-      err.name = 'RuntimeError';
-      throw err;
-    }
+    if (e instanceof WebAssembly.RuntimeError) throw crashed(engine, e);
     throw e;
   }
+}
+
+function crashed(engine, e) {
+  engine.crashed = true;
+  ready = null; // the next load instantiates a fresh module
+  const err = new Error(`the model crashed (${e.message}); load it again`);
+  err.name = 'RuntimeError';
+  return err;
 }

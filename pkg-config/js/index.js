@@ -18,6 +18,8 @@ export class GeneratedImage {
     this.tokens = r.tokens;
     this.timings = r.timings;
     this.backend = r.backend;
+    /** `{ wasmBytes }`: the wasm module's memory after this image (it only grows: the peak so far). */
+    this.memory = r.memory;
     if (r.seed !== undefined) this.seed = r.seed;
   }
 
@@ -43,13 +45,21 @@ export const MAX_MODEL_BYTES = Math.floor(WASM_MEMORY_BYTES / 2);
 const GB = (n) => `${(n / 1e9).toFixed(2)} GB`;
 const prod = (s) => s.reduce((a, b) => a * b, 1);
 
+/** Embedding tables and position tensors, which the CPU path keeps as f32. */
+const EMBEDDINGS = /(^|\.)(class_emb|lvl_embed|pos_1LC|pos_start|embedding|word_embeddings|position_embeddings|token_type_embeddings|token_embedding|position_embedding)(\.|$)/;
+/** Whether the CPU path keeps a matrix in its stored q8/q4 blocks (rows of whole blocks). */
+const keptPacked = (t) => (t.storage === 'q8' || t.storage === 'q4') && t.shape.length >= 2
+  && prod(t.shape.slice(1)) % 32 === 0 && !EMBEDDINGS.test(t.name);
+
 /**
- * What a pack becomes in memory, from its header alone (the JSON after the 16-byte prefix):
- * weights are dequantized to f32 when loaded, the file and the f32 weights are alive together
- * while loading, and sampling needs the KV cache and the last scale's activations (batch 2 for
- * guidance) and the VQ-VAE decoder's full-resolution feature maps. Per backend:
- * `cpu` — all of it in wasm memory; `webgpu` — the file and one tensor in wasm memory, the
- * weights and activations on the GPU (each tensor within one storage buffer).
+ * What a pack becomes in memory, from its header alone. Sampling needs the KV cache and the
+ * last scale's activations (batch 2 for guidance), and the VQ-VAE decoder its full-resolution
+ * feature maps. Per backend:
+ * `cpu` — the file streams into wasm memory and its q8/q4 matrices stay there, packed (the
+ * matmul dequantizes them tile by tile; a convolution's weight is f32 only while it runs);
+ * other tensors become f32;
+ * `webgpu` — the file in wasm memory while the weights upload; the weights as f32 and the
+ * activations on the GPU (each tensor within one storage buffer).
  */
 export function packMemory(header, fileBytes = 0) {
   if (!header || !Array.isArray(header.tensors) || !header.var || !header.vae) {
@@ -57,10 +67,14 @@ export function packMemory(header, fileBytes = 0) {
   }
   let weights = 0;
   let largest = 0;
+  let dense = 0;
+  let largestPacked = 0;
   for (const t of header.tensors) {
     const b = prod(t.shape) * 4;
     weights += b;
     largest = Math.max(largest, b);
+    if (keptPacked(t)) largestPacked = Math.max(largestPacked, b);
+    else dense += b;
   }
   const v = header.var;
   const pn = v.patch_nums;
@@ -79,7 +93,7 @@ export function packMemory(header, fileBytes = 0) {
     weightBytes: weights,
     largestTensorBytes: largest,
     activationBytes: activations,
-    cpu: { wasmBytes: fileBytes + weights + activations },
+    cpu: { wasmBytes: fileBytes + dense + largestPacked + activations, denseBytes: dense + largestPacked },
     webgpu: { wasmBytes: fileBytes + largest, gpuBytes: weights + activations },
   };
 }
@@ -87,7 +101,9 @@ export function packMemory(header, fileBytes = 0) {
 /** Whether a pack fits on `backend` ('cpu' | 'webgpu'); `reason` says what is needed and what there is. */
 function packFits(mem, backend, limits) {
   const need = mem[backend];
-  const parts = `file ${GB(mem.fileBytes)} + weights as f32 ${GB(mem.weightBytes)} + activations ${GB(mem.activationBytes)}`;
+  const parts = backend === 'cpu'
+    ? `file with packed weights ${GB(mem.fileBytes)} + other weights as f32 ${GB(mem.cpu.denseBytes)} + activations ${GB(mem.activationBytes)}`
+    : `file ${GB(mem.fileBytes)} + weights as f32 ${GB(mem.weightBytes)} + activations ${GB(mem.activationBytes)}`;
   if (backend === 'cpu' && need.wasmBytes > WASM_MEMORY_BYTES) {
     return { fits: false, reason: `this model needs about ${GB(need.wasmBytes)} of wasm memory on the CPU backend (${parts}); a page has at most ${GB(WASM_MEMORY_BYTES)}` };
   }
@@ -183,15 +199,24 @@ function checkKeys(obj, known, what) {
   }
 }
 
-async function readBody(response, total, stage, onProgress, signal, fit) {
+/**
+ * Streams a response body into `sink` ({ begin(expected), append(chunk) }) chunk by chunk:
+ * the page never holds the whole file. The header is checked (`fit`) as soon as it is here,
+ * so a pack that cannot fit is refused before its weights download. With `keep`, each chunk
+ * is also kept as a Blob part (browsers hold those outside the page's heap) for the cache.
+ */
+async function readBody(response, total, stage, onProgress, signal, fit, sink, keep) {
+  await sink.begin(total ?? 0);
   if (!response.body) {
     const buf = new Uint8Array(await response.arrayBuffer());
     await fit?.(buf, buf.length);
+    keep?.push(new Blob([buf]));
+    sink.append(buf);
     onProgress?.({ stage, loadedBytes: buf.length, totalBytes: buf.length });
-    return buf;
+    return buf.length;
   }
   const reader = response.body.getReader();
-  const chunks = [];
+  let head = [];
   let loaded = 0;
   let checked = !fit;
   let isPack = false;
@@ -201,20 +226,22 @@ async function readBody(response, total, stage, onProgress, signal, fit) {
       if (signal?.aborted) throw abortError('loading was cancelled');
       const { done, value } = await reader.read();
       if (done) break;
-      chunks.push(value);
       loaded += value.length;
       if (!checked) {
-        // The header is checked as soon as it is here: a pack that cannot fit is refused
-        // before its weights download.
-        const head = concat(chunks, loaded);
-        const h = readPackHeader(head);
+        head.push(value.slice());
+        const bytes = concat(head, head.reduce((a, c) => a + c.length, 0));
+        const h = readPackHeader(bytes);
         if (h !== undefined) {
           checked = true;
           isPack = h !== null;
-          if (isPack) await fit(head, total ?? loaded, h);
+          head = null;
+          if (isPack) await fit(bytes, total ?? loaded, h);
+          else if ((total ?? 0) > MAX_MODEL_BYTES) throw tooLarge(total);
         }
       }
-      if (!isPack && loaded > MAX_MODEL_BYTES) throw new Error(`the weight file is larger than ${MAX_MODEL_BYTES} bytes`);
+      if (checked && !isPack && loaded > MAX_MODEL_BYTES) throw tooLarge(loaded);
+      keep?.push(new Blob([value]));
+      sink.append(value);
       onProgress?.({ stage, loadedBytes: loaded, totalBytes: total ?? loaded });
     }
   } catch (e) {
@@ -224,7 +251,8 @@ async function readBody(response, total, stage, onProgress, signal, fit) {
   if (total != null && loaded !== total) {
     throw new Error(`the weight file is truncated: received ${loaded} of ${total} bytes`);
   }
-  return concat(chunks, loaded);
+  if (!checked && fit) await fit(concat(head, loaded), loaded);
+  return loaded;
 }
 
 function concat(chunks, n) {
@@ -255,11 +283,17 @@ function withStatus(onProgress, source) {
   });
 }
 
-/** Refuses a download whose announced size cannot fit, before its body is read. */
+/** Refuses a download whose announced size cannot fit in wasm memory at all, before its body
+ * is read (a pack's header then refines the verdict; other files must fit MAX_MODEL_BYTES). */
 async function checkFits(total) {
   if (total == null) return;
-  const caps = await capabilities(total);
-  if (!caps.fits) throw new Error(caps.reason);
+  if (total > WASM_MEMORY_BYTES) {
+    throw new Error(`a model of ${total} bytes does not fit: wasm memory holds at most ${WASM_MEMORY_BYTES} bytes`);
+  }
+}
+
+function tooLarge(n) {
+  return new Error(`a model of ${n} bytes does not fit: the limit is ${MAX_MODEL_BYTES} bytes for weight files that are not nextscale packs`);
 }
 
 /** A check of a pack's header against the chosen backend (run as soon as the header is read). */
@@ -320,25 +354,28 @@ export async function purge(url) {
 }
 
 /**
- * The bytes of a model, and how to treat the cache once the model has loaded: `commit()`
- * stores a download (only then: a body that does not load, such as an HTML error page or a
- * truncated file, is never cached), `evict()` removes a cached entry that failed to load.
+ * Streams a model into `sink` (the engine's wasm buffer), and says how to treat the cache once
+ * the model has loaded: `commit()` stores a download (only then: a body that does not load,
+ * such as an HTML error page or a truncated file, is never cached), `evict()` removes a cached
+ * entry that failed to load.
  */
-async function fetchBytes(source, { onProgress, cache, signal, backend = 'auto' }) {
+async function fetchModel(source, sink, { onProgress, cache, signal, backend = 'auto' }) {
   const none = { commit: async () => {}, evict: async () => {}, fromCache: false };
   const fit = packCheck(backend);
   if (source instanceof ArrayBuffer) source = new Uint8Array(source);
   if (ArrayBuffer.isView(source)) {
     const bytes = new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
     await fit(bytes, bytes.length);
+    await sink.begin(bytes.length);
+    sink.append(bytes);
     onProgress?.({ stage: 'read', loadedBytes: bytes.length, totalBytes: bytes.length });
-    return { bytes, ...none };
+    return { total: bytes.length, ...none };
   }
   if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`the response failed: HTTP ${source.status}`);
     const total = lengthOf(source);
     await checkFits(total);
-    return { bytes: await readBody(source, total, 'download', onProgress, signal, fit), ...none };
+    return { total: await readBody(source, total, 'download', onProgress, signal, fit, sink), ...none };
   }
   if (typeof source !== 'string' && !(source instanceof URL)) {
     throw new TypeError('source must be a URL (string or URL), an ArrayBuffer, a Uint8Array or a Response');
@@ -355,7 +392,7 @@ async function fetchBytes(source, { onProgress, cache, signal, backend = 'auto' 
   }
   const cached = hit?.headers.get('x-nextscale-validator') ?? null;
   const fromHit = async () => ({
-    bytes: await readBody(hit, lengthOf(hit), 'cache', onProgress, signal, fit),
+    total: await readBody(hit, lengthOf(hit), 'cache', onProgress, signal, fit, sink),
     commit: async () => {},
     evict: async () => { await store.delete(url).catch(() => {}); },
     fromCache: true,
@@ -391,20 +428,20 @@ async function fetchBytes(source, { onProgress, cache, signal, backend = 'auto' 
       ctl.abort(); // refuse before the weights download
       throw e;
     }
-    const bytes = await readBody(response, total, 'download', onProgress, signal, fit);
-    const validator = validatorOf(response) ?? `len:${bytes.length}`;
-    // The bytes go to the worker (transferred, so not copied in the page); a Blob keeps the
-    // copy to cache, which browsers hold outside the page's heap.
-    const keep = store ? new Blob([bytes]) : null;
+    // The chunks go to the engine as they arrive; Blob parts keep a copy to cache.
+    const keep = store ? [] : null;
+    const n = await readBody(response, total, 'download', onProgress, signal, fit, sink, keep);
+    const validator = validatorOf(response) ?? `len:${n}`;
     return {
-      bytes,
+      total: n,
       fromCache: false,
       evict: async () => {},
       commit: async () => {
         if (!store) return;
         try {
-          await store.put(url, new Response(keep, {
-            headers: { 'content-length': String(keep.size), 'x-nextscale-validator': validator },
+          const blob = new Blob(keep);
+          await store.put(url, new Response(blob, {
+            headers: { 'content-length': String(blob.size), 'x-nextscale-validator': validator },
           }));
         } catch (e) {
           console.warn(`nextscale: could not cache the model (${e.name}: ${e.message}); keeping it in memory only`);
@@ -494,12 +531,22 @@ class WorkerEngine {
       }),
     };
   }
-  load(bytes, backend) {
-    return this.call({ type: 'load', bytes: bytes.buffer, backend }, [bytes.buffer]).promise;
+  // The model file arrives in pieces (begin, append …, load); the worker writes each into
+  // wasm memory and reports any failure when `load` is called.
+  begin(expected) {
+    if (this.dead) throw this.dead;
+    this.worker.postMessage({ id: 0, type: 'begin', expected });
   }
-  generate(options, onScale, signal) {
+  append(chunk) {
+    if (this.dead) throw this.dead;
+    this.worker.postMessage({ id: 0, type: 'chunk', bytes: chunk }, [chunk.buffer]);
+  }
+  load(backend) {
+    return this.call({ type: 'load', backend }).promise;
+  }
+  generate(options, onScale, signal, previews = true) {
     const transfer = [options.image?.data?.buffer, options.mask?.data?.buffer].filter(Boolean);
-    const { id, promise } = this.call({ type: 'generate', options, wantScales: Boolean(onScale) }, transfer, onScale);
+    const { id, promise } = this.call({ type: 'generate', options, wantScales: Boolean(onScale), previews }, transfer, onScale);
     const cancel = () => this.worker.postMessage({ id: 0, type: 'cancel', target: id });
     signal?.addEventListener('abort', cancel, { once: true });
     return promise.finally(() => signal?.removeEventListener('abort', cancel));
@@ -562,9 +609,7 @@ export class Generator {
     const progress = onProgress && withStatus(onProgress, source);
     const { chosen, reason } = await chooseBackend(backend);
     const attempt = async (useCache) => {
-      const got = await fetchBytes(source, { onProgress: progress, cache: useCache, signal, backend: chosen });
-      const total = got.bytes.length;
-      progress?.({ stage: 'init', loadedBytes: total, totalBytes: total });
+      // The engine starts first: the file streams into its wasm memory as it downloads.
       let engine;
       if (worker && typeof Worker !== 'undefined') {
         engine = new WorkerEngine();
@@ -572,8 +617,17 @@ export class Generator {
         const { Engine } = await import('./engine.js');
         engine = new Engine();
       }
+      let got;
       try {
-        const loaded = await engine.load(got.bytes, chosen);
+        got = await fetchModel(source, engine, { onProgress: progress, cache: useCache, signal, backend: chosen });
+      } catch (e) {
+        engine.dispose?.();
+        throw e;
+      }
+      const total = got.total;
+      progress?.({ stage: 'init', loadedBytes: total, totalBytes: total });
+      try {
+        const loaded = await engine.load(chosen);
         await got.commit(); // cached only once it has loaded
         progress?.({ stage: 'ready', loadedBytes: total, totalBytes: total });
         const why = reason ?? (backend === 'auto' ? 'a hardware WebGPU adapter' : `asked for '${backend}'`);
@@ -592,7 +646,9 @@ export class Generator {
   }
 
   /**
-   * Generates one image: { classLabel | prompt, cfg, topK, topP, seed, moreSmooth, signal, onScale }.
+   * Generates one image: { classLabel | prompt, cfg, topK, topP, seed, moreSmooth, signal, onScale,
+   * previews }. `onScale` gets a preview image after each scale unless `previews: false`
+   * (then only { scale, numScales, patch }: previews of large models cost a decode each).
    * Edits an image with { image, mask | keepScales | keepHalf } (plus the same options; without
    * classLabel or prompt an edit is unconditional in-/out-painting).
    * Resolves to { width, height, rgba, tokens, timings, backend }.
@@ -600,7 +656,8 @@ export class Generator {
   async generate(options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
     if (!this._engine) throw new Error('the generator was disposed: load the model again');
-    const { signal, onScale, numImages, ...rest } = options;
+    const { signal, onScale, numImages, previews = true, ...rest } = options;
+    if (typeof previews !== 'boolean') throw new TypeError('previews must be true or false');
     if (numImages !== undefined) {
       if (!Number.isInteger(numImages) || numImages < 1 || numImages > MAX_IMAGES) {
         throw new TypeError(`numImages must be an integer from 1 to ${MAX_IMAGES}, got ${numImages}`);
@@ -612,7 +669,7 @@ export class Generator {
       // Image i is exactly what a single call with seed + i makes.
       const out = [];
       for (let i = 0; i < numImages; i++) {
-        const img = await this.generate({ ...rest, seed: seed + i, signal, onScale });
+        const img = await this.generate({ ...rest, seed: seed + i, signal, onScale, previews });
         img.seed = seed + i;
         out.push(img);
       }
@@ -624,7 +681,7 @@ export class Generator {
     // Images are read here, on the page (a canvas cannot be posted to a Worker).
     if (rest.image !== undefined) rest.image = await toRgba(rest.image, 'image');
     if (rest.mask !== undefined) rest.mask = await toRgba(rest.mask, 'mask');
-    return new GeneratedImage(await this._engine.generate(rest, onScale, signal));
+    return new GeneratedImage(await this._engine.generate(rest, onScale, signal, previews));
   }
 
   /** Frees the model and its worker. */

@@ -102,6 +102,54 @@ struct Inner {
     backend: &'static str,
 }
 
+/// A model file arriving in pieces, written straight into wasm memory: the JavaScript side
+/// never holds the whole file, and on the CPU the q8/q4 weights stay in these bytes.
+#[wasm_bindgen]
+pub struct PackBuffer {
+    bytes: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl PackBuffer {
+    /// An empty buffer; `expected` (the announced size, 0 if unknown) is reserved up front
+    /// so the file is not copied as it grows. Refuses what wasm memory cannot hold.
+    #[wasm_bindgen(constructor)]
+    pub fn new(expected: f64) -> Result<PackBuffer, JsValue> {
+        let mut bytes = Vec::new();
+        if expected.is_finite() && expected > 0.0 {
+            if expected > u32::MAX as f64 {
+                return Err(js_err(format!(
+                    "a model file of {expected} bytes cannot fit in wasm memory (4 GB)"
+                )));
+            }
+            bytes.try_reserve_exact(expected as usize).map_err(|_| {
+                js_err(format!(
+                    "not enough wasm memory for a model file of {expected} bytes"
+                ))
+            })?;
+        }
+        Ok(PackBuffer { bytes })
+    }
+
+    /// Appends one piece of the file.
+    pub fn append(&mut self, chunk: &[u8]) -> Result<(), JsValue> {
+        self.bytes.try_reserve(chunk.len()).map_err(|_| {
+            js_err(format!(
+                "not enough wasm memory for the model file ({} bytes received)",
+                self.bytes.len() + chunk.len()
+            ))
+        })?;
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> f64 {
+        self.bytes.len() as f64
+    }
+}
+
 /// A loaded model, ready to generate.
 #[wasm_bindgen]
 pub struct Generator {
@@ -114,6 +162,16 @@ impl Generator {
     /// `vae.`, its VQ-VAE) and uploads them to the chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
     #[wasm_bindgen(js_name = fromBytes)]
     pub async fn from_bytes(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
+        Self::build(bytes, backend).await
+    }
+
+    /// Like `fromBytes`, from a [`PackBuffer`] filled piece by piece (consumed; not copied).
+    #[wasm_bindgen(js_name = fromBuffer)]
+    pub async fn from_buffer(buffer: PackBuffer, backend: String) -> Result<Generator, JsValue> {
+        Self::build(buffer.bytes, backend).await
+    }
+
+    async fn build(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
         let (device, backend) = device_for(&backend).await?;
         let pipe = Pipeline::from_bytes(bytes, &device).map_err(js_err)?;
         if !pipe.can_decode() {
@@ -143,16 +201,20 @@ impl Generator {
     /// Generates (or edits) one image. `options`: `classLabel` or `prompt`, `cfg`, `topK`,
     /// `topP`, `seed`, `moreSmooth`, and for an edit `image` with one of `mask`, `keepScales`,
     /// `keepHalf` (see [`crate::request`]); `onScale` is called after each scale with a
-    /// preview, `signal` cancels between scales. Resolves to
+    /// preview (decoded only when `previews` is not false), `signal` cancels between scales. Resolves to
     /// `{width, height, rgba, tokens, timings, backend}`.
     pub fn generate(
         &self,
         options: JsValue,
         on_scale: Option<Function>,
         signal: Option<web_sys::AbortSignal>,
+        previews: Option<bool>,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move { run_generate(&inner, options, on_scale, signal).await })
+        let previews = previews.unwrap_or(true);
+        future_to_promise(
+            async move { run_generate(&inner, options, on_scale, signal, previews).await },
+        )
     }
 }
 
@@ -201,6 +263,7 @@ async fn run_generate(
     options: JsValue,
     on_scale: Option<Function>,
     signal: Option<web_sys::AbortSignal>,
+    previews: bool,
 ) -> Result<JsValue, JsValue> {
     let pipe = &inner.pipe;
     let args = parse_request(&options, pipe)?;
@@ -235,11 +298,15 @@ async fn run_generate(
     let mut last = t0;
     while let Some(si) = sampling.step(&mut NoHooks).await.map_err(js_err)? {
         if let Some(cb) = &on_scale {
-            let preview = pipe
-                .decode_fhat(sampling.f_hat().clone())
-                .await
-                .map_err(js_err)?;
-            let ev = image_object(&preview[0]);
+            let ev = if previews {
+                let preview = pipe
+                    .decode_fhat(sampling.f_hat().clone())
+                    .await
+                    .map_err(js_err)?;
+                image_object(&preview[0])
+            } else {
+                Object::new()
+            };
             let _ = Reflect::set(&ev, &"scale".into(), &si.into());
             let _ = Reflect::set(&ev, &"numScales".into(), &num_scales.into());
             let _ = Reflect::set(
@@ -278,6 +345,15 @@ async fn run_generate(
         &(js_sys::Date::now() - t0).into(),
     );
     let _ = Reflect::set(&out, &"timings".into(), &timings.into());
+    // The module's linear memory now: it only grows, so this is the peak so far.
+    let wasm_bytes = wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length();
+    let memory = Object::new();
+    let _ = Reflect::set(&memory, &"wasmBytes".into(), &wasm_bytes.into());
+    let _ = Reflect::set(&out, &"memory".into(), &memory.into());
     let _ = Reflect::set(&out, &"backend".into(), &inner.backend.into());
     Ok(out.into())
 }

@@ -257,8 +257,9 @@ test('a minimal Vite app imports the built package, builds, is served and draws 
 });
 
 /** A pack header shaped like the official VAR dN (width 64·N, N heads, 10 scales, 4,096 codes) with
- * the official VQ-VAE's 109 M values, all stored q4: only the header, for fit checks. */
-function officialHeader(depth) {
+ * the official VQ-VAE's 109 M values (as conv-like [757, 1440] parts), stored as `storage`: only
+ * the header, for fit checks. */
+function officialHeader(depth, storage = 'q4') {
   const C = 64 * depth;
   const pn = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16];
   const L = pn.reduce((a, p) => a + p * p, 0);
@@ -266,8 +267,8 @@ function officialHeader(depth) {
   let offset = 0;
   const add = (name, shape) => {
     const n = shape.reduce((a, b) => a * b, 1);
-    const length = Math.ceil(n / 32) * 18;
-    tensors.push({ name, shape, storage: 'q4', offset, length, crc32: 0 });
+    const length = { q4: Math.ceil(n / 32) * 18, q8: Math.ceil(n / 32) * 34, f16: 2 * n }[storage];
+    tensors.push({ name, shape, storage, offset, length, crc32: 0 });
     offset += length;
   };
   add('word_embed.weight', [C, 32]);
@@ -281,7 +282,7 @@ function officialHeader(depth) {
     add(`blocks.${i}.ada_lin.1.weight`, [6 * C, C]);
   }
   add('head.weight', [4096, C]);
-  for (let i = 0; i < 100; i++) add(`vae.part${i}`, [1_089_484]);
+  for (let i = 0; i < 100; i++) add(`vae.part${i}`, [757, 1440]);
   const header = {
     var: { depth, embed_dim: C, num_heads: depth, mlp_ratio: 4, vocab_size: 4096, cvae: 32, num_classes: 1000, norm_eps: 1e-6, patch_nums: pn, text_dim: 0 },
     vae: { vocab_size: 4096, z_channels: 32, ch: 160, ch_mult: [1, 1, 2, 2, 4], num_res_blocks: 2, patch_nums: pn },
@@ -297,6 +298,8 @@ function officialHeader(depth) {
 
 test('official-size packs: the fit check reads the header and refuses what cannot fit before the weights download', { timeout: 5 * MINUTES }, async () => {
   const shapes = Object.fromEntries([16, 20, 24, 30].map((d) => [d, officialHeader(d)]));
+  shapes['24f16'] = officialHeader(24, 'f16');
+  shapes['30f16'] = officialHeader(30, 'f16');
   for (const [d, h] of Object.entries(shapes)) srv.stats.fakes[`d${d}.nsp`] = { header: h.bytes, total: h.total };
   const r = await inPage(async (lib, heads) => {
     const out = {};
@@ -305,7 +308,7 @@ test('official-size packs: the fit check reads the header and refuses what canno
       out[d] = { fits: c.fits, reason: c.reason, need: c.memory.cpu.wasmBytes, weights: c.memory.weightBytes };
     }
     try {
-      await lib.Generator.load('/test/fake/d30.nsp', { device: 'cpu', cache: false });
+      await lib.Generator.load('/test/fake/d24f16.nsp', { device: 'cpu', cache: false });
       out.load = 'resolved';
     } catch (e) {
       out.load = String(e);
@@ -313,15 +316,61 @@ test('official-size packs: the fit check reads the header and refuses what canno
     return out;
   }, Object.fromEntries(Object.entries(shapes).map(([d, h]) => [d, { header: h.header, total: h.total }])));
   console.log('fit check:', JSON.stringify(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.need ?? v]))));
-  assert.equal(r[16].fits, true, 'd16 q4 fits the CPU path');
   assert.ok(r[16].weights > 1.6e9 && r[16].weights < 1.8e9, `d16 + VQ-VAE weights as f32: ${r[16].weights}`);
-  assert.equal(r[20].fits, true, 'd20 q4 fits the CPU path');
-  for (const d of [24, 30]) {
-    assert.equal(r[d].fits, false, `d${d} cannot fit wasm32 once dequantized`);
-    assert.match(r[d].reason, /needs about \d+\.\d+ GB of wasm memory on the CPU backend \(file .* \+ weights as f32 .* \+ activations .*\); a page has at most 4\.16 GB/);
+  // Weights stay packed on the CPU path: every official size fits in q4 (d16 in well under 1 GB).
+  assert.ok(r[16].need > 0.4e9 && r[16].need < 0.8e9, `d16 q4 on the CPU: ${r[16].need}`);
+  for (const d of [16, 20, 24, 30]) assert.equal(r[d].fits, true, `d${d} q4 fits the CPU path`);
+  // f16 weights are not kept packed: they become f32, and d24 no longer fits.
+  for (const d of ['24f16', '30f16']) {
+    assert.equal(r[d].fits, false, `d${d} cannot fit wasm32`);
+    assert.match(r[d].reason, /needs about \d+\.\d+ GB of wasm memory on the CPU backend \(file with packed weights .* \+ other weights as f32 .* \+ activations .*\); a page has at most 4\.16 GB/);
   }
-  assert.match(r.load, /needs about 10\.\d+ GB of wasm memory on the CPU backend/);
-  assert.ok(srv.stats.fakeSent['d30.nsp'] < 8 * 2 ** 20, `refused after ${srv.stats.fakeSent['d30.nsp']} bytes`);
+  assert.match(r.load, /needs about \d+\.\d+ GB of wasm memory on the CPU backend/);
+  assert.ok(srv.stats.fakeSent['d24f16.nsp'] < 8 * 2 ** 20, `refused after ${srv.stats.fakeSent['d24f16.nsp']} bytes`);
+});
+
+const D16 = 'www/models/d16-q4.nsp';
+
+test('an official-size d16 q4 pack streams into wasm memory, stays packed and samples its first scales on the CPU path', { timeout: 10 * MINUTES }, async () => {
+  const size = fs.statSync(path.join(ROOT, D16)).size;
+  const r = await inPage(async (lib, model) => {
+    const t0 = performance.now();
+    const events = [];
+    const gen = await lib.Generator.load(`/${model}`, { device: 'cpu', cache: false, progress_callback: (e) => events.push(e.stage) });
+    const loadMs = performance.now() - t0;
+    const ctl = new AbortController();
+    const scales = [];
+    let error = null;
+    const t1 = performance.now();
+    try {
+      await gen.generate({
+        classLabel: 3, seed: 1, signal: ctl.signal, previews: false,
+        onScale: (e) => { scales.push([e.scale, e.patch, 'rgba' in e]); if (scales.length === 3) ctl.abort(); },
+      });
+    } catch (e) {
+      error = `${e.name}: ${e.message}`;
+    }
+    const ms = performance.now() - t1;
+    // The same model samples again after a cancel.
+    const again = [];
+    const ctl2 = new AbortController();
+    try {
+      await gen.generate({ classLabel: 5, seed: 2, signal: ctl2.signal, previews: false, onScale: (e) => { again.push(e.scale); ctl2.abort(); } });
+    } catch (e) { again.push(e.name); }
+    gen.dispose();
+    return { loadMs, ms, scales, error, again, info: gen.info, downloads: events.filter((s) => s === 'download').length };
+  }, D16);
+  console.log(`d16 q4 (${(size / 1e6).toFixed(0)} MB): loaded in ${(r.loadMs / 1000).toFixed(1)} s, ${r.scales.length} scales in ${(r.ms / 1000).toFixed(1)} s before the cancel landed`);
+  assert.equal(r.info.depth, 16);
+  assert.equal(r.info.backend, 'cpu');
+  assert.match(r.error, /^AbortError/);
+  assert.ok(r.scales.length >= 3 && r.scales.length < 10, `scales before the cancel: ${JSON.stringify(r.scales)}`);
+  assert.deepEqual(r.scales.slice(0, 3), [[0, 1, false], [1, 2, false], [2, 3, false]], 'no previews were decoded');
+  // The cancel lands between scales, one or two scales after it was asked for.
+  assert.equal(r.again[0], 0);
+  assert.equal(r.again.at(-1), 'AbortError');
+  assert.ok(r.again.length <= 4, `scales after the second cancel: ${JSON.stringify(r.again)}`);
+  assert.ok(r.downloads > 3, 'the file arrived in several chunks');
 });
 
 test('load progress arrives in order with correct totals, then from the cache', async () => {
