@@ -79,12 +79,6 @@ export class Engine {
     return { backend: this.model.backend, info: this.model.info };
   }
 
-  /** Loads a whole file at once. */
-  async loadBytes(bytes, backend) {
-    await this.begin(bytes.length);
-    this.append(bytes);
-    return this.load(backend);
-  }
 
   async generate(options, onScale, signal, previews = true) {
     if (!this.model) throw new Error('no model is loaded');
