@@ -158,22 +158,13 @@ pub struct Generator {
 
 #[wasm_bindgen]
 impl Generator {
-    /// Parses weight-file bytes (a nextscale pack, or safetensors holding the VAR and, under
-    /// `vae.`, its VQ-VAE) and uploads them to the chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
-    #[wasm_bindgen(js_name = fromBytes)]
-    pub async fn from_bytes(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
-        Self::build(bytes, backend).await
-    }
-
-    /// Like `fromBytes`, from a [`PackBuffer`] filled piece by piece (consumed; not copied).
+    /// Parses the weight file received into `buffer` (a nextscale pack, or safetensors holding
+    /// the VAR and, under `vae.`, its VQ-VAE; consumed, not copied) and builds the model on the
+    /// chosen backend: `"webgpu"`, `"cpu"` or `"auto"`.
     #[wasm_bindgen(js_name = fromBuffer)]
     pub async fn from_buffer(buffer: PackBuffer, backend: String) -> Result<Generator, JsValue> {
-        Self::build(buffer.bytes, backend).await
-    }
-
-    async fn build(bytes: Vec<u8>, backend: String) -> Result<Generator, JsValue> {
         let (device, backend) = device_for(&backend).await?;
-        let pipe = Pipeline::from_bytes(bytes, &device).map_err(js_err)?;
+        let pipe = Pipeline::from_bytes(buffer.bytes, &device).map_err(js_err)?;
         if !pipe.can_decode() {
             return Err(js_err(
                 "the weight file holds no VQ-VAE decoder: images cannot be made",
