@@ -15,6 +15,7 @@ pub mod edit;
 pub mod error;
 pub mod fixtures;
 pub mod image;
+pub mod kernels;
 pub mod nn;
 pub mod pack;
 pub mod params;

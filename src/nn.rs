@@ -385,9 +385,7 @@ pub fn layer_norm_plain<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
 /// 1/(1 + e^(−2z))): the same function, and several times faster where `tanh` is not
 /// vectorised (burn's CPU backend).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const K: f64 = -2.0 * 0.797_884_560_802_865_4; // −2·√(2/π)
-    let z = (x.clone() + x.clone() * x.clone() * x.clone() * 0.044715) * K;
-    x / (z.exp() + 1.0)
+    crate::kernels::gelu_tanh(x)
 }
 
 /// `x / max(‖x‖₂, 1e-12)` over the last axis (PyTorch's `F.normalize`).

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use nextscale::rng::{CounterRng, fnv1a64, stream_id};
 use nextscale::sampler::{NoHooks, SampleOptions};
@@ -104,7 +103,7 @@ pub(crate) fn forward(
     let x = if dev == plain { x } else { x.autodiff() };
     let logits = var.forward_teacher_cond(cond, x, None); // [B, L, V]
     let gt = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, l]), dev);
-    let logp = log_softmax(logits.clone(), 2);
+    let logp = nextscale::kernels::log_softmax(logits.clone());
     let nll = logp.clone().gather(2, gt.unsqueeze_dim::<3>(2)).neg(); // [B, L, 1]
     let ce = if label_smooth > 0.0 {
         nll * (1.0 - label_smooth) + logp.mean_dim(2).neg() * label_smooth

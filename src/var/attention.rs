@@ -2,10 +2,10 @@
 //! a learned per-head scale `exp(min(scale_mul, ln 100))`, no `1/√d`, and a KV cache.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
+use crate::kernels::masked_softmax;
 use crate::nn::{Linear, l2_normalize, param};
 use crate::params::{Init, ParamSource};
 
@@ -112,11 +112,8 @@ impl SelfAttention {
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
-        let mut logits = q.matmul(k.swap_dims(2, 3)); // [B, H, Lq, Lk]
-        if let Some(bias) = bias {
-            logits = logits + bias;
-        }
-        let out = softmax(logits, 3).matmul(v); // [B, H, Lq, d]
+        let logits = q.matmul(k.swap_dims(2, 3)); // [B, H, Lq, Lk]
+        let out = masked_softmax(logits, bias).matmul(v); // [B, H, Lq, d]
         self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
     }
 }

@@ -1,0 +1,571 @@
+//! Fused CPU kernels for the hot paths that burn's CPU backend (flex) runs op by op.
+//!
+//! A training step of the VAR spends its time in three places: the matmuls (burn's `gemm`,
+//! already fast), the attention softmax over the `[B, H, L, L]` logits (the largest tensor of
+//! the step) and the MLP's GELU. Under autodiff burn has no softmax or tanh-GELU of its own: it
+//! records each as the ops it is made of (max, sub, exp, sum, div; mul, add, exp, div), every
+//! one a full pass over the tensor, `exp` and broadcast ops on one thread, and as many passes
+//! again backward. Here each is one op with its own backward: one pass forward and one
+//! backward, rows split over threads, `exp` vectorised.
+//!
+//! [`masked_softmax`] and [`gelu_tanh`] take burn's path on every other backend (GPU kernels
+//! are fused by burn there) and on wasm, so the model code calls them unconditionally. Tests
+//! (`tests/kernels.rs`) check values and gradients against the decomposed ops.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+
+/// `softmax(logits + bias)` over the last axis. `logits` `[B, H, Lq, Lk]`; `bias`, when given,
+/// `[1, 1, Lq, Lk]` (the block-causal mask, −∞ where a query may not look), not trained.
+pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::masked_softmax(&logits, bias.as_ref()) {
+        return out;
+    }
+    let logits = match bias {
+        Some(b) => logits + b,
+        None => logits,
+    };
+    softmax(logits, 3)
+}
+
+/// `log(softmax(x))` over the last axis (the training loss's log-probabilities).
+pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::log_softmax(&x) {
+        return out;
+    }
+    burn::tensor::activation::log_softmax(x, D - 1)
+}
+
+/// GELU with the tanh approximation (PyTorch's `approximate='tanh'`), written as
+/// `x · σ(2z)` with `z = √(2/π)(x + 0.044715 x³)`: the same function as `x/2 · (1 + tanh z)`.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::gelu_tanh(&x) {
+        return out;
+    }
+    const K: f64 = -2.0 * GELU_C as f64;
+    let z = (x.clone() + x.clone() * x.clone() * x.clone() * GELU_A as f64) * K;
+    x / (z.exp() + 1.0)
+}
+
+/// √(2/π) and the cubic coefficient of the tanh approximation.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_A: f32 = 0.044_715;
+
+/// The row kernels, on plain slices (also what the tests call).
+pub mod rows {
+    use super::{GELU_A, GELU_C};
+
+    /// `e^x` for f32, written so that the compiler vectorises loops over it (no libm call):
+    /// Cephes' `expf` (range reduction by ln 2 in two parts, a degree-6 polynomial, the power
+    /// of two built in the exponent bits); within a few ulp of `f32::exp` on [−87.3, 88], exactly
+    /// 0 below (so a −∞ mask gives 0) and +∞ above 88 (where `f32::exp` is still finite up to
+    /// 88.72: no caller here needs that range).
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        const LO: f32 = -87.336_55; // ln of the smallest normal f32
+        const HI: f32 = 88.0; // keeps n ≤ 127, a finite power of two
+        let xc = x.clamp(LO, HI);
+        // n = round(x / ln 2) by adding 1.5·2^23: the sum's low mantissa bits then hold n
+        // (this vectorises, unlike `round` or a float-to-int cast).
+        const SHIFTER: f32 = 12_582_912.0;
+        let t = xc * std::f32::consts::LOG2_E + SHIFTER;
+        let n = t - SHIFTER;
+        let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
+        let mut p = 1.987_569_1e-4f32;
+        p = p * r + 1.398_2e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 0.166_666_65;
+        p = p * r + 0.5;
+        let p = p * r * r + r + 1.0;
+        // 2^n: n + 127 in the exponent field (n is in [−126, 127] after the clamp).
+        let pow2 = f32::from_bits(
+            (t.to_bits()
+                .wrapping_sub(SHIFTER.to_bits())
+                .wrapping_add(127))
+                << 23,
+        );
+        let y = p * pow2;
+        if x < LO {
+            0.0
+        } else if x > HI {
+            f32::INFINITY
+        } else {
+            y
+        }
+    }
+
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn row_max(v: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = v.chunks_exact(LANES);
+        for c in &mut chunks {
+            for k in 0..LANES {
+                acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+            }
+        }
+        let mut m = chunks
+            .remainder()
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        for a in acc {
+            m = if a > m { a } else { m };
+        }
+        m
+    }
+
+    #[inline(always)]
+    fn exp_sub_sum(v: &mut [f32], max: f32) -> f32 {
+        for x in v.iter_mut() {
+            *x = exp(*x - max);
+        }
+        sum(v)
+    }
+
+    #[inline(always)]
+    fn sum(v: &[f32]) -> f32 {
+        let mut acc = [0f32; LANES];
+        let mut chunks = v.chunks_exact(LANES);
+        for c in &mut chunks {
+            for k in 0..LANES {
+                acc[k] += c[k];
+            }
+        }
+        chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()
+    }
+
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; LANES];
+        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..LANES {
+                acc[k] += x[k] * y[k];
+            }
+        }
+        let mut s = 0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            s += x * y;
+        }
+        s + acc.iter().sum::<f32>()
+    }
+
+    /// Softmax of each row of `x` (+ the matching row of `bias`, which repeats every
+    /// `bias.len() / row` rows of the whole tensor; `first_row` is `x`'s row number in it).
+    #[inline(always)]
+    fn softmax_fwd(x: &[f32], bias: Option<&[f32]>, first_row: usize, row: usize, out: &mut [f32]) {
+        for (i, (xr, o)) in x
+            .chunks_exact(row)
+            .zip(out.chunks_exact_mut(row))
+            .enumerate()
+        {
+            match bias {
+                Some(b) => {
+                    let rows_b = b.len() / row;
+                    let k = (first_row + i) % rows_b;
+                    let br = &b[k * row..(k + 1) * row];
+                    for ((o, &x), &b) in o.iter_mut().zip(xr).zip(br) {
+                        *o = x + b;
+                    }
+                }
+                None => o.copy_from_slice(xr),
+            }
+            let m = row_max(o);
+            let s = exp_sub_sum(o, m);
+            let inv = 1.0 / s;
+            for v in o.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+
+    /// `dx = p ⊙ (g − ⟨g, p⟩)` per row (the softmax's backward, from its output `p`).
+    #[inline(always)]
+    fn softmax_bwd(p: &[f32], g: &[f32], row: usize, dx: &mut [f32]) {
+        for ((pr, gr), d) in p
+            .chunks_exact(row)
+            .zip(g.chunks_exact(row))
+            .zip(dx.chunks_exact_mut(row))
+        {
+            let s = dot(pr, gr);
+            for ((d, &p), &g) in d.iter_mut().zip(pr).zip(gr) {
+                *d = p * (g - s);
+            }
+        }
+    }
+
+    /// `x − log Σ eˣ` per row.
+    #[inline(always)]
+    fn log_softmax_fwd(x: &[f32], row: usize, out: &mut [f32]) {
+        for (xr, o) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+            let m = row_max(xr);
+            o.copy_from_slice(xr);
+            let lse = m + exp_sub_sum(o, m).ln();
+            for (o, &x) in o.iter_mut().zip(xr) {
+                *o = x - lse;
+            }
+        }
+    }
+
+    /// `dx = g − softmax · Σ g` per row, from the output `y = log softmax`.
+    #[inline(always)]
+    fn log_softmax_bwd(y: &[f32], g: &[f32], row: usize, dx: &mut [f32]) {
+        for ((yr, gr), d) in y
+            .chunks_exact(row)
+            .zip(g.chunks_exact(row))
+            .zip(dx.chunks_exact_mut(row))
+        {
+            let s = sum(gr);
+            for ((d, &y), &g) in d.iter_mut().zip(yr).zip(gr) {
+                *d = g - exp(y) * s;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            let z = GELU_C * (x + GELU_A * x * x * x);
+            *y = x / (1.0 + exp(-2.0 * z));
+        }
+    }
+
+    /// d/dx [x σ(2z)] = σ + x σ (1 − σ) · 2 z′, with z′ = √(2/π)(1 + 3·0.044715 x²).
+    #[inline(always)]
+    fn gelu_bwd(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            let z = GELU_C * (x + GELU_A * x * x * x);
+            let s = 1.0 / (1.0 + exp(-2.0 * z));
+            let dz = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+            *d = g * (s + x * s * (1.0 - s) * 2.0 * dz);
+        }
+    }
+
+    // Each kernel is compiled twice: for the baseline CPU and, chosen at run time, with
+    // AVX2 + FMA (8-wide vectors), like burn's own CPU kernels.
+    macro_rules! dispatch {
+        ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+            pub fn $name($($a: $t),*) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn wide($($a: $t),*) {
+                        $body($($a),*)
+                    }
+                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                        // SAFETY: the CPU has the features `wide` was compiled for.
+                        return unsafe { wide($($a),*) };
+                    }
+                }
+                $body($($a),*)
+            }
+        };
+    }
+    dispatch!(softmax_forward, softmax_fwd, (x: &[f32], bias: Option<&[f32]>, first_row: usize, row: usize, out: &mut [f32]));
+    dispatch!(softmax_backward, softmax_bwd, (p: &[f32], g: &[f32], row: usize, dx: &mut [f32]));
+    dispatch!(log_softmax_forward, log_softmax_fwd, (x: &[f32], row: usize, out: &mut [f32]));
+    dispatch!(log_softmax_backward, log_softmax_bwd, (y: &[f32], g: &[f32], row: usize, dx: &mut [f32]));
+    dispatch!(gelu_forward, gelu_fwd, (x: &[f32], y: &mut [f32]));
+    dispatch!(gelu_backward, gelu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
+}
+
+/// The flex (and autodiff-over-flex) paths: unwrap burn's tensors to their CPU buffers, run the
+/// row kernels over threads, wrap the result back. `None` when the tensor is elsewhere.
+#[cfg(not(target_arch = "wasm32"))]
+mod flex {
+    use burn::backend::flex::{FlexTensor, Layout};
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Bytes, DType, Shape, Tensor};
+    use rayon::prelude::*;
+
+    use super::rows;
+
+    /// Elements per parallel task: big enough to amortise the task, small enough to balance.
+    const TASK: usize = 32 * 1024;
+
+    /// A contiguous f32 view of a flex tensor, with its shape.
+    fn f32_buffer(t: &FlexTensor) -> Option<FlexTensor> {
+        (t.dtype() == DType::F32).then(|| t.to_contiguous())
+    }
+
+    fn slice(t: &FlexTensor) -> &[f32] {
+        let all: &[f32] = t.storage();
+        match t.layout().contiguous_offsets() {
+            Some((a, b)) => &all[a..b],
+            None => unreachable!("made contiguous above"),
+        }
+    }
+
+    fn dims(t: &FlexTensor) -> Shape {
+        t.layout().shape().clone()
+    }
+
+    fn new_like(shape: Shape, data: Vec<f32>) -> FlexTensor {
+        FlexTensor::new(
+            Bytes::from_elems(data),
+            Layout::contiguous(shape),
+            DType::F32,
+        )
+    }
+
+    fn softmax_forward(x: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> {
+        let x = f32_buffer(x)?;
+        let shape = dims(&x);
+        let row = *shape.last()?;
+        let bias = match bias {
+            Some(b) => {
+                let bs = dims(b);
+                let (lq, lk) = (shape[shape.len() - 2], row);
+                if bs.num_dims() != 4 || bs[0] != 1 || bs[1] != 1 || bs[2] != lq || bs[3] != lk {
+                    return None;
+                }
+                Some(f32_buffer(b)?)
+            }
+            None => None,
+        };
+        if row == 0 {
+            return None;
+        }
+        let src = slice(&x);
+        let mut out = vec![0f32; src.len()];
+        let rows_per_task = (TASK / row).max(1);
+        let b = bias.as_ref().map(slice);
+        out.par_chunks_mut(rows_per_task * row)
+            .zip(src.par_chunks(rows_per_task * row))
+            .enumerate()
+            .for_each(|(t, (o, i))| rows::softmax_forward(i, b, t * rows_per_task, row, o));
+        Some(new_like(shape, out))
+    }
+
+    fn softmax_backward(p: &FlexTensor, g: FlexTensor) -> FlexTensor {
+        let g = g.to_contiguous();
+        let (ps, gs) = (slice(p), slice(&g));
+        let row = *dims(p).last().expect("softmax of rank ≥ 1");
+        let mut dx = vec![0f32; ps.len()];
+        let rows_per_task = (TASK / row).max(1);
+        dx.par_chunks_mut(rows_per_task * row)
+            .zip(ps.par_chunks(rows_per_task * row))
+            .zip(gs.par_chunks(rows_per_task * row))
+            .for_each(|((d, p), g)| rows::softmax_backward(p, g, row, d));
+        new_like(dims(p), dx)
+    }
+
+    fn log_softmax_forward(x: &FlexTensor) -> Option<FlexTensor> {
+        let x = f32_buffer(x)?;
+        let row = *dims(&x).last()?;
+        if row == 0 {
+            return None;
+        }
+        let src = slice(&x);
+        let mut out = vec![0f32; src.len()];
+        let rows_per_task = (TASK / row).max(1);
+        out.par_chunks_mut(rows_per_task * row)
+            .zip(src.par_chunks(rows_per_task * row))
+            .for_each(|(o, i)| rows::log_softmax_forward(i, row, o));
+        Some(new_like(dims(&x), out))
+    }
+
+    fn log_softmax_backward(y: &FlexTensor, g: FlexTensor) -> FlexTensor {
+        let g = g.to_contiguous();
+        let (ys, gs) = (slice(y), slice(&g));
+        let row = *dims(y).last().expect("log_softmax of rank ≥ 1");
+        let mut dx = vec![0f32; ys.len()];
+        let rows_per_task = (TASK / row).max(1);
+        dx.par_chunks_mut(rows_per_task * row)
+            .zip(ys.par_chunks(rows_per_task * row))
+            .zip(gs.par_chunks(rows_per_task * row))
+            .for_each(|((d, y), g)| rows::log_softmax_backward(y, g, row, d));
+        new_like(dims(y), dx)
+    }
+
+    fn gelu_forward(x: &FlexTensor) -> FlexTensor {
+        let src = slice(x);
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(TASK)
+            .zip(src.par_chunks(TASK))
+            .for_each(|(o, i)| rows::gelu_forward(i, o));
+        new_like(dims(x), out)
+    }
+
+    fn gelu_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+        let g = g.to_contiguous();
+        let (xs, gs) = (slice(x), slice(&g));
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(TASK)
+            .zip(xs.par_chunks(TASK))
+            .zip(gs.par_chunks(TASK))
+            .for_each(|((d, x), g)| rows::gelu_backward(x, g, d));
+        new_like(dims(x), dx)
+    }
+
+    pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
+        if let Ok(x) = logits.clone().try_into_primitive::<Flex>() {
+            let b = match bias {
+                Some(b) => Some(b.clone().try_into_primitive::<Flex>().ok()?),
+                None => None,
+            };
+            let out = softmax_forward(&x, b.as_ref())?;
+            return Some(Tensor::from_primitive::<Flex>(out));
+        }
+        autodiff::masked_softmax(logits, bias)
+    }
+
+    pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+        if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
+            return Some(Tensor::from_primitive::<Flex>(log_softmax_forward(&t)?));
+        }
+        autodiff::log_softmax(x)
+    }
+
+    pub fn gelu_tanh<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+        if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
+            let t = f32_buffer(&t)?;
+            return Some(Tensor::from_primitive::<Flex>(gelu_forward(&t)));
+        }
+        autodiff::gelu_tanh(x)
+    }
+
+    #[cfg(feature = "autodiff")]
+    mod autodiff {
+        use burn::backend::autodiff::checkpoint::base::Checkpointer;
+        use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+
+        use super::*;
+
+        /// Softmax with its output kept for the backward pass.
+        #[derive(Debug)]
+        struct MaskedSoftmax;
+
+        impl Backward<Flex, 1> for MaskedSoftmax {
+            type State = FlexTensor;
+
+            fn backward(
+                self,
+                ops: Ops<FlexTensor, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let p = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| softmax_backward(&p, g));
+            }
+        }
+
+        /// Log-softmax with its output kept for the backward pass.
+        #[derive(Debug)]
+        struct LogSoftmax;
+
+        impl Backward<Flex, 1> for LogSoftmax {
+            type State = FlexTensor;
+
+            fn backward(
+                self,
+                ops: Ops<FlexTensor, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+                    log_softmax_backward(&y, g)
+                });
+            }
+        }
+
+        /// GELU with its input kept for the backward pass.
+        #[derive(Debug)]
+        struct GeluTanh;
+
+        impl Backward<Flex, 1> for GeluTanh {
+            type State = FlexTensor;
+
+            fn backward(
+                self,
+                ops: Ops<FlexTensor, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let x = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| gelu_backward(&x, g));
+            }
+        }
+
+        pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
+            type Ad = Autodiff<Flex>;
+            let x = logits.clone().try_into_primitive::<Ad>().ok()?;
+            // A constant made on an autodiff device may still be a plain flex tensor.
+            let b = match bias {
+                Some(b) => Some(match b.clone().try_into_primitive::<Ad>() {
+                    Ok(b) if b.is_tracked() => return None, // a trained bias: burn's path
+                    Ok(b) => b.into_primitive(),
+                    Err(_) => b.clone().try_into_primitive::<Flex>().ok()?,
+                }),
+                None => None,
+            };
+            let out = softmax_forward(x.primitive(), b.as_ref())?;
+            let y = match MaskedSoftmax
+                .prepare::<NoCheckpointing>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
+        }
+
+        pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+            type Ad = Autodiff<Flex>;
+            let x = x.clone().try_into_primitive::<Ad>().ok()?;
+            let out = log_softmax_forward(x.primitive())?;
+            let y = match LogSoftmax
+                .prepare::<NoCheckpointing>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
+        }
+
+        pub fn gelu_tanh<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+            type Ad = Autodiff<Flex>;
+            let x = x.clone().try_into_primitive::<Ad>().ok()?;
+            let input = f32_buffer(x.primitive())?;
+            let out = gelu_forward(&input);
+            let y = match GeluTanh
+                .prepare::<NoCheckpointing>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(input, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
+        }
+    }
+
+    #[cfg(not(feature = "autodiff"))]
+    mod autodiff {
+        use burn::tensor::Tensor;
+
+        pub fn masked_softmax(_: &Tensor<4>, _: Option<&Tensor<4>>) -> Option<Tensor<4>> {
+            None
+        }
+
+        pub fn log_softmax<const D: usize>(_: &Tensor<D>) -> Option<Tensor<D>> {
+            None
+        }
+
+        pub fn gelu_tanh<const D: usize>(_: &Tensor<D>) -> Option<Tensor<D>> {
+            None
+        }
+    }
+}
