@@ -1,16 +1,16 @@
 //! Fused CPU kernels for the hot paths that burn's CPU backend (flex) runs op by op.
 //!
-//! A training step of the VAR spends its time in three places: the matmuls (burn's `gemm`,
-//! already fast), the attention softmax over the `[B, H, L, L]` logits (the largest tensor of
-//! the step) and the MLP's GELU. Under autodiff burn has no softmax or tanh-GELU of its own: it
-//! records each as the ops it is made of (max, sub, exp, sum, div; mul, add, exp, div), every
-//! one a full pass over the tensor, `exp` and broadcast ops on one thread, and as many passes
-//! again backward. Here each is one op with its own backward: one pass forward and one
-//! backward, rows split over threads, `exp` vectorised.
+//! A training step of the VAR spends its time in the matmuls (burn's `gemm`, already fast), the
+//! attention softmax over the `[B, H, L, L]` logits (the largest tensor of the step), the loss's
+//! log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions and SiLU. Under autodiff
+//! burn records each of these activations as the ops it is made of (max, sub, exp, sum, div;
+//! mul, add, exp, div), every one a full pass over the tensor, `exp` and broadcast ops on one
+//! thread, and as many passes again backward. Here each is one op with its own backward: one
+//! pass forward and one backward, rows split over threads, `exp` vectorised.
 //!
-//! [`masked_softmax`] and [`gelu_tanh`] take burn's path on every other backend (GPU kernels
-//! are fused by burn there) and on wasm, so the model code calls them unconditionally. Tests
-//! (`tests/kernels.rs`) check values and gradients against the decomposed ops.
+//! Every function takes burn's path on the other backends (burn fuses GPU kernels itself) and
+//! on wasm, so the model code calls them unconditionally. `tests/kernels.rs` checks values and
+//! gradients against burn's ops.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
@@ -42,12 +42,29 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// `x · σ(2z)` with `z = √(2/π)(x + 0.044715 x³)`: the same function as `x/2 · (1 + tanh z)`.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(not(target_arch = "wasm32"))]
-    if let Some(out) = flex::gelu_tanh(&x) {
+    if let Some(out) = flex::activation(&x, Act::GeluTanh) {
         return out;
     }
     const K: f64 = -2.0 * GELU_C as f64;
     let z = (x.clone() + x.clone() * x.clone() * x.clone() * GELU_A as f64) * K;
     x / (z.exp() + 1.0)
+}
+
+/// SiLU, `x · σ(x)` (the VQ-VAE's activation).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::activation(&x, Act::Silu) {
+        return out;
+    }
+    burn::tensor::activation::silu(x)
+}
+
+/// The elementwise activations with a fused kernel.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+enum Act {
+    GeluTanh,
+    Silu,
 }
 
 /// √(2/π) and the cubic coefficient of the tanh approximation.
@@ -56,7 +73,7 @@ const GELU_A: f32 = 0.044_715;
 
 /// The row kernels, on plain slices (also what the tests call).
 pub mod rows {
-    use super::{GELU_A, GELU_C};
+    use super::{Act, GELU_A, GELU_C};
 
     /// `e^x` for f32, written so that the compiler vectorises loops over it (no libm call):
     /// Cephes' `expf` (range reduction by ln 2 in two parts, a degree-6 polynomial, the power
@@ -247,6 +264,22 @@ pub mod rows {
         }
     }
 
+    #[inline(always)]
+    fn silu_fwd(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x / (1.0 + exp(-x));
+        }
+    }
+
+    /// d/dx [x σ(x)] = σ (1 + x (1 − σ)).
+    #[inline(always)]
+    fn silu_bwd(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            let s = 1.0 / (1.0 + exp(-x));
+            *d = g * s * (1.0 + x * (1.0 - s));
+        }
+    }
+
     // Each kernel is compiled twice: for the baseline CPU and, chosen at run time, with
     // AVX2 + FMA (8-wide vectors), like burn's own CPU kernels.
     macro_rules! dispatch {
@@ -273,6 +306,24 @@ pub mod rows {
     dispatch!(log_softmax_backward, log_softmax_bwd, (y: &[f32], g: &[f32], row: usize, dx: &mut [f32]));
     dispatch!(gelu_forward, gelu_fwd, (x: &[f32], y: &mut [f32]));
     dispatch!(gelu_backward, gelu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
+    dispatch!(silu_forward, silu_fwd, (x: &[f32], y: &mut [f32]));
+    dispatch!(silu_backward, silu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
+
+    /// `y = act(x)`.
+    pub(super) fn activation_forward(act: Act, x: &[f32], y: &mut [f32]) {
+        match act {
+            Act::GeluTanh => gelu_forward(x, y),
+            Act::Silu => silu_forward(x, y),
+        }
+    }
+
+    /// `dx = g · act′(x)`.
+    pub(super) fn activation_backward(act: Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
+        match act {
+            Act::GeluTanh => gelu_backward(x, g, dx),
+            Act::Silu => silu_backward(x, g, dx),
+        }
+    }
 }
 
 /// The flex (and autodiff-over-flex) paths: unwrap burn's tensors to their CPU buffers, run the
@@ -283,8 +334,9 @@ mod flex {
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Bytes, DType, Shape, Tensor};
     use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
-    use super::rows;
+    use super::{Act, rows};
 
     /// Elements per parallel task: big enough to amortise the task, small enough to balance.
     const TASK: usize = 32 * 1024;
@@ -304,6 +356,32 @@ mod flex {
 
     fn dims(t: &FlexTensor) -> Shape {
         t.layout().shape().clone()
+    }
+
+    /// A new buffer of `n` values filled in parallel: `fill(k, out)` writes part `k` (`chunk`
+    /// values; the last part may be shorter). Each task zeroes its own part first, so no
+    /// thread waits on one big memset and the part is in cache when it is filled.
+    fn par_fill(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let mut v = Vec::<f32>::with_capacity(n);
+        v.spare_capacity_mut()[..n]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(k, out)| {
+                for x in out.iter_mut() {
+                    x.write(0.0);
+                }
+                // SAFETY: every element of `out` was initialised just above.
+                let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                fill(k, out)
+            });
+        // SAFETY: the parts cover all `n` elements, each initialised by its task.
+        unsafe { v.set_len(n) };
+        v
+    }
+
+    /// Part `k` of `v` cut in `chunk`-sized parts (the last may be shorter).
+    fn part(v: &[f32], k: usize, chunk: usize) -> &[f32] {
+        &v[k * chunk..((k + 1) * chunk).min(v.len())]
     }
 
     fn new_like(shape: Shape, data: Vec<f32>) -> FlexTensor {
@@ -333,13 +411,12 @@ mod flex {
             return None;
         }
         let src = slice(&x);
-        let mut out = vec![0f32; src.len()];
         let rows_per_task = (TASK / row).max(1);
+        let chunk = rows_per_task * row;
         let b = bias.as_ref().map(slice);
-        out.par_chunks_mut(rows_per_task * row)
-            .zip(src.par_chunks(rows_per_task * row))
-            .enumerate()
-            .for_each(|(t, (o, i))| rows::softmax_forward(i, b, t * rows_per_task, row, o));
+        let out = par_fill(src.len(), chunk, |k, o| {
+            rows::softmax_forward(part(src, k, chunk), b, k * rows_per_task, row, o)
+        });
         Some(new_like(shape, out))
     }
 
@@ -347,12 +424,10 @@ mod flex {
         let g = g.to_contiguous();
         let (ps, gs) = (slice(p), slice(&g));
         let row = *dims(p).last().expect("softmax of rank ≥ 1");
-        let mut dx = vec![0f32; ps.len()];
-        let rows_per_task = (TASK / row).max(1);
-        dx.par_chunks_mut(rows_per_task * row)
-            .zip(ps.par_chunks(rows_per_task * row))
-            .zip(gs.par_chunks(rows_per_task * row))
-            .for_each(|((d, p), g)| rows::softmax_backward(p, g, row, d));
+        let chunk = (TASK / row).max(1) * row;
+        let dx = par_fill(ps.len(), chunk, |k, d| {
+            rows::softmax_backward(part(ps, k, chunk), part(gs, k, chunk), row, d)
+        });
         new_like(dims(p), dx)
     }
 
@@ -363,11 +438,10 @@ mod flex {
             return None;
         }
         let src = slice(&x);
-        let mut out = vec![0f32; src.len()];
-        let rows_per_task = (TASK / row).max(1);
-        out.par_chunks_mut(rows_per_task * row)
-            .zip(src.par_chunks(rows_per_task * row))
-            .for_each(|(o, i)| rows::log_softmax_forward(i, row, o));
+        let chunk = (TASK / row).max(1) * row;
+        let out = par_fill(src.len(), chunk, |k, o| {
+            rows::log_softmax_forward(part(src, k, chunk), row, o)
+        });
         Some(new_like(dims(&x), out))
     }
 
@@ -375,32 +449,27 @@ mod flex {
         let g = g.to_contiguous();
         let (ys, gs) = (slice(y), slice(&g));
         let row = *dims(y).last().expect("log_softmax of rank ≥ 1");
-        let mut dx = vec![0f32; ys.len()];
-        let rows_per_task = (TASK / row).max(1);
-        dx.par_chunks_mut(rows_per_task * row)
-            .zip(ys.par_chunks(rows_per_task * row))
-            .zip(gs.par_chunks(rows_per_task * row))
-            .for_each(|((d, y), g)| rows::log_softmax_backward(y, g, row, d));
+        let chunk = (TASK / row).max(1) * row;
+        let dx = par_fill(ys.len(), chunk, |k, d| {
+            rows::log_softmax_backward(part(ys, k, chunk), part(gs, k, chunk), row, d)
+        });
         new_like(dims(y), dx)
     }
 
-    fn gelu_forward(x: &FlexTensor) -> FlexTensor {
+    fn activation_forward(act: Act, x: &FlexTensor) -> FlexTensor {
         let src = slice(x);
-        let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(TASK)
-            .zip(src.par_chunks(TASK))
-            .for_each(|(o, i)| rows::gelu_forward(i, o));
+        let out = par_fill(src.len(), TASK, |k, o| {
+            rows::activation_forward(act, part(src, k, TASK), o)
+        });
         new_like(dims(x), out)
     }
 
-    fn gelu_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    fn activation_backward(act: Act, x: &FlexTensor, g: FlexTensor) -> FlexTensor {
         let g = g.to_contiguous();
         let (xs, gs) = (slice(x), slice(&g));
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(TASK)
-            .zip(xs.par_chunks(TASK))
-            .zip(gs.par_chunks(TASK))
-            .for_each(|((d, x), g)| rows::gelu_backward(x, g, d));
+        let dx = par_fill(xs.len(), TASK, |k, d| {
+            rows::activation_backward(act, part(xs, k, TASK), part(gs, k, TASK), d)
+        });
         new_like(dims(x), dx)
     }
 
@@ -423,12 +492,12 @@ mod flex {
         autodiff::log_softmax(x)
     }
 
-    pub fn gelu_tanh<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             let t = f32_buffer(&t)?;
-            return Some(Tensor::from_primitive::<Flex>(gelu_forward(&t)));
+            return Some(Tensor::from_primitive::<Flex>(activation_forward(act, &t)));
         }
-        autodiff::gelu_tanh(x)
+        autodiff::activation(x, act)
     }
 
     #[cfg(feature = "autodiff")]
@@ -478,11 +547,11 @@ mod flex {
             }
         }
 
-        /// GELU with its input kept for the backward pass.
+        /// An activation with its input kept for the backward pass.
         #[derive(Debug)]
-        struct GeluTanh;
+        struct Elementwise(Act);
 
-        impl Backward<Flex, 1> for GeluTanh {
+        impl Backward<Flex, 1> for Elementwise {
             type State = FlexTensor;
 
             fn backward(
@@ -492,7 +561,9 @@ mod flex {
                 _: &mut Checkpointer,
             ) {
                 let x = ops.state;
-                unary::<Flex, _>(ops.parents, ops.node, grads, |g| gelu_backward(&x, g));
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+                    activation_backward(self.0, &x, g)
+                });
             }
         }
 
@@ -535,12 +606,12 @@ mod flex {
             Some(Tensor::from_primitive::<Ad>(y))
         }
 
-        pub fn gelu_tanh<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+        pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
             type Ad = Autodiff<Flex>;
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let input = f32_buffer(x.primitive())?;
-            let out = gelu_forward(&input);
-            let y = match GeluTanh
+            let out = activation_forward(act, &input);
+            let y = match Elementwise(act)
                 .prepare::<NoCheckpointing>([x.node()])
                 .compute_bound()
                 .stateful()
@@ -564,7 +635,7 @@ mod flex {
             None
         }
 
-        pub fn gelu_tanh<const D: usize>(_: &Tensor<D>) -> Option<Tensor<D>> {
+        pub fn activation<const D: usize>(_: &Tensor<D>, _: super::Act) -> Option<Tensor<D>> {
             None
         }
     }

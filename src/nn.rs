@@ -401,7 +401,7 @@ pub fn l2_normalize<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `x * sigmoid(x)`.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    burn::tensor::activation::silu(x)
+    crate::kernels::silu(x)
 }
 
 /// LayerNorm over the last axis with affine `weight`/`bias` (PyTorch `nn.LayerNorm`).

@@ -72,14 +72,16 @@ fn masked_softmax_matches_burn() {
 }
 
 #[test]
-fn log_softmax_and_gelu_match_burn() {
+fn log_softmax_gelu_and_silu_match_burn() {
     let dev = Device::flex();
     let x = Tensor::<3>::random([3, 5, 515], Distribution::Normal(0.0, 4.0), &dev);
     let d = max_abs_diff(kernels::log_softmax(x.clone()), log_softmax(x, 2));
     assert!(d < 2e-5, "log_softmax {d}");
     let x = Tensor::<2>::random([7, 333], Distribution::Normal(0.0, 3.0), &dev);
-    let d = max_abs_diff(kernels::gelu_tanh(x.clone()), gelu_reference(x));
+    let d = max_abs_diff(kernels::gelu_tanh(x.clone()), gelu_reference(x.clone()));
     assert!(d < 2e-6, "gelu {d}");
+    let d = max_abs_diff(kernels::silu(x.clone()), burn::tensor::activation::silu(x));
+    assert!(d < 2e-6, "silu {d}");
 }
 
 /// PyTorch's `gelu(approximate='tanh')` as written in its documentation.
@@ -140,12 +142,16 @@ mod gradients {
     }
 
     #[test]
-    fn gelu_gradient_matches_burn() {
+    fn gelu_and_silu_gradients_match_burn() {
         let dev = Device::flex().autodiff();
         let x = Tensor::<2>::random([7, 333], Distribution::Normal(0.0, 3.0), &dev);
-        let (g1, g2, dy) = grads(x, kernels::gelu_tanh, gelu_reference);
+        let (g1, g2, dy) = grads(x.clone(), kernels::gelu_tanh, gelu_reference);
         assert!(dy < 2e-6, "values {dy}");
         let d = max_abs_diff(g1, g2);
         assert!(d < 1e-5, "gradient {d}");
+        let (g1, g2, dy) = grads(x, kernels::silu, burn::tensor::activation::silu);
+        assert!(dy < 2e-6, "silu values {dy}");
+        let d = max_abs_diff(g1, g2);
+        assert!(d < 1e-5, "silu gradient {d}");
     }
 }
