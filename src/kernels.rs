@@ -59,6 +59,17 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)
 }
 
+/// VAR's adaptive layer norm: `LN(x) · (1 + scale) + shift`, the norm without affine
+/// parameters over the last axis. `x` `[B, L, C]`; `scale`, `shift` `[B, 1, C]`.
+pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64) -> Tensor<3> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::ada_layer_norm(&x, &scale, &shift, eps as f32) {
+        return out;
+    }
+    let (var, mean) = x.clone().var_mean_bias(2);
+    (x - mean) / (var + eps).sqrt() * (scale + 1.0) + shift
+}
+
 /// The elementwise activations with a fused kernel.
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -280,13 +291,92 @@ pub mod rows {
         }
     }
 
+    /// One batch element of the adaptive layer norm: rows of `c` values of `x`, the element's
+    /// `scale` and `shift` (`c` each). Writes `y`, the normalised rows `xhat` and each row's
+    /// `1/σ` (kept for the backward pass).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn ada_ln_fwd(
+        x: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+        c: usize,
+        eps: f32,
+        y: &mut [f32],
+        xhat: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        let inv_c = 1.0 / c as f32;
+        for (((xr, yr), hr), r) in x
+            .chunks_exact(c)
+            .zip(y.chunks_exact_mut(c))
+            .zip(xhat.chunks_exact_mut(c))
+            .zip(rstd.iter_mut())
+        {
+            let mean = sum(xr) * inv_c;
+            for (h, &x) in hr.iter_mut().zip(xr) {
+                *h = x - mean;
+            }
+            let var = dot(hr, hr) * inv_c;
+            *r = 1.0 / (var + eps).sqrt();
+            let rs = *r;
+            for (((y, h), &s), &t) in yr.iter_mut().zip(hr.iter_mut()).zip(scale).zip(shift) {
+                *h *= rs;
+                *y = *h * (1.0 + s) + t;
+            }
+        }
+    }
+
+    /// Its backward for one batch element: `dx` per row, and this element's `dscale`, `dshift`
+    /// (sums over its rows).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn ada_ln_bwd(
+        xhat: &[f32],
+        rstd: &[f32],
+        scale: &[f32],
+        g: &[f32],
+        c: usize,
+        dx: &mut [f32],
+        dscale: &mut [f32],
+        dshift: &mut [f32],
+    ) {
+        let inv_c = 1.0 / c as f32;
+        let mut gs = vec![0f32; c];
+        for (((hr, &r), gr), dr) in xhat
+            .chunks_exact(c)
+            .zip(rstd)
+            .zip(g.chunks_exact(c))
+            .zip(dx.chunks_exact_mut(c))
+        {
+            for ((((gs, &g), &s), &h), (ds, dt)) in gs
+                .iter_mut()
+                .zip(gr)
+                .zip(scale)
+                .zip(hr)
+                .zip(dscale.iter_mut().zip(dshift.iter_mut()))
+            {
+                *gs = g * (1.0 + s);
+                *ds += g * h;
+                *dt += g;
+            }
+            let m1 = sum(&gs) * inv_c;
+            let m2 = dot(&gs, hr) * inv_c;
+            for ((d, &gs), &h) in dr.iter_mut().zip(&gs).zip(hr) {
+                *d = r * (gs - m1 - h * m2);
+            }
+        }
+    }
+
     // Each kernel is compiled twice: for the baseline CPU and, chosen at run time, with
     // AVX2 + FMA (8-wide vectors), like burn's own CPU kernels.
     macro_rules! dispatch {
         ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+            #[allow(clippy::too_many_arguments)]
             pub fn $name($($a: $t),*) {
                 #[cfg(target_arch = "x86_64")]
                 {
+                    #[allow(clippy::too_many_arguments)]
                     #[target_feature(enable = "avx2,fma")]
                     unsafe fn wide($($a: $t),*) {
                         $body($($a),*)
@@ -308,6 +398,8 @@ pub mod rows {
     dispatch!(gelu_backward, gelu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
     dispatch!(silu_forward, silu_fwd, (x: &[f32], y: &mut [f32]));
     dispatch!(silu_backward, silu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
+    dispatch!(ada_layer_norm_forward, ada_ln_fwd, (x: &[f32], scale: &[f32], shift: &[f32], c: usize, eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]));
+    dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
     /// `y = act(x)`.
     pub(super) fn activation_forward(act: Act, x: &[f32], y: &mut [f32]) {
@@ -492,6 +584,97 @@ mod flex {
         autodiff::log_softmax(x)
     }
 
+    /// What the adaptive layer norm keeps for its backward pass.
+    #[derive(Clone, Debug)]
+    pub(super) struct AdaLnSaved {
+        xhat: FlexTensor,
+        rstd: Vec<f32>,
+        scale: FlexTensor,
+    }
+
+    /// `x` `[B, L, C]`, `scale`/`shift` `[B, 1, C]` → `y` and what the backward needs.
+    fn ada_ln_forward(
+        x: &FlexTensor,
+        scale: &FlexTensor,
+        shift: &FlexTensor,
+        eps: f32,
+    ) -> Option<(FlexTensor, AdaLnSaved)> {
+        let (x, scale, shift) = (f32_buffer(x)?, f32_buffer(scale)?, f32_buffer(shift)?);
+        let shape = dims(&x);
+        let (b, l, c) = (shape[0], shape[1], shape[2]);
+        let ss = dims(&scale);
+        if ss.dims::<3>() != [b, 1, c] || dims(&shift).dims::<3>() != [b, 1, c] || c == 0 || l == 0
+        {
+            return None;
+        }
+        let (xs, sc, sh) = (slice(&x), slice(&scale), slice(&shift));
+        let mut y = vec![0f32; xs.len()];
+        let mut xhat = vec![0f32; xs.len()];
+        let mut rstd = vec![0f32; b * l];
+        y.par_chunks_mut(l * c)
+            .zip(xhat.par_chunks_mut(l * c))
+            .zip(rstd.par_chunks_mut(l))
+            .enumerate()
+            .for_each(|(k, ((y, h), r))| {
+                let (s, t) = (&sc[k * c..(k + 1) * c], &sh[k * c..(k + 1) * c]);
+                rows::ada_layer_norm_forward(part(xs, k, l * c), s, t, c, eps, y, h, r)
+            });
+        let saved = AdaLnSaved {
+            xhat: new_like(shape.clone(), xhat),
+            rstd,
+            scale,
+        };
+        Some((new_like(shape, y), saved))
+    }
+
+    /// `(dx, dscale, dshift)` from the output gradient.
+    fn ada_ln_backward(saved: &AdaLnSaved, g: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let g = g.to_contiguous();
+        let shape = dims(&saved.xhat);
+        let (b, l, c) = (shape[0], shape[1], shape[2]);
+        let (hs, gs, sc) = (slice(&saved.xhat), slice(&g), slice(&saved.scale));
+        let mut dx = vec![0f32; hs.len()];
+        let mut ds = vec![0f32; b * c];
+        let mut dt = vec![0f32; b * c];
+        dx.par_chunks_mut(l * c)
+            .zip(ds.par_chunks_mut(c))
+            .zip(dt.par_chunks_mut(c))
+            .enumerate()
+            .for_each(|(k, ((dx, ds), dt))| {
+                rows::ada_layer_norm_backward(
+                    part(hs, k, l * c),
+                    &saved.rstd[k * l..(k + 1) * l],
+                    &sc[k * c..(k + 1) * c],
+                    part(gs, k, l * c),
+                    c,
+                    dx,
+                    ds,
+                    dt,
+                )
+            });
+        let small = Shape::new([b, 1, c]);
+        (
+            new_like(shape, dx),
+            new_like(small.clone(), ds),
+            new_like(small, dt),
+        )
+    }
+
+    pub fn ada_layer_norm(
+        x: &Tensor<3>,
+        scale: &Tensor<3>,
+        shift: &Tensor<3>,
+        eps: f32,
+    ) -> Option<Tensor<3>> {
+        if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
+            let s = scale.clone().try_into_primitive::<Flex>().ok()?;
+            let t = shift.clone().try_into_primitive::<Flex>().ok()?;
+            let (y, _) = ada_ln_forward(&xp, &s, &t, eps)?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        autodiff::ada_layer_norm(x, scale, shift, eps)
+    }
+
     pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             let t = f32_buffer(&t)?;
@@ -502,10 +685,12 @@ mod flex {
 
     #[cfg(feature = "autodiff")]
     mod autodiff {
+        use burn::backend::AutodiffBackend;
         use burn::backend::autodiff::checkpoint::base::Checkpointer;
         use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
         use burn::backend::autodiff::grads::Gradients;
         use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+        use burn::backend::tensor::FloatTensor;
 
         use super::*;
 
@@ -545,6 +730,61 @@ mod flex {
                     log_softmax_backward(&y, g)
                 });
             }
+        }
+
+        /// The adaptive layer norm; three parents (x, scale, shift).
+        #[derive(Debug)]
+        struct AdaLayerNorm;
+
+        impl Backward<Flex, 3> for AdaLayerNorm {
+            type State = AdaLnSaved;
+
+            fn backward(
+                self,
+                ops: Ops<AdaLnSaved, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let g = grads.consume::<Flex>(&ops.node);
+                let (dx, ds, dt) = ada_ln_backward(&ops.state, g);
+                let [px, ps, pt] = ops.parents;
+                for (parent, grad) in [(px, dx), (ps, ds), (pt, dt)] {
+                    if let Some(node) = parent {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        /// A tensor under autodiff, or a constant that may still be a plain flex tensor.
+        fn ad_or_const<const D: usize>(t: &Tensor<D>) -> Option<FloatTensor<Autodiff<Flex>>> {
+            match t.clone().try_into_primitive::<Autodiff<Flex>>() {
+                Ok(t) => Some(t),
+                Err(_) => Some(<Autodiff<Flex> as AutodiffBackend>::from_inner(
+                    t.clone().try_into_primitive::<Flex>().ok()?,
+                )),
+            }
+        }
+
+        pub fn ada_layer_norm(
+            x: &Tensor<3>,
+            scale: &Tensor<3>,
+            shift: &Tensor<3>,
+            eps: f32,
+        ) -> Option<Tensor<3>> {
+            type Ad = Autodiff<Flex>;
+            let x = x.clone().try_into_primitive::<Ad>().ok()?;
+            let (s, t) = (ad_or_const(scale)?, ad_or_const(shift)?);
+            let (y, saved) = ada_ln_forward(x.primitive(), s.primitive(), t.primitive(), eps)?;
+            let y = match AdaLayerNorm
+                .prepare::<NoCheckpointing>([x.node(), s.node(), t.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
         }
 
         /// An activation with its input kept for the backward pass.
@@ -632,6 +872,15 @@ mod flex {
         }
 
         pub fn log_softmax<const D: usize>(_: &Tensor<D>) -> Option<Tensor<D>> {
+            None
+        }
+
+        pub fn ada_layer_norm(
+            _: &Tensor<3>,
+            _: &Tensor<3>,
+            _: &Tensor<3>,
+            _: f32,
+        ) -> Option<Tensor<3>> {
             None
         }
 

@@ -84,6 +84,25 @@ fn log_softmax_gelu_and_silu_match_burn() {
     assert!(d < 2e-6, "silu {d}");
 }
 
+/// VAR's `ln_wo_grad(x) · (1 + scale) + shift`, written out.
+fn ada_ln_reference(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>) -> Tensor<3> {
+    let (var, mean) = x.clone().var_mean_bias(2);
+    (x - mean) / (var + 1e-6).sqrt() * (scale + 1.0) + shift
+}
+
+#[test]
+fn ada_layer_norm_matches_burn() {
+    let dev = Device::flex();
+    let x = Tensor::<3>::random([3, 29, 35], Distribution::Normal(0.5, 2.0), &dev);
+    // Modulations as the model makes them: slices of one `[B, 6, C]` tensor (not contiguous).
+    let ada = Tensor::<3>::random([3, 6, 35], Distribution::Normal(0.0, 0.5), &dev);
+    let s = ada.clone().slice([0..3, 1..2, 0..35]);
+    let t = ada.slice([0..3, 4..5, 0..35]);
+    let got = kernels::ada_layer_norm(x.clone(), s.clone(), t.clone(), 1e-6);
+    let d = max_abs_diff(got, ada_ln_reference(x, s, t));
+    assert!(d < 1e-5, "ada_layer_norm {d}");
+}
+
 /// PyTorch's `gelu(approximate='tanh')` as written in its documentation.
 fn gelu_reference<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let c = (2.0 / std::f64::consts::PI).sqrt();
@@ -128,6 +147,31 @@ mod gradients {
         assert!(dy < 1e-6, "values {dy}");
         let d = max_abs_diff(g1, g2);
         assert!(d < 1e-5, "gradient {d}");
+    }
+
+    #[test]
+    fn ada_layer_norm_gradients_match_burn() {
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<3>::random([3, 29, 35], Distribution::Normal(0.5, 2.0), &dev);
+        let ada = Tensor::<3>::random([3, 6, 35], Distribution::Normal(0.0, 0.5), &dev);
+        let w = Tensor::<3>::random([3, 29, 35], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |f: &dyn Fn(Tensor<3>, Tensor<3>, Tensor<3>) -> Tensor<3>| {
+            let (xa, aa) = (x.clone().require_grad(), ada.clone().require_grad());
+            let s = aa.clone().slice([0..3, 1..2, 0..35]);
+            let t = aa.clone().slice([0..3, 4..5, 0..35]);
+            let y = f(xa.clone(), s, t);
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (
+                y.inner(),
+                xa.grad(&grads).unwrap(),
+                aa.grad(&grads).unwrap(),
+            )
+        };
+        let (y1, gx1, ga1) = run(&|x, s, t| kernels::ada_layer_norm(x, s, t, 1e-6));
+        let (y2, gx2, ga2) = run(&ada_ln_reference);
+        assert!(max_abs_diff(y1, y2) < 1e-5);
+        let (dx, da) = (max_abs_diff(gx1, gx2), max_abs_diff(ga1, ga2));
+        assert!(dx < 1e-4 && da < 1e-4, "gradients: x {dx}, modulation {da}");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention::{KvCache, SelfAttention};
 use crate::error::Result;
-use crate::nn::{Linear, gelu_tanh, layer_norm_plain, silu};
+use crate::kernels::ada_layer_norm;
+use crate::nn::{Linear, gelu_tanh, silu};
 use crate::params::{Init, ParamSource};
 
 /// `fc2(GELU_tanh(fc1(x)))`.
@@ -87,11 +88,9 @@ impl AdaLnSelfAttn {
         attn_bias: Option<Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let h = layer_norm_plain(x.clone(), self.norm_eps) * (m.scale1.clone() + 1.0)
-            + m.shift1.clone();
+        let h = ada_layer_norm(x.clone(), m.scale1.clone(), m.shift1.clone(), self.norm_eps);
         let x = x + self.attn.forward(h, attn_bias, cache) * m.gamma1.clone();
-        let h = layer_norm_plain(x.clone(), self.norm_eps) * (m.scale2.clone() + 1.0)
-            + m.shift2.clone();
+        let h = ada_layer_norm(x.clone(), m.scale2.clone(), m.shift2.clone(), self.norm_eps);
         x.clone() + self.ffn.forward(h) * m.gamma2.clone()
     }
 }

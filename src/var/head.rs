@@ -4,7 +4,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
-use crate::nn::{Linear, layer_norm_plain, silu};
+use crate::kernels::ada_layer_norm;
+use crate::nn::{Linear, silu};
 use crate::params::{Init, ParamSource};
 
 /// `LN(x)·(1 + scale) + shift` with `(scale, shift) = ada_lin(SiLU(cond))`.
@@ -48,6 +49,6 @@ impl AdaLnBeforeHead {
     }
 
     pub fn forward(&self, x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>) -> Tensor<3> {
-        layer_norm_plain(x, self.norm_eps) * (scale + 1.0) + shift
+        ada_layer_norm(x, scale, shift, self.norm_eps)
     }
 }

@@ -17,7 +17,8 @@ pub struct FixtureArgs {
     /// official-size pack: random `--depth` VAR + procedural VQ-VAE, `--quant`), or `shapes`
     /// (a generated image data set with 4 classes, written under `--out`).
     what: String,
-    /// `official`: the VAR depth (16, 20, 24 or 30: the official `var_d*` shapes).
+    /// `official`: the VAR depth (16, 20, 24 or 30: the released `var_d*` shapes; any of 1–40
+    /// follows their rule).
     #[arg(long, default_value_t = 16)]
     depth: usize,
     /// `official`: how matrices are stored (q4, q8, f16, f32).
@@ -65,12 +66,13 @@ pub fn run(a: FixtureArgs) -> Result<()> {
             return Ok(());
         }
         "official" => {
+            // The official family's rule (width 64·depth, depth heads); 16, 20, 24 and 30 are
+            // the released models, small depths make quick dry runs.
             let cfg = match a.depth {
-                16 => nextscale::VarConfig::d16(),
-                20 => nextscale::VarConfig::d20(),
-                24 => nextscale::VarConfig::d24(),
-                30 => nextscale::VarConfig::d30(),
-                d => bail!("no official VAR of depth {d} (16, 20, 24 or 30)"),
+                d @ 1..=40 => nextscale::VarConfig::for_depth(d),
+                d => bail!(
+                    "no VAR of depth {d} in the official family (1 to 40; released: 16, 20, 24, 30)"
+                ),
             };
             let storage = nextscale::pack::Storage::parse(&a.quant)?;
             let bytes = nextscale::fixtures::official_size_pack(&cfg, storage, a.seed)?;
