@@ -127,7 +127,7 @@ def f(x):
 rep = {
     "machine": open("$LOG").readline().strip(),
     "device": "$DEV", "torch": "$TORCH", "steps": $STEPS, "depth": $DEPTH,
-    "ratio_means": "nextscale / PyTorch: above 1, nextscale is faster",
+    "ratio_means": "above 1: nextscale is faster (throughputs: nextscale / PyTorch; times: PyTorch / nextscale)",
     "train": {
         "emoji_vqvae_images_per_s": {"nextscale": f("$NS_VQ"), "pytorch": f("$PT_VQ"), "ratio": r("$NS_VQ", "$PT_VQ")},
         "emoji_var_tokens_per_s": {"nextscale": f("$NS_VAR"), "pytorch": f("$PT_VAR"), "ratio": r("$NS_VAR", "$PT_VAR")},

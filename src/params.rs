@@ -37,13 +37,15 @@ pub trait ParamSource {
 }
 
 /// Writes a model's tensors straight into a pack's stored form as the model asks for them:
-/// each value comes from `inner`, matrices are encoded in `storage` and handed back packed
-/// (so the model is built without an f32 copy of them), other tensors are kept f32. For
-/// official-size test packs (`native-trainer fixture official`).
+/// each value comes from `inner`, matrices are encoded in `storage` (q8/q4: and handed back
+/// packed, so the model is built without an f32 copy of them; f16/f32: handed back dense),
+/// other tensors are kept f32. For official-size test packs (`native-trainer fixture official`).
 pub struct PackingSink<'a> {
     inner: &'a mut dyn ParamSource,
     prefix: String,
     storage: crate::pack::Storage,
+    /// A matrix the loader will now ask for densely (`storage` does not stay packed).
+    dense_matrix: Option<String>,
     pub tensors: Vec<crate::pack::EncodedTensor>,
 }
 
@@ -57,6 +59,7 @@ impl<'a> PackingSink<'a> {
             inner,
             prefix: prefix.to_string(),
             storage,
+            dense_matrix: None,
             tensors: Vec::new(),
         }
     }
@@ -65,7 +68,10 @@ impl<'a> PackingSink<'a> {
 impl ParamSource for PackingSink<'_> {
     fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
         let v = self.inner.get(key, shape, init)?;
-        let storage = crate::pack::Storage::F32;
+        let storage = match self.dense_matrix.take() {
+            Some(k) if k == key => self.storage,
+            _ => crate::pack::Storage::F32,
+        };
         self.tensors.push(crate::pack::EncodedTensor {
             name: format!("{}{key}", self.prefix),
             shape: shape.to_vec(),
@@ -86,6 +92,13 @@ impl ParamSource for PackingSink<'_> {
         let rows = shape.first().copied().unwrap_or(0);
         let cols = shape.iter().skip(1).product::<usize>();
         if !cols.is_multiple_of(crate::pack::BLOCK) {
+            return Ok(None);
+        }
+        if !matches!(
+            self.storage,
+            crate::pack::Storage::Q8 | crate::pack::Storage::Q4
+        ) {
+            self.dense_matrix = Some(key.to_string()); // `get` stores it in `storage`
             return Ok(None);
         }
         let v = self.inner.get(key, shape, init)?;
