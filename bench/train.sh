@@ -59,7 +59,7 @@ for p in ${PRESETS//,/ }; do
       out=$("${PYTHON:-python3}" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "$p" --threads "$t" 2>/dev/null)
       pvq=$(echo "$out" | awk '/VQ-VAE/ {print $(NF-3)}')
       pvar=$(echo "$out" | awk '/official VAR/ {print $(NF-3)}')
-      echo "$p, $t threads: PyTorch    VQ-VAE $pvq images/s, VAR $pvar tokens/s ($(echo "$out" | head -1))"
+      echo "$p, $t threads: PyTorch    VQ-VAE $pvq images/s, VAR $pvar tokens/s ($(echo "$out" | grep -m1 "^torch"))"
       awk -v p="$p" -v t="$t" -v a="$VQ" -v b="$pvq" -v c="$VAR" -v d="$pvar" \
         'BEGIN { printf "%s, %s threads: ratio nextscale/PyTorch: VQ-VAE %.2f, VAR %.2f\n", p, t, a/b, c/d }'
     fi
