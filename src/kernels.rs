@@ -84,7 +84,7 @@ const GELU_A: f32 = 0.044_715;
 
 /// The row kernels, on plain slices (also what the tests call).
 pub mod rows {
-    use super::{Act, GELU_A, GELU_C};
+    use super::{GELU_A, GELU_C};
 
     /// `e^x` for f32, written so that the compiler vectorises loops over it (no libm call):
     /// Cephes' `expf` (range reduction by ln 2 in two parts, a degree-6 polynomial, the power
@@ -402,18 +402,20 @@ pub mod rows {
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
     /// `y = act(x)`.
-    pub(super) fn activation_forward(act: Act, x: &[f32], y: &mut [f32]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn activation_forward(act: super::Act, x: &[f32], y: &mut [f32]) {
         match act {
-            Act::GeluTanh => gelu_forward(x, y),
-            Act::Silu => silu_forward(x, y),
+            super::Act::GeluTanh => gelu_forward(x, y),
+            super::Act::Silu => silu_forward(x, y),
         }
     }
 
     /// `dx = g · act′(x)`.
-    pub(super) fn activation_backward(act: Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn activation_backward(act: super::Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
         match act {
-            Act::GeluTanh => gelu_backward(x, g, dx),
-            Act::Silu => silu_backward(x, g, dx),
+            super::Act::GeluTanh => gelu_backward(x, g, dx),
+            super::Act::Silu => silu_backward(x, g, dx),
         }
     }
 }
