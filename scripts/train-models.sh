@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -124,4 +124,23 @@ if [ "$what" = emoji-more ]; then
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var2" --preset emoji \
     --init "$R/var/var.safetensors" --text-encoder "$MINILM" --steps 2000 \
     --set train.lr=0.001 --set train.warmup_steps=50 --device "$DEVICE"
+fi
+
+if [ "$what" = emoji-wide ]; then
+  # An experiment, not shipped (docs/MODELS.md): a wider VAR (depth 4, width 128, 1.4 M
+  # parameters) from scratch on the same tokens, 2,000 steps, then judged like the shipped pack.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var-d4w128" --preset emoji \
+    --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 2000 \
+    --text-encoder "$MINILM" --device "$DEVICE"
+  "$B" export --var "$R/var-d4w128/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
+    --quant q8 --text-quant q4 "${SAMPLING[@]}" --default-prompt "grinning face" --out "$R/emoji-d4w128.nsp"
+  for seed in 0 1 2; do
+    "$B" evaluate --pack "$R/emoji-d4w128.nsp" --classifier "$R/classifier.safetensors" --real "$E/test" \
+      --reference "$E/train" "${SAMPLING[@]}" --rank --seed "$seed"
+    "$B" evaluate --pack "$R/emoji-d4w128.nsp" --classifier "$R/classifier.safetensors" --real "$E/train" \
+      --limit 300 "${SAMPLING[@]}" --rank --seed "$seed"
+  done
 fi
