@@ -696,11 +696,18 @@ mod flex {
 
         use super::*;
 
-        /// Softmax with its output kept for the backward pass.
-        #[derive(Debug)]
-        struct MaskedSoftmax;
+        /// The one-input fused ops; what each keeps for its backward pass.
+        #[derive(Clone, Copy, Debug)]
+        enum Unary {
+            /// Keeps its output (the probabilities).
+            Softmax,
+            /// Keeps its output (the log-probabilities).
+            LogSoftmax,
+            /// Keeps its input.
+            Activation(Act),
+        }
 
-        impl Backward<Flex, 1> for MaskedSoftmax {
+        impl Backward<Flex, 1> for Unary {
             type State = FlexTensor;
 
             fn backward(
@@ -709,29 +716,31 @@ mod flex {
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let p = ops.state;
-                unary::<Flex, _>(ops.parents, ops.node, grads, |g| softmax_backward(&p, g));
+                let kept = ops.state;
+                unary::<Flex, _>(ops.parents, ops.node, grads, |g| match self {
+                    Unary::Softmax => softmax_backward(&kept, g),
+                    Unary::LogSoftmax => log_softmax_backward(&kept, g),
+                    Unary::Activation(act) => activation_backward(act, &kept, g),
+                });
             }
         }
 
-        /// Log-softmax with its output kept for the backward pass.
-        #[derive(Debug)]
-        struct LogSoftmax;
-
-        impl Backward<Flex, 1> for LogSoftmax {
-            type State = FlexTensor;
-
-            fn backward(
-                self,
-                ops: Ops<FlexTensor, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let y = ops.state;
-                unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
-                    log_softmax_backward(&y, g)
-                });
-            }
+        /// Records `out = op(x)` in the graph (keeping `kept` when `x` is tracked).
+        fn record<const D: usize>(
+            op: Unary,
+            x: &FloatTensor<Autodiff<Flex>>,
+            out: FlexTensor,
+            kept: FlexTensor,
+        ) -> Tensor<D> {
+            let y = match op
+                .prepare::<NoCheckpointing>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(kept, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
         /// The adaptive layer norm; three parents (x, scale, shift).
@@ -789,26 +798,6 @@ mod flex {
             Some(Tensor::from_primitive::<Ad>(y))
         }
 
-        /// An activation with its input kept for the backward pass.
-        #[derive(Debug)]
-        struct Elementwise(Act);
-
-        impl Backward<Flex, 1> for Elementwise {
-            type State = FlexTensor;
-
-            fn backward(
-                self,
-                ops: Ops<FlexTensor, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let x = ops.state;
-                unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
-                    activation_backward(self.0, &x, g)
-                });
-            }
-        }
-
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
             type Ad = Autodiff<Flex>;
             let x = logits.clone().try_into_primitive::<Ad>().ok()?;
@@ -822,30 +811,14 @@ mod flex {
                 None => None,
             };
             let out = softmax_forward(x.primitive(), b.as_ref())?;
-            let y = match MaskedSoftmax
-                .prepare::<NoCheckpointing>([x.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
+            Some(record(Unary::Softmax, &x, out.clone(), out))
         }
 
         pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
             type Ad = Autodiff<Flex>;
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let out = log_softmax_forward(x.primitive())?;
-            let y = match LogSoftmax
-                .prepare::<NoCheckpointing>([x.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
+            Some(record(Unary::LogSoftmax, &x, out.clone(), out))
         }
 
         pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
@@ -853,15 +826,7 @@ mod flex {
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let input = f32_buffer(x.primitive())?;
             let out = activation_forward(act, &input);
-            let y = match Elementwise(act)
-                .prepare::<NoCheckpointing>([x.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(input, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
+            Some(record(Unary::Activation(act), &x, out, input))
         }
     }
 
