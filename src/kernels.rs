@@ -514,15 +514,30 @@ mod flex {
         Some(new_like(shape, out))
     }
 
-    fn softmax_backward(p: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    /// A backward pass over whole rows of `row` values: `f(kept, g, dx)` on matching parts of
+    /// the tensor the op kept, the output gradient and the input gradient.
+    fn backward_rows(
+        kept: &FlexTensor,
+        g: FlexTensor,
+        row: usize,
+        f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+    ) -> FlexTensor {
         let g = g.to_contiguous();
-        let (ps, gs) = (slice(p), slice(&g));
-        let row = *dims(p).last().expect("softmax of rank ≥ 1");
-        let chunk = (TASK / row).max(1) * row;
-        let dx = par_fill(ps.len(), chunk, |k, d| {
-            rows::softmax_backward(part(ps, k, chunk), part(gs, k, chunk), row, d)
+        let (ks, gs) = (slice(kept), slice(&g));
+        let chunk = (TASK / row.max(1)).max(1) * row.max(1);
+        let dx = par_fill(ks.len(), chunk, |k, d| {
+            f(part(ks, k, chunk), part(gs, k, chunk), d)
         });
-        new_like(dims(p), dx)
+        new_like(dims(kept), dx)
+    }
+
+    fn last_dim(t: &FlexTensor) -> usize {
+        dims(t).last().copied().unwrap_or(1)
+    }
+
+    fn softmax_backward(p: &FlexTensor, g: FlexTensor) -> FlexTensor {
+        let row = last_dim(p);
+        backward_rows(p, g, row, |p, g, d| rows::softmax_backward(p, g, row, d))
     }
 
     fn log_softmax_forward(x: &FlexTensor) -> Option<FlexTensor> {
@@ -540,14 +555,10 @@ mod flex {
     }
 
     fn log_softmax_backward(y: &FlexTensor, g: FlexTensor) -> FlexTensor {
-        let g = g.to_contiguous();
-        let (ys, gs) = (slice(y), slice(&g));
-        let row = *dims(y).last().expect("log_softmax of rank ≥ 1");
-        let chunk = (TASK / row).max(1) * row;
-        let dx = par_fill(ys.len(), chunk, |k, d| {
-            rows::log_softmax_backward(part(ys, k, chunk), part(gs, k, chunk), row, d)
-        });
-        new_like(dims(y), dx)
+        let row = last_dim(y);
+        backward_rows(y, g, row, |y, g, d| {
+            rows::log_softmax_backward(y, g, row, d)
+        })
     }
 
     fn activation_forward(act: Act, x: &FlexTensor) -> FlexTensor {
@@ -559,12 +570,8 @@ mod flex {
     }
 
     fn activation_backward(act: Act, x: &FlexTensor, g: FlexTensor) -> FlexTensor {
-        let g = g.to_contiguous();
-        let (xs, gs) = (slice(x), slice(&g));
-        let dx = par_fill(xs.len(), TASK, |k, d| {
-            rows::activation_backward(act, part(xs, k, TASK), part(gs, k, TASK), d)
-        });
-        new_like(dims(x), dx)
+        // Elementwise: any split works, so "rows" of one value give parts of TASK values.
+        backward_rows(x, g, 1, |x, g, d| rows::activation_backward(act, x, g, d))
     }
 
     pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
