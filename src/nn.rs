@@ -3,8 +3,7 @@
 //! `[out, in]` matrix is transposed once, at load), convs keep `[out, in, kh, kw]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::{conv2d, linear};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
@@ -311,16 +310,12 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(
+        crate::kernels::conv2d(
             x,
             self.weight_val(),
             Some(self.bias.val()),
-            ConvOptions::new(
-                [self.stride, self.stride],
-                [self.padding, self.padding],
-                [1, 1],
-                1,
-            ),
+            self.stride,
+            self.padding,
         )
     }
 }
@@ -364,13 +359,7 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let g = self.groups;
-        let xg = x.reshape([b, g, (c / g) * h * w]);
-        let (var, mean) = xg.clone().var_mean_bias(2);
-        let xn = (xg - mean) / (var + self.eps).sqrt();
-        let xn = xn.reshape([b, c, h, w]);
-        xn * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+        crate::kernels::group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps)
     }
 }
 

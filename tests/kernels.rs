@@ -110,6 +110,90 @@ fn gelu_reference<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * 0.5 * (inner.tanh() + 1.0)
 }
 
+/// burn's own convolution, the reference for `kernels::conv2d`.
+fn conv_reference(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Tensor<1>,
+    stride: usize,
+    pad: usize,
+) -> Tensor<4> {
+    burn::tensor::module::conv2d(
+        x,
+        w,
+        Some(b),
+        burn::tensor::ops::ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+    )
+}
+
+/// `(batch, in, height, width, out, kernel, stride, padding)`: the VQ-VAE's 3×3 same-size,
+/// stride-2 (downsample, unpadded) and 1×1 convs, odd sizes, a single image, and a map large
+/// enough to be cut into several column tiles.
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CONV_CASES: [ConvCase; 7] = [
+    (2, 3, 9, 7, 5, 3, 1, 1),
+    (3, 4, 9, 9, 6, 3, 2, 0),
+    (2, 7, 5, 6, 4, 1, 1, 0),
+    (1, 5, 8, 11, 3, 3, 1, 0),
+    (2, 3, 7, 7, 2, 1, 2, 0),
+    (1, 2, 6, 5, 3, 5, 1, 2),
+    (2, 48, 70, 66, 8, 3, 1, 1),
+];
+
+#[test]
+fn conv2d_matches_burn() {
+    let dev = Device::flex();
+    for (b, ci, h, w, co, k, s, p) in CONV_CASES {
+        let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &dev);
+        let wt = Tensor::<4>::random([co, ci, k, k], Distribution::Normal(0.0, 0.3), &dev);
+        let bias = Tensor::<1>::random([co], Distribution::Normal(0.0, 1.0), &dev);
+        let got = kernels::conv2d(x.clone(), wt.clone(), Some(bias.clone()), s, p);
+        let want = conv_reference(x.clone(), wt.clone(), bias, s, p);
+        assert_eq!(got.dims(), want.dims());
+        let d = max_abs_diff(got, want);
+        assert!(d < 1e-4, "conv {:?}: {d}", (b, ci, h, w, co, k, s, p));
+        let got = kernels::conv2d(x.clone(), wt.clone(), None, s, p);
+        let want = burn::tensor::module::conv2d(
+            x,
+            wt,
+            None,
+            burn::tensor::ops::ConvOptions::new([s, s], [p, p], [1, 1], 1),
+        );
+        assert!(max_abs_diff(got, want) < 1e-4, "conv without bias");
+    }
+}
+
+/// GroupNorm written out in burn's ops (PyTorch's definition: biased variance per group).
+fn group_norm_reference(x: Tensor<4>, w: Tensor<1>, b: Tensor<1>, groups: usize) -> Tensor<4> {
+    let [n, c, h, wd] = x.dims();
+    let xg = x.reshape([n, groups, (c / groups) * h * wd]);
+    let (var, mean) = xg.clone().var_mean_bias(2);
+    let xn = ((xg - mean) / (var + 1e-6).sqrt()).reshape([n, c, h, wd]);
+    xn * w.reshape([1, c, 1, 1]) + b.reshape([1, c, 1, 1])
+}
+
+/// `(batch, channels, height, width, groups)`: the VQ-VAE's 32 groups, one channel per group,
+/// a single group, odd sizes.
+const GROUP_NORM_CASES: [(usize, usize, usize, usize, usize); 4] = [
+    (2, 64, 9, 7, 32),
+    (3, 32, 5, 5, 32),
+    (1, 6, 11, 13, 1),
+    (2, 12, 16, 16, 4),
+];
+
+#[test]
+fn group_norm_matches_burn() {
+    let dev = Device::flex();
+    for (n, c, h, w, g) in GROUP_NORM_CASES {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(1.5, 3.0), &dev);
+        let wt = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &dev);
+        let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &dev);
+        let got = kernels::group_norm(x.clone(), wt.clone(), b.clone(), g, 1e-6);
+        let d = max_abs_diff(got, group_norm_reference(x, wt, b, g));
+        assert!(d < 2e-5, "group norm {:?}: {d}", (n, c, h, w, g));
+    }
+}
+
 #[cfg(feature = "autodiff")]
 mod gradients {
     use super::*;
@@ -172,6 +256,87 @@ mod gradients {
         assert!(max_abs_diff(y1, y2) < 1e-5);
         let (dx, da) = (max_abs_diff(gx1, gx2), max_abs_diff(ga1, ga2));
         assert!(dx < 1e-4 && da < 1e-4, "gradients: x {dx}, modulation {da}");
+    }
+
+    #[test]
+    fn conv2d_gradients_match_burn() {
+        let dev = Device::flex().autodiff();
+        for (b, ci, h, w, co, k, s, p) in CONV_CASES {
+            let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &dev);
+            let wt = Tensor::<4>::random([co, ci, k, k], Distribution::Normal(0.0, 0.3), &dev);
+            let bias = Tensor::<1>::random([co], Distribution::Normal(0.0, 1.0), &dev);
+            let probe = kernels::conv2d(x.clone(), wt.clone(), Some(bias.clone()), s, p);
+            let gw = Tensor::<4>::random(probe.shape(), Distribution::Normal(0.0, 1.0), &dev);
+            let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>| {
+                let (xa, wa, ba) = (
+                    x.clone().require_grad(),
+                    wt.clone().require_grad(),
+                    bias.clone().require_grad(),
+                );
+                let y = f(xa.clone(), wa.clone(), ba.clone());
+                let grads = (y.clone() * gw.clone()).sum().backward();
+                (
+                    y.inner(),
+                    xa.grad(&grads).unwrap(),
+                    wa.grad(&grads).unwrap(),
+                    ba.grad(&grads).unwrap(),
+                )
+            };
+            let (y1, gx1, gw1, gb1) = run(&|x, w, b| kernels::conv2d(x, w, Some(b), s, p));
+            let (y2, gx2, gw2, gb2) = run(&|x, w, b| conv_reference(x, w, b, s, p));
+            let case = (b, ci, h, w, co, k, s, p);
+            assert!(max_abs_diff(y1, y2) < 1e-4, "values {case:?}");
+            // Outputs sum up to 432 products; weight and bias gradients sum over every output
+            // position (up to 9,240), in another order than burn.
+            let (dx, dw, db) = (
+                max_abs_diff(gx1, gx2),
+                max_abs_diff(gw1, gw2),
+                max_abs_diff(gb1, gb2),
+            );
+            assert!(
+                dx < 2e-5 && dw < 2e-3 && db < 2e-3,
+                "{case:?}: x {dx}, w {dw}, b {db}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_norm_gradients_match_burn() {
+        let dev = Device::flex().autodiff();
+        for (n, c, h, w, g) in GROUP_NORM_CASES {
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(1.5, 3.0), &dev);
+            let wt = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &dev);
+            let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &dev);
+            let gy = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &dev);
+            let run = |f: &dyn Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> Tensor<4>| {
+                let (xa, wa, ba) = (
+                    x.clone().require_grad(),
+                    wt.clone().require_grad(),
+                    b.clone().require_grad(),
+                );
+                let y = f(xa.clone(), wa.clone(), ba.clone());
+                let grads = (y.clone() * gy.clone()).sum().backward();
+                (
+                    y.inner(),
+                    xa.grad(&grads).unwrap(),
+                    wa.grad(&grads).unwrap(),
+                    ba.grad(&grads).unwrap(),
+                )
+            };
+            let (y1, gx1, gw1, gb1) = run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6));
+            let (y2, gx2, gw2, gb2) = run(&|x, w, b| group_norm_reference(x, w, b, g));
+            let case = (n, c, h, w, g);
+            assert!(max_abs_diff(y1, y2) < 2e-5, "values {case:?}");
+            let (dx, dw, db) = (
+                max_abs_diff(gx1, gx2),
+                max_abs_diff(gw1, gw2),
+                max_abs_diff(gb1, gb2),
+            );
+            assert!(
+                dx < 2e-5 && dw < 1e-3 && db < 1e-3,
+                "{case:?}: x {dx}, w {dw}, b {db}"
+            );
+        }
     }
 
     #[test]

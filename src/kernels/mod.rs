@@ -15,6 +15,9 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod conv;
+
 /// `softmax(logits + bias)` over the last axis. `logits` `[B, H, Lq, Lk]`; `bias`, when given,
 /// `[1, 1, Lq, Lk]` (the block-causal mask, −∞ where a query may not look), not trained.
 pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
@@ -68,6 +71,48 @@ pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64
     }
     let (var, mean) = x.clone().var_mean_bias(2);
     (x - mean) / (var + eps).sqrt() * (scale + 1.0) + shift
+}
+
+/// GroupNorm with affine parameters, as PyTorch's `nn.GroupNorm` (biased variance): `x`
+/// `[B, C, H, W]` in `groups` groups of `C / groups` channels; `weight`, `bias` `[C]`.
+pub fn group_norm(
+    x: Tensor<4>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    groups: usize,
+    eps: f64,
+) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32) {
+        return out;
+    }
+    let [b, c, h, w] = x.dims();
+    let xg = x.reshape([b, groups, (c / groups) * h * w]);
+    let (var, mean) = xg.clone().var_mean_bias(2);
+    let xn = ((xg - mean) / (var + eps).sqrt()).reshape([b, c, h, w]);
+    xn * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1])
+}
+
+/// A 2-D convolution with a square kernel, stride and symmetric zero padding (groups 1,
+/// dilation 1): `x` `[B, Cin, H, W]`, `weight` `[Cout, Cin, k, k]`, `bias` `[Cout]`. On the CPU
+/// it is im2col + matrix products forward and backward ([`conv`]).
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(out) = flex::conv2d(&x, &weight, bias.as_ref(), stride, padding) {
+        return out;
+    }
+    burn::tensor::module::conv2d(
+        x,
+        weight,
+        bias,
+        burn::tensor::ops::ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
+    )
 }
 
 /// The elementwise activations with a fused kernel.
@@ -368,6 +413,78 @@ pub mod rows {
         }
     }
 
+    /// One (image, group) of GroupNorm: `x` holds `w.len()` channels of `hw` values each.
+    /// Writes `y` and returns the group's mean and `1/σ`.
+    #[inline(always)]
+    fn group_norm_fwd(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        hw: usize,
+        eps: f32,
+        y: &mut [f32],
+    ) -> (f32, f32) {
+        let inv_n = 1.0 / x.len() as f32;
+        let mean = sum(x) * inv_n;
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x - mean;
+        }
+        let rstd = 1.0 / (dot(y, y) * inv_n + eps).sqrt();
+        for ((yc, &w), &b) in y.chunks_exact_mut(hw).zip(w).zip(b) {
+            let (a, c) = (rstd * w, b);
+            for y in yc.iter_mut() {
+                *y = *y * a + c;
+            }
+        }
+        (mean, rstd)
+    }
+
+    /// Its backward: `dx` for the group, and each channel's `Σ g·x̂` and `Σ g` (the weight's
+    /// and bias's gradients from this image).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_bwd(
+        x: &[f32],
+        w: &[f32],
+        g: &[f32],
+        hw: usize,
+        mean: f32,
+        rstd: f32,
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let inv_n = 1.0 / x.len() as f32;
+        // Σ over the group of ĝ = g·w and of ĝ·x̂, channel by channel.
+        let (mut s1, mut s2) = (0f32, 0f32);
+        for (((xc, gc), &wc), (dw, db)) in x
+            .chunks_exact(hw)
+            .zip(g.chunks_exact(hw))
+            .zip(w)
+            .zip(dw.iter_mut().zip(db.iter_mut()))
+        {
+            let gs = sum(gc);
+            // Σ g·x̂ = rstd·(Σ g·x − mean·Σ g)
+            let gx = rstd * (dot(gc, xc) - mean * gs);
+            *dw = gx;
+            *db = gs;
+            s1 += wc * gs;
+            s2 += wc * gx;
+        }
+        let (m1, m2) = (s1 * inv_n, s2 * inv_n);
+        for (((xc, gc), &wc), dc) in x
+            .chunks_exact(hw)
+            .zip(g.chunks_exact(hw))
+            .zip(w)
+            .zip(dx.chunks_exact_mut(hw))
+        {
+            for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                let xhat = (x - mean) * rstd;
+                *d = rstd * (g * wc - m1 - xhat * m2);
+            }
+        }
+    }
+
     // Each kernel is compiled twice: for the baseline CPU and, chosen at run time, with
     // AVX2 + FMA (8-wide vectors), like burn's own CPU kernels.
     macro_rules! dispatch {
@@ -399,6 +516,36 @@ pub mod rows {
     dispatch!(silu_forward, silu_fwd, (x: &[f32], y: &mut [f32]));
     dispatch!(silu_backward, silu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
     dispatch!(ada_layer_norm_forward, ada_ln_fwd, (x: &[f32], scale: &[f32], shift: &[f32], c: usize, eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]));
+    /// `(mean, 1/σ)` of the group.
+    pub fn group_norm_forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        hw: usize,
+        eps: f32,
+        y: &mut [f32],
+    ) -> (f32, f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn wide(
+                x: &[f32],
+                w: &[f32],
+                b: &[f32],
+                hw: usize,
+                eps: f32,
+                y: &mut [f32],
+            ) -> (f32, f32) {
+                group_norm_fwd(x, w, b, hw, eps, y)
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has the features `wide` was compiled for.
+                return unsafe { wide(x, w, b, hw, eps, y) };
+            }
+        }
+        group_norm_fwd(x, w, b, hw, eps, y)
+    }
+    dispatch!(group_norm_backward, group_norm_bwd, (x: &[f32], w: &[f32], g: &[f32], hw: usize, mean: f32, rstd: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]));
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
     /// `y = act(x)`.
@@ -412,6 +559,7 @@ pub mod rows {
 
     /// `dx = g · act′(x)`.
     #[cfg(not(target_arch = "wasm32"))]
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     pub(super) fn activation_backward(act: super::Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
         match act {
             super::Act::GeluTanh => gelu_backward(x, g, dx),
@@ -424,12 +572,13 @@ pub mod rows {
 /// row kernels over threads, wrap the result back. `None` when the tensor is elsewhere.
 #[cfg(not(target_arch = "wasm32"))]
 mod flex {
+    use burn::backend::Flex;
     use burn::backend::flex::{FlexTensor, Layout};
-    use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Bytes, DType, Shape, Tensor};
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
 
+    use super::conv::{self, ConvShape};
     use super::{Act, rows};
 
     /// Elements per parallel task: big enough to amortise the task, small enough to balance.
@@ -516,6 +665,7 @@ mod flex {
 
     /// A backward pass over whole rows of `row` values: `f(kept, g, dx)` on matching parts of
     /// the tensor the op kept, the output gradient and the input gradient.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn backward_rows(
         kept: &FlexTensor,
         g: FlexTensor,
@@ -531,10 +681,12 @@ mod flex {
         new_like(dims(kept), dx)
     }
 
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn last_dim(t: &FlexTensor) -> usize {
         dims(t).last().copied().unwrap_or(1)
     }
 
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn softmax_backward(p: &FlexTensor, g: FlexTensor) -> FlexTensor {
         let row = last_dim(p);
         backward_rows(p, g, row, |p, g, d| rows::softmax_backward(p, g, row, d))
@@ -554,6 +706,7 @@ mod flex {
         Some(new_like(dims(&x), out))
     }
 
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn log_softmax_backward(y: &FlexTensor, g: FlexTensor) -> FlexTensor {
         let row = last_dim(y);
         backward_rows(y, g, row, |y, g, d| {
@@ -569,6 +722,7 @@ mod flex {
         new_like(dims(x), out)
     }
 
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn activation_backward(act: Act, x: &FlexTensor, g: FlexTensor) -> FlexTensor {
         // Elementwise: any split works, so "rows" of one value give parts of TASK values.
         backward_rows(x, g, 1, |x, g, d| rows::activation_backward(act, x, g, d))
@@ -637,6 +791,7 @@ mod flex {
     }
 
     /// `(dx, dscale, dshift)` from the output gradient.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     fn ada_ln_backward(saved: &AdaLnSaved, g: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
         let g = g.to_contiguous();
         let shape = dims(&saved.xhat);
@@ -684,6 +839,191 @@ mod flex {
         autodiff::ada_layer_norm(x, scale, shift, eps)
     }
 
+    /// What GroupNorm keeps for its backward pass: its input, weight, and each (image,
+    /// group)'s mean and `1/σ`.
+    #[derive(Clone, Debug)]
+    pub(super) struct GroupNormSaved {
+        x: FlexTensor,
+        w: FlexTensor,
+        groups: usize,
+        stats: Vec<(f32, f32)>,
+    }
+
+    fn group_norm_forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: &FlexTensor,
+        groups: usize,
+        eps: f32,
+    ) -> Option<(FlexTensor, GroupNormSaved)> {
+        let (x, w, b) = (f32_buffer(x)?, f32_buffer(w)?, f32_buffer(b)?);
+        let shape = dims(&x);
+        if shape.num_dims() != 4 || groups == 0 {
+            return None;
+        }
+        let (c, hw) = (shape[1], shape[2] * shape[3]);
+        if c % groups != 0 || hw == 0 || dims(&w).dims::<1>() != [c] || dims(&b).dims::<1>() != [c]
+        {
+            return None;
+        }
+        let cg = c / groups;
+        let (xs, ws, bs) = (slice(&x), slice(&w), slice(&b));
+        let mut y = vec![0f32; xs.len()];
+        let mut stats = vec![(0f32, 0f32); shape[0] * groups];
+        y.par_chunks_mut(cg * hw)
+            .zip(stats.par_iter_mut())
+            .enumerate()
+            .for_each(|(k, (y, st))| {
+                let ch = (k % groups) * cg..(k % groups + 1) * cg;
+                *st = rows::group_norm_forward(
+                    part(xs, k, cg * hw),
+                    &ws[ch.clone()],
+                    &bs[ch],
+                    hw,
+                    eps,
+                    y,
+                );
+            });
+        let saved = GroupNormSaved {
+            x,
+            w,
+            groups,
+            stats,
+        };
+        Some((new_like(shape, y), saved))
+    }
+
+    /// `(dx, dweight, dbias)` from the output gradient.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn group_norm_backward(
+        saved: &GroupNormSaved,
+        g: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let g = g.to_contiguous();
+        let shape = dims(&saved.x);
+        let (b, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
+        let groups = saved.groups;
+        let cg = c / groups;
+        let (xs, ws, gs) = (slice(&saved.x), slice(&saved.w), slice(&g));
+        let mut dx = vec![0f32; xs.len()];
+        // Per image, per channel: Σ g·x̂ and Σ g; summed over images below.
+        let mut dwb = vec![0f32; b * c];
+        let mut dbb = vec![0f32; b * c];
+        dx.par_chunks_mut(cg * hw)
+            .zip(dwb.par_chunks_mut(cg).zip(dbb.par_chunks_mut(cg)))
+            .enumerate()
+            .for_each(|(k, (dx, (dw, db)))| {
+                let ch = (k % groups) * cg..(k % groups + 1) * cg;
+                let (mean, rstd) = saved.stats[k];
+                rows::group_norm_backward(
+                    part(xs, k, cg * hw),
+                    &ws[ch],
+                    part(gs, k, cg * hw),
+                    hw,
+                    mean,
+                    rstd,
+                    dx,
+                    dw,
+                    db,
+                );
+            });
+        let sum_images = |v: Vec<f32>| {
+            let mut out = vec![0f32; c];
+            for img in v.chunks_exact(c) {
+                out.iter_mut().zip(img).for_each(|(o, x)| *o += x);
+            }
+            new_like(Shape::new([c]), out)
+        };
+        (new_like(shape, dx), sum_images(dwb), sum_images(dbb))
+    }
+
+    pub fn group_norm(
+        x: &Tensor<4>,
+        w: &Tensor<1>,
+        b: &Tensor<1>,
+        groups: usize,
+        eps: f32,
+    ) -> Option<Tensor<4>> {
+        if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
+            let wp = w.clone().try_into_primitive::<Flex>().ok()?;
+            let bp = b.clone().try_into_primitive::<Flex>().ok()?;
+            let (y, _) = group_norm_forward(&xp, &wp, &bp, groups, eps)?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        autodiff::group_norm(x, w, b, groups, eps)
+    }
+
+    /// What the convolution keeps for its backward pass: its shape, input and weight.
+    #[derive(Clone, Debug)]
+    pub(super) struct ConvSaved {
+        shape: ConvShape,
+        x: FlexTensor,
+        w: FlexTensor,
+    }
+
+    fn conv_forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: Option<&FlexTensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Option<(FlexTensor, ConvSaved)> {
+        let (x, w) = (f32_buffer(x)?, f32_buffer(w)?);
+        let b = match b {
+            Some(b) => Some(f32_buffer(b)?),
+            None => None,
+        };
+        let (xs, ws) = (dims(&x), dims(&w));
+        if xs.num_dims() != 4 || ws.num_dims() != 4 || ws[1] != xs[1] || ws[2] != ws[3] {
+            return None;
+        }
+        let shape = ConvShape::new(xs.dims::<4>(), ws[0], ws[2], stride, pad)?;
+        if b.as_ref()
+            .is_some_and(|b| dims(b).dims::<1>() != [shape.cout])
+        {
+            return None;
+        }
+        let y = conv::forward(&shape, slice(&x), slice(&w), b.as_ref().map(slice));
+        let out = new_like(Shape::new([shape.b, shape.cout, shape.ho, shape.wo]), y);
+        Some((out, ConvSaved { shape, x, w }))
+    }
+
+    /// `(dx, dw, dbias)` from the output gradient (`dx` only when `want_dx`).
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn conv_backward(
+        saved: &ConvSaved,
+        g: FlexTensor,
+        want_dx: bool,
+    ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+        let g = g.to_contiguous();
+        let s = &saved.shape;
+        let (dx, dw, db) = conv::backward(s, slice(&saved.x), slice(&saved.w), slice(&g), want_dx);
+        (
+            dx.map(|dx| new_like(dims(&saved.x), dx)),
+            new_like(dims(&saved.w), dw),
+            new_like(Shape::new([s.cout]), db),
+        )
+    }
+
+    pub fn conv2d(
+        x: &Tensor<4>,
+        w: &Tensor<4>,
+        b: Option<&Tensor<1>>,
+        stride: usize,
+        pad: usize,
+    ) -> Option<Tensor<4>> {
+        if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
+            let wp = w.clone().try_into_primitive::<Flex>().ok()?;
+            let bp = match b {
+                Some(b) => Some(b.clone().try_into_primitive::<Flex>().ok()?),
+                None => None,
+            };
+            let (y, _) = conv_forward(&xp, &wp, bp.as_ref(), stride, pad)?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        autodiff::conv2d(x, w, b?, stride, pad)
+    }
+
     pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             let t = f32_buffer(&t)?;
@@ -694,12 +1034,12 @@ mod flex {
 
     #[cfg(feature = "autodiff")]
     mod autodiff {
-        use burn::backend::AutodiffBackend;
         use burn::backend::autodiff::checkpoint::base::Checkpointer;
         use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
         use burn::backend::autodiff::grads::Gradients;
         use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
         use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, AutodiffBackend};
 
         use super::*;
 
@@ -805,6 +1145,103 @@ mod flex {
             Some(Tensor::from_primitive::<Ad>(y))
         }
 
+        /// GroupNorm; three parents (x, weight, bias).
+        #[derive(Debug)]
+        struct GroupNorm;
+
+        impl Backward<Flex, 3> for GroupNorm {
+            type State = GroupNormSaved;
+
+            fn backward(
+                self,
+                ops: Ops<GroupNormSaved, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let g = grads.consume::<Flex>(&ops.node);
+                let (dx, dw, db) = group_norm_backward(&ops.state, g);
+                let [px, pw, pb] = ops.parents;
+                for (parent, grad) in [(px, dx), (pw, dw), (pb, db)] {
+                    if let Some(node) = parent {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        pub fn group_norm(
+            x: &Tensor<4>,
+            w: &Tensor<1>,
+            b: &Tensor<1>,
+            groups: usize,
+            eps: f32,
+        ) -> Option<Tensor<4>> {
+            type Ad = Autodiff<Flex>;
+            let x = x.clone().try_into_primitive::<Ad>().ok()?;
+            let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
+            let (y, saved) =
+                group_norm_forward(x.primitive(), w.primitive(), b.primitive(), groups, eps)?;
+            let y = match GroupNorm
+                .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
+        }
+
+        /// The convolution; three parents (x, weight, bias).
+        #[derive(Debug)]
+        struct Conv2d;
+
+        impl Backward<Flex, 3> for Conv2d {
+            type State = ConvSaved;
+
+            fn backward(self, ops: Ops<ConvSaved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let g = grads.consume::<Flex>(&ops.node);
+                let [px, pw, pb] = ops.parents;
+                let (dx, dw, db) = conv_backward(&ops.state, g, px.is_some());
+                if let (Some(node), Some(dx)) = (px, dx) {
+                    grads.register::<Flex>(node.id, dx);
+                }
+                for (parent, grad) in [(pw, dw), (pb, db)] {
+                    if let Some(node) = parent {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        pub fn conv2d(
+            x: &Tensor<4>,
+            w: &Tensor<4>,
+            b: &Tensor<1>,
+            stride: usize,
+            pad: usize,
+        ) -> Option<Tensor<4>> {
+            type Ad = Autodiff<Flex>;
+            let x = ad_or_const(x)?;
+            let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
+            let (y, saved) = conv_forward(
+                x.primitive(),
+                w.primitive(),
+                Some(b.primitive()),
+                stride,
+                pad,
+            )?;
+            let y = match Conv2d
+                .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Some(Tensor::from_primitive::<Ad>(y))
+        }
+
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
             type Ad = Autodiff<Flex>;
             let x = logits.clone().try_into_primitive::<Ad>().ok()?;
@@ -859,6 +1296,26 @@ mod flex {
         }
 
         pub fn activation<const D: usize>(_: &Tensor<D>, _: super::Act) -> Option<Tensor<D>> {
+            None
+        }
+
+        pub fn conv2d(
+            _: &Tensor<4>,
+            _: &Tensor<4>,
+            _: &Tensor<1>,
+            _: usize,
+            _: usize,
+        ) -> Option<Tensor<4>> {
+            None
+        }
+
+        pub fn group_norm(
+            _: &Tensor<4>,
+            _: &Tensor<1>,
+            _: &Tensor<1>,
+            _: usize,
+            _: f32,
+        ) -> Option<Tensor<4>> {
             None
         }
     }
