@@ -36,6 +36,12 @@ export interface LoadOptions {
   /** Run the model in a Web Worker (default true). */
   worker?: boolean;
   signal?: AbortSignal;
+  /**
+   * Threads for the CPU backend (default: the cores the browser reports, at most 8). More than
+   * one needs a cross-origin-isolated page (COOP `same-origin` + COEP `require-corp`); without
+   * it the model runs on one thread and `info.threadsReason` says why.
+   */
+  threads?: number;
 }
 
 export interface ModelInfo {
@@ -58,6 +64,10 @@ export interface ModelInfo {
   /** The backend in use, and why: `'auto'` takes WebGPU on a hardware adapter and the CPU path when WebGPU is missing or only a CPU-emulated fallback adapter exists. */
   backend: 'webgpu' | 'cpu';
   backendReason: string;
+  /** Threads the model computes on (1 on WebGPU, and on the CPU without cross-origin isolation). */
+  threads: number;
+  /** Why the CPU backend runs on one thread, or null when it runs threaded (or on WebGPU). */
+  threadsReason: string | null;
 }
 
 export interface SamplingDefaults {
@@ -163,6 +173,8 @@ export interface Capabilities {
     maxComputeInvocationsPerWorkgroup: number;
   } | null;
   shaderF16: boolean;
+  /** Threads the CPU backend can use here (1 without cross-origin isolation), and why not more. */
+  threads: { max: number; reason: string | null };
   maxModelBytes: number;
   /** Whether a model of the given size can be loaded. */
   fits: boolean;

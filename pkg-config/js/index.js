@@ -1,11 +1,13 @@
 // nextscale: next-scale-prediction (VAR) image generation in the browser, on WebGPU with a
 // CPU fallback. The wasm module runs in a Web Worker by default.
 
+import { defaultThreads, threadsUnavailable } from './threads.js';
+
 const CACHE_NAME = 'nextscale-models-v2';
 const BACKENDS = ['webgpu', 'cpu', 'auto'];
 // `device` as transformers.js spells it ('wasm' is the CPU path); `backend` is the older name.
 const DEVICES = { webgpu: 'webgpu', wasm: 'cpu', cpu: 'cpu', auto: 'auto' };
-const LOAD_OPTIONS = ['device', 'backend', 'onProgress', 'progress_callback', 'cache', 'worker', 'signal'];
+const LOAD_OPTIONS = ['device', 'backend', 'onProgress', 'progress_callback', 'cache', 'worker', 'signal', 'threads'];
 /** Most images one generate() call makes (`numImages`). */
 export const MAX_IMAGES = 64;
 
@@ -139,6 +141,14 @@ export function readPackHeader(bytes) {
  * `model` is a file size in bytes, or a pack header (`{ header, fileBytes }` or the header
  * object itself): then `memory` gives its in-memory size and the verdict is per backend.
  */
+/** Threads the CPU backend can use on this page, and why not more. */
+function cpuThreads() {
+  const why = threadsUnavailable();
+  if (why) return { max: 1, reason: why };
+  const cores = defaultThreads();
+  return { max: cores, reason: cores > 1 ? null : 'the browser reports one core' };
+}
+
 export async function capabilities(model, backend = 'auto') {
   const modelBytes = typeof model === 'number' || model === undefined || model === null ? model : undefined;
   const out = {
@@ -146,6 +156,7 @@ export async function capabilities(model, backend = 'auto') {
     adapter: null,
     limits: null,
     shaderF16: false,
+    threads: cpuThreads(),
     maxModelBytes: MAX_MODEL_BYTES,
     fits: true,
     reason: null,
@@ -494,7 +505,9 @@ export async function toRgba(x, name = 'image') {
 }
 
 class WorkerEngine {
-  constructor() {
+  constructor(backend, threads) {
+    this.backend = backend;
+    this.threads = threads;
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this.next = 1;
     this.pending = new Map();
@@ -535,7 +548,7 @@ class WorkerEngine {
   // wasm memory and reports any failure when `load` is called.
   begin(expected) {
     if (this.dead) throw this.dead;
-    this.worker.postMessage({ id: 0, type: 'begin', expected });
+    this.worker.postMessage({ id: 0, type: 'begin', expected, backend: this.backend, threads: this.threads });
   }
   append(chunk) {
     if (this.dead) throw this.dead;
@@ -584,7 +597,8 @@ export class Generator {
   /**
    * Loads a model from a URL, ArrayBuffer, Uint8Array or Response.
    * Options: backend ('webgpu' | 'cpu' | 'auto', default 'auto'), onProgress({stage, loadedBytes,
-   * totalBytes}), cache (Cache API, default true), worker (default true), signal.
+   * totalBytes}), cache (Cache API, default true), worker (default true), signal, threads (CPU
+   * backend; default the cores, at most 8; more than one needs a cross-origin-isolated page).
    */
   static async load(source, options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
@@ -607,15 +621,19 @@ export class Generator {
     const onProgress = options.onProgress ?? options.progress_callback;
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
     const progress = onProgress && withStatus(onProgress, source);
+    const threads = options.threads;
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) {
+      throw new TypeError(`threads must be a whole number from 1 to 64, got ${threads}`);
+    }
     const { chosen, reason } = await chooseBackend(backend);
     const attempt = async (useCache) => {
       // The engine starts first: the file streams into its wasm memory as it downloads.
       let engine;
       if (worker && typeof Worker !== 'undefined') {
-        engine = new WorkerEngine();
+        engine = new WorkerEngine(chosen, threads);
       } else {
         const { Engine } = await import('./engine.js');
-        engine = new Engine();
+        engine = new Engine(chosen, threads);
       }
       let got;
       try {

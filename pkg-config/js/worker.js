@@ -17,6 +17,8 @@ self.onmessage = async (ev) => {
   const { id } = msg;
   try {
     if (msg.type === 'begin') {
+      engine.backend = msg.backend;
+      engine.threads = msg.threads;
       loading = loading.then(() => engine.begin(msg.expected)).catch((e) => { engine.error = e; });
     } else if (msg.type === 'chunk') {
       loading = loading.then(() => engine.append(msg.bytes));

@@ -20,6 +20,11 @@ use crate::pipeline::Pipeline;
 use crate::request::{EditRegion, GenerateRequest, Resolved};
 use crate::sampler::NoHooks;
 
+/// The threaded CPU module's pool: `initThreadPool(n)` in JavaScript starts `n` Web Workers
+/// sharing this module's memory, which rayon (and so burn's CPU backend) then uses.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 #[wasm_bindgen(start)]
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {

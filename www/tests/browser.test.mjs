@@ -104,6 +104,48 @@ for (const backend of ['webgpu', 'cpu']) {
   });
 }
 
+test('the threaded CPU module: a cross-origin-isolated page computes on 2 threads with the native tokens; elsewhere one thread, and info says why', { timeout: 15 * MINUTES }, async () => {
+  const run = async (lib, { model, runs, threads, worker = true }) => {
+    const gen = await lib.Generator.load(`/${model}`, { device: 'cpu', cache: false, threads, worker });
+    const out = { isolated: globalThis.crossOriginIsolated, caps: (await lib.capabilities()).threads, threads: gen.info.threads, reason: gen.info.threadsReason, runs: [] };
+    for (const o of runs) {
+      const t0 = performance.now();
+      out.runs.push({ tokens: Array.from((await gen.generate(o)).tokens), ms: performance.now() - t0 });
+    }
+    gen.dispose();
+    return out;
+  };
+  const iso = await browser.newPage();
+  try {
+    iso.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log(`[isolated page ${m.type()}] ${m.text()}`); });
+    await iso.goto(`${srv.base}/iso/www/tests/blank.html`);
+    const inIso = (arg) => iso.evaluate(async ([src, a]) => {
+      const lib = await import('/iso/pkg/index.js');
+      // eslint-disable-next-line no-new-func
+      return new Function('lib', 'arg', `return (${src})(lib, arg);`)(lib, a);
+    }, [run.toString(), arg]);
+    const r = await inIso({ model: `iso/${MODEL}`, runs: [GREEDY, SAMPLED], threads: 2 });
+    console.log(`threaded: ${JSON.stringify({ ...r, runs: r.runs.map((x) => `${x.ms.toFixed(0)} ms`) })}`);
+    assert.equal(r.isolated, true);
+    assert.equal(r.caps.reason, null);
+    assert.equal(r.threads, 2, `threads: ${r.reason}`);
+    assert.deepEqual(r.runs[0].tokens, nativeTokens(nativeArgs(GREEDY)), 'greedy tokens differ from native');
+    assert.deepEqual(r.runs[1].tokens, nativeTokens(nativeArgs(SAMPLED)), 'sampled tokens differ from native');
+    // Without the Worker the model runs on the page's thread, which may not block: one thread.
+    const onPage = await inIso({ model: `iso/${MODEL}`, runs: [GREEDY], threads: 2, worker: false });
+    assert.equal(onPage.threads, 1);
+    assert.match(onPage.reason, /Web Worker/);
+    assert.deepEqual(onPage.runs[0].tokens, nativeTokens(nativeArgs(GREEDY)));
+  } finally {
+    await iso.close();
+  }
+  const plain = await inPage(run, { model: MODEL, runs: [GREEDY], threads: 2 });
+  assert.equal(plain.threads, 1);
+  assert.match(plain.reason, /cross-origin isolated/);
+  assert.equal(plain.caps.max, 1);
+  assert.deepEqual(plain.runs[0].tokens, nativeTokens(nativeArgs(GREEDY)));
+});
+
 test('q8 and q4 packs load on WebGPU and CPU and sample the native tokens', { timeout: 15 * MINUTES }, async () => {
   for (const q of ['q8', 'q4']) {
     const model = `www/models/tiny-random-${q}.nsp`;

@@ -13,6 +13,13 @@ const TYPES = {
   '.png': 'image/png',
 };
 
+/** What a host sends so that a page may use SharedArrayBuffer (and so wasm threads). */
+export const ISOLATION_HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
 export function startServer(root) {
   const stats = { hugeAborted: false, hugeSent: 0, requests: {}, version: 1, fakes: {}, fakeSent: {} };
   const server = http.createServer((req, res) => {
@@ -77,7 +84,11 @@ export function startServer(root) {
       res.end(body);
       return;
     }
-    const file = path.join(root, decodeURIComponent(url.pathname));
+    // /iso/…: the same files with the headers that make a page cross-origin isolated (the
+    // threaded CPU module needs SharedArrayBuffer).
+    const isolated = url.pathname.startsWith('/iso/');
+    const rel = isolated ? url.pathname.slice('/iso'.length) : url.pathname;
+    const file = path.join(root, decodeURIComponent(rel));
     if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
       res.writeHead(404, { 'Content-Type': 'text/plain' });
       res.end('not found');
@@ -88,6 +99,7 @@ export function startServer(root) {
       'Content-Type': TYPES[path.extname(file)] || 'application/octet-stream',
       'Content-Length': String(body.length),
       'Cache-Control': 'no-store',
+      ...(isolated ? ISOLATION_HEADERS : {}),
     });
     res.end(body);
   });
