@@ -18,13 +18,16 @@ const NATIVE = path.join(TARGET, 'release/native-trainer');
 const MODEL = process.env.BENCH_MODEL || 'www/models/tiny-random.safetensors';
 const THREADS = Number(process.env.THREADS || 2);
 const RUNS = Number(process.env.RUNS || 5);
-const OPTS = { classLabel: 3, cfg: 4, topK: 900, topP: 0.96 };
+// BENCH_PROMPT: a text model's prompt instead of class 3.
+const PROMPT = process.env.BENCH_PROMPT;
+const OPTS = { ...(PROMPT ? { prompt: PROMPT } : { classLabel: 3 }), cfg: 4, topK: 900, topP: 0.96 };
 const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
 
 function nativeRun(seed, threads) {
   const out = path.join(os.tmpdir(), `nextscale-bench-${seed}.png`);
   const flag = MODEL.endsWith('.nsp') ? '--pack' : '--var';
-  const r = spawnSync(NATIVE, ['sample', flag, path.join(ROOT, MODEL), '--class', '3', '--cfg', '4', '--top-k', '900',
+  const cond = PROMPT ? ['--prompt', PROMPT] : ['--class', '3'];
+  const r = spawnSync(NATIVE, ['sample', flag, path.join(ROOT, MODEL), ...cond, '--cfg', '4', '--top-k', '900',
     '--top-p', '0.96', '--seed', String(seed), '--out', out],
   { encoding: 'utf8', env: { ...process.env, RAYON_NUM_THREADS: String(threads) } });
   if (r.status !== 0) throw new Error(r.stderr);
@@ -73,7 +76,7 @@ const mb = (n) => `${(n / 1e6).toFixed(2)} MB`;
 
 console.log(`machine: ${os.cpus().length} × ${os.cpus()[0].model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ` +
   `Chromium ${browser.version?.() ?? ''}; WebGPU adapter ${adapter}; date ${new Date().toISOString().slice(0, 10)}`);
-console.log(`model: ${MODEL}, class 3, ${OPTS.topK} / ${OPTS.topP} / cfg ${OPTS.cfg}, median of ${RUNS}`);
+console.log(`model: ${MODEL}, ${PROMPT ? `prompt '${PROMPT}'` : 'class 3'}, ${OPTS.topK} / ${OPTS.topP} / cfg ${OPTS.cfg}, median of ${RUNS}`);
 console.log('');
 console.log('| where | threads | time per image (warm) | native CLI (CPU), same threads | ratio (native / browser) | first image, cold (load + compile + generate) | load |');
 console.log('|---|---|---|---|---|---|---|');

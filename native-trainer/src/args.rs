@@ -248,7 +248,7 @@ impl OutputArgs {
         }
         let t2 = Instant::now();
         let images = block_on(pipe.decode(g))?;
-        eprintln!("decoded in {:.2} s", t2.elapsed().as_secs_f64());
+        eprintln!("decoded in {:.3} s", t2.elapsed().as_secs_f64());
         if let Some(p) = &self.out {
             let all: Vec<RgbImage> = extra.iter().chain(&images).cloned().collect();
             let cols = self

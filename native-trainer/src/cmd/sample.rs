@@ -39,7 +39,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let t1 = Instant::now();
     let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
     eprintln!(
-        "sampled {} image(s) in {:.2} s",
+        "sampled {} image(s) in {:.3} s",
         conds.len(),
         t1.elapsed().as_secs_f64()
     );
