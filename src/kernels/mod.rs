@@ -2,7 +2,8 @@
 //!
 //! A training step of the VAR spends its time in the matmuls (burn's `gemm`, already fast), the
 //! attention softmax over the `[B, H, L, L]` logits (the largest tensor of the step), the loss's
-//! log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions and SiLU. Under autodiff
+//! log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions ([`conv`]), GroupNorm and
+//! SiLU. Under autodiff
 //! burn records each of these activations as the ops it is made of (max, sub, exp, sum, div;
 //! mul, add, exp, div), every one a full pass over the tensor, `exp` and broadcast ops on one
 //! thread, and as many passes again backward. Here each is one op with its own backward: one
