@@ -151,14 +151,14 @@ impl PackedMatrix {
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
         let tr = self.tile_rows();
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
         {
             use rayon::prelude::*;
             out.par_chunks_mut(tr * self.cols)
                 .enumerate()
                 .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
         out.chunks_mut(tr * self.cols)
             .enumerate()
             .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
@@ -214,14 +214,14 @@ impl PackedMatrix {
                 );
             }
         };
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
         {
             use rayon::prelude::*;
             (0..tiles)
                 .into_par_iter()
                 .for_each_init(Vec::new, |s, t| run(t, s));
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
         {
             let mut scratch = Vec::new();
             (0..tiles).for_each(|t| run(t, &mut scratch));

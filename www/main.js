@@ -41,7 +41,7 @@ async function load() {
     });
     const info = gen.info;
     setStatus('load-status',
-      `loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s on ${gen.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'}: ` +
+      `loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s on ${gen.backend === 'webgpu' ? 'WebGPU' : `CPU (wasm, ${info.threads === 1 ? '1 thread' : `${info.threads} threads`})`}: ` +
       `VAR d${info.depth}, ${info.takesPrompts ? 'text prompts' : `${info.numClasses} classes`}, ${info.imageSize}×${info.imageSize} px` +
       ($('backend').value === 'auto' ? ` (auto: ${info.backendReason})` : ''));
     $('prompt-row').hidden = !info.takesPrompts;

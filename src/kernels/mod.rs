@@ -3,26 +3,26 @@
 //! A training step of the VAR spends its time in the matmuls (burn's `gemm`, already fast), the
 //! attention softmax over the `[B, H, L, L]` logits (the largest tensor of the step), the loss's
 //! log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions ([`conv`]), GroupNorm and
-//! SiLU. Under autodiff
-//! burn records each of these activations as the ops it is made of (max, sub, exp, sum, div;
-//! mul, add, exp, div), every one a full pass over the tensor, `exp` and broadcast ops on one
-//! thread, and as many passes again backward. Here each is one op with its own backward: one
-//! pass forward and one backward, rows split over threads, `exp` vectorised.
+//! SiLU. Under autodiff burn records each of these activations as the ops it is made of (max,
+//! sub, exp, sum, div; mul, add, exp, div), every one a full pass over the tensor, `exp` and
+//! broadcast ops on one thread, and as many passes again backward. Here each is one op with its
+//! own backward: one pass forward and one backward, rows split over threads, `exp` vectorised.
 //!
-//! Every function takes burn's path on the other backends (burn fuses GPU kernels itself) and
-//! on wasm, so the model code calls them unconditionally. `tests/kernels.rs` checks values and
-//! gradients against burn's ops.
+//! The kernels run natively and in the browser's threaded CPU module (feature `threads`). Every
+//! function takes burn's path on the other backends (burn fuses GPU kernels itself) and in the
+//! single-threaded wasm module, so the model code calls them unconditionally.
+//! `tests/kernels.rs` checks values and gradients against burn's ops.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub mod conv;
 
 /// `softmax(logits + bias)` over the last axis. `logits` `[B, H, Lq, Lk]`; `bias`, when given,
 /// `[1, 1, Lq, Lk]` (the block-causal mask, −∞ where a query may not look), not trained.
 pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::masked_softmax(&logits, bias.as_ref()) {
         return out;
     }
@@ -35,7 +35,7 @@ pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
 
 /// `log(softmax(x))` over the last axis (the training loss's log-probabilities).
 pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::log_softmax(&x) {
         return out;
     }
@@ -45,7 +45,7 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// GELU with the tanh approximation (PyTorch's `approximate='tanh'`), written as
 /// `x · σ(2z)` with `z = √(2/π)(x + 0.044715 x³)`: the same function as `x/2 · (1 + tanh z)`.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::activation(&x, Act::GeluTanh) {
         return out;
     }
@@ -56,7 +56,7 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// SiLU, `x · σ(x)` (the VQ-VAE's activation).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::activation(&x, Act::Silu) {
         return out;
     }
@@ -66,7 +66,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// VAR's adaptive layer norm: `LN(x) · (1 + scale) + shift`, the norm without affine
 /// parameters over the last axis. `x` `[B, L, C]`; `scale`, `shift` `[B, 1, C]`.
 pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64) -> Tensor<3> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::ada_layer_norm(&x, &scale, &shift, eps as f32) {
         return out;
     }
@@ -83,7 +83,7 @@ pub fn group_norm(
     groups: usize,
     eps: f64,
 ) -> Tensor<4> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32) {
         return out;
     }
@@ -104,7 +104,7 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Tensor<4> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::conv2d(&x, &weight, bias.as_ref(), stride, padding) {
         return out;
     }
@@ -118,7 +118,10 @@ pub fn conv2d(
 
 /// The elementwise activations with a fused kernel.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "wasm32", not(feature = "threads")),
+    allow(dead_code)
+)]
 enum Act {
     GeluTanh,
     Silu,
@@ -550,7 +553,7 @@ pub mod rows {
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
     /// `y = act(x)`.
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     pub(super) fn activation_forward(act: super::Act, x: &[f32], y: &mut [f32]) {
         match act {
             super::Act::GeluTanh => gelu_forward(x, y),
@@ -559,7 +562,7 @@ pub mod rows {
     }
 
     /// `dx = g · act′(x)`.
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     pub(super) fn activation_backward(act: super::Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
         match act {
@@ -571,7 +574,7 @@ pub mod rows {
 
 /// The flex (and autodiff-over-flex) paths: unwrap burn's tensors to their CPU buffers, run the
 /// row kernels over threads, wrap the result back. `None` when the tensor is elsewhere.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::{FlexTensor, Layout};
@@ -1091,28 +1094,59 @@ mod flex {
             Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
-        /// The adaptive layer norm; three parents (x, scale, shift).
+        /// What a three-input op keeps for its backward pass.
+        #[derive(Clone, Debug)]
+        enum Saved3 {
+            AdaLayerNorm(AdaLnSaved),
+            GroupNorm(GroupNormSaved),
+            Conv2d(ConvSaved),
+        }
+
+        /// The three-input fused ops: an input and two more (modulation scale and shift, or
+        /// a weight and a bias).
         #[derive(Debug)]
-        struct AdaLayerNorm;
+        struct Ternary;
 
-        impl Backward<Flex, 3> for AdaLayerNorm {
-            type State = AdaLnSaved;
+        impl Backward<Flex, 3> for Ternary {
+            type State = Saved3;
 
-            fn backward(
-                self,
-                ops: Ops<AdaLnSaved, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
+            fn backward(self, ops: Ops<Saved3, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let g = grads.consume::<Flex>(&ops.node);
-                let (dx, ds, dt) = ada_ln_backward(&ops.state, g);
-                let [px, ps, pt] = ops.parents;
-                for (parent, grad) in [(px, dx), (ps, ds), (pt, dt)] {
-                    if let Some(node) = parent {
+                let [p0, p1, p2] = ops.parents;
+                let (d0, d1, d2) = match &ops.state {
+                    Saved3::AdaLayerNorm(s) => {
+                        let (dx, ds, dt) = ada_ln_backward(s, g);
+                        (Some(dx), ds, dt)
+                    }
+                    Saved3::GroupNorm(s) => {
+                        let (dx, dw, db) = group_norm_backward(s, g);
+                        (Some(dx), dw, db)
+                    }
+                    Saved3::Conv2d(s) => conv_backward(s, g, p0.is_some()),
+                };
+                for (parent, grad) in [(p0, d0), (p1, Some(d1)), (p2, Some(d2))] {
+                    if let (Some(node), Some(grad)) = (parent, grad) {
                         grads.register::<Flex>(node.id, grad);
                     }
                 }
             }
+        }
+
+        /// Records `out = op(a, b, c)` in the graph (keeping `saved` when an input is tracked).
+        fn record3<const D: usize>(
+            inputs: [&FloatTensor<Autodiff<Flex>>; 3],
+            out: FlexTensor,
+            saved: Saved3,
+        ) -> Tensor<D> {
+            let y = match Ternary
+                .prepare::<NoCheckpointing>(inputs.map(|t| t.node()))
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
         /// A tensor under autodiff, or a constant that may still be a plain flex tensor.
@@ -1135,39 +1169,7 @@ mod flex {
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let (s, t) = (ad_or_const(scale)?, ad_or_const(shift)?);
             let (y, saved) = ada_ln_forward(x.primitive(), s.primitive(), t.primitive(), eps)?;
-            let y = match AdaLayerNorm
-                .prepare::<NoCheckpointing>([x.node(), s.node(), t.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
-        }
-
-        /// GroupNorm; three parents (x, weight, bias).
-        #[derive(Debug)]
-        struct GroupNorm;
-
-        impl Backward<Flex, 3> for GroupNorm {
-            type State = GroupNormSaved;
-
-            fn backward(
-                self,
-                ops: Ops<GroupNormSaved, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let g = grads.consume::<Flex>(&ops.node);
-                let (dx, dw, db) = group_norm_backward(&ops.state, g);
-                let [px, pw, pb] = ops.parents;
-                for (parent, grad) in [(px, dx), (pw, dw), (pb, db)] {
-                    if let Some(node) = parent {
-                        grads.register::<Flex>(node.id, grad);
-                    }
-                }
-            }
+            Some(record3([&x, &s, &t], y, Saved3::AdaLayerNorm(saved)))
         }
 
         pub fn group_norm(
@@ -1182,37 +1184,7 @@ mod flex {
             let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
             let (y, saved) =
                 group_norm_forward(x.primitive(), w.primitive(), b.primitive(), groups, eps)?;
-            let y = match GroupNorm
-                .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
-        }
-
-        /// The convolution; three parents (x, weight, bias).
-        #[derive(Debug)]
-        struct Conv2d;
-
-        impl Backward<Flex, 3> for Conv2d {
-            type State = ConvSaved;
-
-            fn backward(self, ops: Ops<ConvSaved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let g = grads.consume::<Flex>(&ops.node);
-                let [px, pw, pb] = ops.parents;
-                let (dx, dw, db) = conv_backward(&ops.state, g, px.is_some());
-                if let (Some(node), Some(dx)) = (px, dx) {
-                    grads.register::<Flex>(node.id, dx);
-                }
-                for (parent, grad) in [(pw, dw), (pb, db)] {
-                    if let Some(node) = parent {
-                        grads.register::<Flex>(node.id, grad);
-                    }
-                }
-            }
+            Some(record3([&x, &w, &b], y, Saved3::GroupNorm(saved)))
         }
 
         pub fn conv2d(
@@ -1222,7 +1194,6 @@ mod flex {
             stride: usize,
             pad: usize,
         ) -> Option<Tensor<4>> {
-            type Ad = Autodiff<Flex>;
             let x = ad_or_const(x)?;
             let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
             let (y, saved) = conv_forward(
@@ -1232,15 +1203,7 @@ mod flex {
                 stride,
                 pad,
             )?;
-            let y = match Conv2d
-                .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Some(Tensor::from_primitive::<Ad>(y))
+            Some(record3([&x, &w, &b], y, Saved3::Conv2d(saved)))
         }
 
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
