@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -124,6 +124,17 @@ if [ "$what" = emoji-more ]; then
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var2" --preset emoji \
     --init "$R/var/var.safetensors" --text-encoder "$MINILM" --steps 2000 \
     --set train.lr=0.001 --set train.warmup_steps=50 --device "$DEVICE"
+fi
+
+if [ "$what" = emoji-vq-long ]; then
+  # In progress, not shipped (docs/MODELS.md): the shipped emoji VQ-VAE trained 3,000 more steps
+  # with the faster convolution kernels, toward the 26 dB the issue asks for.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  "$B" train-vqvae --data "$E/train" --out "$R/vq-long" --preset emoji --init "$R/vq/vqvae.safetensors" \
+    --steps 3000 --set train.lr=1e-3 --set train.eval_every=250 --set train.sample_every=500 \
+    --set train.ckpt_every=50 --device "$DEVICE"
+  "$B" eval-vqvae --vae "$R/vq-long/vqvae.safetensors" --data "$E/test"
 fi
 
 if [ "$what" = emoji-wide ]; then
