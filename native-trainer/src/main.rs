@@ -2,8 +2,10 @@
 //!
 //! Each command lives in `cmd/<command>.rs` (its arguments and `run`); what commands share
 //! sits beside it: option groups (`args.rs`), data (`data.rs`, `tokens.rs`), run folders
-//! (`run.rs`), training steps and loops (`var_steps.rs`, `train_loop.rs`, `optim.rs`), the
-//! judge (`classifier.rs`). A new command is a new file in `cmd/` and a line below.
+//! (`run.rs`), the training loop every trainer shares (`train_loop.rs`: a new training task
+//! implements its `Task`), the VAR tasks and their steps (`var_task.rs`, `var_steps.rs`),
+//! the optimizer (`optim.rs`), the judge (`classifier.rs`). A new command is a new file in
+//! `cmd/` and a line below.
 
 mod args;
 mod classifier;
@@ -19,6 +21,7 @@ mod tokens;
 mod train_loop;
 mod trainconf;
 mod var_steps;
+mod var_task;
 
 use anyhow::Result;
 

@@ -1,6 +1,6 @@
 //! One file per command, named as the command (`train-var` → `train_var.rs`); each has its
 //! clap arguments and a `run`. What several commands share lives beside `cmd/`: `args.rs`
-//! (option groups), `tokens.rs` (token shards), `var_steps.rs` and `train_loop.rs`
+//! (option groups), `tokens.rs` (token shards), `train_loop.rs`, `var_task.rs` and `var_steps.rs`
 //! (training), `data.rs`, `run.rs`, `classifier.rs`, …
 
 pub mod edit;

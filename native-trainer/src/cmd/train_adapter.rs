@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::train_loop::{Setup, VarTask};
 use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
+use crate::var_task::{Setup, VarTask};
 
 #[derive(Args, Debug)]
 pub struct TrainAdapterArgs {
@@ -171,7 +171,7 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         cfg,
         seed: tc.seed,
     };
-    crate::train_loop::run(
+    crate::var_task::run(
         &task,
         Setup {
             run: &run,

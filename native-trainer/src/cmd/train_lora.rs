@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::train_loop::{Setup, VarTask};
+use crate::var_task::{Setup, VarTask};
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
@@ -305,7 +305,7 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
         set,
         seed: tc.seed,
     };
-    crate::train_loop::run(
+    crate::var_task::run(
         &task,
         Setup {
             run: &run,

@@ -53,8 +53,8 @@ pub struct VarModelConfig {
     pub init_head: f32,
 }
 
-use crate::train_loop::{Setup, VarTask};
 use crate::var_steps::{Conditioning, caption_embeddings};
+use crate::var_task::{Setup, VarTask};
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
     let crate::args::RunSetup {
@@ -161,7 +161,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         conditional,
         set,
     };
-    crate::train_loop::run(
+    crate::var_task::run(
         &task,
         Setup {
             run: &run,
@@ -257,7 +257,7 @@ impl VarTask for VarTrain {
         device: &Device,
     ) -> Result<(Tensor<2>, usize, f32)> {
         if let Conditioning::Text { .. } = self.conditioning {
-            return crate::train_loop::picked_rows(self, var, set, order, device);
+            return crate::var_task::picked_rows(self, var, set, order, device);
         }
         let classes: Vec<usize> = if self.conditional {
             (0..self.cfg.num_classes.min(8)).collect()

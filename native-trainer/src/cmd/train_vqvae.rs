@@ -6,24 +6,25 @@
 //! `dead_code_after` steps are restarted from encoder outputs of the current batch.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use clap::Args;
 use nextscale::params::RandomInit;
 use nextscale::rng::{CounterRng, stream_id};
-use nextscale::state_dict::OfficialPath;
-use nextscale::{VqVae, VqVaeConfig};
+use nextscale::state_dict::{Entry, OfficialPath, Values as Values_};
+use nextscale::{Checkpoint, VqVae, VqVaeConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::args::CommonTrainArgs;
 use crate::data::{Cursor, Dataset, Loader};
 use crate::gan::{Discriminator, d_hinge, g_hinge};
-use crate::optim::{AdamW, lr_multiplier};
-use crate::run::{Metrics, Progress, RunDir};
+use crate::optim::AdamW;
+use crate::plot::Panel;
+use crate::run::{Metrics, RunDir};
+use crate::train_loop::{Snapshot, StepLog, Task, Values};
 use crate::trainconf::{self, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -106,6 +107,11 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
     let (cfg, tc) = (file.model, file.train);
     cfg.validate()?;
     trainconf::validate(&tc)?;
+    let l1 = match tc.recon.as_deref().unwrap_or("l1") {
+        "l1" => true,
+        "l2" => false,
+        o => bail!("train.recon must be \"l1\" or \"l2\", not {o:?}"),
+    };
     let size = cfg.image_size();
     let dev_kind: nextscale::device::BackendKind = a.common.device.parse()?;
     let plain = nextscale::device::init_device(dev_kind)?;
@@ -120,335 +126,295 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         val_idx.len()
     );
     let run = RunDir::open(&a.common.out, &text, "vqvae")?;
-    let mut loader = Loader::new(&ds, train_idx, size, tc.flip, tc.seed);
-    let mut opt = AdamW::new(tc.adamw());
-    let mut dopt = AdamW::new(tc.adamw());
-    let num_scales = cfg.patch_nums.num_scales();
     let v = cfg.vocab_size;
-    let mut usage = vec![0f32; num_scales * v];
-    let mut last_hit = vec![0u64; v];
-    let mut restarts = 0u64;
-    let gan_on = tc.gan_weight > 0.0;
+    let mut task = VqTask {
+        loader: Loader::new(&ds, train_idx, size, tc.flip, tc.seed),
+        ds: &ds,
+        val_idx,
+        size,
+        opt: AdamW::new(tc.adamw()),
+        dopt: AdamW::new(tc.adamw()),
+        usage: vec![0f32; cfg.patch_nums.num_scales() * v],
+        last_hit: vec![0u64; v],
+        restarts: 0,
+        gan_on: tc.gan_weight > 0.0,
+        l1,
+        model: None,
+        disc: None,
+        init: a.init,
+        cfg,
+        tc: tc.clone(),
+        plain,
+        ad,
+    };
+    crate::train_loop::run(&mut task, &run, &tc, a.common.stop_after)
+}
 
-    let (mut model, mut disc, start) = match run.resume::<TrainerState>()? {
-        Some((st, mut ck)) => {
-            let mut mck = ck.split_prefix("model.");
-            usage = mck.read_f32("quantize.ema_vocab_hit_SV")?.data;
-            let model = VqVae::load(&mut mck, &cfg, &ad)?;
-            mck.finish()?;
-            let mut dck = ck.split_prefix("disc.");
-            let disc = if gan_on {
-                Some(Discriminator::new(&mut dck, 64, &ad)?)
-            } else {
-                None
-            };
-            opt.load_state(&ck, "opt", &ad)?;
-            if gan_on {
-                dopt.load_state(&ck, "dopt", &ad)?;
-            }
-            last_hit = ck
-                .read_i64("trainer.last_hit")?
-                .1
-                .iter()
-                .map(|&x| x as u64)
-                .collect();
-            loader.cursor = st.cursor;
-            loader.bad = st.bad.into_iter().collect();
-            restarts = st.restarts;
-            (model, disc, st.step)
-        }
-        None => {
-            let model = match &a.init {
-                Some(p) => {
-                    VqVae::from_checkpoint(
-                        crate::run::open_model(p, "vae")?,
-                        Some(cfg.clone()),
-                        &ad,
-                    )
-                    .with_context(|| format!("loading {}", p.display()))?
-                    .0
-                }
-                None => VqVae::load(&mut RandomInit::new(tc.seed), &cfg, &ad)?,
-            };
-            let disc = if gan_on {
-                Some(Discriminator::new(
-                    &mut RandomInit::new(tc.seed ^ 0xd15c),
-                    64,
-                    &ad,
-                )?)
-            } else {
-                None
-            };
-            (model, disc, 0)
-        }
-    };
-    let columns = [
-        "loss",
-        "recon",
-        "vq",
-        "g_loss",
-        "d_loss",
-        "grad_norm",
-        "lr",
-        "usage",
-        "restarts",
-        "img_per_s",
-        "val_recon",
-        "val_psnr",
-        "val_ssim",
-        "val_usage",
-    ];
-    let mut metrics = Metrics::open(&run.root, &columns, start)?;
-    let end = tc.steps.min(a.common.stop_after.unwrap_or(u64::MAX));
-    if start >= end {
-        eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
-        return Ok(());
+/// The VQ-VAE (and, with `train.gan_weight`, its patch discriminator) as a task of the
+/// shared training loop.
+struct VqTask<'a> {
+    cfg: VqVaeConfig,
+    tc: TrainConfig,
+    ds: &'a Dataset,
+    loader: Loader<'a>,
+    val_idx: Vec<usize>,
+    size: usize,
+    model: Option<VqVae>,
+    disc: Option<Discriminator>,
+    /// `--init`, used for a fresh start.
+    init: Option<PathBuf>,
+    opt: AdamW,
+    dopt: AdamW,
+    /// Codebook usage: an EMA of each code's share per scale (`[scales × V]`), and the step
+    /// each code was last used at.
+    usage: Vec<f32>,
+    last_hit: Vec<u64>,
+    restarts: u64,
+    gan_on: bool,
+    l1: bool,
+    plain: Device,
+    ad: Device,
+}
+
+/// What a forward pass leaves for the update.
+struct VqPass {
+    x: Tensor<4>,
+    rec: Tensor<4>,
+    /// The encoder output (detached), to restart dead codes from.
+    f_host: Tensor<4>,
+    idx: Vec<Tensor<2, Int>>,
+    recon: Tensor<1>,
+    vq: Tensor<1>,
+    g_loss: f64,
+}
+
+impl Task for VqTask<'_> {
+    type State = TrainerState;
+    type Pass = VqPass;
+    const FILE: &'static str = "vqvae.safetensors";
+    const THROUGHPUT: &'static str = "img_per_s";
+
+    fn columns(&self) -> Vec<String> {
+        [
+            "loss",
+            "recon",
+            "vq",
+            "g_loss",
+            "d_loss",
+            "grad_norm",
+            "lr",
+            "usage",
+            "restarts",
+            "img_per_s",
+            "val_recon",
+            "val_psnr",
+            "val_ssim",
+            "val_usage",
+        ]
+        .map(String::from)
+        .to_vec()
     }
-    let progress = Progress::new(start, tc.steps);
-    let b = tc.batch_size;
-    let l1 = match tc.recon.as_deref().unwrap_or("l1") {
-        "l1" => true,
-        "l2" => false,
-        o => bail!("train.recon must be \"l1\" or \"l2\", not {o:?}"),
-    };
-    let mut t_log = Instant::now();
-    let mut imgs_since = 0usize;
-    for step in start + 1..=end {
-        let lr = tc.lr * lr_multiplier(step - 1, tc.warmup_steps, tc.steps, tc.lr_end);
-        let batch = loader.next_batch(b)?;
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, 3, size, size]), &ad);
+
+    fn start(&mut self, resumed: Option<(TrainerState, Checkpoint)>) -> Result<u64> {
+        let (cfg, tc, ad) = (&self.cfg, &self.tc, &self.ad);
+        let new_disc = |src: &mut dyn nextscale::params::ParamSource| -> Result<_> {
+            Ok(if self.gan_on {
+                Some(Discriminator::new(src, 64, ad)?)
+            } else {
+                None
+            })
+        };
+        let Some((st, mut ck)) = resumed else {
+            let model = match &self.init {
+                Some(p) => {
+                    VqVae::from_checkpoint(crate::run::open_model(p, "vae")?, Some(cfg.clone()), ad)
+                        .with_context(|| format!("loading {}", p.display()))?
+                        .0
+                }
+                None => VqVae::load(&mut RandomInit::new(tc.seed), cfg, ad)?,
+            };
+            self.disc = new_disc(&mut RandomInit::new(tc.seed ^ 0xd15c))?;
+            self.model = Some(model);
+            return Ok(0);
+        };
+        let mut mck = ck.split_prefix("model.");
+        self.usage = mck.read_f32("quantize.ema_vocab_hit_SV")?.data;
+        let model = VqVae::load(&mut mck, cfg, ad)?;
+        mck.finish()?;
+        self.disc = new_disc(&mut ck.split_prefix("disc."))?;
+        self.opt.load_state(&ck, "opt", ad)?;
+        if self.gan_on {
+            self.dopt.load_state(&ck, "dopt", ad)?;
+        }
+        self.last_hit = ck
+            .read_i64("trainer.last_hit")?
+            .1
+            .iter()
+            .map(|&x| x as u64)
+            .collect();
+        self.loader.cursor = st.cursor;
+        self.loader.bad = st.bad.into_iter().collect();
+        self.restarts = st.restarts;
+        self.model = Some(model);
+        Ok(st.step)
+    }
+
+    fn forward(&mut self, step: u64) -> Result<(Tensor<1>, VqPass)> {
+        let (b, size) = (self.tc.batch_size, self.size);
+        let batch = self.loader.next_batch(b)?;
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, 3, size, size]), &self.ad);
+        let model = self.model.as_ref().expect("started");
         let f = model.encode(x.clone());
         let f_host = f.clone().detach();
-        let q = model.quantize.forward_train(f, cfg.beta as f64);
+        let q = model.quantize.forward_train(f, self.cfg.beta as f64);
         let rec = model.decode_unclamped(q.f_hat);
-        let recon = if l1 {
+        let recon = if self.l1 {
             (rec.clone() - x.clone()).abs().mean()
         } else {
             (rec.clone() - x.clone()).powi_scalar(2).mean()
         };
-        let gan_active = gan_on && step > tc.gan_start;
         let mut loss = recon.clone() + q.loss.clone();
-        let mut g_val = f64::NAN;
-        if gan_active {
-            let g = g_hinge(disc.as_ref().expect("gan").forward(rec.clone())) * tc.gan_weight;
-            g_val = g.clone().into_scalar::<f32>() as f64;
+        let mut g_loss = f64::NAN;
+        if self.gan_on && step > self.tc.gan_start {
+            let g =
+                g_hinge(self.disc.as_ref().expect("gan").forward(rec.clone())) * self.tc.gan_weight;
+            g_loss = g.clone().into_scalar::<f32>() as f64;
             loss = loss + g;
         }
-        let loss_val = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_val.is_finite() {
-            bail!("the loss became {loss_val} at step {step}; lower train.lr");
-        }
-        let recon_val = recon.into_scalar::<f32>() as f64;
-        let vq_val = q.loss.clone().into_scalar::<f32>() as f64;
-        let mut grads = loss.backward();
-        let (m, stats) = opt.step(model, &mut grads, lr);
-        model = m;
-        let mut d_val = f64::NAN;
-        if gan_active {
-            let d = disc.take().expect("gan");
-            let dl = d_hinge(d.forward(x.clone().detach()), d.forward(rec.detach()));
-            d_val = dl.clone().into_scalar::<f32>() as f64;
+        let pass = VqPass {
+            x,
+            rec,
+            f_host,
+            idx: q.idx,
+            recon,
+            vq: q.loss,
+            g_loss,
+        };
+        Ok((loss, pass))
+    }
+
+    fn update(&mut self, step: u64, lr: f64, mut grads: Gradients, p: VqPass) -> Result<StepLog> {
+        let model = self.model.take().expect("started");
+        let (model, stats) = self.opt.step(model, &mut grads, lr);
+        let mut d_loss = f64::NAN;
+        if self.gan_on && step > self.tc.gan_start {
+            let d = self.disc.take().expect("gan");
+            let dl = d_hinge(d.forward(p.x.detach()), d.forward(p.rec.detach()));
+            d_loss = dl.clone().into_scalar::<f32>() as f64;
             let mut dg = dl.backward();
-            disc = Some(dopt.step(d, &mut dg, lr).0);
+            self.disc = Some(self.dopt.step(d, &mut dg, lr).0);
         }
-        // Codebook usage: EMA per scale and last use per code.
-        for (si, idx) in q.idx.iter().enumerate() {
-            let ids = idx
-                .clone()
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .expect("ids");
-            let mut hit = vec![0f32; v];
-            for &k in &ids {
-                hit[k as usize] += 1.0;
-                last_hit[k as usize] = step;
-            }
-            let tot = ids.len().max(1) as f32;
-            for k in 0..v {
-                usage[si * v + k] = 0.99 * usage[si * v + k] + 0.01 * hit[k] / tot;
-            }
-        }
-        if tc.dead_code_after > 0 {
-            let dead: Vec<usize> = (0..v)
-                .filter(|&k| step - last_hit[k].min(step) > tc.dead_code_after)
-                .collect();
-            if !dead.is_empty() {
-                // Replace each dead code by a random latent vector of this batch.
-                let [bb, cv, h, w] = f_host.dims();
-                let fv = f32s(f_host);
-                let rng = CounterRng::new(tc.seed);
-                let rows = dead
-                    .iter()
-                    .map(|&k| {
-                        let r = (rng.bits(stream_id("restart", step, k as u64), 0)
-                            % (bb * h * w) as u64) as usize;
-                        let (bi, pos) = (r / (h * w), r % (h * w));
-                        let row: Vec<f32> =
-                            (0..cv).map(|c| fv[(bi * cv + c) * h * w + pos]).collect();
-                        (k, row)
-                    })
-                    .collect::<Vec<_>>();
-                restarts += rows.len() as u64;
-                for &k in &dead {
-                    last_hit[k] = step;
-                }
-                model = model.map(&mut RestartCodes {
-                    rows,
-                    path: OfficialPath::default(),
-                });
-            }
-        }
-        imgs_since += b;
+        let model = self.track_codes(model, step, &p.idx, p.f_host);
+        self.model = Some(model);
+        let (v, scales) = (self.cfg.vocab_size, self.cfg.patch_nums.num_scales());
         let used = (0..v)
-            .filter(|&k| (0..num_scales).any(|si| usage[si * v + k] > 1e-4))
+            .filter(|&k| (0..scales).any(|si| self.usage[si * v + k] > 1e-4))
             .count() as f64
             / v as f64;
-        progress.update(
-            step,
-            &[("loss", loss_val), ("recon", recon_val), ("lr", lr)],
-        );
-        if step % tc.log_every == 0 || step == end {
-            let ips = imgs_since as f64 / t_log.elapsed().as_secs_f64().max(1e-9);
-            metrics.log(
-                step,
-                &[
-                    ("loss", loss_val),
-                    ("recon", recon_val),
-                    ("vq", vq_val),
-                    ("g_loss", g_val),
-                    ("d_loss", d_val),
-                    ("grad_norm", stats.grad_norm),
-                    ("lr", lr),
-                    ("usage", used),
-                    ("restarts", restarts as f64),
-                    ("img_per_s", ips),
-                ],
-            )?;
-            t_log = Instant::now();
-            imgs_since = 0;
+        let recon = p.recon.into_scalar::<f32>() as f64;
+        Ok(StepLog {
+            progress: vec![("recon".into(), recon)],
+            row: vec![
+                ("recon".into(), recon),
+                ("vq".into(), p.vq.into_scalar::<f32>() as f64),
+                ("g_loss".into(), p.g_loss),
+                ("d_loss".into(), d_loss),
+                ("grad_norm".into(), stats.grad_norm),
+                ("usage".into(), used),
+                ("restarts".into(), self.restarts as f64),
+            ],
+            units: self.tc.batch_size,
+        })
+    }
+
+    fn evaluate(
+        &mut self,
+        step: u64,
+        validate: bool,
+        sample: Option<&Path>,
+    ) -> Result<Option<(Values, String)>> {
+        let size = self.size;
+        let plain_model = self.model.as_ref().expect("started").valid();
+        let subset = if self.val_idx.is_empty() {
+            &self.loader.subset
+        } else {
+            &self.val_idx
+        };
+        let ev = evaluate(
+            &plain_model,
+            self.ds,
+            subset,
+            size,
+            &self.cfg,
+            &self.plain,
+            self.l1,
+            64,
+        )?;
+        if let Some(path) = sample {
+            let n = ev.originals.len() / (3 * size * size);
+            let cols = n.min(8);
+            let mut tiles = Vec::new();
+            tiles.extend_from_slice(&ev.originals[..cols * 3 * size * size]);
+            tiles.extend_from_slice(&ev.recons[..cols * 3 * size * size]);
+            crate::plot::grid(path, &tiles, size, cols)?;
         }
-        let eval_now = step % tc.eval_every == 0 || step == tc.steps;
-        let sample_now = step % tc.sample_every == 0 || step == tc.steps;
-        if eval_now || sample_now {
-            let plain_model = model.valid();
-            let subset = if val_idx.is_empty() {
-                &loader.subset
-            } else {
-                &val_idx
-            };
-            let ev = evaluate(&plain_model, &ds, subset, size, &cfg, &plain, l1, 64)?;
-            if eval_now {
-                metrics.log(
-                    step,
-                    &[
-                        ("val_recon", ev.recon),
-                        ("val_psnr", ev.psnr),
-                        ("val_ssim", ev.ssim),
-                        ("val_usage", ev.usage),
-                    ],
-                )?;
-                progress.note(&format!(
+        Ok(validate.then(|| {
+            (
+                vec![
+                    ("val_recon".into(), ev.recon),
+                    ("val_psnr".into(), ev.psnr),
+                    ("val_ssim".into(), ev.ssim),
+                    ("val_usage".into(), ev.usage),
+                ],
+                format!(
                     "step {step}: validation recon {:.4}, PSNR {:.2} dB, SSIM {:.4}, codebook usage {:.1}%",
                     ev.recon,
                     ev.psnr,
                     ev.ssim,
                     100.0 * ev.usage
-                ));
-            }
-            if sample_now {
-                let n = ev.originals.len() / (3 * size * size);
-                let cols = n.min(8);
-                let mut tiles = Vec::new();
-                tiles.extend_from_slice(&ev.originals[..cols * 3 * size * size]);
-                tiles.extend_from_slice(&ev.recons[..cols * 3 * size * size]);
-                crate::plot::grid(
-                    &run.root.join(format!("samples/step-{step:08}.png")),
-                    &tiles,
-                    size,
-                    cols,
-                )?;
-            }
-        }
-        if step % tc.ckpt_every == 0 || step == end {
-            save(
-                &run,
-                &model,
-                disc.as_ref(),
-                &opt,
-                &dopt,
-                &usage,
-                &last_hit,
-                &loader,
-                restarts,
-                step,
-                &tc,
-            )?;
-            draw_curves(&run, &metrics)?;
-        }
+                ),
+            )
+        }))
     }
-    if !loader.bad.is_empty() {
-        eprintln!(
-            "skipped {} files that did not decode, e.g. {}",
-            loader.bad.len(),
-            loader.bad_reasons.first().map(String::as_str).unwrap_or("")
+
+    fn snapshot(&self, step: u64) -> Result<Snapshot<TrainerState>> {
+        let model = self.model.as_ref().expect("started");
+        let sd = model.state_dict(Some(self.usage.clone()))?;
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), "nextscale-vqvae".into());
+        meta.insert(
+            "patch_nums".into(),
+            serde_json::to_string(&model.quantize.patch_nums)?,
         );
-    }
-    eprintln!("done: {}", run.root.join("vqvae.safetensors").display());
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save(
-    run: &RunDir,
-    model: &VqVae,
-    disc: Option<&Discriminator>,
-    opt: &AdamW,
-    dopt: &AdamW,
-    usage: &[f32],
-    last_hit: &[u64],
-    loader: &Loader,
-    restarts: u64,
-    step: u64,
-    tc: &TrainConfig,
-) -> Result<()> {
-    let sd = model.state_dict(Some(usage.to_vec()))?;
-    let mut meta = BTreeMap::new();
-    meta.insert("format".into(), "nextscale-vqvae".into());
-    meta.insert(
-        "patch_nums".into(),
-        serde_json::to_string(&model.quantize.patch_nums)?,
-    );
-    meta.insert("step".into(), step.to_string());
-    run.save_model("vqvae.safetensors", &sd, &meta)?;
-    let mut entries = Vec::new();
-    if let Some(d) = disc {
-        for mut e in nextscale::state_dict::parameters(d)? {
-            e.name = format!("disc.{}", e.name);
-            entries.push(e);
+        let mut extra = Vec::new();
+        if let Some(d) = &self.disc {
+            for mut e in nextscale::state_dict::parameters(d)? {
+                e.name = format!("disc.{}", e.name);
+                extra.push(e);
+            }
+            extra.extend(self.dopt.state_entries("dopt")?);
         }
-        entries.extend(dopt.state_entries("dopt")?);
+        extra.extend(self.opt.state_entries("opt")?);
+        extra.push(Entry {
+            name: "trainer.last_hit".into(),
+            shape: vec![self.last_hit.len()],
+            values: Values_::I64(self.last_hit.iter().map(|&x| x as i64).collect()),
+        });
+        Ok(Snapshot {
+            model: sd,
+            extra,
+            meta,
+            state: TrainerState {
+                step,
+                cursor: self.loader.cursor,
+                bad: self.loader.bad.iter().copied().collect(),
+                restarts: self.restarts,
+            },
+        })
     }
-    entries.extend(opt.state_entries("opt")?);
-    entries.push(nextscale::state_dict::Entry {
-        name: "trainer.last_hit".into(),
-        shape: vec![last_hit.len()],
-        values: nextscale::state_dict::Values::I64(last_hit.iter().map(|&x| x as i64).collect()),
-    });
-    let st = TrainerState {
-        step,
-        cursor: loader.cursor,
-        bad: loader.bad.iter().copied().collect(),
-        restarts,
-    };
-    run.save_state(step, sd, entries, meta, &st, tc.keep_last)?;
-    Ok(())
-}
 
-fn draw_curves(run: &RunDir, m: &Metrics) -> Result<()> {
-    crate::plot::curves(
-        &run.root.join("curves.png"),
-        &[
+    fn curves<'m>(&self, m: &'m Metrics) -> Vec<Panel<'m>> {
+        vec![
             (
                 "LOSS",
                 vec![
@@ -462,8 +428,85 @@ fn draw_curves(run: &RunDir, m: &Metrics) -> Result<()> {
                 "CODEBOOK USAGE",
                 vec![("TRAIN", m.series("usage")), ("VAL", m.series("val_usage"))],
             ),
-        ],
-    )
+        ]
+    }
+
+    fn finish(&self, _root: &Path) -> Result<()> {
+        if !self.loader.bad.is_empty() {
+            eprintln!(
+                "skipped {} files that did not decode, e.g. {}",
+                self.loader.bad.len(),
+                self.loader
+                    .bad_reasons
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl VqTask<'_> {
+    /// Codebook usage (an EMA per scale, and each code's last use); codes unused for
+    /// `dead_code_after` steps are replaced by random encoder outputs of this batch.
+    fn track_codes(
+        &mut self,
+        model: VqVae,
+        step: u64,
+        idx: &[Tensor<2, Int>],
+        f_host: Tensor<4>,
+    ) -> VqVae {
+        let v = self.cfg.vocab_size;
+        for (si, idx) in idx.iter().enumerate() {
+            let ids = idx
+                .clone()
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("ids");
+            let mut hit = vec![0f32; v];
+            for &k in &ids {
+                hit[k as usize] += 1.0;
+                self.last_hit[k as usize] = step;
+            }
+            let tot = ids.len().max(1) as f32;
+            for (u, h) in self.usage[si * v..(si + 1) * v].iter_mut().zip(&hit) {
+                *u = 0.99 * *u + 0.01 * h / tot;
+            }
+        }
+        if self.tc.dead_code_after == 0 {
+            return model;
+        }
+        let dead: Vec<usize> = (0..v)
+            .filter(|&k| step - self.last_hit[k].min(step) > self.tc.dead_code_after)
+            .collect();
+        if dead.is_empty() {
+            return model;
+        }
+        // Replace each dead code by a random latent vector of this batch.
+        let [bb, cv, h, w] = f_host.dims();
+        let fv = f32s(f_host);
+        let rng = CounterRng::new(self.tc.seed);
+        let rows = dead
+            .iter()
+            .map(|&k| {
+                let r = (rng.bits(stream_id("restart", step, k as u64), 0) % (bb * h * w) as u64)
+                    as usize;
+                let (bi, pos) = (r / (h * w), r % (h * w));
+                let row: Vec<f32> = (0..cv).map(|c| fv[(bi * cv + c) * h * w + pos]).collect();
+                (k, row)
+            })
+            .collect::<Vec<_>>();
+        self.restarts += rows.len() as u64;
+        for &k in &dead {
+            self.last_hit[k] = step;
+        }
+        model.map(&mut RestartCodes {
+            rows,
+            path: OfficialPath::default(),
+        })
+    }
 }
 
 pub struct Eval {
