@@ -68,7 +68,8 @@ fn main() {
     let quant = {
         let parts = golden_dir().join("vqvae_quant_parts.safetensors");
         let mut ck = Checkpoint::open(&parts).expect("vqvae_quant_parts.safetensors");
-        nextscale::vqvae::VectorQuantizer::load(&mut ck, "quantize", &vae_cfg, &device).unwrap()
+        let mut s = nextscale::params::Scope::new(&mut ck, &device);
+        nextscale::vqvae::VectorQuantizer::load(&mut s.pp("quantize"), &vae_cfg).unwrap()
     };
     let _ = VqVae::load; // (the decoder is not part of this benchmark)
     println!(

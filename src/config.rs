@@ -344,6 +344,11 @@ impl VarConfig {
     pub fn mlp_hidden(&self) -> usize {
         (self.embed_dim as f64 * self.mlp_ratio).round() as usize
     }
+    /// The std of the truncated-normal initialisation of fresh weights: `√(1 / 3C)`, as the
+    /// official `init_weights(init_std=-1)`.
+    pub fn init_std(&self) -> f32 {
+        (1.0 / (3.0 * self.embed_dim as f64)).sqrt() as f32
+    }
     pub fn head_dim(&self) -> usize {
         self.embed_dim / self.num_heads
     }

@@ -7,23 +7,12 @@ use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
-use crate::params::{Init, ParamSource};
+use crate::params::{Init, Scope};
 use crate::quant::PackedMatrix;
 
 /// Uploads host values as a tensor of rank `D`.
 pub fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
-}
-
-pub(crate) fn param<const D: usize>(
-    src: &mut dyn ParamSource,
-    key: &str,
-    shape: [usize; D],
-    init: Init,
-    device: &Device,
-) -> Result<Param<Tensor<D>>> {
-    let data = src.get(key, &shape, init)?;
-    Ok(Param::from_tensor(tensor(data, shape, device)))
 }
 
 /// `[rows, cols]` row-major → `[cols, rows]`.
@@ -73,33 +62,24 @@ impl LoraPair {
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` (PyTorch `[out, in]`) and, if `bias`, `{prefix}.bias`.
+    /// Loads `weight` (PyTorch `[out, in]`) and, if `bias`, `bias`.
     pub fn load(
-        src: &mut dyn ParamSource,
-        prefix: &str,
+        s: &mut Scope,
         d_in: usize,
         d_out: usize,
         bias: bool,
         weight_init: Init,
-        device: &Device,
     ) -> Result<Self> {
-        let key = format!("{prefix}.weight");
-        let (weight, packed) = match src.get_packed(&key, &[d_out, d_in], weight_init)? {
+        let (weight, packed) = match s.get_packed("weight", &[d_out, d_in], weight_init)? {
             Some(p) => (None, Some(p)),
             None => {
-                let w = src.get(&key, &[d_out, d_in], weight_init)?;
-                let w = tensor(transpose(&w, d_out, d_in), [d_in, d_out], device);
+                let w = s.get("weight", &[d_out, d_in], weight_init)?;
+                let w = tensor(transpose(&w, d_out, d_in), [d_in, d_out], s.device());
                 (Some(Param::from_tensor(w)), None)
             }
         };
         let bias = if bias {
-            Some(param(
-                src,
-                &format!("{prefix}.bias"),
-                [d_out],
-                Init::Zeros,
-                device,
-            )?)
+            Some(s.param("bias", [d_out], Init::Zeros)?)
         } else {
             None
         };
@@ -166,28 +146,14 @@ impl Linear {
     }
 
     /// Attaches a LoRA update: `lora_A.weight` `[r, in]` and `lora_B.weight` `[out, r]` under
-    /// `{prefix}.`; fresh ones start with `A` Kaiming-uniform-like and `B` zero, so the layer
+    /// this scope; fresh ones start with `A` Kaiming-uniform-like and `B` zero, so the layer
     /// is unchanged until trained.
-    pub fn attach_lora(
-        &mut self,
-        src: &mut dyn ParamSource,
-        prefix: &str,
-        rank: usize,
-        scale: f32,
-        device: &Device,
-    ) -> Result<()> {
+    pub fn attach_lora(&mut self, s: &mut Scope, rank: usize, scale: f32) -> Result<()> {
         let (d_in, d_out) = (self.d_in(), self.d_out());
         let bound = (1.0 / d_in as f64).sqrt() as f32;
-        let a = src.get(
-            &format!("{prefix}.lora_A.weight"),
-            &[rank, d_in],
-            Init::Uniform(bound),
-        )?;
-        let b = src.get(
-            &format!("{prefix}.lora_B.weight"),
-            &[d_out, rank],
-            Init::Zeros,
-        )?;
+        let a = s.get("lora_A.weight", &[rank, d_in], Init::Uniform(bound))?;
+        let b = s.get("lora_B.weight", &[d_out, rank], Init::Zeros)?;
+        let device = s.device();
         self.lora = Some(LoraPair {
             lora_a: Param::from_tensor(tensor(transpose(&a, rank, d_in), [d_in, rank], device)),
             lora_b: Param::from_tensor(tensor(transpose(&b, d_out, rank), [rank, d_out], device)),
@@ -258,38 +224,25 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
-        src: &mut dyn ParamSource,
-        prefix: &str,
+        s: &mut Scope,
         c_in: usize,
         c_out: usize,
         kernel: usize,
         stride: usize,
         padding: usize,
-        device: &Device,
     ) -> Result<Self> {
         // PyTorch's default conv init: kaiming-uniform(a=√5) → U(±1/√fan_in), bias likewise.
-        let bound = 1.0 / ((c_in * kernel * kernel) as f32).sqrt();
-        let key = format!("{prefix}.weight");
+        let init = Init::Uniform(1.0 / ((c_in * kernel * kernel) as f32).sqrt());
         let shape = [c_out, c_in, kernel, kernel];
-        let (weight, packed) = match src.get_packed(&key, &shape, Init::Uniform(bound))? {
+        let (weight, packed) = match s.get_packed("weight", &shape, init)? {
             Some(p) => (None, Some(p)),
-            None => (
-                Some(param(src, &key, shape, Init::Uniform(bound), device)?),
-                None,
-            ),
+            None => (Some(s.param("weight", shape, init)?), None),
         };
         Ok(Self {
             weight,
             packed,
-            bias: param(
-                src,
-                &format!("{prefix}.bias"),
-                [c_out],
-                Init::Uniform(bound),
-                device,
-            )?,
+            bias: s.param("bias", [c_out], init)?,
             kernel,
             stride,
             padding,
@@ -330,29 +283,10 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        prefix: &str,
-        channels: usize,
-        groups: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, channels: usize, groups: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: param(
-                src,
-                &format!("{prefix}.weight"),
-                [channels],
-                Init::Ones,
-                device,
-            )?,
-            bias: param(
-                src,
-                &format!("{prefix}.bias"),
-                [channels],
-                Init::Zeros,
-                device,
-            )?,
+            weight: s.param("weight", [channels], Init::Ones)?,
+            bias: s.param("bias", [channels], Init::Zeros)?,
             groups,
             eps,
         })
@@ -402,16 +336,10 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        prefix: &str,
-        dim: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: param(src, &format!("{prefix}.weight"), [dim], Init::Ones, device)?,
-            bias: param(src, &format!("{prefix}.bias"), [dim], Init::Zeros, device)?,
+            weight: s.param("weight", [dim], Init::Ones)?,
+            bias: s.param("bias", [dim], Init::Zeros)?,
             eps,
         })
     }

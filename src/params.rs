@@ -2,6 +2,9 @@
 //! initialisation (for training from scratch). Model constructors ask a [`ParamSource`] for
 //! each tensor by its official state-dict name, in PyTorch layout.
 
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::rng::CounterRng;
@@ -33,6 +36,93 @@ pub trait ParamSource {
         _init: Init,
     ) -> Result<Option<crate::quant::PackedMatrix>> {
         Ok(None)
+    }
+}
+
+/// A loader's view of a [`ParamSource`]: the key prefix of the module it loads and the device
+/// its tensors go to. `s.pp("attn")` is the scope of a child module (keys `prefix.attn.…`);
+/// `s.param("weight", …)` reads `prefix.weight`. Model constructors take a scope, so a
+/// module's loader names only its own parameters.
+pub struct Scope<'a> {
+    src: &'a mut dyn ParamSource,
+    prefix: String,
+    device: Device,
+}
+
+impl<'a> Scope<'a> {
+    /// The root scope (no prefix) of `src`, building tensors on `device`.
+    pub fn new(src: &'a mut dyn ParamSource, device: &Device) -> Self {
+        Self {
+            src,
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// The scope of the child module `name` (`blocks.3`, `attn`, `ffn.fc1`).
+    pub fn pp(&mut self, name: impl std::fmt::Display) -> Scope<'_> {
+        let prefix = self.key(&name.to_string());
+        Scope {
+            src: &mut *self.src,
+            prefix,
+            device: self.device.clone(),
+        }
+    }
+
+    /// The full state-dict key of `name` in this scope.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// This scope's prefix (`""` at the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The values of `name` (row-major, PyTorch layout), whose shape must be `shape`.
+    pub fn get(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        let key = self.key(name);
+        self.src.get(&key, shape, init)
+    }
+
+    /// `name` kept in its stored q8/q4 blocks, when the source holds it so (see
+    /// [`ParamSource::get_packed`]).
+    pub fn get_packed(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+    ) -> Result<Option<crate::quant::PackedMatrix>> {
+        let key = self.key(name);
+        self.src.get_packed(&key, shape, init)
+    }
+
+    /// A persistent buffer the model recomputes itself (a checkpoint may hold it).
+    pub fn skip_buffer(&mut self, name: &str, shape: &[usize]) -> Result<()> {
+        let key = self.key(name);
+        self.src.skip_buffer(&key, shape)
+    }
+
+    /// `name` as a parameter tensor of rank `D` on this scope's device.
+    pub fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Param<Tensor<D>>> {
+        let data = self.get(name, &shape, init)?;
+        Ok(Param::from_tensor(Tensor::from_data(
+            TensorData::new(data, shape),
+            &self.device,
+        )))
     }
 }
 

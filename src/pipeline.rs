@@ -7,6 +7,7 @@ use crate::condition::Condition;
 use crate::config::{VarConfig, VqVaeConfig};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, RgbaView, to_rgb8};
+use crate::params::Scope;
 use crate::sampler::{Generated, SampleHooks, SampleOptions, Sampling, class_condition, generate};
 use crate::var::{self, Var};
 use crate::vqvae::{self, VectorQuantizer, VqVae};
@@ -160,7 +161,7 @@ impl Pipeline {
             ..VqVaeConfig::vae_ch160v4096z32()
         };
         cfg.validate()?;
-        let q = VectorQuantizer::load(&mut ck, "quantize", &cfg, device)?;
+        let q = VectorQuantizer::load(&mut Scope::new(&mut ck, device).pp("quantize"), &cfg)?;
         // The latent 1×1 convs are of no use without the encoder/decoder; accept them.
         let cz = cfg.z_channels;
         for k in ["quant_conv", "post_quant_conv"] {

@@ -231,13 +231,13 @@ impl<'a> Sampling<'a> {
         }
         let b = rows / 2;
         let device = cond.device();
-        if var.patch_nums != quant.patch_nums {
+        if var.patch_nums.as_slice() != quant.patch_nums.as_slice() {
             return Err(Error::config(format!(
                 "the VAR patch list {:?} differs from the VQ-VAE's {:?}",
-                var.patch_nums, quant.patch_nums
+                var.patch_nums.0, quant.patch_nums
             )));
         }
-        let latent = *var.patch_nums.last().expect("non-empty");
+        let latent = var.patch_nums.latent();
         let [v_codes, cv] = quant.embedding.val().dims();
         if v_codes != vocab {
             return Err(Error::config(format!(
@@ -268,13 +268,13 @@ impl<'a> Sampling<'a> {
         if self.next_scale != 0 {
             return Err(Error::invalid("an edit must be set before the first scale"));
         }
-        plan.validate(&self.var.patch_nums, self.vocab, self.b)?;
+        plan.validate(self.var.patch_nums.as_slice(), self.vocab, self.b)?;
         self.edit = Some(plan);
         Ok(self)
     }
 
     pub fn num_scales(&self) -> usize {
-        self.var.patch_nums.len()
+        self.var.patch_nums.num_scales()
     }
     /// Index of the scale the next [`Sampling::step`] computes.
     pub fn next_scale(&self) -> usize {
@@ -293,7 +293,7 @@ impl<'a> Sampling<'a> {
             return Ok(None);
         }
         let (b, vocab) = (self.b, self.vocab);
-        let pn = self.var.patch_nums[si];
+        let pn = self.var.patch_nums.as_slice()[si];
         let n = pn * pn;
         let device = self.f_hat.device();
         let ratio = if num_scales > 1 {

@@ -11,7 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use nextscale::Checkpoint;
 use nextscale::nn::{Conv2d, GroupNorm, Linear};
-use nextscale::params::{Init, ParamSource};
+use nextscale::params::{Init, ParamSource, Scope};
 
 use crate::data::Dataset;
 
@@ -37,51 +37,32 @@ impl Classifier {
             (2 * w, 4 * w, 2),
             (4 * w, 4 * w, 2),
         ];
+        let mut s = Scope::new(src, device);
         let mut convs = Vec::new();
         let mut norms = Vec::new();
-        for (i, &(ci, co, s)) in spec.iter().enumerate() {
+        for (i, &(ci, co, stride)) in spec.iter().enumerate() {
             convs.push(Conv2d::load(
-                src,
-                &format!("convs.{i}"),
+                &mut s.pp(format!("convs.{i}")),
                 ci,
                 co,
                 3,
-                s,
+                stride,
                 1,
-                device,
             )?);
             norms.push(GroupNorm::load(
-                src,
-                &format!("norms.{i}"),
+                &mut s.pp(format!("norms.{i}")),
                 co,
                 8,
                 1e-5,
-                device,
             )?);
         }
-        let b1 = 1.0 / ((4 * w) as f32).sqrt();
-        let b2 = 1.0 / (FEATURES as f32).sqrt();
+        let b1 = Init::Uniform(1.0 / ((4 * w) as f32).sqrt());
+        let b2 = Init::Uniform(1.0 / (FEATURES as f32).sqrt());
         Ok(Self {
             convs,
             norms,
-            feat: Linear::load(
-                src,
-                "feat",
-                4 * w,
-                FEATURES,
-                true,
-                Init::Uniform(b1),
-                device,
-            )?,
-            head: Linear::load(
-                src,
-                "head",
-                FEATURES,
-                classes,
-                true,
-                Init::Uniform(b2),
-                device,
-            )?,
+            feat: Linear::load(&mut s.pp("feat"), 4 * w, FEATURES, true, b1)?,
+            head: Linear::load(&mut s.pp("head"), FEATURES, classes, true, b2)?,
         })
     }
 

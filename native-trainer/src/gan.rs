@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Device, Tensor};
 use nextscale::nn::{Conv2d, GroupNorm};
-use nextscale::params::ParamSource;
+use nextscale::params::{ParamSource, Scope};
 
 #[derive(Module, Debug)]
 pub struct Discriminator {
@@ -22,27 +22,24 @@ impl Discriminator {
             (2 * ch, 4 * ch, 1),
             (4 * ch, 1, 1),
         ];
+        let mut s = Scope::new(src, device);
         let mut convs = Vec::new();
         let mut norms = Vec::new();
-        for (i, &(ci, co, s)) in spec.iter().enumerate() {
+        for (i, &(ci, co, stride)) in spec.iter().enumerate() {
             convs.push(Conv2d::load(
-                src,
-                &format!("convs.{i}"),
+                &mut s.pp(format!("convs.{i}")),
                 ci,
                 co,
                 4,
-                s,
+                stride,
                 1,
-                device,
             )?);
             if i > 0 && i < spec.len() - 1 {
                 norms.push(GroupNorm::load(
-                    src,
-                    &format!("norms.{}", i - 1),
+                    &mut s.pp(format!("norms.{}", i - 1)),
                     co,
                     32,
                     1e-6,
-                    device,
                 )?);
             }
         }

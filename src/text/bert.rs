@@ -8,8 +8,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::{LayerNorm, Linear, param};
-use crate::params::{Init, ParamSource};
+use crate::nn::{LayerNorm, Linear};
+use crate::params::{Init, ParamSource, Scope};
 
 /// The fields of a Hugging Face `config.json` this encoder needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,33 +79,19 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn load(src: &mut dyn ParamSource, p: &str, cfg: &BertConfig, device: &Device) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    fn load(s: &mut Scope, cfg: &BertConfig) -> Result<Self> {
+        let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let w = Init::TruncNormal(0.02);
-        let lin = |src: &mut dyn ParamSource, k: &str, a: usize, b: usize| {
-            Linear::load(src, &format!("{p}.{k}"), a, b, true, w, device)
-        };
+        let lin = |s: &mut Scope, k: &str, a, b| Linear::load(&mut s.pp(k), a, b, true, w);
         Ok(Self {
-            query: lin(src, "attention.self.query", h, h)?,
-            key: lin(src, "attention.self.key", h, h)?,
-            value: lin(src, "attention.self.value", h, h)?,
-            attn_out: lin(src, "attention.output.dense", h, h)?,
-            attn_norm: LayerNorm::load(
-                src,
-                &format!("{p}.attention.output.LayerNorm"),
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
-            intermediate: lin(src, "intermediate.dense", h, i)?,
-            output: lin(src, "output.dense", i, h)?,
-            out_norm: LayerNorm::load(
-                src,
-                &format!("{p}.output.LayerNorm"),
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
+            query: lin(s, "attention.self.query", h, h)?,
+            key: lin(s, "attention.self.key", h, h)?,
+            value: lin(s, "attention.self.value", h, h)?,
+            attn_out: lin(s, "attention.output.dense", h, h)?,
+            attn_norm: LayerNorm::load(&mut s.pp("attention.output.LayerNorm"), h, eps)?,
+            intermediate: lin(s, "intermediate.dense", h, i)?,
+            output: lin(s, "output.dense", i, h)?,
+            out_norm: LayerNorm::load(&mut s.pp("output.LayerNorm"), h, eps)?,
             heads: cfg.num_attention_heads,
         })
     }
@@ -145,42 +131,24 @@ impl Bert {
     /// buffer are accepted (an optional `bert.` prefix must be stripped by the caller).
     pub fn load(src: &mut dyn ParamSource, cfg: &BertConfig, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let h = cfg.hidden_size;
+        let (h, max_len) = (cfg.hidden_size, cfg.max_position_embeddings);
         let w = Init::TruncNormal(0.02);
-        src.skip_buffer("embeddings.position_ids", &[1, cfg.max_position_embeddings])?;
-        src.skip_buffer("pooler.dense.weight", &[h, h])?;
-        src.skip_buffer("pooler.dense.bias", &[h])?;
+        let mut s = Scope::new(src, device);
+        s.skip_buffer("embeddings.position_ids", &[1, max_len])?;
+        s.skip_buffer("pooler.dense.weight", &[h, h])?;
+        s.skip_buffer("pooler.dense.bias", &[h])?;
+        let mut e = s.pp("embeddings");
         Ok(Self {
-            word_embeddings: param(
-                src,
-                "embeddings.word_embeddings.weight",
-                [cfg.vocab_size, h],
-                w,
-                device,
-            )?,
-            position_embeddings: param(
-                src,
-                "embeddings.position_embeddings.weight",
-                [cfg.max_position_embeddings, h],
-                w,
-                device,
-            )?,
-            token_type_embeddings: param(
-                src,
-                "embeddings.token_type_embeddings.weight",
+            word_embeddings: e.param("word_embeddings.weight", [cfg.vocab_size, h], w)?,
+            position_embeddings: e.param("position_embeddings.weight", [max_len, h], w)?,
+            token_type_embeddings: e.param(
+                "token_type_embeddings.weight",
                 [cfg.type_vocab_size, h],
                 w,
-                device,
             )?,
-            embed_norm: LayerNorm::load(
-                src,
-                "embeddings.LayerNorm",
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
+            embed_norm: LayerNorm::load(&mut e.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| BertLayer::load(src, &format!("encoder.layer.{i}"), cfg, device))
+                .map(|i| BertLayer::load(&mut s.pp(format!("encoder.layer.{i}")), cfg))
                 .collect::<Result<_>>()?,
         })
     }

@@ -9,8 +9,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::{LayerNorm, Linear, param};
-use crate::params::{Init, ParamSource};
+use crate::nn::{LayerNorm, Linear};
+use crate::params::{Init, ParamSource, Scope};
 
 /// The fields of a `CLIPTextConfig` (`config.json`, flat or under `text_config`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,38 +82,19 @@ pub struct ClipLayer {
 }
 
 impl ClipLayer {
-    fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        cfg: &ClipTextConfig,
-        device: &Device,
-    ) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    fn load(s: &mut Scope, cfg: &ClipTextConfig) -> Result<Self> {
+        let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let w = Init::TruncNormal(0.02);
-        let lin = |src: &mut dyn ParamSource, k: &str, a: usize, b: usize| {
-            Linear::load(src, &format!("{p}.{k}"), a, b, true, w, device)
-        };
+        let lin = |s: &mut Scope, k: &str, a, b| Linear::load(&mut s.pp(k), a, b, true, w);
         Ok(Self {
-            layer_norm1: LayerNorm::load(
-                src,
-                &format!("{p}.layer_norm1"),
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
-            q_proj: lin(src, "self_attn.q_proj", h, h)?,
-            k_proj: lin(src, "self_attn.k_proj", h, h)?,
-            v_proj: lin(src, "self_attn.v_proj", h, h)?,
-            out_proj: lin(src, "self_attn.out_proj", h, h)?,
-            layer_norm2: LayerNorm::load(
-                src,
-                &format!("{p}.layer_norm2"),
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
-            fc1: lin(src, "mlp.fc1", h, i)?,
-            fc2: lin(src, "mlp.fc2", i, h)?,
+            layer_norm1: LayerNorm::load(&mut s.pp("layer_norm1"), h, eps)?,
+            q_proj: lin(s, "self_attn.q_proj", h, h)?,
+            k_proj: lin(s, "self_attn.k_proj", h, h)?,
+            v_proj: lin(s, "self_attn.v_proj", h, h)?,
+            out_proj: lin(s, "self_attn.out_proj", h, h)?,
+            layer_norm2: LayerNorm::load(&mut s.pp("layer_norm2"), h, eps)?,
+            fc1: lin(s, "mlp.fc1", h, i)?,
+            fc2: lin(s, "mlp.fc2", i, h)?,
             heads: cfg.num_attention_heads,
             quick: cfg.hidden_act == "quick_gelu",
         })
@@ -153,48 +134,32 @@ impl ClipTextModel {
     /// Loads `text_model.*` (and `text_projection.weight` when the config has a projection).
     pub fn load(src: &mut dyn ParamSource, cfg: &ClipTextConfig, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let h = cfg.hidden_size;
+        let (h, max_len) = (cfg.hidden_size, cfg.max_position_embeddings);
         let w = Init::TruncNormal(0.02);
-        src.skip_buffer(
-            "text_model.embeddings.position_ids",
-            &[1, cfg.max_position_embeddings],
-        )?;
+        let mut root = Scope::new(src, device);
+        let mut s = root.pp("text_model");
+        s.skip_buffer("embeddings.position_ids", &[1, max_len])?;
+        let token_embedding =
+            s.param("embeddings.token_embedding.weight", [cfg.vocab_size, h], w)?;
+        let position_embedding =
+            s.param("embeddings.position_embedding.weight", [max_len, h], w)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| ClipLayer::load(&mut s.pp(format!("encoder.layers.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        let final_layer_norm =
+            LayerNorm::load(&mut s.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
         Ok(Self {
-            token_embedding: param(
-                src,
-                "text_model.embeddings.token_embedding.weight",
-                [cfg.vocab_size, h],
-                w,
-                device,
-            )?,
-            position_embedding: param(
-                src,
-                "text_model.embeddings.position_embedding.weight",
-                [cfg.max_position_embeddings, h],
-                w,
-                device,
-            )?,
-            layers: (0..cfg.num_hidden_layers)
-                .map(|i| {
-                    ClipLayer::load(src, &format!("text_model.encoder.layers.{i}"), cfg, device)
-                })
-                .collect::<Result<_>>()?,
-            final_layer_norm: LayerNorm::load(
-                src,
-                "text_model.final_layer_norm",
-                h,
-                cfg.layer_norm_eps,
-                device,
-            )?,
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
             text_projection: match cfg.projection_dim {
                 Some(p) => Some(Linear::load(
-                    src,
-                    "text_projection",
+                    &mut root.pp("text_projection"),
                     h,
                     p,
                     false,
                     w,
-                    device,
                 )?),
                 None => None,
             },

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Var;
 use crate::error::{Error, Result};
 use crate::nn::Linear;
-use crate::params::{Init, ParamSource};
+use crate::params::{Init, ParamSource, Scope};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
@@ -37,24 +37,16 @@ impl TextAdapter {
         if cfg.text_dim == 0 || cfg.hidden == 0 || cfg.embed_dim == 0 {
             return Err(Error::config("adapter sizes must be positive"));
         }
+        let mut s = Scope::new(src, device);
+        let std = Init::TruncNormal(0.02);
         Ok(Self {
-            fc1: Linear::load(
-                src,
-                "fc1",
-                cfg.text_dim,
-                cfg.hidden,
-                true,
-                Init::TruncNormal(0.02),
-                device,
-            )?,
+            fc1: Linear::load(&mut s.pp("fc1"), cfg.text_dim, cfg.hidden, true, std)?,
             fc2: Linear::load(
-                src,
-                "fc2",
+                &mut s.pp("fc2"),
                 cfg.hidden,
                 cfg.embed_dim,
                 true,
                 Init::Zeros,
-                device,
             )?,
             alpha: cfg.alpha,
             beta: cfg.beta,

@@ -2,12 +2,12 @@
 //! a learned per-head scale `exp(min(scale_mul, ln 100))`, no `1/√d`, and a KV cache.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::kernels::masked_softmax;
-use crate::nn::{Linear, l2_normalize, param};
-use crate::params::{Init, ParamSource};
+use crate::nn::{Linear, l2_normalize};
+use crate::params::{Init, Scope};
 
 /// Keys (already normalised) and values of all tokens seen so far, `[B, H, L, d]`.
 #[derive(Clone, Debug, Default)]
@@ -28,46 +28,18 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        c: usize,
-        heads: usize,
-        init_std: f32,
-        device: &Device,
-    ) -> Result<Self> {
-        let scale_mul = param(
-            src,
-            &format!("{p}.scale_mul_1H11"),
-            [1, heads, 1, 1],
-            Init::Const(4f32.ln()),
-            device,
-        )?;
-        let q_bias = param(src, &format!("{p}.q_bias"), [c], Init::Zeros, device)?;
-        let v_bias = param(src, &format!("{p}.v_bias"), [c], Init::Zeros, device)?;
-        src.skip_buffer(&format!("{p}.zero_k_bias"), &[c])?;
+    pub fn load(s: &mut Scope, c: usize, heads: usize, init_std: f32) -> Result<Self> {
+        let scale_mul = s.param("scale_mul_1H11", [1, heads, 1, 1], Init::Const(4f32.ln()))?;
+        let q_bias = s.param("q_bias", [c], Init::Zeros)?;
+        let v_bias = s.param("v_bias", [c], Init::Zeros)?;
+        s.skip_buffer("zero_k_bias", &[c])?;
+        let std = Init::TruncNormal(init_std);
         Ok(Self {
             scale_mul,
             q_bias,
             v_bias,
-            mat_qkv: Linear::load(
-                src,
-                &format!("{p}.mat_qkv"),
-                c,
-                3 * c,
-                false,
-                Init::TruncNormal(init_std),
-                device,
-            )?,
-            proj: Linear::load(
-                src,
-                &format!("{p}.proj"),
-                c,
-                c,
-                true,
-                Init::TruncNormal(init_std),
-                device,
-            )?,
+            mat_qkv: Linear::load(&mut s.pp("mat_qkv"), c, 3 * c, false, std)?,
+            proj: Linear::load(&mut s.pp("proj"), c, c, true, std)?,
             num_heads: heads,
         })
     }

@@ -1,13 +1,14 @@
 //! One VAR transformer block (`AdaLNSelfAttn`, shared_aln = False) and its FFN.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::attention::{KvCache, SelfAttention};
+use crate::config::VarConfig;
 use crate::error::Result;
 use crate::kernels::ada_layer_norm;
 use crate::nn::{Linear, gelu_tanh, silu};
-use crate::params::{Init, ParamSource};
+use crate::params::{Init, Scope};
 
 /// `fc2(GELU_tanh(fc1(x)))`.
 #[derive(Module, Debug)]
@@ -43,26 +44,19 @@ pub struct AdaLnSelfAttn {
 }
 
 impl AdaLnSelfAttn {
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        c: usize,
-        heads: usize,
-        hidden: usize,
-        norm_eps: f64,
-        init_std: f32,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Block `s` of a VAR of config `cfg`.
+    pub fn load(s: &mut Scope, cfg: &VarConfig) -> Result<Self> {
+        let (c, hidden) = (cfg.embed_dim, cfg.mlp_hidden());
+        let init_std = cfg.init_std();
         let std = Init::TruncNormal(init_std);
         Ok(Self {
-            attn: SelfAttention::load(src, &format!("{p}.attn"), c, heads, init_std, device)?,
+            attn: SelfAttention::load(&mut s.pp("attn"), c, cfg.num_heads, init_std)?,
             ffn: Ffn {
-                fc1: Linear::load(src, &format!("{p}.ffn.fc1"), c, hidden, true, std, device)?,
-                fc2: Linear::load(src, &format!("{p}.ffn.fc2"), hidden, c, true, std, device)?,
+                fc1: Linear::load(&mut s.pp("ffn.fc1"), c, hidden, true, std)?,
+                fc2: Linear::load(&mut s.pp("ffn.fc2"), hidden, c, true, std)?,
             },
-            ada_lin: Linear::load(src, &format!("{p}.ada_lin.1"), c, 6 * c, true, std, device)?,
-            norm_eps,
+            ada_lin: Linear::load(&mut s.pp("ada_lin.1"), c, 6 * c, true, std)?,
+            norm_eps: cfg.norm_eps,
         })
     }
 

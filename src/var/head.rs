@@ -1,12 +1,12 @@
 //! The AdaLN before the head (`head_nm`) and the output projection.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::kernels::ada_layer_norm;
 use crate::nn::{Linear, silu};
-use crate::params::{Init, ParamSource};
+use crate::params::{Init, Scope};
 
 /// `LN(x)·(1 + scale) + shift` with `(scale, shift) = ada_lin(SiLU(cond))`.
 #[derive(Module, Debug)]
@@ -16,23 +16,14 @@ pub struct AdaLnBeforeHead {
 }
 
 impl AdaLnBeforeHead {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        c: usize,
-        norm_eps: f64,
-        init_std: f32,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, c: usize, norm_eps: f64, init_std: f32) -> Result<Self> {
         Ok(Self {
             ada_lin: Linear::load(
-                src,
-                &format!("{p}.ada_lin.1"),
+                &mut s.pp("ada_lin.1"),
                 c,
                 2 * c,
                 true,
                 Init::TruncNormal(init_std),
-                device,
             )?,
             norm_eps,
         })

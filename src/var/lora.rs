@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Var;
 use crate::error::{Error, Result};
-use crate::params::ParamSource;
+use crate::params::{ParamSource, Scope};
 
 /// The Linear layers of a VAR block that LoRA can change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,7 @@ impl Var {
     ) -> Result<Self> {
         cfg.validate()?;
         let (r, s) = (cfg.rank, cfg.scale());
+        let mut root = Scope::new(src, device);
         for (i, b) in self.blocks.iter_mut().enumerate() {
             for &t in &cfg.targets {
                 let layer = match t {
@@ -99,7 +100,7 @@ impl Var {
                     LoraTarget::Fc2 => &mut b.ffn.fc2,
                     LoraTarget::AdaLin => &mut b.ada_lin,
                 };
-                layer.attach_lora(src, &format!("blocks.{i}.{}", t.key()), r, s, device)?;
+                layer.attach_lora(&mut root.pp(format!("blocks.{i}.{}", t.key())), r, s)?;
             }
         }
         Ok(self)

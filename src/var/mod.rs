@@ -13,8 +13,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::checkpoint::Checkpoint;
 use crate::config::{PatchNums, VarConfig};
 use crate::error::{Error, Result};
-use crate::nn::{Linear, param, tensor};
-use crate::params::{Init, ParamSource};
+use crate::nn::{Linear, tensor};
+use crate::params::{Init, ParamSource, Scope};
 
 pub use attention::KvCache;
 pub use block::{AdaLnSelfAttn, Modulation};
@@ -36,7 +36,8 @@ pub struct Var {
     /// Text-conditioned models: text embedding → condition (`text_proj`).
     pub text_proj: Option<Linear>,
     pub num_classes: usize,
-    pub patch_nums: Vec<usize>,
+    #[module(skip)]
+    pub patch_nums: PatchNums,
 }
 
 /// Per-generation state of KV-cached inference: the caches and the cached modulations.
@@ -53,47 +54,29 @@ impl Var {
         cfg.validate()?;
         let c = cfg.embed_dim;
         let l = cfg.patch_nums.total_tokens();
-        let s = cfg.patch_nums.num_scales();
-        let init_std = (1.0 / (3.0 * c as f64)).sqrt() as f32;
+        let n_scales = cfg.patch_nums.num_scales();
+        let init_std = cfg.init_std();
         let tn = Init::TruncNormal(init_std);
-        let pos_start = param(src, "pos_start", [1, 1, c], tn, device)?;
-        let pos_1lc = param(src, "pos_1LC", [1, l, c], tn, device)?;
-        src.skip_buffer("lvl_1L", &[1, l])?;
-        src.skip_buffer("attn_bias_for_masking", &[1, 1, l, l])?;
-        let word_embed = Linear::load(src, "word_embed", cfg.cvae, c, true, tn, device)?;
-        let class_emb = param(
-            src,
-            "class_emb.weight",
-            [cfg.num_classes + 1, c],
-            tn,
-            device,
-        )?;
-        let lvl_embed = param(src, "lvl_embed.weight", [s, c], tn, device)?;
+        let mut s = Scope::new(src, device);
+        let pos_start = s.param("pos_start", [1, 1, c], tn)?;
+        let pos_1lc = s.param("pos_1LC", [1, l, c], tn)?;
+        s.skip_buffer("lvl_1L", &[1, l])?;
+        s.skip_buffer("attn_bias_for_masking", &[1, 1, l, l])?;
+        let word_embed = Linear::load(&mut s.pp("word_embed"), cfg.cvae, c, true, tn)?;
+        let class_emb = s.param("class_emb.weight", [cfg.num_classes + 1, c], tn)?;
+        let lvl_embed = s.param("lvl_embed.weight", [n_scales, c], tn)?;
         let blocks = (0..cfg.depth)
-            .map(|i| {
-                AdaLnSelfAttn::load(
-                    src,
-                    &format!("blocks.{i}"),
-                    c,
-                    cfg.num_heads,
-                    cfg.mlp_hidden(),
-                    cfg.norm_eps,
-                    init_std,
-                    device,
-                )
-            })
+            .map(|i| AdaLnSelfAttn::load(&mut s.pp(format!("blocks.{i}")), cfg))
             .collect::<Result<_>>()?;
-        let head_nm = AdaLnBeforeHead::load(src, "head_nm", c, cfg.norm_eps, init_std, device)?;
-        let head = Linear::load(src, "head", c, cfg.vocab_size, true, tn, device)?;
+        let head_nm = AdaLnBeforeHead::load(&mut s.pp("head_nm"), c, cfg.norm_eps, init_std)?;
+        let head = Linear::load(&mut s.pp("head"), c, cfg.vocab_size, true, tn)?;
         let text_proj = if cfg.text_dim > 0 {
             Some(Linear::load(
-                src,
-                "text_proj",
+                &mut s.pp("text_proj"),
                 cfg.text_dim,
                 c,
                 true,
                 tn,
-                device,
             )?)
         } else {
             None
@@ -109,7 +92,7 @@ impl Var {
             head,
             text_proj,
             num_classes: cfg.num_classes,
-            patch_nums: cfg.patch_nums.as_slice().to_vec(),
+            patch_nums: cfg.patch_nums.clone(),
         })
     }
 
@@ -141,14 +124,7 @@ impl Var {
             shape: vec![1, l],
             values: Values::I64(lv.iter().map(|&v| v as i64).collect()),
         });
-        let mut m = vec![0f32; l * l];
-        for i in 0..l {
-            for j in 0..l {
-                if lv[j] > lv[i] {
-                    m[i * l + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
+        let m = self.block_causal_values();
         out.push(Entry::f32("attn_bias_for_masking", vec![1, 1, l, l], m));
         let c = self.embed_dim();
         for i in 0..self.blocks.len() {
@@ -172,7 +148,23 @@ impl Var {
     }
     /// Scale index of every token of the sequence.
     fn token_levels(&self) -> Vec<usize> {
-        PatchNums(self.patch_nums.clone()).token_levels()
+        self.patch_nums.token_levels()
+    }
+
+    /// The additive block-causal mask `[L × L]`, row-major: 0 where `lvl(key) ≤ lvl(query)`,
+    /// −∞ elsewhere (the official `attn_bias_for_masking`).
+    fn block_causal_values(&self) -> Vec<f32> {
+        let lv = self.token_levels();
+        let l = lv.len();
+        let mut m = vec![0f32; l * l];
+        for i in 0..l {
+            for j in 0..l {
+                if lv[j] > lv[i] {
+                    m[i * l + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        m
     }
 
     /// Checks class ids (the null class included) and uploads them.
@@ -241,17 +233,8 @@ impl Var {
 
     /// The additive block-causal mask `[1, 1, L, L]`: 0 where `lvl(key) ≤ lvl(query)`, −∞ elsewhere.
     pub fn block_causal_bias(&self, device: &Device) -> Tensor<4> {
-        let lv = self.token_levels();
-        let l = lv.len();
-        let mut m = vec![0f32; l * l];
-        for i in 0..l {
-            for j in 0..l {
-                if lv[j] > lv[i] {
-                    m[i * l + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        tensor(m, [1, 1, l, l], device)
+        let l = self.sequence_len();
+        tensor(self.block_causal_values(), [1, 1, l, l], device)
     }
 
     /// Teacher-forced forward: `labels` `[B]`, `x_wo_first` `[B, L−1, Cv]` → logits `[B, L, V]`.
@@ -341,8 +324,8 @@ impl Var {
         next: Tensor<3>,
         copies: usize,
     ) -> Tensor<3> {
-        let begin: usize = self.patch_nums[..si].iter().map(|p| p * p).sum();
-        let n = self.patch_nums[si] * self.patch_nums[si];
+        let (begin, end) = self.patch_nums.begin_ends()[si];
+        let n = end - begin;
         let c = self.embed_dim();
         let x = self.word_embed.forward(next)
             + state.lvl_pos.clone().slice([0..1, begin..begin + n, 0..c]);
@@ -355,7 +338,7 @@ impl Var {
 
     /// Number of tokens over all scales.
     pub fn sequence_len(&self) -> usize {
-        self.patch_nums.iter().map(|p| p * p).sum()
+        self.patch_nums.total_tokens()
     }
 }
 

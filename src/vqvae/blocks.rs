@@ -1,24 +1,19 @@
 //! VQ-VAE building blocks: ResnetBlock, single-head AttnBlock, Downsample, Upsample.
 
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, silu};
-use crate::params::ParamSource;
+use crate::params::Scope;
 
 const GN_GROUPS: usize = 32;
 const GN_EPS: f64 = 1e-6;
 
-pub(crate) fn norm(
-    src: &mut dyn ParamSource,
-    prefix: &str,
-    c: usize,
-    device: &Device,
-) -> Result<GroupNorm> {
-    GroupNorm::load(src, prefix, c, GN_GROUPS, GN_EPS, device)
+pub(crate) fn norm(s: &mut Scope, c: usize) -> Result<GroupNorm> {
+    GroupNorm::load(s, c, GN_GROUPS, GN_EPS)
 }
 
 /// `shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))`.
@@ -32,28 +27,20 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        c_in: usize,
-        c_out: usize,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, c_in: usize, c_out: usize) -> Result<Self> {
         Ok(Self {
-            norm1: norm(src, &format!("{p}.norm1"), c_in, device)?,
-            conv1: Conv2d::load(src, &format!("{p}.conv1"), c_in, c_out, 3, 1, 1, device)?,
-            norm2: norm(src, &format!("{p}.norm2"), c_out, device)?,
-            conv2: Conv2d::load(src, &format!("{p}.conv2"), c_out, c_out, 3, 1, 1, device)?,
+            norm1: norm(&mut s.pp("norm1"), c_in)?,
+            conv1: Conv2d::load(&mut s.pp("conv1"), c_in, c_out, 3, 1, 1)?,
+            norm2: norm(&mut s.pp("norm2"), c_out)?,
+            conv2: Conv2d::load(&mut s.pp("conv2"), c_out, c_out, 3, 1, 1)?,
             nin_shortcut: if c_in != c_out {
                 Some(Conv2d::load(
-                    src,
-                    &format!("{p}.nin_shortcut"),
+                    &mut s.pp("nin_shortcut"),
                     c_in,
                     c_out,
                     1,
                     1,
                     0,
-                    device,
                 )?)
             } else {
                 None
@@ -81,11 +68,11 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    pub fn load(src: &mut dyn ParamSource, p: &str, c: usize, device: &Device) -> Result<Self> {
+    pub fn load(s: &mut Scope, c: usize) -> Result<Self> {
         Ok(Self {
-            norm: norm(src, &format!("{p}.norm"), c, device)?,
-            qkv: Conv2d::load(src, &format!("{p}.qkv"), c, 3 * c, 1, 1, 0, device)?,
-            proj_out: Conv2d::load(src, &format!("{p}.proj_out"), c, c, 1, 1, 0, device)?,
+            norm: norm(&mut s.pp("norm"), c)?,
+            qkv: Conv2d::load(&mut s.pp("qkv"), c, 3 * c, 1, 1, 0)?,
+            proj_out: Conv2d::load(&mut s.pp("proj_out"), c, c, 1, 1, 0)?,
         })
     }
 
@@ -121,9 +108,9 @@ pub struct Downsample {
 }
 
 impl Downsample {
-    pub fn load(src: &mut dyn ParamSource, p: &str, c: usize, device: &Device) -> Result<Self> {
+    pub fn load(s: &mut Scope, c: usize) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::load(src, &format!("{p}.conv"), c, c, 3, 2, 0, device)?,
+            conv: Conv2d::load(&mut s.pp("conv"), c, c, 3, 2, 0)?,
         })
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -139,9 +126,9 @@ pub struct Upsample {
 }
 
 impl Upsample {
-    pub fn load(src: &mut dyn ParamSource, p: &str, c: usize, device: &Device) -> Result<Self> {
+    pub fn load(s: &mut Scope, c: usize) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::load(src, &format!("{p}.conv"), c, c, 3, 1, 1, device)?,
+            conv: Conv2d::load(&mut s.pp("conv"), c, c, 3, 1, 1)?,
         })
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -161,34 +148,19 @@ pub struct LevelBlocks {
 
 impl LevelBlocks {
     /// Loads `n` blocks from `c_in` to `c_out` channels (the first changes the width).
-    pub fn load(
-        src: &mut dyn ParamSource,
-        prefix: &str,
-        n: usize,
-        c_in: usize,
-        c_out: usize,
-        attn: bool,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, n: usize, c_in: usize, c_out: usize, attn: bool) -> Result<Self> {
         let mut block = Vec::with_capacity(n);
         let mut attns = Vec::new();
         let mut c = c_in;
         for j in 0..n {
             block.push(ResnetBlock::load(
-                src,
-                &format!("{prefix}.block.{j}"),
+                &mut s.pp(format!("block.{j}")),
                 c,
                 c_out,
-                device,
             )?);
             c = c_out;
             if attn {
-                attns.push(AttnBlock::load(
-                    src,
-                    &format!("{prefix}.attn.{j}"),
-                    c,
-                    device,
-                )?);
+                attns.push(AttnBlock::load(&mut s.pp(format!("attn.{j}")), c)?);
             }
         }
         Ok(Self { block, attn: attns })

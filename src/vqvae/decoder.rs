@@ -2,14 +2,14 @@
 //! `decoder.up.<i>` is stored by level but executed from the lowest resolution up.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::blocks::{LevelBlocks, Upsample, norm};
 use super::encoder::Mid;
 use crate::config::VqVaeConfig;
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, silu};
-use crate::params::ParamSource;
+use crate::params::Scope;
 
 #[derive(Module, Debug)]
 pub struct UpLevel {
@@ -29,47 +29,22 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        cfg: &VqVaeConfig,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, cfg: &VqVaeConfig) -> Result<Self> {
         let ch = cfg.ch;
         let levels = cfg.ch_mult.len();
         let mut block_in = ch * cfg.ch_mult[levels - 1];
-        let conv_in = Conv2d::load(
-            src,
-            &format!("{p}.conv_in"),
-            cfg.z_channels,
-            block_in,
-            3,
-            1,
-            1,
-            device,
-        )?;
-        let mid = Mid::load(src, &format!("{p}.mid"), block_in, cfg.using_mid_sa, device)?;
+        let conv_in = Conv2d::load(&mut s.pp("conv_in"), cfg.z_channels, block_in, 3, 1, 1)?;
+        let mid = Mid::load(&mut s.pp("mid"), block_in, cfg.using_mid_sa)?;
         // Load in execution order so a checkpoint's missing key is reported where it is used.
         let mut up_rev = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = ch * cfg.ch_mult[i];
-            let blocks = LevelBlocks::load(
-                src,
-                &format!("{p}.up.{i}"),
-                cfg.num_res_blocks + 1,
-                block_in,
-                block_out,
-                cfg.using_sa && i == levels - 1,
-                device,
-            )?;
+            let mut level = s.pp(format!("up.{i}"));
+            let (n, attn) = (cfg.num_res_blocks + 1, cfg.using_sa && i == levels - 1);
+            let blocks = LevelBlocks::load(&mut level, n, block_in, block_out, attn)?;
             block_in = block_out;
             let upsample = if i != 0 {
-                Some(Upsample::load(
-                    src,
-                    &format!("{p}.up.{i}.upsample"),
-                    block_in,
-                    device,
-                )?)
+                Some(Upsample::load(&mut level.pp("upsample"), block_in)?)
             } else {
                 None
             };
@@ -80,17 +55,8 @@ impl Decoder {
             conv_in,
             mid,
             up: up_rev,
-            norm_out: norm(src, &format!("{p}.norm_out"), block_in, device)?,
-            conv_out: Conv2d::load(
-                src,
-                &format!("{p}.conv_out"),
-                block_in,
-                cfg.in_channels,
-                3,
-                1,
-                1,
-                device,
-            )?,
+            norm_out: norm(&mut s.pp("norm_out"), block_in)?,
+            conv_out: Conv2d::load(&mut s.pp("conv_out"), block_in, cfg.in_channels, 3, 1, 1)?,
         })
     }
 

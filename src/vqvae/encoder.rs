@@ -1,13 +1,13 @@
 //! The VQ-VAE encoder (LDM "vq-f16" layout): image `[B, 3, H, W]` → latent `[B, Cz, H/16, W/16]`.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::blocks::{AttnBlock, Downsample, LevelBlocks, ResnetBlock, norm};
 use crate::config::VqVaeConfig;
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, silu};
-use crate::params::ParamSource;
+use crate::params::Scope;
 
 #[derive(Module, Debug)]
 pub struct DownLevel {
@@ -24,21 +24,15 @@ pub struct Mid {
 }
 
 impl Mid {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        c: usize,
-        attn: bool,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, c: usize, attn: bool) -> Result<Self> {
         Ok(Self {
-            block_1: ResnetBlock::load(src, &format!("{p}.block_1"), c, c, device)?,
+            block_1: ResnetBlock::load(&mut s.pp("block_1"), c, c)?,
             attn_1: if attn {
-                Some(AttnBlock::load(src, &format!("{p}.attn_1"), c, device)?)
+                Some(AttnBlock::load(&mut s.pp("attn_1"), c)?)
             } else {
                 None
             },
-            block_2: ResnetBlock::load(src, &format!("{p}.block_2"), c, c, device)?,
+            block_2: ResnetBlock::load(&mut s.pp("block_2"), c, c)?,
         })
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -60,45 +54,21 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        cfg: &VqVaeConfig,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(s: &mut Scope, cfg: &VqVaeConfig) -> Result<Self> {
         let ch = cfg.ch;
         let levels = cfg.ch_mult.len();
-        let conv_in = Conv2d::load(
-            src,
-            &format!("{p}.conv_in"),
-            cfg.in_channels,
-            ch,
-            3,
-            1,
-            1,
-            device,
-        )?;
+        let conv_in = Conv2d::load(&mut s.pp("conv_in"), cfg.in_channels, ch, 3, 1, 1)?;
         let mut down = Vec::with_capacity(levels);
         let mut block_in = ch;
         for (i, &mult) in cfg.ch_mult.iter().enumerate() {
             let block_out = ch * mult;
-            let blocks = LevelBlocks::load(
-                src,
-                &format!("{p}.down.{i}"),
-                cfg.num_res_blocks,
-                block_in,
-                block_out,
-                cfg.using_sa && i == levels - 1,
-                device,
-            )?;
+            let mut level = s.pp(format!("down.{i}"));
+            let attn = cfg.using_sa && i == levels - 1;
+            let blocks =
+                LevelBlocks::load(&mut level, cfg.num_res_blocks, block_in, block_out, attn)?;
             block_in = block_out;
             let downsample = if i != levels - 1 {
-                Some(Downsample::load(
-                    src,
-                    &format!("{p}.down.{i}.downsample"),
-                    block_in,
-                    device,
-                )?)
+                Some(Downsample::load(&mut level.pp("downsample"), block_in)?)
             } else {
                 None
             };
@@ -107,18 +77,9 @@ impl Encoder {
         Ok(Self {
             conv_in,
             down,
-            mid: Mid::load(src, &format!("{p}.mid"), block_in, cfg.using_mid_sa, device)?,
-            norm_out: norm(src, &format!("{p}.norm_out"), block_in, device)?,
-            conv_out: Conv2d::load(
-                src,
-                &format!("{p}.conv_out"),
-                block_in,
-                cfg.z_channels,
-                3,
-                1,
-                1,
-                device,
-            )?,
+            mid: Mid::load(&mut s.pp("mid"), block_in, cfg.using_mid_sa)?,
+            norm_out: norm(&mut s.pp("norm_out"), block_in)?,
+            conv_out: Conv2d::load(&mut s.pp("conv_out"), block_in, cfg.z_channels, 3, 1, 1)?,
         })
     }
 

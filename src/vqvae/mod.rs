@@ -12,7 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{PatchNums, VqVaeConfig};
 use crate::error::{Error, Result};
 use crate::nn::Conv2d;
-use crate::params::ParamSource;
+use crate::params::{ParamSource, Scope};
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;
@@ -32,12 +32,13 @@ impl VqVae {
     pub fn load(src: &mut dyn ParamSource, cfg: &VqVaeConfig, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let cz = cfg.z_channels;
+        let mut s = Scope::new(src, device);
         Ok(Self {
-            encoder: Encoder::load(src, "encoder", cfg, device)?,
-            decoder: Decoder::load(src, "decoder", cfg, device)?,
-            quantize: VectorQuantizer::load(src, "quantize", cfg, device)?,
-            quant_conv: Conv2d::load(src, "quant_conv", cz, cz, 3, 1, 1, device)?,
-            post_quant_conv: Conv2d::load(src, "post_quant_conv", cz, cz, 3, 1, 1, device)?,
+            encoder: Encoder::load(&mut s.pp("encoder"), cfg)?,
+            decoder: Decoder::load(&mut s.pp("decoder"), cfg)?,
+            quantize: VectorQuantizer::load(&mut s.pp("quantize"), cfg)?,
+            quant_conv: Conv2d::load(&mut s.pp("quant_conv"), cz, cz, 3, 1, 1)?,
+            post_quant_conv: Conv2d::load(&mut s.pp("post_quant_conv"), cz, cz, 3, 1, 1)?,
         })
     }
 

@@ -2,12 +2,12 @@
 //! convs, and the scale-by-scale maps between latents, token indices and VAR inputs.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use crate::config::VqVaeConfig;
 use crate::error::Result;
-use crate::nn::{Conv2d, param};
-use crate::params::{Init, ParamSource};
+use crate::nn::Conv2d;
+use crate::params::{Init, Scope};
 use crate::resample::{area, bicubic};
 
 /// What [`VectorQuantizer::forward_train`] returns.
@@ -37,40 +37,23 @@ pub struct VectorQuantizer {
 }
 
 impl VectorQuantizer {
-    pub fn load(
-        src: &mut dyn ParamSource,
-        p: &str,
-        cfg: &VqVaeConfig,
-        device: &Device,
-    ) -> Result<Self> {
-        let cz = cfg.z_channels;
-        src.skip_buffer(
-            &format!("{p}.ema_vocab_hit_SV"),
-            &[cfg.patch_nums.num_scales(), cfg.vocab_size],
-        )?;
+    pub fn load(s: &mut Scope, cfg: &VqVaeConfig) -> Result<Self> {
+        let (cz, v) = (cfg.z_channels, cfg.vocab_size);
+        s.skip_buffer("ema_vocab_hit_SV", &[cfg.patch_nums.num_scales(), v])?;
         let qresi_ls = (0..cfg.share_quant_resi)
             .map(|k| {
                 Conv2d::load(
-                    src,
-                    &format!("{p}.quant_resi.qresi_ls.{k}"),
+                    &mut s.pp(format!("quant_resi.qresi_ls.{k}")),
                     cz,
                     cz,
                     3,
                     1,
                     1,
-                    device,
                 )
             })
             .collect::<Result<_>>()?;
-        let v = cfg.vocab_size as f32;
         Ok(Self {
-            embedding: param(
-                src,
-                &format!("{p}.embedding.weight"),
-                [cfg.vocab_size, cz],
-                Init::Uniform(1.0 / v),
-                device,
-            )?,
+            embedding: s.param("embedding.weight", [v, cz], Init::Uniform(1.0 / v as f32))?,
             quant_resi: QuantResi { qresi_ls },
             resi_ratio: cfg.quant_resi,
             phi_table: cfg.phi_table(),
