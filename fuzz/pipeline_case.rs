@@ -67,16 +67,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
     for s in [Storage::F32, Storage::F16, Storage::Q8, Storage::Q4] {
         let t: Vec<_> = tensors
             .iter()
-            .map(|(k, sh, v)| (k.clone(), sh.clone(), v.clone(), s))
+            .filter_map(|e| Some((e.name.clone(), e.shape.clone(), e.f32_values()?.to_vec(), s)))
             .collect();
         out.push(write_pack(&var, &vae, None, BTreeMap::new(), &t).expect("micro pack"));
     }
-    let view: Vec<(String, Vec<usize>, &[f32])> = tensors
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
     let mut st = Vec::new();
-    nextscale::checkpoint::write_safetensors(&mut st, &view).expect("micro safetensors");
+    nextscale::state_dict::write_safetensors(&mut st, &tensors, None).expect("micro safetensors");
     out.push(st);
     out
 }

@@ -5,7 +5,6 @@
 //! shape, and whatever is left at the end is reported as unexpected.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use crate::error::{Error, Result, Shape};
@@ -434,38 +433,4 @@ impl Checkpoint {
             metadata: self.metadata.clone(),
         }
     }
-}
-
-/// Writes `f32` tensors as a safetensors file, streaming (no full copy in memory).
-pub fn write_safetensors<W: Write>(
-    out: &mut W,
-    tensors: &[(String, Vec<usize>, &[f32])],
-) -> std::io::Result<()> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape, data) in tensors {
-        let n = data.len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n] }),
-        );
-        offset += n;
-    }
-    let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
-    out.write_all(&(h.len() as u64).to_le_bytes())?;
-    out.write_all(&h)?;
-    let mut buf = Vec::with_capacity(1 << 16);
-    for (_, _, data) in tensors {
-        for chunk in data.chunks(1 << 14) {
-            buf.clear();
-            for v in chunk.iter() {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            out.write_all(&buf)?;
-        }
-    }
-    Ok(())
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use crate::error::Result;
 use crate::params::{Init, ParamSource};
 use crate::rng::{fnv1a64, splitmix64_nth};
+use crate::state_dict::Entry;
 
 /// Value of element `i` of tensor `key` under the generator rule; `fan_in` applies to convs.
 pub fn golden_value(key: &str, row_width: usize, fan_in: usize, i: u64) -> f32 {
@@ -40,16 +41,13 @@ pub fn golden_value(key: &str, row_width: usize, fan_in: usize, i: u64) -> f32 {
     v as f32
 }
 
-/// A tensor's name, shape and values.
-pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
-
 /// A [`ParamSource`] producing the golden VQ-VAE weights. Conv biases use the fan-in of the
 /// weight requested just before them (every loader asks for a conv's weight first).
 #[derive(Default)]
 pub struct GoldenVqVaeSource {
     fan_in: HashMap<String, usize>,
     /// Every tensor handed out, in order (for writing the fixture file).
-    pub record: Option<Vec<NamedTensor>>,
+    pub record: Option<Vec<Entry>>,
 }
 
 impl GoldenVqVaeSource {
@@ -87,7 +85,7 @@ impl ParamSource for GoldenVqVaeSource {
     fn get(&mut self, key: &str, shape: &[usize], _init: Init) -> Result<Vec<f32>> {
         let v = self.generate(key, shape);
         if let Some(r) = &mut self.record {
-            r.push((key.to_string(), shape.to_vec(), v.clone()));
+            r.push(Entry::f32(key, shape.to_vec(), v.clone()));
         }
         Ok(v)
     }
@@ -95,7 +93,7 @@ impl ParamSource for GoldenVqVaeSource {
         if self.record.is_some() {
             let v = self.generate(key, shape);
             if let Some(r) = &mut self.record {
-                r.push((key.to_string(), shape.to_vec(), v));
+                r.push(Entry::f32(key, shape.to_vec(), v));
             }
         }
         Ok(())
@@ -131,7 +129,7 @@ pub fn tiny_configs() -> (crate::VarConfig, crate::VqVaeConfig) {
 }
 
 /// The tensors of the tiny model (VAR keys, then the VQ-VAE under `vae.`), from `seed`.
-pub fn tiny_model_tensors(seed: u64) -> Result<Vec<NamedTensor>> {
+pub fn tiny_model_tensors(seed: u64) -> Result<Vec<Entry>> {
     let (var_cfg, vae_cfg) = tiny_configs();
     model_tensors(&var_cfg, &vae_cfg, seed)
 }
@@ -142,7 +140,7 @@ pub fn model_tensors(
     var_cfg: &crate::VarConfig,
     vae_cfg: &crate::VqVaeConfig,
     seed: u64,
-) -> Result<Vec<NamedTensor>> {
+) -> Result<Vec<Entry>> {
     let device = burn::tensor::Device::flex();
     let mut init = crate::params::RandomInit::new(seed);
     let mut rec = crate::params::Recorder::new(&mut init, "");

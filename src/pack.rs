@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{VarConfig, VqVaeConfig};
 use crate::error::{Error, Result, Shape};
 use crate::params::{Init, ParamSource};
+use crate::state_dict::Entry;
 
 pub const MAGIC: &[u8; 8] = b"NXSPACK\0";
 /// The version this library writes.
@@ -399,12 +400,12 @@ impl Pack {
 
     /// The f32 values of every tensor whose name starts with `prefix` (prefix removed), e.g.
     /// `vae.` for the VQ-VAE: to fine-tune from a pack.
-    pub fn tensors_with_prefix(&self, prefix: &str) -> Result<Vec<crate::fixtures::NamedTensor>> {
+    pub fn tensors_with_prefix(&self, prefix: &str) -> Result<Vec<Entry>> {
         self.header
             .tensors
             .iter()
             .filter_map(|t| t.name.strip_prefix(prefix).map(|n| (n, t)))
-            .map(|(n, t)| Ok((n.to_string(), t.shape.clone(), self.read(&t.name)?)))
+            .map(|(n, t)| Ok(Entry::f32(n, t.shape.clone(), self.read(&t.name)?)))
             .collect()
     }
 
@@ -414,21 +415,17 @@ impl Pack {
     /// adapt or re-export a shipped model from its pack.
     pub fn model_checkpoint(&self, part: &str) -> Result<crate::Checkpoint> {
         let others = ["vae.", "text.", "adapter.", "lora."];
-        let tensors: Vec<crate::fixtures::NamedTensor> = match part {
+        let entries: Vec<Entry> = match part {
             "vae" => self.tensors_with_prefix("vae.")?,
             "var" => self
                 .header
                 .tensors
                 .iter()
                 .filter(|t| !others.iter().any(|p| t.name.starts_with(p)))
-                .map(|t| Ok((t.name.clone(), t.shape.clone(), self.read(&t.name)?)))
+                .map(|t| Ok(Entry::f32(&t.name, t.shape.clone(), self.read(&t.name)?)))
                 .collect::<Result<_>>()?,
             _ => return Err(Error::invalid(format!("a pack holds no model `{part}`"))),
         };
-        let entries: Vec<crate::state_dict::Entry> = tensors
-            .into_iter()
-            .map(|(n, s, v)| crate::state_dict::Entry::f32(n, s, v))
-            .collect();
         let mut meta = BTreeMap::new();
         let json = |v: &[_]| serde_json::to_string(v).unwrap_or_default();
         meta.insert(

@@ -280,7 +280,7 @@ impl ParamSource for RandomInit {
 pub struct Recorder<'a> {
     inner: &'a mut dyn ParamSource,
     prefix: String,
-    pub tensors: Vec<crate::fixtures::NamedTensor>,
+    pub tensors: Vec<crate::state_dict::Entry>,
 }
 
 impl<'a> Recorder<'a> {
@@ -296,8 +296,11 @@ impl<'a> Recorder<'a> {
 impl ParamSource for Recorder<'_> {
     fn get(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
         let v = self.inner.get(key, shape, init)?;
-        self.tensors
-            .push((format!("{}{key}", self.prefix), shape.to_vec(), v.clone()));
+        self.tensors.push(crate::state_dict::Entry::f32(
+            format!("{}{key}", self.prefix),
+            shape.to_vec(),
+            v.clone(),
+        ));
         Ok(v)
     }
     fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> Result<()> {

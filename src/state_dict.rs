@@ -32,6 +32,30 @@ impl Entry {
             values: Values::F32(v),
         }
     }
+
+    /// The values of an f32 tensor (`None` for an integer one).
+    pub fn f32_values(&self) -> Option<&[f32]> {
+        match &self.values {
+            Values::F32(v) => Some(v),
+            Values::I64(_) => None,
+        }
+    }
+
+    /// The values of an f32 tensor, to change in place (`None` for an integer one).
+    pub fn f32_values_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match &mut self.values {
+            Values::F32(v) => Some(v),
+            Values::I64(_) => None,
+        }
+    }
+
+    /// Name, shape and values of an f32 tensor (`None` for an integer one).
+    pub fn into_f32(self) -> Option<(String, Vec<usize>, Vec<f32>)> {
+        match self.values {
+            Values::F32(v) => Some((self.name, self.shape, v)),
+            Values::I64(_) => None,
+        }
+    }
 }
 
 /// The module path of the parameter being visited, translated to the official key.

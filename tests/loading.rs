@@ -4,7 +4,7 @@
 mod support;
 
 use nextscale::burn::tensor::Device;
-use nextscale::checkpoint::write_safetensors;
+use nextscale::state_dict::{Entry, write_safetensors};
 use nextscale::{Checkpoint, Error, Pipeline, Var};
 use support::*;
 
@@ -21,12 +21,12 @@ fn d2_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 fn build(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Checkpoint {
-    let view: Vec<(String, Vec<usize>, &[f32])> = tensors
+    let entries: Vec<Entry> = tensors
         .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
+        .map(|(k, s, v)| Entry::f32(k, s.clone(), v.clone()))
         .collect();
     let mut bytes = Vec::new();
-    write_safetensors(&mut bytes, &view).unwrap();
+    write_safetensors(&mut bytes, &entries, None).unwrap();
     Checkpoint::from_bytes(bytes).unwrap()
 }
 

@@ -189,6 +189,7 @@ fn lora_packs_require_the_feature_and_apply_at_load() {
     let mut tensors: Vec<_> = tiny_model_tensors(0)
         .unwrap()
         .into_iter()
+        .filter_map(nextscale::state_dict::Entry::into_f32)
         .map(|(k, s, v)| (k, s, v, Storage::F32))
         .collect();
     // Two new classes before the null row, as `export --lora` writes them.

@@ -18,6 +18,7 @@ fn tiny_pack(storage: Storage) -> Vec<u8> {
     let tensors: Vec<_> = tiny_model_tensors(0)
         .unwrap()
         .into_iter()
+        .filter_map(nextscale::state_dict::Entry::into_f32)
         .map(|(k, s, v)| {
             let st = if s.len() >= 2 { storage } else { Storage::F32 };
             (k, s, v, st)
@@ -198,6 +199,7 @@ fn recommended_settings_and_class_names_travel_in_the_pack() {
     let tensors: Vec<_> = tiny_model_tensors(0)
         .unwrap()
         .into_iter()
+        .filter_map(nextscale::state_dict::Entry::into_f32)
         .map(|(k, s, v)| (k, s, v, Storage::F32))
         .collect();
     let names: Vec<String> = (0..10).map(|i| format!("digit {i}")).collect();

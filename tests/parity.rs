@@ -32,7 +32,7 @@ fn golden_vqvae_generator_matches_fingerprint() {
         .keys()
         .filter_map(|k| k.strip_suffix("/sum_f64").map(str::to_string))
         .collect();
-    let our_keys: BTreeSet<String> = rec.iter().map(|(k, _, _)| k.clone()).collect();
+    let our_keys: BTreeSet<String> = rec.iter().map(|e| e.name.clone()).collect();
     assert_eq!(
         fp_keys.len(),
         324,
@@ -43,7 +43,7 @@ fn golden_vqvae_generator_matches_fingerprint() {
         "the model's tensor names differ from the official state dict"
     );
     let mut params = 0usize;
-    for (key, _shape, v) in &rec {
+    for (key, v) in rec.iter().map(|e| (&e.name, e.f32_values().unwrap())) {
         let first = f32s(&fp, &format!("{key}/first8")).1;
         let last = f32s(&fp, &format!("{key}/last8")).1;
         assert_eq!(&v[..first.len()], &first[..], "{key}: first values");

@@ -196,6 +196,7 @@ fn cpu_pipelines_keep_pack_weights_packed() {
     let tensors: Vec<_> = nextscale::fixtures::tiny_model_tensors(0)
         .unwrap()
         .into_iter()
+        .filter_map(nextscale::state_dict::Entry::into_f32)
         .map(|(k, s, v)| {
             let st = if s.len() >= 2 {
                 Storage::Q4

@@ -148,11 +148,7 @@ pub fn assert_exact(what: &str, got: &[i64], want: &[i64]) {
 /// VQ-VAE under `vae.`).
 pub fn tiny_safetensors(seed: u64) -> Vec<u8> {
     let t = nextscale::fixtures::tiny_model_tensors(seed).unwrap();
-    let view: Vec<(String, Vec<usize>, &[f32])> = t
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
     let mut out = Vec::new();
-    nextscale::checkpoint::write_safetensors(&mut out, &view).unwrap();
+    nextscale::state_dict::write_safetensors(&mut out, &t, None).unwrap();
     out
 }

@@ -238,12 +238,13 @@ pub fn run(a: ExportArgs) -> Result<()> {
             let rows = ck.take_f32("new_class_emb", &[k, c])?;
             let t = tensors
                 .iter_mut()
-                .find(|t| t.0 == "class_emb.weight")
+                .find(|t| t.name == "class_emb.weight")
                 .context("the VAR has no class table")?;
-            let null = t.2.split_off(nc * c);
-            t.2.extend_from_slice(&rows);
-            t.2.extend(null);
-            t.1 = vec![nc + k + 1, c];
+            t.shape = vec![nc + k + 1, c];
+            let v = t.f32_values_mut().context("class_emb.weight is not f32")?;
+            let null = v.split_off(nc * c);
+            v.extend_from_slice(&rows);
+            v.extend(null);
             var_model = var_model.with_new_classes(Tensor::from_data(
                 burn::tensor::TensorData::new(rows, [k, c]),
                 &device,
@@ -363,6 +364,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let with_storage: Vec<_> = tensors
         .into_iter()
+        .filter_map(|e| e.into_f32())
         .map(|(k, s, v)| {
             let st = storage_for(&k, &s, default, text_storage, &keep);
             let e = counts.entry(format!("{st:?}").to_lowercase()).or_default();

@@ -90,16 +90,16 @@ pub fn run(a: FixtureArgs) -> Result<()> {
         }
         other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes, official)"),
     };
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = rec
-        .iter()
-        .map(|(k, s, v)| (k.clone(), s.clone(), v.as_slice()))
-        .collect();
     let f =
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    nextscale::checkpoint::write_safetensors(&mut w, &tensors)?;
+    nextscale::state_dict::write_safetensors(&mut w, &rec, None)?;
     w.flush()?;
-    let n: usize = rec.iter().map(|(_, _, v)| v.len()).sum();
+    let n: usize = rec
+        .iter()
+        .filter_map(|e| e.f32_values())
+        .map(<[f32]>::len)
+        .sum();
     eprintln!(
         "wrote {} tensors ({n} values; random weights, for tests and demos) to {} in {:.1} s",
         rec.len(),
