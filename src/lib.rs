@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod edit;
 pub mod error;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod image;
 pub mod kernels;
