@@ -29,7 +29,7 @@ pub const VERSION: u32 = 2;
 pub const MIN_VERSION: u32 = 1;
 /// Features a pack may require of its reader (`requires` in the header). A pack that names
 /// one this library does not know is refused with a message instead of being misread.
-pub const KNOWN_FEATURES: &[&str] = &["lora"];
+pub const KNOWN_FEATURES: &[&str] = &["lora", "clip-text"];
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
 const ALIGN: usize = 64;
@@ -100,6 +100,9 @@ pub struct PackHeader {
     /// A text encoder inside the pack (its tensors under `text.`), for prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextHeader>,
+    /// A CLIP text encoder inside the pack (its tensors under `text.`), instead of `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipHeader>,
     /// A text adapter of a class-conditional model (its tensors under `adapter.`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<crate::var::adapter::AdapterConfig>,
@@ -127,10 +130,23 @@ pub struct TextHeader {
     pub vocab: Vec<String>,
 }
 
+/// A CLIP text encoder inside the pack (`CLIPTextModel`, its tensors under `text.`): the
+/// pooled output, projected when the config names a projection, L2-normalised. Packs that
+/// carry one require the `clip-text` feature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClipHeader {
+    pub config: crate::text::ClipTextConfig,
+    /// BPE vocabulary, index = token id.
+    pub vocab: Vec<String>,
+    /// BPE merges in rank order, `"a b"`.
+    pub merges: Vec<String>,
+}
+
 /// Optional parts of a pack beyond the VAR and the VQ-VAE.
 #[derive(Clone, Debug, Default)]
 pub struct PackExtras {
     pub text: Option<TextHeader>,
+    pub clip: Option<ClipHeader>,
     pub adapter: Option<crate::var::adapter::AdapterConfig>,
     pub sampling: Option<crate::sampler::Recommended>,
     pub lora: Option<crate::var::lora::LoraConfig>,
@@ -262,6 +278,36 @@ fn validate_header(h: &PackHeader) -> Result<()> {
             return Err(fmt_err(format!(
                 "the text encoder gives {}-d embeddings, the model takes {text_dim}",
                 t.config.hidden_size
+            )));
+        }
+    }
+    if let Some(c) = &h.clip {
+        if h.text.is_some() {
+            return Err(fmt_err(
+                "the pack carries two text encoders (`text` and `clip`)",
+            ));
+        }
+        if !h.requires.iter().any(|f| f == "clip-text") {
+            return Err(fmt_err(
+                "the pack carries a CLIP text encoder but does not list `clip-text` in `requires`",
+            ));
+        }
+        c.config.validate()?;
+        if c.vocab.len() != c.config.vocab_size {
+            return Err(fmt_err(format!(
+                "the CLIP vocabulary has {} tokens, its config says {}",
+                c.vocab.len(),
+                c.config.vocab_size
+            )));
+        }
+        let text_dim = h
+            .var
+            .text_dim
+            .max(h.adapter.as_ref().map_or(0, |a| a.text_dim));
+        let dim = c.config.projection_dim.unwrap_or(c.config.hidden_size);
+        if text_dim != dim {
+            return Err(fmt_err(format!(
+                "the CLIP text encoder gives {dim}-d embeddings, the model takes {text_dim}"
             )));
         }
     }
@@ -727,14 +773,18 @@ pub fn write_pack_encoded(
         vae: vae.clone(),
         class_names,
         meta,
+        requires: [
+            ("lora", extras.lora.is_some()),
+            ("clip-text", extras.clip.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(f, _)| f.to_string())
+        .collect(),
         text: extras.text,
+        clip: extras.clip,
         adapter: extras.adapter,
         sampling: extras.sampling,
-        requires: if extras.lora.is_some() {
-            vec!["lora".to_string()]
-        } else {
-            Vec::new()
-        },
         lora: extras.lora,
         tensors: entries,
     };

@@ -90,8 +90,8 @@ impl Pipeline {
                 .merge_lora();
         }
         let vae = VqVae::load(&mut pack.source("vae."), &vae_config, device)?;
-        let text = match pack.header.text.clone() {
-            Some(t) => Some(crate::text::TextEncoder::MiniLm(Box::new(
+        let text = match (pack.header.text.clone(), pack.header.clip.clone()) {
+            (Some(t), _) => Some(crate::text::TextEncoder::MiniLm(Box::new(
                 crate::text::MiniLm::load(
                     &mut pack.source("text."),
                     t.config,
@@ -100,7 +100,15 @@ impl Pipeline {
                     device,
                 )?,
             ))),
-            None => None,
+            (None, Some(c)) => Some(crate::text::TextEncoder::Clip(Box::new(
+                crate::text::ClipText::load(
+                    &mut pack.source("text."),
+                    c.config,
+                    crate::text::ClipBpe::from_lists(&c.vocab, &c.merges)?,
+                    device,
+                )?,
+            ))),
+            (None, None) => None,
         };
         let adapter = match pack.header.adapter.clone() {
             Some(a) => Some(crate::var::adapter::TextAdapter::load(

@@ -83,30 +83,9 @@ fn weight(key: &str, shape: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn clip_tokenizer_matches_open_clip() {
-    let r = reference();
-    let t = ClipBpe::from_open_clip(&bpe_text()).unwrap();
-    assert_eq!(t.vocab_size(), 49408);
-    for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<u32> = r["ids"][i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(t.encode(p.as_str().unwrap(), 77), want, "tokens of {p}");
-    }
-}
-
-#[test]
-fn clip_text_model_matches_transformers() {
-    let r = reference();
-    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
-    // A plain CLIPTextModel: its config names a projection width, but it has no projection.
-    cfg.projection_dim = None;
+/// The reference model's tensors, from the formula, with the reference's key list and shapes.
+fn formula_entries(r: &serde_json::Value, cfg: &ClipTextConfig) -> Vec<Entry> {
     let c = cfg.hidden_size;
-    // Build the checkpoint from the formula with the reference's key list and shapes.
     let shape_of = |k: &str| -> Vec<usize> {
         let (v, h, i, p) = (
             cfg.vocab_size,
@@ -130,7 +109,7 @@ fn clip_text_model_matches_transformers() {
             vec![h]
         }
     };
-    let entries: Vec<Entry> = r["keys"]
+    r["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -139,7 +118,33 @@ fn clip_text_model_matches_transformers() {
             let s = shape_of(k);
             Entry::f32(k, s.clone(), weight(k, &s))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn clip_tokenizer_matches_open_clip() {
+    let r = reference();
+    let t = ClipBpe::from_open_clip(&bpe_text()).unwrap();
+    assert_eq!(t.vocab_size(), 49408);
+    for (i, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = r["ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(t.encode(p.as_str().unwrap(), 77), want, "tokens of {p}");
+    }
+}
+
+#[test]
+fn clip_text_model_matches_transformers() {
+    let r = reference();
+    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
+    // A plain CLIPTextModel: its config names a projection width, but it has no projection.
+    cfg.projection_dim = None;
+    let c = cfg.hidden_size;
+    let entries = formula_entries(&r, &cfg);
     let mut bytes = Vec::new();
     write_safetensors(&mut bytes, &entries, None).unwrap();
     let mut ck = Checkpoint::from_bytes(bytes).unwrap();
@@ -180,4 +185,68 @@ fn clip_text_model_matches_transformers() {
         }
     }
     eprintln!("CLIP text: max |Δ| = {worst:.2e}");
+}
+
+/// A pack carries a CLIP text encoder: the pipeline built from the pack embeds prompts exactly
+/// as the encoder it was written from (f32 storage), with the same tokens, and the pack
+/// requires the `clip-text` feature.
+#[test]
+fn a_pack_carries_a_clip_encoder() {
+    use nextscale::pack::{ClipHeader, Pack, PackExtras, Storage, write_pack_with};
+    use nextscale::text::{ClipText, TextEncoder};
+    let r = reference();
+    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
+    cfg.projection_dim = None;
+    let device = Device::flex();
+    let entries = formula_entries(&r, &cfg);
+    let tokenizer = ClipBpe::from_open_clip(&bpe_text()).unwrap();
+    let (vocab, merges) = tokenizer.to_lists();
+    let mut bytes = Vec::new();
+    write_safetensors(&mut bytes, &entries, None).unwrap();
+    let mut ck = Checkpoint::from_bytes(bytes).unwrap();
+    let reference = ClipText::load(&mut ck, cfg.clone(), tokenizer, &device).unwrap();
+    ck.finish().unwrap();
+
+    // A tiny text-conditioned VAR for this encoder's width, and the encoder under `text.`.
+    let (mut var, vae) = nextscale::fixtures::tiny_configs();
+    var.text_dim = cfg.hidden_size;
+    let mut tensors: Vec<_> = nextscale::fixtures::model_tensors(&var, &vae, 0)
+        .unwrap()
+        .into_iter()
+        .chain(entries.into_iter().map(|mut e| {
+            e.name = format!("text.{}", e.name);
+            e
+        }))
+        .filter_map(Entry::into_f32)
+        .map(|(k, s, v)| (k, s, v, Storage::F32))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let extras = PackExtras {
+        clip: Some(ClipHeader {
+            config: cfg.clone(),
+            vocab,
+            merges,
+        }),
+        ..PackExtras::default()
+    };
+    let bytes = write_pack_with(&var, &vae, None, Default::default(), extras, &tensors).unwrap();
+    let pack = Pack::from_bytes(bytes).unwrap();
+    assert_eq!(pack.header.requires, vec!["clip-text".to_string()]);
+    let pipe = nextscale::Pipeline::from_pack(pack, &device).unwrap();
+    assert!(pipe.takes_prompts());
+    let Some(TextEncoder::Clip(packed)) = &pipe.text else {
+        panic!("the pack's pipeline has no CLIP encoder");
+    };
+    let prompts: Vec<&str> = r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for p in &prompts {
+        assert_eq!(packed.tokenize(p), reference.tokenize(p), "tokens of {p}");
+    }
+    let got = packed.embed(&prompts, &device).unwrap().into_data();
+    let want = reference.embed(&prompts, &device).unwrap().into_data();
+    assert_eq!(got, want, "embeddings of the pack's encoder");
 }

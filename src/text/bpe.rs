@@ -138,6 +138,46 @@ impl ClipBpe {
         Self::build(encoder, merges)
     }
 
+    /// From the lists a pack stores: the vocabulary (index = token id) and the merges in rank
+    /// order (`"a b"`).
+    pub fn from_lists(vocab: &[String], merges: &[String]) -> Result<Self> {
+        let encoder: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        if encoder.len() != vocab.len() {
+            return Err(bad("the vocabulary repeats a token"));
+        }
+        let merges = merges
+            .iter()
+            .map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| bad(format!("merge `{l}` is not two symbols")))
+            })
+            .collect::<Result<_>>()?;
+        Self::build(encoder, merges)
+    }
+
+    /// The vocabulary (index = token id) and the merges in rank order, as [`Self::from_lists`]
+    /// reads them.
+    pub fn to_lists(&self) -> (Vec<String>, Vec<String>) {
+        let mut vocab = vec![String::new(); self.encoder.len()];
+        for (t, &i) in &self.encoder {
+            if let Some(slot) = vocab.get_mut(i as usize) {
+                *slot = t.clone();
+            }
+        }
+        let mut merges: Vec<(usize, String)> = self
+            .ranks
+            .iter()
+            .map(|((a, b), &r)| (r, format!("{a} {b}")))
+            .collect();
+        merges.sort();
+        (vocab, merges.into_iter().map(|(_, m)| m).collect())
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.encoder.len()
     }

@@ -183,17 +183,34 @@ impl ClipText {
     /// ignored).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let (config, tokenizer, mut ck) = Self::read_folder(dir)?;
+        let model = Self::load(&mut ck, config, tokenizer, device)?;
+        Self::finish_folder(&ck)?;
+        Ok(model)
+    }
+
+    /// The configuration, tokenizer and weights of a Hugging Face folder (see [`Self::open`]);
+    /// `projection_dim` is cleared when the weights have no projection.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_folder(
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<(ClipTextConfig, ClipBpe, Checkpoint)> {
         let dir = dir.as_ref();
-        let read = |name: &str| read_file(dir, name);
-        let text = |name: &str| read_text(dir, name);
-        let mut config = ClipTextConfig::from_json(&text("config.json")?)?;
-        let tokenizer = ClipBpe::from_hf(&text("vocab.json")?, &text("merges.txt")?)?;
-        let mut ck = Checkpoint::from_bytes(read("model.safetensors")?)?;
+        let mut config = ClipTextConfig::from_json(&read_text(dir, "config.json")?)?;
+        let tokenizer = ClipBpe::from_hf(
+            &read_text(dir, "vocab.json")?,
+            &read_text(dir, "merges.txt")?,
+        )?;
+        let ck = Checkpoint::from_bytes(read_file(dir, "model.safetensors")?)?;
         if config.projection_dim.is_some() && !ck.contains("text_projection.weight") {
             config.projection_dim = None;
         }
-        let model = ClipTextModel::load(&mut ck, &config, device)?;
-        // A full CLIPModel also holds the image tower, which prompts do not need.
+        Ok((config, tokenizer, ck))
+    }
+
+    /// Refuses tensors left in a folder's checkpoint after loading, but those of a full
+    /// CLIPModel's image tower, which prompts do not need.
+    pub fn finish_folder(ck: &Checkpoint) -> Result<()> {
         let left: Vec<String> = ck
             .keys()
             .filter(|k| {
@@ -209,13 +226,25 @@ impl ClipText {
                 reason: format!("unexpected tensors: {}", left.join(", ")),
             });
         }
+        Ok(())
+    }
+
+    /// The model's tensors from `src` (`text_model.*`, `text_projection.weight`), with its
+    /// tokenizer: from a folder's checkpoint or a pack.
+    pub fn load(
+        src: &mut dyn crate::params::ParamSource,
+        config: ClipTextConfig,
+        tokenizer: ClipBpe,
+        device: &Device,
+    ) -> Result<Self> {
         if tokenizer.vocab_size() != config.vocab_size {
             return Err(Error::config(format!(
-                "the BPE vocabulary has {} tokens, config.json says {}",
+                "the BPE vocabulary has {} tokens, the configuration says {}",
                 tokenizer.vocab_size(),
                 config.vocab_size
             )));
         }
+        let model = ClipTextModel::load(src, &config, device)?;
         Ok(Self {
             tokenizer,
             model,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use nextscale::burn::tensor::{Device, Int, Tensor, TensorData};
-use nextscale::pack::{PackExtras, Storage, TextHeader, write_pack_with};
+use nextscale::pack::{ClipHeader, PackExtras, Storage, TextHeader, write_pack_with};
 use nextscale::params::Recorder;
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleHooks, SampleOptions};
@@ -46,8 +46,9 @@ pub struct ExportArgs {
     /// Skip the quality report (it samples with both models and decodes images).
     #[arg(long)]
     no_report: bool,
-    /// Put this sentence encoder (a sentence-transformers folder) in the pack, so the pack
-    /// takes prompts: for a text-conditioned VAR, or with --adapter.
+    /// Put this text encoder in the pack, so the pack takes prompts: for a text-conditioned
+    /// VAR, or with --adapter. A sentence-transformers folder (MiniLM), or a Hugging Face CLIP
+    /// folder (`config.json`, `vocab.json`, `merges.txt`, `model.safetensors`).
     #[arg(long)]
     text_encoder: Option<PathBuf>,
     /// LoRA updates (`train-lora`) of the class-conditional VAR: stored in the pack under
@@ -274,43 +275,64 @@ pub fn run(a: ExportArgs) -> Result<()> {
         ..PackExtras::default()
     };
     if let Some(dir) = &a.text_encoder {
-        let read = |n: &str| {
-            std::fs::read_to_string(dir.join(n))
-                .with_context(|| format!("reading {}", dir.join(n).display()))
+        if var_cfg.text_dim == 0 && a.adapter.is_none() {
+            bail!(
+                "--text-encoder needs a text-conditioned VAR or an --adapter; {} is class-conditional",
+                var_path.display()
+            );
+        }
+        let dim = if dir.join("merges.txt").is_file() {
+            // CLIP (a Hugging Face CLIPTextModel or CLIPModel folder).
+            let (config, tokenizer, mut ck) = nextscale::text::ClipText::read_folder(dir)?;
+            let (vocab, merges) = tokenizer.to_lists();
+            let mut rec = Recorder::new(&mut ck, "text.");
+            nextscale::text::ClipText::load(&mut rec, config.clone(), tokenizer, &device)?;
+            tensors.append(&mut rec.tensors);
+            nextscale::text::ClipText::finish_folder(&ck)?;
+            let dim = config.projection_dim.unwrap_or(config.hidden_size);
+            extras.clip = Some(ClipHeader {
+                config,
+                vocab,
+                merges,
+            });
+            dim
+        } else {
+            // A sentence-transformers BERT (MiniLM).
+            let read = |n: &str| {
+                std::fs::read_to_string(dir.join(n))
+                    .with_context(|| format!("reading {}", dir.join(n).display()))
+            };
+            let config: nextscale::text::BertConfig = serde_json::from_str(&read("config.json")?)?;
+            let vocab = read("vocab.txt")?;
+            let max_tokens = nextscale::text::max_tokens(
+                &config,
+                read("sentence_bert_config.json").ok().as_deref(),
+            );
+            let mut ck =
+                nextscale::text::bert_tensors(Checkpoint::open(dir.join("model.safetensors"))?);
+            let mut rec = Recorder::new(&mut ck, "text.");
+            nextscale::text::MiniLm::load(&mut rec, config.clone(), &vocab, max_tokens, &device)?;
+            tensors.append(&mut rec.tensors);
+            ck.finish()?;
+            let dim = config.hidden_size;
+            extras.text = Some(TextHeader {
+                config,
+                max_tokens,
+                vocab: vocab.lines().map(str::to_string).collect(),
+            });
+            dim
         };
-        let config: nextscale::text::BertConfig = serde_json::from_str(&read("config.json")?)?;
-        let vocab = read("vocab.txt")?;
-        let max_tokens =
-            nextscale::text::max_tokens(&config, read("sentence_bert_config.json").ok().as_deref());
-        let mut ck =
-            nextscale::text::bert_tensors(Checkpoint::open(dir.join("model.safetensors"))?);
-        let mut rec = Recorder::new(&mut ck, "text.");
-        nextscale::text::MiniLm::load(&mut rec, config.clone(), &vocab, max_tokens, &device)?;
-        tensors.append(&mut rec.tensors);
-        ck.finish()?;
         let text_dim = if var_cfg.text_dim > 0 {
             var_cfg.text_dim
         } else {
-            match &a.adapter {
-                Some(_) => config.hidden_size,
-                None => bail!(
-                    "--text-encoder needs a text-conditioned VAR or an --adapter; {} is class-conditional",
-                    var_path.display()
-                ),
-            }
+            dim
         };
-        if text_dim != config.hidden_size {
+        if text_dim != dim {
             bail!(
-                "the model takes {text_dim}-d text embeddings; {} gives {}",
-                dir.display(),
-                config.hidden_size
+                "the model takes {text_dim}-d text embeddings; {} gives {dim}",
+                dir.display()
             );
         }
-        extras.text = Some(TextHeader {
-            config,
-            max_tokens,
-            vocab: vocab.lines().map(str::to_string).collect(),
-        });
     } else if var_cfg.text_dim > 0 {
         eprintln!(
             "note: this VAR is text-conditioned but no --text-encoder was given: the pack cannot take prompts"
