@@ -19,18 +19,18 @@ pub enum VaeParts {
 }
 
 pub struct Pipeline {
-    pub var: Var,
-    pub var_config: VarConfig,
-    pub vae: VaeParts,
-    pub vae_config: VqVaeConfig,
+    var: Var,
+    var_config: VarConfig,
+    vae: VaeParts,
+    vae_config: VqVaeConfig,
     /// The prompt encoder, when the model takes prompts and the file carries one.
-    pub text: Option<crate::text::TextEncoder>,
+    text: Option<crate::text::TextEncoder>,
     /// The text adapter of a class-conditional model.
-    pub adapter: Option<crate::var::adapter::TextAdapter>,
+    adapter: Option<crate::var::adapter::TextAdapter>,
     /// Human-readable class names (from a pack or a checkpoint's metadata), one per class.
-    pub class_names: Option<Vec<String>>,
+    class_names: Option<Vec<String>>,
     /// The sampling settings the model was tuned for (a pack's `sampling`).
-    pub recommended: Option<crate::sampler::Recommended>,
+    recommended: Option<crate::sampler::Recommended>,
 }
 
 impl Pipeline {
@@ -190,6 +190,85 @@ impl Pipeline {
     }
 
     /// The name of class `c` (or "unconditional" for the null class), when the model has names.
+    /// A pipeline from models already built (no text encoder, adapter or class names).
+    pub fn new(
+        var: Var,
+        var_config: VarConfig,
+        vae: VqVae,
+        vae_config: VqVaeConfig,
+    ) -> Result<Self> {
+        crate::config::check_pair(&var_config, &vae_config)?;
+        Ok(Self {
+            var,
+            var_config,
+            vae: VaeParts::Full(Box::new(vae)),
+            vae_config,
+            text: None,
+            adapter: None,
+            class_names: None,
+            recommended: None,
+        })
+    }
+
+    /// Adds a prompt encoder (for a text-conditioned model, or with a text adapter); its
+    /// embedding width must be what the model (or adapter) takes.
+    pub fn with_text_encoder(mut self, text: crate::text::TextEncoder) -> Result<Self> {
+        let want = match &self.adapter {
+            Some(a) => a.text_dim(),
+            None => self.var_config.text_dim,
+        };
+        if want > 0 && text.dim() != want {
+            return Err(Error::config(format!(
+                "the text encoder gives {}-d embeddings, the model takes {want}",
+                text.dim()
+            )));
+        }
+        self.text = Some(text);
+        Ok(self)
+    }
+
+    /// Adds a text adapter (prompts for a class-conditional model); it must be made for this
+    /// VAR's width.
+    pub fn with_adapter(mut self, adapter: crate::var::adapter::TextAdapter) -> Result<Self> {
+        if adapter.embed_dim() != self.var_config.embed_dim {
+            return Err(Error::config(format!(
+                "the text adapter was made for a VAR of width {}, this one is {}",
+                adapter.embed_dim(),
+                self.var_config.embed_dim
+            )));
+        }
+        self.adapter = Some(adapter);
+        Ok(self)
+    }
+
+    /// Replaces the VAR by another of the same configuration (e.g. the same weights stored
+    /// differently, for comparisons).
+    pub fn set_var(&mut self, var: Var) {
+        self.var = var;
+    }
+
+    pub fn var(&self) -> &Var {
+        &self.var
+    }
+    pub fn var_config(&self) -> &VarConfig {
+        &self.var_config
+    }
+    pub fn vae_config(&self) -> &VqVaeConfig {
+        &self.vae_config
+    }
+    /// The prompt encoder, when the model takes prompts and the file carries one.
+    pub fn text_encoder(&self) -> Option<&crate::text::TextEncoder> {
+        self.text.as_ref()
+    }
+    /// Human-readable class names, one per class, when the file carries them.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+    /// The sampling settings the model was tuned for (a pack's `sampling`).
+    pub fn recommended(&self) -> Option<&crate::sampler::Recommended> {
+        self.recommended.as_ref()
+    }
+
     pub fn class_name(&self, c: usize) -> Option<&str> {
         if c == self.var_config.num_classes {
             return Some("unconditional");

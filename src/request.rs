@@ -312,9 +312,9 @@ pub struct SamplingInfo {
 impl crate::pipeline::Pipeline {
     /// The model's description for the JS package's `info`.
     pub fn info(&self) -> ModelInfo {
-        let c = &self.var_config;
+        let c = self.var_config();
         let d = self.default_options();
-        let r = self.recommended.as_ref();
+        let r = self.recommended();
         // f32 settings as the decimals they were written with (0.9, not 0.8999999761581421).
         let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
         ModelInfo {
@@ -326,9 +326,9 @@ impl crate::pipeline::Pipeline {
             patch_nums: c.patch_nums.0.clone(),
             image_size: self.image_size(),
             parameters: c.num_params() as f64,
-            has_text_encoder: self.text.is_some(),
+            has_text_encoder: self.text_encoder().is_some(),
             takes_prompts: self.takes_prompts(),
-            class_names: self.class_names.clone(),
+            class_names: self.class_names().map(<[String]>::to_vec),
             sampling: SamplingInfo {
                 cfg: dec(d.cfg),
                 top_k: d.top_k,
@@ -343,8 +343,8 @@ impl crate::pipeline::Pipeline {
     /// The facts a request is checked against.
     pub fn request_facts(&self) -> ModelFacts {
         ModelFacts {
-            num_classes: self.var_config.num_classes,
-            num_scales: self.var_config.patch_nums.num_scales(),
+            num_classes: self.var_config().num_classes,
+            num_scales: self.var_config().patch_nums.num_scales(),
             takes_prompts: self.takes_prompts(),
             defaults: self.default_options(),
         }

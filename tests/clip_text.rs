@@ -234,7 +234,7 @@ fn a_pack_carries_a_clip_encoder() {
     assert_eq!(pack.header.requires, vec!["clip-text".to_string()]);
     let pipe = nextscale::Pipeline::from_pack(pack, &device).unwrap();
     assert!(pipe.takes_prompts());
-    let Some(TextEncoder::Clip(packed)) = &pipe.text else {
+    let Some(TextEncoder::Clip(packed)) = pipe.text_encoder() else {
         panic!("the pack's pipeline has no CLIP encoder");
     };
     let prompts: Vec<&str> = r["prompts"]

@@ -10,7 +10,6 @@ use nextscale::burn::tensor::Device;
 use nextscale::edit::{EditPlan, Half, Region, scale_masks};
 use nextscale::fixtures::GoldenVqVaeSource;
 use nextscale::image::RgbaView;
-use nextscale::pipeline::VaeParts;
 use nextscale::readback::block_on;
 use nextscale::sampler::{SampleHooks, SampleOptions, ScaleEvent};
 use nextscale::{Checkpoint, Condition, Pipeline, Result, Var, VqVae, VqVaeConfig};
@@ -33,16 +32,7 @@ fn golden_pipeline() -> Pipeline {
     .unwrap();
     let vae_config = VqVaeConfig::vae_ch160v4096z32();
     let vae = VqVae::load(&mut GoldenVqVaeSource::new(), &vae_config, &d).unwrap();
-    Pipeline {
-        var,
-        var_config,
-        vae: VaeParts::Full(Box::new(vae)),
-        vae_config,
-        text: None,
-        adapter: None,
-        class_names: None,
-        recommended: None,
-    }
+    Pipeline::new(var, var_config, vae, vae_config).unwrap()
 }
 
 struct Replay {
@@ -72,7 +62,7 @@ fn rows(ck: &Checkpoint, key: &str) -> Vec<Vec<u32>> {
 fn edits_match_the_official_algorithm() {
     let r = reference();
     let pipe = golden_pipeline();
-    let pn = pipe.var_config.patch_nums.clone();
+    let pn = pipe.var_config().patch_nums.clone();
     let source: Vec<Vec<u32>> = (0..pn.num_scales())
         .map(|si| rows(&r, &format!("source.{si}")).remove(0))
         .collect();
@@ -169,7 +159,7 @@ fn kept_tokens_and_pixels_come_from_the_source() {
     let img = &block_on(pipe.decode(&src)).unwrap()[0];
     let rgba = img.to_rgba();
     let view = RgbaView::new(img.width, img.height, &rgba).unwrap();
-    let pns = pipe.var_config.patch_nums.as_slice().to_vec();
+    let pns = pipe.var_config().patch_nums.as_slice().to_vec();
     let last = *pns.last().unwrap();
     let region = Region::Mask(Half::Top.mask(last));
     let plan = block_on(pipe.plan_edit(&view, &region, 2)).unwrap();

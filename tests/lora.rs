@@ -222,14 +222,14 @@ fn lora_packs_require_the_feature_and_apply_at_load() {
 
     // Loaded: the LoRA is merged into the weights, the new classes sample.
     let p = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
-    assert!(!p.var.has_lora());
-    assert_eq!(p.var.num_classes, 12);
+    assert!(!p.var().has_lora());
+    assert_eq!(p.var().num_classes, 12);
     let want = tiny_var(&d)
         .attach_lora(&cfg, &mut checkpoint(&lora), &d)
         .unwrap()
         .merge_lora();
     let (got, want) = (
-        by_name(parameters(&p.var).unwrap()),
+        by_name(parameters(p.var()).unwrap()),
         by_name(parameters(&want).unwrap()),
     );
     let k = "blocks.1.ffn.fc2.weight";

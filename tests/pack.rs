@@ -52,7 +52,7 @@ fn f32_pack_is_the_same_model_as_the_checkpoint() {
     let d = Device::flex();
     let a = Pipeline::from_bytes(tiny_safetensors(0), &d).unwrap();
     let b = Pipeline::from_bytes(tiny_pack(Storage::F32), &d).unwrap();
-    assert_eq!(a.var_config, b.var_config);
+    assert_eq!(a.var_config(), b.var_config());
     assert_eq!(tokens(&a, 1), tokens(&b, 1));
     assert_eq!(tokens(&a, 50), tokens(&b, 50));
 }
@@ -225,9 +225,9 @@ fn recommended_settings_and_class_names_travel_in_the_pack() {
     .unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     let p = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
-    assert_eq!(p.recommended.as_ref(), Some(&rec));
+    assert_eq!(p.recommended(), Some(&rec));
     assert_eq!(p.default_options(), rec.options(0));
-    assert_eq!(p.class_names.as_deref(), Some(names.as_slice()));
+    assert_eq!(p.class_names(), Some(names.as_slice()));
     assert_eq!(p.class_name(7), Some("digit 7"));
     assert_eq!(p.class_name(10), Some("unconditional"));
 

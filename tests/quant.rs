@@ -167,7 +167,7 @@ fn golden_var_with_packed_weights_samples_the_same_tokens() {
                     more_smooth: false,
                 };
                 let mut run = |var: &Var| {
-                    pipe.var = var.clone();
+                    pipe.set_var(var.clone());
                     let mut h = Logits::default();
                     let g = block_on(pipe.generate(&[3, 980], &o, &mut h)).unwrap();
                     (g.tokens, h.0)
@@ -209,11 +209,11 @@ fn cpu_pipelines_keep_pack_weights_packed() {
     let bytes = write_pack(&var, &vae, None, BTreeMap::new(), &tensors).unwrap();
     let d = Device::flex();
     let packed = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
-    assert!(packed.var.blocks[0].ffn.fc1.is_packed());
+    assert!(packed.var().blocks[0].ffn.fc1.is_packed());
     let mut p = Pack::from_bytes(bytes).unwrap();
     p.keep_packed(false);
     let dense = Pipeline::from_pack(p, &d).unwrap();
-    assert!(!dense.var.blocks[0].ffn.fc1.is_packed());
+    assert!(!dense.var().blocks[0].ffn.fc1.is_packed());
     let o = SampleOptions {
         cfg: 3.0,
         top_k: 40,

@@ -78,21 +78,19 @@ impl ModelArgs {
             };
             Pipeline::from_checkpoints(var_ck, vae_ck, &device)?
         };
-        if let Some(dir) = &self.text_encoder {
-            pipe.text = Some(
-                nextscale::text::TextEncoder::open(dir, &device)
-                    .with_context(|| format!("loading the text encoder {}", dir.display()))?,
-            );
-        }
         if let Some(p) = &self.adapter {
             let mut ck = Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?;
             let acfg = crate::cmd::train_adapter::adapter_config(&ck)?;
-            pipe.adapter = Some(nextscale::var::adapter::TextAdapter::load(
-                &mut ck, &acfg, &device,
-            )?);
+            let adapter = nextscale::var::adapter::TextAdapter::load(&mut ck, &acfg, &device)?;
             ck.finish()?;
+            pipe = pipe.with_adapter(adapter)?;
         }
-        let c = &pipe.var_config;
+        if let Some(dir) = &self.text_encoder {
+            let text = nextscale::text::TextEncoder::open(dir, &device)
+                .with_context(|| format!("loading the text encoder {}", dir.display()))?;
+            pipe = pipe.with_text_encoder(text)?;
+        }
+        let c = pipe.var_config();
         eprintln!(
             "loaded VAR d{} (width {}, {} heads, {} classes, {} scales) and {} in {:.2} s on {kind}",
             c.depth,
@@ -191,7 +189,7 @@ impl SamplingArgs {
             seed: self.seed,
             more_smooth: self.more_smooth,
         };
-        if pipe.recommended.is_some() {
+        if pipe.recommended().is_some() {
             eprintln!(
                 "sampling with cfg {} top-k {} top-p {} (unset options take the pack's recommended settings)",
                 opts.cfg, opts.top_k, opts.top_p

@@ -53,6 +53,11 @@ impl TextAdapter {
         })
     }
 
+    /// Width of the condition it makes (the VAR's width).
+    pub fn embed_dim(&self) -> usize {
+        self.fc2.d_out()
+    }
+
     pub fn text_dim(&self) -> usize {
         self.fc1.d_in()
     }

@@ -282,7 +282,7 @@ async fn run_generate(
                     .map_err(js_err)?,
                 ),
                 EditRegion::KeepScales(k) => Region::KeepScales(*k),
-                EditRegion::Half(h) => Region::Mask(h.mask(pipe.var_config.patch_nums.latent())),
+                EditRegion::Half(h) => Region::Mask(h.mask(pipe.var_config().patch_nums.latent())),
             };
             let plan = pipe.plan_edit(&source, &region, 1).await.map_err(js_err)?;
             pipe.start_edit(&conds, &args.options, plan)
@@ -308,7 +308,7 @@ async fn run_generate(
             let _ = Reflect::set(
                 &ev,
                 &"patch".into(),
-                &pipe.var_config.patch_nums.0[si].into(),
+                &pipe.var_config().patch_nums.0[si].into(),
             );
             cb.call1(&JsValue::NULL, &ev)?;
         }

@@ -59,7 +59,7 @@ pub fn run(a: EditArgs) -> Result<()> {
     a.output.check(&pipe)?;
     let (w, h, rgba) = read_rgba(&a.image)?;
     let source = RgbaView::new(w, h, &rgba)?;
-    let pn = pipe.var_config.patch_nums.latent();
+    let pn = pipe.var_config().patch_nums.latent();
     let region = match (&a.mask, a.keep_scales, &a.keep_half) {
         (Some(m), None, None) => {
             let (mw, mh, mrgba) = read_rgba(m)?;
@@ -76,7 +76,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         _ => bail!("give only one of --mask, --keep-scales and --keep-half"),
     };
     let conds = a.cond.conditions(Some(Condition::Unconditional))?;
-    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text.is_none() {
+    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text_encoder().is_none() {
         bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
     let plan = block_on(pipe.plan_edit(&source, &region, conds.len()))?;
@@ -103,7 +103,7 @@ pub fn run(a: EditArgs) -> Result<()> {
                 let n = v.len();
                 nextscale::burn::tensor::Tensor::from_data(
                     nextscale::burn::tensor::TensorData::new(v, [1, n]),
-                    &pipe.var.class_emb.val().device(),
+                    &pipe.var().class_emb.val().device(),
                 )
             })
             .collect::<Vec<_>>();

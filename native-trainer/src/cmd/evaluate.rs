@@ -262,7 +262,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         }
         (prompts, targets, imgs, labels)
     } else {
-        let nc = pipe.var_config.num_classes;
+        let nc = pipe.var_config().num_classes;
         if a.first_class.is_none() && nc != k {
             bail!(
                 "the model has {nc} classes, the classifier {k} (use --first-class to judge a range)"
@@ -308,7 +308,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             ..opts.clone()
         };
         let g = if let Some(half) = &a.keep_half {
-            let region = Region::Mask(Half::parse(half)?.mask(pipe.var_config.patch_nums.latent()));
+            let region =
+                Region::Mask(Half::parse(half)?.mask(pipe.var_config().patch_nums.latent()));
             let per = 3 * size * size;
             let picks = spaced(real_labels.len(), a.limit);
             let mut plan: Option<EditPlan> = None;

@@ -411,19 +411,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if a.no_report {
         return Ok(());
     }
-    let reference = Pipeline {
-        var: var_model,
-        var_config: var_cfg,
-        vae: nextscale::pipeline::VaeParts::Full(Box::new(vae_model)),
-        vae_config: vae_cfg,
-        text: None,
-        adapter: None,
-        class_names: None,
-        recommended: None,
-    };
+    let reference = Pipeline::new(var_model, var_cfg, vae_model, vae_cfg)?;
     let quantized = Pipeline::from_bytes(bytes.clone(), &device)?;
     report(&reference, &quantized, bytes.len(), params, &a.quant)?;
-    if let (Some(dir), Some(text)) = (&a.text_encoder, &quantized.text) {
+    if let (Some(dir), Some(text)) = (&a.text_encoder, quantized.text_encoder()) {
         text_report(dir, text, a.report_prompts.as_deref(), &device)?;
     }
     Ok(())
@@ -523,7 +514,7 @@ pub fn report(
     scheme: &str,
 ) -> Result<()> {
     let device = Device::flex();
-    let cfg = &f32p.var_config;
+    let cfg = f32p.var_config();
     let null = cfg.num_classes;
     // Two classes; a text-only model (no classes) is compared on its null condition.
     let labels = if null == 0 {
@@ -611,8 +602,8 @@ pub fn report(
         TensorData::new(vec![labels[0] as i64, null as i64], [2]),
         &device,
     );
-    let lr = host(f32p.var.forward_teacher(lab.clone(), x.clone(), None));
-    let lq = host(qp.var.forward_teacher(lab, x, None));
+    let lr = host(f32p.var().forward_teacher(lab.clone(), x.clone(), None));
+    let lq = host(qp.var().forward_teacher(lab, x, None));
     let (mut max, mut sum) = (0f32, 0f64);
     for (a, b) in lr.iter().zip(&lq) {
         let d = (a - b).abs();

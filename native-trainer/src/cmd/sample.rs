@@ -25,14 +25,14 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let t0 = Instant::now();
     let (pipe, _device) = a.model.load()?;
     a.output.check(&pipe)?;
-    let fallback = pipe.recommended.as_ref().and_then(|r| {
+    let fallback = pipe.recommended().and_then(|r| {
         r.prompt
             .clone()
             .map(Condition::Prompt)
             .or(r.class.map(Condition::Class))
     });
     let conds = a.cond.conditions(fallback)?;
-    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text.is_none() {
+    if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text_encoder().is_none() {
         bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
     let opts = a.sampling.options(&pipe);
