@@ -221,6 +221,20 @@ pub fn read_header(prefix: &[u8]) -> Result<Option<(PackHeader, usize)>> {
     Ok(Some((header, data_start(hlen))))
 }
 
+/// A text encoder's embedding width against what the model (or its adapter) takes.
+fn check_text_dim(h: &PackHeader, dim: usize, what: &str) -> Result<()> {
+    let text_dim = h
+        .var
+        .text_dim
+        .max(h.adapter.as_ref().map_or(0, |a| a.text_dim));
+    if text_dim != dim {
+        return Err(fmt_err(format!(
+            "the {what} gives {dim}-d embeddings, the model takes {text_dim}"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_header(h: &PackHeader) -> Result<()> {
     let unknown: Vec<&str> = h
         .requires
@@ -270,16 +284,7 @@ fn validate_header(h: &PackHeader) -> Result<()> {
                 t.config.vocab_size
             )));
         }
-        let text_dim = h
-            .var
-            .text_dim
-            .max(h.adapter.as_ref().map_or(0, |a| a.text_dim));
-        if text_dim != t.config.hidden_size {
-            return Err(fmt_err(format!(
-                "the text encoder gives {}-d embeddings, the model takes {text_dim}",
-                t.config.hidden_size
-            )));
-        }
+        check_text_dim(h, t.config.hidden_size, "text encoder")?;
     }
     if let Some(c) = &h.clip {
         if h.text.is_some() {
@@ -300,16 +305,8 @@ fn validate_header(h: &PackHeader) -> Result<()> {
                 c.config.vocab_size
             )));
         }
-        let text_dim = h
-            .var
-            .text_dim
-            .max(h.adapter.as_ref().map_or(0, |a| a.text_dim));
         let dim = c.config.projection_dim.unwrap_or(c.config.hidden_size);
-        if text_dim != dim {
-            return Err(fmt_err(format!(
-                "the CLIP text encoder gives {dim}-d embeddings, the model takes {text_dim}"
-            )));
-        }
+        check_text_dim(h, dim, "CLIP text encoder")?;
     }
     if let Some(names) = &h.class_names
         && names.len() != h.var.num_classes

@@ -53,6 +53,13 @@ fn byte_order() -> Vec<(u8, char)> {
         .collect()
 }
 
+/// One merge, `"a b"` → `("a", "b")`.
+fn merge_pair(line: &str) -> Result<(String, String)> {
+    line.split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| bad(format!("merge `{line}` is not two symbols")))
+}
+
 fn bad(reason: impl Into<String>) -> Error {
     Error::Format {
         format: "CLIP BPE vocabulary",
@@ -102,11 +109,7 @@ impl ClipBpe {
         }
         let merges: Vec<(String, String)> = lines[1..=n]
             .iter()
-            .map(|l| {
-                l.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad(format!("merge line `{l}` is not two symbols")))
-            })
+            .map(|l| merge_pair(l))
             .collect::<Result<_>>()?;
         let order = byte_order();
         let mut vocab: Vec<String> = order.iter().map(|(_, c)| c.to_string()).collect();
@@ -129,11 +132,7 @@ impl ClipBpe {
         let merges = merges_txt
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-            .map(|l| {
-                l.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad(format!("merge line `{l}` is not two symbols")))
-            })
+            .map(merge_pair)
             .collect::<Result<_>>()?;
         Self::build(encoder, merges)
     }
@@ -151,11 +150,7 @@ impl ClipBpe {
         }
         let merges = merges
             .iter()
-            .map(|l| {
-                l.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad(format!("merge `{l}` is not two symbols")))
-            })
+            .map(|l| merge_pair(l))
             .collect::<Result<_>>()?;
         Self::build(encoder, merges)
     }

@@ -25,7 +25,7 @@ use crate::optim::AdamW;
 use crate::plot::Panel;
 use crate::run::{Metrics, RunDir};
 use crate::train_loop::{Snapshot, StepLog, Task, Values};
-use crate::trainconf::{self, TrainConfig};
+use crate::trainconf::TrainConfig;
 
 #[derive(Args, Debug)]
 pub struct TrainVqVaeArgs {
@@ -38,12 +38,6 @@ pub struct TrainVqVaeArgs {
     /// of a random initialisation: fine-tuning.
     #[arg(long)]
     pub init: Option<PathBuf>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct VqVaeFile {
-    model: VqVaeConfig,
-    train: TrainConfig,
 }
 
 /// Trainer state saved in checkpoint metadata.
@@ -101,21 +95,20 @@ fn f32s<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 pub fn run(a: TrainVqVaeArgs) -> Result<()> {
-    let table = a.common.table("vqvae")?;
-    let text = toml::to_string(&table)?;
-    let file: VqVaeFile = toml::from_str(&text).context("the VQ-VAE configuration")?;
-    let (cfg, tc) = (file.model, file.train);
+    let crate::args::RunSetup {
+        model: cfg,
+        train: tc,
+        text,
+        plain,
+        autodiff: ad,
+    } = a.common.resolve::<VqVaeConfig>("vqvae")?;
     cfg.validate()?;
-    trainconf::validate(&tc)?;
     let l1 = match tc.recon.as_deref().unwrap_or("l1") {
         "l1" => true,
         "l2" => false,
         o => bail!("train.recon must be \"l1\" or \"l2\", not {o:?}"),
     };
     let size = cfg.image_size();
-    let dev_kind: nextscale::device::BackendKind = a.common.device.parse()?;
-    let plain = nextscale::device::init_device(dev_kind)?;
-    let ad = plain.clone().autodiff();
 
     let ds = Dataset::open(&a.data)?;
     let (train_idx, val_idx) = ds.split(tc.val_fraction);
