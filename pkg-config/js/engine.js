@@ -9,6 +9,9 @@ let instances = 0;
 const GLUE = new URL('./nextscale_wasm.js', import.meta.url);
 // The threaded CPU module (a rayon pool over Web Workers sharing its memory); CPU only.
 const THREADED_GLUE = new URL('./nextscale_wasm_threads.js', import.meta.url);
+// wasm-bindgen-rayon's worker helpers, named here so that bundlers emit them too; the glue
+// imports them from this URL (scripts/wasm-threads-glue.mjs).
+const THREAD_HELPERS = new URL('./nextscale_threads_helpers.js', import.meta.url);
 const THREADED_WASM = new URL('./nextscale_wasm_threads_bg.wasm', import.meta.url);
 
 /**
@@ -35,7 +38,8 @@ export function initWasm(backend = 'auto', threads = undefined) {
 
 /** Instance `k` of the threaded module with a pool of `n` threads. */
 async function initThreaded(n, k) {
-  const m = await import(/* @vite-ignore */ k === 0 ? THREADED_GLUE.href : `${THREADED_GLUE.href}?instance=${k}`);
+  const url = `${THREADED_GLUE.href}?helpers=${encodeURIComponent(THREAD_HELPERS.href)}${k === 0 ? '' : `&instance=${k}`}`;
+  const m = await import(/* @vite-ignore */ /* webpackIgnore: true */ url);
   await m.default({ module_or_path: THREADED_WASM });
   await m.initThreadPool(n);
   return { m, threads: n, threadsReason: null };
@@ -45,7 +49,7 @@ async function initThreaded(n, k) {
 function initSingle(k) {
   const glue = k === 0
     ? Promise.resolve({ default: init, Generator: WasmGenerator, PackBuffer: WasmPackBuffer })
-    : import(/* @vite-ignore */ `${GLUE.href}?instance=${k}`).catch((e) => {
+    : import(/* @vite-ignore */ /* webpackIgnore: true */ `${GLUE.href}?instance=${k}`).catch((e) => {
       throw new Error(`the model crashed and a fresh copy of the module cannot be loaded (${e.message}); reload the page`);
     });
   return glue.then(async (m) => {

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startServer } from './server.mjs';
 
@@ -271,31 +272,65 @@ test('transformers.js-style options, numImages, toBlob/toImageData, and a fresh 
   assert.deepEqual(r.after, want, 'a fresh module after the trap gives the same tokens');
 });
 
-test('a minimal Vite app imports the built package, builds, is served and draws the native tokens', { timeout: 5 * MINUTES }, async () => {
-  // A fresh app laid out as a user would: the package in node_modules, the model in public/.
-  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'nextscale-vite-'));
-  fs.cpSync(path.join(ROOT, 'www/vite-app'), app, { recursive: true });
+/** Serves a built app's `dist` and checks its page twice: as served plainly (one thread) and
+ * cross-origin isolated under /iso/ (the threaded module, 2 threads); both draw the native
+ * CLI's tokens. */
+async function checkBundledApp(dist, what) {
+  const served = await startServer(dist);
+  const want = nativeTokens(['--class', '7', '--seed', '2'], 'models/digits.nsp');
+  try {
+    for (const [prefix, threads] of [['', 1], ['/iso', 2]]) {
+      const p = await browser.newPage();
+      try {
+        p.on('pageerror', (e) => console.log(`[${what} page error] ${e.message}`));
+        await p.goto(`${served.base}${prefix}/index.html`);
+        await p.waitForFunction(() => window.nextscaleResult, null, { timeout: 4 * MINUTES });
+        const r = await p.evaluate(() => window.nextscaleResult);
+        console.log(`${what}${prefix}: ${r.threads} thread(s)${r.threadsReason ? ` (${r.threadsReason})` : ''}`);
+        assert.equal(r.error, undefined, r.error);
+        assert.equal(r.backend, 'cpu');
+        assert.ok(r.png > 100);
+        assert.equal(r.threads, threads, `${what}${prefix}: threads (${r.threadsReason})`);
+        assert.deepEqual(r.tokens, want, `${what}${prefix}: tokens differ from native`);
+      } finally {
+        await p.close();
+      }
+    }
+  } finally {
+    served.server.close();
+  }
+}
+
+/** A fresh copy of an example app laid out as a user would: the package in node_modules. */
+function exampleApp(name) {
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), `nextscale-${name}-`));
+  fs.cpSync(path.join(ROOT, 'www', name), app, { recursive: true });
   fs.mkdirSync(path.join(app, 'node_modules'));
   fs.symlinkSync(path.join(ROOT, 'pkg'), path.join(app, 'node_modules/nextscale'), 'dir');
+  return app;
+}
+
+test('a minimal Vite app imports the built package, builds, is served and draws the native tokens, on 2 threads when isolated', { timeout: 5 * MINUTES }, async () => {
+  const app = exampleApp('vite-app');
   fs.mkdirSync(path.join(app, 'public'));
   fs.copyFileSync(path.join(ROOT, 'models/digits.nsp'), path.join(app, 'public/digits.nsp'));
   const { build } = await import('vite');
   await build({ root: app, configFile: path.join(app, 'vite.config.js'), logLevel: 'warn' });
-  const served = await startServer(path.join(app, 'dist'));
-  const p = await browser.newPage();
-  try {
-    p.on('pageerror', (e) => console.log(`[vite page error] ${e.message}`));
-    await p.goto(`${served.base}/index.html`);
-    await p.waitForFunction(() => window.nextscaleResult, null, { timeout: 4 * MINUTES });
-    const r = await p.evaluate(() => window.nextscaleResult);
-    assert.equal(r.error, undefined, r.error);
-    assert.equal(r.backend, 'cpu');
-    assert.ok(r.png > 100);
-    assert.deepEqual(r.tokens, nativeTokens(['--class', '7', '--seed', '2'], 'models/digits.nsp'), 'tokens differ from native');
-  } finally {
-    await p.close();
-    served.server.close();
-  }
+  await checkBundledApp(path.join(app, 'dist'), 'vite');
+});
+
+test('a minimal webpack app imports the built package, builds, is served and draws the native tokens, on 2 threads when isolated', { timeout: 5 * MINUTES }, async () => {
+  const app = exampleApp('webpack-app');
+  const { default: webpack } = await import('webpack');
+  const { default: config } = await import(pathToFileURL(path.join(app, 'webpack.config.mjs')).href);
+  const stats = await new Promise((resolve, reject) => {
+    webpack({ ...config, context: app }, (err, s) => (err ? reject(err) : resolve(s)));
+  });
+  assert.ok(!stats.hasErrors(), stats.toString({ all: false, errors: true }));
+  const dist = path.join(app, 'dist');
+  fs.copyFileSync(path.join(app, 'index.html'), path.join(dist, 'index.html'));
+  fs.copyFileSync(path.join(ROOT, 'models/digits.nsp'), path.join(dist, 'digits.nsp'));
+  await checkBundledApp(dist, 'webpack');
 });
 
 /** A pack header shaped like the official VAR dN (width 64·N, N heads, 10 scales, 4,096 codes) with
