@@ -134,7 +134,17 @@ if [ "$what" = emoji-vq-long ]; then
   "$B" train-vqvae --data "$E/train" --out "$R/vq-long" --preset emoji --init "$R/vq/vqvae.safetensors" \
     --steps 3000 --set train.lr=1e-3 --set train.eval_every=250 --set train.sample_every=500 \
     --set train.ckpt_every=50 --device "$DEVICE"
-  "$B" eval-vqvae --vae "$R/vq-long/vqvae.safetensors" --data "$E/test"
+  "$B" eval-vqvae --vae "$R/vq-long/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-vq-long.png
+  # Its tokens, and the shipped VAR trained further on them (3,000 steps, peak lr 1e-3), packed.
+  [ -s "$R/tokens2/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq-long/vqvae.safetensors" \
+    --out "$R/tokens2" --device "$DEVICE" && touch "$R/tokens2/done"; }
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  "$B" train-var --tokens "$R/tokens2" --vae "$R/vq-long/vqvae.safetensors" --out "$R/var-vq2" --preset emoji \
+    --init "$R/var/var.safetensors" --text-encoder "$MINILM" --steps 3000 \
+    --set train.lr=0.001 --set train.warmup_steps=50 --device "$DEVICE"
+  "$B" export --var "$R/var-vq2/var.safetensors" --vae "$R/vq-long/vqvae.safetensors" --text-encoder "$MINILM" \
+    --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
+    "${SAMPLING[@]}" --default-prompt "grinning face" --out "$R/emoji-vq2.nsp"
 fi
 
 if [ "$what" = emoji-wide ]; then
