@@ -400,6 +400,23 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Builds a model from this whole state dict strictly (every key must be used): with
+    /// `cfg`, or the configuration `infer` reads off the tensor shapes.
+    pub fn load_strict<M, C>(
+        mut self,
+        cfg: Option<C>,
+        infer: impl FnOnce(&Checkpoint) -> Result<C>,
+        load: impl FnOnce(&mut Checkpoint, &C) -> Result<M>,
+    ) -> Result<(M, C)> {
+        let cfg = match cfg {
+            Some(c) => c,
+            None => infer(&self)?,
+        };
+        let m = load(&mut self, &cfg)?;
+        self.finish()?;
+        Ok((m, cfg))
+    }
+
     /// Fails with the list of keys nobody consumed.
     pub fn finish(self) -> Result<()> {
         if self.entries.is_empty() {

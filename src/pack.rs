@@ -259,6 +259,14 @@ fn validate_header(h: &PackHeader) -> Result<()> {
     }
     h.vae.validate()?;
     crate::config::check_pair(&h.var, &h.vae)?;
+    if let Some(a) = &h.adapter
+        && a.embed_dim != h.var.embed_dim
+    {
+        return Err(fmt_err(format!(
+            "the text adapter makes {}-wide conditions for a VAR of width {}",
+            a.embed_dim, h.var.embed_dim
+        )));
+    }
     if let Some(s) = &h.sampling {
         s.validate()?;
         if h.var.text_dim == 0 && h.adapter.is_none() && s.prompt.is_some() {
@@ -822,6 +830,68 @@ mod tests {
         let d = decode(&encode(&v, Storage::F32), Storage::F32, v.len());
         assert_eq!(d, v);
         assert_eq!(Storage::Q4.byte_len(100), 4 * 2 + 50);
+    }
+
+    #[test]
+    fn headers_with_mismatched_text_parts_are_refused() {
+        let (var, vae) = crate::fixtures::tiny_configs();
+        let t = vec![("a".to_string(), vec![3, 40], vec![0.5f32; 120], Storage::Q4)];
+        let p =
+            Pack::from_bytes(write_pack(&var, &vae, None, BTreeMap::new(), &t).unwrap()).unwrap();
+        let adapter = |embed_dim| crate::var::adapter::AdapterConfig {
+            text_dim: 8,
+            hidden: 8,
+            embed_dim,
+            alpha: 1.0,
+            beta: 1.0,
+        };
+        let c = var.embed_dim;
+        assert!(p.rewrite_header(|h| h.adapter = Some(adapter(c))).is_ok());
+        let e = p
+            .rewrite_header(|h| h.adapter = Some(adapter(c + 1)))
+            .unwrap_err();
+        assert!(e.to_string().contains("text adapter makes"), "{e}");
+        let clip = ClipHeader {
+            config: crate::text::ClipTextConfig {
+                vocab_size: 2,
+                hidden_size: 8,
+                intermediate_size: 16,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                max_position_embeddings: 4,
+                hidden_act: "quick_gelu".into(),
+                layer_norm_eps: 1e-5,
+                eos_token_id: 1,
+                projection_dim: None,
+            },
+            vocab: vec!["<|startoftext|>".into(), "<|endoftext|>".into()],
+            merges: Vec::new(),
+        };
+        let e = p
+            .rewrite_header(|h| {
+                h.adapter = Some(adapter(c));
+                h.clip = Some(clip.clone());
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("does not list `clip-text`"), "{e}");
+        assert!(
+            p.rewrite_header(|h| {
+                h.adapter = Some(adapter(c));
+                h.clip = Some(clip.clone());
+                h.requires = vec!["clip-text".into()];
+            })
+            .is_ok()
+        );
+        let mut narrow = clip.clone();
+        narrow.config.hidden_size = 4;
+        let e = p
+            .rewrite_header(|h| {
+                h.adapter = Some(adapter(c));
+                h.clip = Some(narrow);
+                h.requires = vec!["clip-text".into()];
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("gives 4-d embeddings"), "{e}");
     }
 
     #[test]

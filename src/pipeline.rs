@@ -189,7 +189,6 @@ impl Pipeline {
         }
     }
 
-    /// The name of class `c` (or "unconditional" for the null class), when the model has names.
     /// A pipeline from models already built (no text encoder, adapter or class names).
     pub fn new(
         var: Var,
@@ -237,6 +236,15 @@ impl Pipeline {
                 self.var_config.embed_dim
             )));
         }
+        if let Some(t) = &self.text
+            && t.dim() != adapter.text_dim()
+        {
+            return Err(Error::config(format!(
+                "the text adapter takes {}-d embeddings, the text encoder gives {}",
+                adapter.text_dim(),
+                t.dim()
+            )));
+        }
         self.adapter = Some(adapter);
         Ok(self)
     }
@@ -269,6 +277,7 @@ impl Pipeline {
         self.recommended.as_ref()
     }
 
+    /// The name of class `c` (or "unconditional" for the null class), when the model has names.
     pub fn class_name(&self, c: usize) -> Option<&str> {
         if c == self.var_config.num_classes {
             return Some("unconditional");

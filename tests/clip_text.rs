@@ -200,7 +200,7 @@ fn a_pack_carries_a_clip_encoder() {
     let device = Device::flex();
     let entries = formula_entries(&r, &cfg);
     let tokenizer = ClipBpe::from_open_clip(&bpe_text()).unwrap();
-    let (vocab, merges) = tokenizer.to_lists();
+    let (vocab, merges) = tokenizer.to_lists().unwrap();
     let mut bytes = Vec::new();
     write_safetensors(&mut bytes, &entries, None).unwrap();
     let mut ck = Checkpoint::from_bytes(bytes).unwrap();
@@ -249,4 +249,64 @@ fn a_pack_carries_a_clip_encoder() {
     let got = packed.embed(&prompts, &device).unwrap().into_data();
     let want = reference.embed(&prompts, &device).unwrap().into_data();
     assert_eq!(got, want, "embeddings of the pack's encoder");
+}
+
+/// A Hugging Face CLIP folder (config.json, vocab.json, merges.txt, model.safetensors) opens
+/// to the same encoder, also with the legacy `eos_token_id: 2` of older CLIP configs (pooled at
+/// the end-of-text token, as transformers does); a mismatched end-of-text id is refused.
+#[test]
+fn a_hugging_face_clip_folder_opens_with_a_legacy_eos_id() {
+    use nextscale::text::ClipText;
+    let r = reference();
+    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
+    cfg.projection_dim = None;
+    let device = Device::flex();
+    let entries = formula_entries(&r, &cfg);
+    let tokenizer = ClipBpe::from_open_clip(&bpe_text()).unwrap();
+    let (vocab, merges) = tokenizer.to_lists().unwrap();
+    let dir = std::env::temp_dir().join(format!("nextscale-clip-folder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vocab_json: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::json!(i)))
+        .collect();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::to_string(&vocab_json).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("merges.txt"),
+        format!("#version: 0.2\n{}\n", merges.join("\n")),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    write_safetensors(&mut bytes, &entries, None).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    let prompts = ["a photo of a cat", "red apple"];
+    let mut legacy = serde_json::to_value(&cfg).unwrap();
+    legacy["eos_token_id"] = serde_json::json!(2);
+    std::fs::write(dir.join("config.json"), legacy.to_string()).unwrap();
+    let opened = ClipText::open(&dir, &device).unwrap();
+    assert_eq!(opened.config.eos_token_id, tokenizer.eot);
+    let mut ck =
+        Checkpoint::from_bytes(std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap();
+    let direct = ClipText::load(&mut ck, cfg.clone(), tokenizer, &device).unwrap();
+    assert_eq!(
+        opened.embed(&prompts, &device).unwrap().into_data(),
+        direct.embed(&prompts, &device).unwrap().into_data()
+    );
+    let mut wrong = cfg.clone();
+    wrong.eos_token_id = 7;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&wrong).unwrap(),
+    )
+    .unwrap();
+    let err = ClipText::open(&dir, &device)
+        .err()
+        .expect("a wrong end-of-text id is refused");
+    assert!(err.to_string().contains("end-of-text"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

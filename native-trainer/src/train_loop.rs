@@ -95,14 +95,14 @@ pub fn run<T: Task>(
     stop_after: Option<u64>,
 ) -> Result<()> {
     let start = task.start(run.resume::<T::State>()?)?;
-    let columns = task.columns();
-    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut metrics = Metrics::open(&run.root, &cols, start)?;
     let end = tc.steps.min(stop_after.unwrap_or(u64::MAX));
     if start >= end {
         eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
         return Ok(());
     }
+    let columns = task.columns();
+    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut metrics = Metrics::open(&run.root, &cols, start)?;
     let progress = Progress::new(start, tc.steps);
     let mut t_log = Instant::now();
     let mut units_since = 0usize;

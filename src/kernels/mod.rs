@@ -741,14 +741,28 @@ mod flex {
             let out = softmax_forward(&x, b.as_ref())?;
             return Some(Tensor::from_primitive::<Flex>(out));
         }
-        autodiff::masked_softmax(logits, bias)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::masked_softmax(logits, bias)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             return Some(Tensor::from_primitive::<Flex>(log_softmax_forward(&t)?));
         }
-        autodiff::log_softmax(x)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::log_softmax(x)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     /// What the adaptive layer norm keeps for its backward pass.
@@ -840,7 +854,14 @@ mod flex {
             let (y, _) = ada_ln_forward(&xp, &s, &t, eps)?;
             return Some(Tensor::from_primitive::<Flex>(y));
         }
-        autodiff::ada_layer_norm(x, scale, shift, eps)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::ada_layer_norm(x, scale, shift, eps)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     /// What GroupNorm keeps for its backward pass: its input, weight, and each (image,
@@ -954,7 +975,14 @@ mod flex {
             let (y, _) = group_norm_forward(&xp, &wp, &bp, groups, eps)?;
             return Some(Tensor::from_primitive::<Flex>(y));
         }
-        autodiff::group_norm(x, w, b, groups, eps)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::group_norm(x, w, b, groups, eps)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     /// What the convolution keeps for its backward pass: its shape, input and weight.
@@ -1025,7 +1053,14 @@ mod flex {
             let (y, _) = conv_forward(&xp, &wp, bp.as_ref(), stride, pad)?;
             return Some(Tensor::from_primitive::<Flex>(y));
         }
-        autodiff::conv2d(x, w, b?, stride, pad)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::conv2d(x, w, b?, stride, pad)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
@@ -1033,7 +1068,14 @@ mod flex {
             let t = f32_buffer(&t)?;
             return Some(Tensor::from_primitive::<Flex>(activation_forward(act, &t)));
         }
-        autodiff::activation(x, act)
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::activation(x, act)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     #[cfg(feature = "autodiff")]
@@ -1235,52 +1277,6 @@ mod flex {
             let input = f32_buffer(x.primitive())?;
             let out = activation_forward(act, &input);
             Some(record(Unary::Activation(act), &x, out, input))
-        }
-    }
-
-    #[cfg(not(feature = "autodiff"))]
-    mod autodiff {
-        use burn::tensor::Tensor;
-
-        pub fn masked_softmax(_: &Tensor<4>, _: Option<&Tensor<4>>) -> Option<Tensor<4>> {
-            None
-        }
-
-        pub fn log_softmax<const D: usize>(_: &Tensor<D>) -> Option<Tensor<D>> {
-            None
-        }
-
-        pub fn ada_layer_norm(
-            _: &Tensor<3>,
-            _: &Tensor<3>,
-            _: &Tensor<3>,
-            _: f32,
-        ) -> Option<Tensor<3>> {
-            None
-        }
-
-        pub fn activation<const D: usize>(_: &Tensor<D>, _: super::Act) -> Option<Tensor<D>> {
-            None
-        }
-
-        pub fn conv2d(
-            _: &Tensor<4>,
-            _: &Tensor<4>,
-            _: &Tensor<1>,
-            _: usize,
-            _: usize,
-        ) -> Option<Tensor<4>> {
-            None
-        }
-
-        pub fn group_norm(
-            _: &Tensor<4>,
-            _: &Tensor<1>,
-            _: &Tensor<1>,
-            _: usize,
-            _: f32,
-        ) -> Option<Tensor<4>> {
-            None
         }
     }
 }

@@ -156,21 +156,28 @@ impl ClipBpe {
     }
 
     /// The vocabulary (index = token id) and the merges in rank order, as [`Self::from_lists`]
-    /// reads them.
-    pub fn to_lists(&self) -> (Vec<String>, Vec<String>) {
-        let mut vocab = vec![String::new(); self.encoder.len()];
+    /// reads them; ids must run 0..n without gaps.
+    pub fn to_lists(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let mut vocab: Vec<Option<String>> = vec![None; self.encoder.len()];
         for (t, &i) in &self.encoder {
-            if let Some(slot) = vocab.get_mut(i as usize) {
-                *slot = t.clone();
+            match vocab.get_mut(i as usize) {
+                Some(slot @ None) => *slot = Some(t.clone()),
+                _ => {
+                    return Err(bad(format!(
+                        "token ids are not 0..{} without gaps (`{t}` has {i})",
+                        self.encoder.len()
+                    )));
+                }
             }
         }
+        let vocab: Vec<String> = vocab.into_iter().map(Option::unwrap_or_default).collect();
         let mut merges: Vec<(usize, String)> = self
             .ranks
             .iter()
             .map(|((a, b), &r)| (r, format!("{a} {b}")))
             .collect();
         merges.sort();
-        (vocab, merges.into_iter().map(|(_, m)| m).collect())
+        Ok((vocab, merges.into_iter().map(|(_, m)| m).collect()))
     }
 
     pub fn vocab_size(&self) -> usize {

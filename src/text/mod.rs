@@ -205,6 +205,11 @@ impl ClipText {
         if config.projection_dim.is_some() && !ck.contains("text_projection.weight") {
             config.projection_dim = None;
         }
+        // Older Hugging Face CLIP configs carry the legacy `eos_token_id: 2`; transformers then
+        // pools at the highest token id, which is the end-of-text token.
+        if config.eos_token_id == 2 && tokenizer.eot != 2 {
+            config.eos_token_id = tokenizer.eot;
+        }
         Ok((config, tokenizer, ck))
     }
 
@@ -242,6 +247,12 @@ impl ClipText {
                 "the BPE vocabulary has {} tokens, the configuration says {}",
                 tokenizer.vocab_size(),
                 config.vocab_size
+            )));
+        }
+        if config.eos_token_id != tokenizer.eot {
+            return Err(Error::config(format!(
+                "the configuration's end-of-text id {} is not the tokenizer's ({})",
+                config.eos_token_id, tokenizer.eot
             )));
         }
         let model = ClipTextModel::load(src, &config, device)?;

@@ -98,17 +98,15 @@ impl Var {
 
     /// Loads a VAR state dict strictly; the configuration is read from the shapes unless given.
     pub fn from_checkpoint(
-        mut ck: Checkpoint,
+        ck: Checkpoint,
         cfg: Option<VarConfig>,
         device: &Device,
     ) -> Result<(Self, VarConfig)> {
-        let cfg = match cfg {
-            Some(c) => c,
-            None => infer_config(&ck, None)?,
-        };
-        let m = Self::load(&mut ck, &cfg, device)?;
-        ck.finish()?;
-        Ok((m, cfg))
+        ck.load_strict(
+            cfg,
+            |ck| infer_config(ck, None),
+            |ck, c| Self::load(ck, c, device),
+        )
     }
 
     /// The official state dict: every parameter plus the buffers `lvl_1L` (int64),

@@ -45,17 +45,15 @@ impl VqVae {
     /// Loads a full VQ-VAE state dict strictly: every key must be used.
     /// The configuration is read from the tensor shapes unless given.
     pub fn from_checkpoint(
-        mut ck: Checkpoint,
+        ck: Checkpoint,
         cfg: Option<VqVaeConfig>,
         device: &Device,
     ) -> Result<(Self, VqVaeConfig)> {
-        let cfg = match cfg {
-            Some(c) => c,
-            None => infer_config(&ck, None)?,
-        };
-        let m = Self::load(&mut ck, &cfg, device)?;
-        ck.finish()?;
-        Ok((m, cfg))
+        ck.load_strict(
+            cfg,
+            |ck| infer_config(ck, None),
+            |ck, c| Self::load(ck, c, device),
+        )
     }
 
     /// The official state dict: every parameter plus `quantize.ema_vocab_hit_SV`

@@ -284,7 +284,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         let dim = if dir.join("merges.txt").is_file() {
             // CLIP (a Hugging Face CLIPTextModel or CLIPModel folder).
             let (config, tokenizer, mut ck) = nextscale::text::ClipText::read_folder(dir)?;
-            let (vocab, merges) = tokenizer.to_lists();
+            let (vocab, merges) = tokenizer.to_lists()?;
             let mut rec = Recorder::new(&mut ck, "text.");
             nextscale::text::ClipText::load(&mut rec, config.clone(), tokenizer, &device)?;
             tensors.append(&mut rec.tensors);
