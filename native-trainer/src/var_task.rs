@@ -33,6 +33,9 @@ pub trait VarTask {
     const KIND: &'static str;
     const FILE: &'static str;
 
+    /// The token sequences it trains on.
+    fn set(&self) -> &TokenSet;
+
     /// A fresh model (`ck` = None) or the one saved in a checkpoint's `model.` tensors.
     fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<Self::Model>;
     /// The VAR that runs the forward pass: the frozen base, or the base with the updates;
@@ -78,7 +81,7 @@ pub struct LoopState {
 }
 
 /// Everything a VAR task trains on.
-pub struct Setup<'a> {
+struct Setup<'a> {
     pub run: &'a RunDir,
     pub train: &'a TrainConfig,
     pub set: &'a TokenSet,
@@ -90,8 +93,25 @@ pub struct Setup<'a> {
     pub stop_after: Option<u64>,
 }
 
-/// Trains `task` until `train.steps` (or `stop_after`), resuming from the run's checkpoint.
-pub fn run<T: VarTask>(task: &T, s: Setup<'_>) -> Result<()> {
+/// Trains `task` on its token set until `train.steps` (or `stop_after`), resuming from the
+/// run's checkpoint; `devices` are the plain one (validation, samples) and the autodiff one.
+pub fn run<T: VarTask>(
+    task: &T,
+    run: &RunDir,
+    train: &TrainConfig,
+    vae: &VqVae,
+    (plain, autodiff): (&Device, &Device),
+    stop_after: Option<u64>,
+) -> Result<()> {
+    let s = Setup {
+        run,
+        train,
+        set: task.set(),
+        vae,
+        plain,
+        autodiff,
+        stop_after,
+    };
     let (train_idx, val_idx) = s.set.split(s.train.val_fraction);
     eprintln!(
         "{}: {} sequences ({} train, {} validation)",

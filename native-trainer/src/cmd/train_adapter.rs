@@ -22,7 +22,7 @@ use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
-use crate::var_task::{Setup, VarTask};
+use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
 pub struct TrainAdapterArgs {
@@ -76,6 +76,10 @@ impl VarTask for AdapterTask {
     type Model = TextAdapter;
     const KIND: &'static str = "adapter";
     const FILE: &'static str = "adapter.safetensors";
+
+    fn set(&self) -> &TokenSet {
+        &self.set
+    }
 
     fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<TextAdapter> {
         Ok(match ck {
@@ -171,16 +175,5 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         cfg,
         seed: tc.seed,
     };
-    crate::var_task::run(
-        &task,
-        Setup {
-            run: &run,
-            train: &tc,
-            set: &task.set,
-            vae: &vae,
-            plain: &plain,
-            autodiff: &ad,
-            stop_after: a.common.stop_after,
-        },
-    )
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
 }

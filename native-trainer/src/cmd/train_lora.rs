@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::CommonTrainArgs;
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::var_task::{Setup, VarTask};
+use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
@@ -103,6 +103,10 @@ impl VarTask for LoraTask {
     type Model = LoraModel;
     const KIND: &'static str = "lora";
     const FILE: &'static str = "lora.safetensors";
+
+    fn set(&self) -> &TokenSet {
+        &self.set
+    }
 
     fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<LoraModel> {
         let var = self.base.clone();
@@ -305,16 +309,5 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
         set,
         seed: tc.seed,
     };
-    crate::var_task::run(
-        &task,
-        Setup {
-            run: &run,
-            train: &tc,
-            set: &task.set,
-            vae: &vae,
-            plain: &plain,
-            autodiff: &ad,
-            stop_after: a.common.stop_after,
-        },
-    )
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
 }

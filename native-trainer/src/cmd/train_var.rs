@@ -54,7 +54,7 @@ pub struct VarModelConfig {
 }
 
 use crate::var_steps::{Conditioning, caption_embeddings};
-use crate::var_task::{Setup, VarTask};
+use crate::var_task::VarTask;
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
     let crate::args::RunSetup {
@@ -161,18 +161,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         conditional,
         set,
     };
-    crate::var_task::run(
-        &task,
-        Setup {
-            run: &run,
-            train: &tc,
-            set: &task.set,
-            vae: &vae,
-            plain: &plain,
-            autodiff: &ad,
-            stop_after: a.common.stop_after,
-        },
-    )
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
 }
 
 /// The whole VAR, trained from scratch or from `--init`.
@@ -191,6 +180,10 @@ impl VarTask for VarTrain {
     type Model = Var;
     const KIND: &'static str = "var";
     const FILE: &'static str = "var.safetensors";
+
+    fn set(&self) -> &TokenSet {
+        &self.set
+    }
 
     fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<Var> {
         let cfg = &self.cfg;
