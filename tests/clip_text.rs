@@ -121,6 +121,15 @@ fn formula_entries(r: &serde_json::Value, cfg: &ClipTextConfig) -> Vec<Entry> {
         .collect()
 }
 
+/// The reference config as a plain CLIPTextModel (its config names a projection width, but the
+/// model has none) and its tensors from the formula.
+fn reference_model(r: &serde_json::Value) -> (ClipTextConfig, Vec<Entry>) {
+    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
+    cfg.projection_dim = None;
+    let entries = formula_entries(r, &cfg);
+    (cfg, entries)
+}
+
 #[test]
 fn clip_tokenizer_matches_open_clip() {
     let r = reference();
@@ -140,11 +149,8 @@ fn clip_tokenizer_matches_open_clip() {
 #[test]
 fn clip_text_model_matches_transformers() {
     let r = reference();
-    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
-    // A plain CLIPTextModel: its config names a projection width, but it has no projection.
-    cfg.projection_dim = None;
+    let (cfg, entries) = reference_model(&r);
     let c = cfg.hidden_size;
-    let entries = formula_entries(&r, &cfg);
     let mut bytes = Vec::new();
     write_safetensors(&mut bytes, &entries, None).unwrap();
     let mut ck = Checkpoint::from_bytes(bytes).unwrap();
@@ -195,10 +201,8 @@ fn a_pack_carries_a_clip_encoder() {
     use nextscale::pack::{ClipHeader, Pack, PackExtras, Storage, write_pack_with};
     use nextscale::text::{ClipText, TextEncoder};
     let r = reference();
-    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
-    cfg.projection_dim = None;
+    let (cfg, entries) = reference_model(&r);
     let device = Device::flex();
-    let entries = formula_entries(&r, &cfg);
     let tokenizer = ClipBpe::from_open_clip(&bpe_text()).unwrap();
     let (vocab, merges) = tokenizer.to_lists().unwrap();
     let mut bytes = Vec::new();
@@ -258,10 +262,8 @@ fn a_pack_carries_a_clip_encoder() {
 fn a_hugging_face_clip_folder_opens_with_a_legacy_eos_id() {
     use nextscale::text::ClipText;
     let r = reference();
-    let mut cfg: ClipTextConfig = ClipTextConfig::from_json(&r["config"].to_string()).unwrap();
-    cfg.projection_dim = None;
+    let (cfg, entries) = reference_model(&r);
     let device = Device::flex();
-    let entries = formula_entries(&r, &cfg);
     let tokenizer = ClipBpe::from_open_clip(&bpe_text()).unwrap();
     let (vocab, merges) = tokenizer.to_lists().unwrap();
     let dir = std::env::temp_dir().join(format!("nextscale-clip-folder-{}", std::process::id()));
