@@ -149,13 +149,13 @@ fi
 
 if [ "$what" = emoji-long ]; then
   # In progress, not shipped: the VAR of emoji-vq-long trained for many more passes over all
-  # captions (20,000 steps, about 70 passes; hours on two cores, minutes on a GPU). Resumable:
+  # captions (9,000 steps, about 33 passes; hours on two cores, minutes on a GPU). Resumable:
   # rerun the same command. The emoji-sub50 diagnostic (docs/MODELS.md) says passes are what
   # the shipped model lacks.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   "$B" train-var --tokens "$R/tokens2" --vae "$R/vq-long/vqvae.safetensors" --out "$R/var-vq2-long" --preset emoji \
-    --init "$R/var-vq2/var.safetensors" --text-encoder "$MINILM" --steps 20000 --set train.lr=0.001 \
+    --init "$R/var-vq2/var.safetensors" --text-encoder "$MINILM" --steps 9000 --set train.lr=0.001 \
     --set train.warmup_steps=50 --set train.ckpt_every=100 --set train.eval_every=1000 \
     --set train.sample_every=2000 --device "$DEVICE"
 fi

@@ -635,31 +635,70 @@ pub fn encode(values: &[f32], storage: Storage) -> Vec<u8> {
                     half::f16::from_f32(m / qmax).to_f32()
                 })
                 .collect();
-            for s in &scales {
-                out.extend_from_slice(&f16_bits(*s));
-            }
-            let code = |v: f32, s: f32| -> i32 {
-                if s == 0.0 || !s.is_finite() {
-                    0
-                } else {
-                    (v / s).round().clamp(-qmax, qmax) as i32
-                }
-            };
-            if storage == Storage::Q8 {
-                for (b, s) in values.chunks(BLOCK).zip(&scales) {
-                    out.extend(b.iter().map(|&v| code(v, *s) as i8 as u8));
-                }
-            } else {
-                let mut nib = values
-                    .chunks(BLOCK)
-                    .zip(&scales)
-                    .flat_map(|(b, s)| b.iter().map(move |&v| (code(v, *s) + 8) as u8));
-                while let Some(lo) = nib.next() {
-                    let hi = nib.next().unwrap_or(8);
-                    out.push(lo | (hi << 4));
-                }
+            let codes: Vec<i8> = values
+                .chunks(BLOCK)
+                .zip(&scales)
+                .flat_map(|(b, &s)| {
+                    b.iter().map(move |&v| {
+                        if s == 0.0 || !s.is_finite() {
+                            0
+                        } else {
+                            (v / s).round().clamp(-qmax, qmax) as i8
+                        }
+                    })
+                })
+                .collect();
+            out = block_bytes(storage, &scales, &codes);
+        }
+    }
+    out
+}
+
+/// Encodes q8/q4 blocks given their scales (one per 32 codes; f16 values) and codes
+/// (−127…127 for q8, −8…7 for q4): the layout [`decode`] reads. For quantizers that choose
+/// codes themselves (e.g. GPTQ); [`encode`] rounds each value to nearest.
+pub fn encode_blocks(storage: Storage, scales: &[f32], codes: &[i8]) -> Result<Vec<u8>> {
+    if !matches!(storage, Storage::Q8 | Storage::Q4) {
+        return Err(Error::invalid(format!("{storage:?} has no blocks")));
+    }
+    if scales.len() != codes.len().div_ceil(BLOCK) {
+        return Err(Error::invalid(format!(
+            "{} scales for {} codes (one per {BLOCK})",
+            scales.len(),
+            codes.len()
+        )));
+    }
+    if let Some(s) = scales
+        .iter()
+        .find(|&&s| half::f16::from_f32(s).to_f32().to_bits() != s.to_bits())
+    {
+        return Err(Error::invalid(format!(
+            "scale {s} is not an f16 value: the codes would be read with another scale"
+        )));
+    }
+    if storage == Storage::Q8 && codes.contains(&i8::MIN) {
+        return Err(Error::invalid("q8 codes run from -127 to 127"));
+    }
+    if storage == Storage::Q4 && codes.iter().any(|q| !(-8..=7).contains(q)) {
+        return Err(Error::invalid("q4 codes run from -8 to 7"));
+    }
+    Ok(block_bytes(storage, scales, codes))
+}
+
+fn block_bytes(storage: Storage, scales: &[f32], codes: &[i8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(storage.byte_len(codes.len()));
+    for s in scales {
+        out.extend_from_slice(&f16_bits(*s));
+    }
+    match storage {
+        Storage::Q8 => out.extend(codes.iter().map(|&q| q as u8)),
+        Storage::Q4 => {
+            for pair in codes.chunks(2) {
+                let nib = |q: i8| (q + 8) as u8;
+                out.push(nib(pair[0]) | (pair.get(1).map_or(8, |&q| nib(q)) << 4));
             }
         }
+        Storage::F32 | Storage::F16 => {}
     }
     out
 }
@@ -830,6 +869,50 @@ mod tests {
         let d = decode(&encode(&v, Storage::F32), Storage::F32, v.len());
         assert_eq!(d, v);
         assert_eq!(Storage::Q4.byte_len(100), 4 * 2 + 50);
+    }
+
+    #[test]
+    fn chosen_codes_decode_as_given_and_bad_ones_are_refused() {
+        // 33 codes: two blocks, the second partial (its odd nibble is padding).
+        let codes: Vec<i8> = (0..33).map(|i| (i % 16) as i8 - 8).collect();
+        let scales = [0.5f32, 0.25];
+        let bytes = encode_blocks(Storage::Q4, &scales, &codes).unwrap();
+        assert_eq!(bytes.len(), Storage::Q4.byte_len(33));
+        let d = decode(&bytes, Storage::Q4, 33);
+        for (i, (&q, v)) in codes.iter().zip(&d).enumerate() {
+            assert_eq!(*v, q as f32 * scales[i / BLOCK]);
+        }
+        let q8: Vec<i8> = (0..32).map(|i| (i * 8 - 127) as i8).collect();
+        let d = decode(
+            &encode_blocks(Storage::Q8, &[2.0], &q8).unwrap(),
+            Storage::Q8,
+            32,
+        );
+        assert_eq!(d, q8.iter().map(|&q| q as f32 * 2.0).collect::<Vec<_>>());
+        // Rounding to nearest goes through the same layout.
+        let v: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 3.0).collect();
+        let s: Vec<f32> = v
+            .chunks(BLOCK)
+            .map(|b| half::f16::from_f32(b.iter().fold(0f32, |a, x| a.max(x.abs())) / 7.0).to_f32())
+            .collect();
+        let c: Vec<i8> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x / s[i / BLOCK]).round().clamp(-7.0, 7.0) as i8)
+            .collect();
+        assert_eq!(
+            encode_blocks(Storage::Q4, &s, &c).unwrap(),
+            encode(&v, Storage::Q4)
+        );
+        for (st, sc, co) in [
+            (Storage::Q4, vec![1.0f32], vec![8i8; 32]),
+            (Storage::Q8, vec![1.0], vec![i8::MIN; 32]),
+            (Storage::Q4, vec![1.0, 1.0], vec![0; 32]),
+            (Storage::Q4, vec![0.1], vec![0; 32]),
+            (Storage::F16, vec![1.0], vec![0; 32]),
+        ] {
+            assert!(encode_blocks(st, &sc, &co).is_err(), "{st:?} {sc:?}");
+        }
     }
 
     #[test]

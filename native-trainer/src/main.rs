@@ -12,6 +12,7 @@ mod classifier;
 mod cmd;
 mod data;
 mod gan;
+mod gptq;
 mod optim;
 mod plot;
 mod quality;

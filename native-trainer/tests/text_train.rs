@@ -21,6 +21,7 @@ fn minilm() -> PathBuf {
     dir
 }
 
+/// Whether the command succeeded, and its stderr then its stdout.
 fn run_status(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
         .args(args)
@@ -28,10 +29,9 @@ fn run_status(args: &[&str]) -> (bool, String) {
         .stderr(Stdio::piped())
         .output()
         .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
 }
 
 fn run(args: &[&str]) -> String {
@@ -195,6 +195,42 @@ fn text_conditioned_var_adapter_and_lora() {
         !ok && err.contains("text-conditioned: give a prompt"),
         "{err}"
     );
+    // A 4-bit encoder fitted to the captions (GPTQ) keeps their embeddings closer to f32's
+    // than rounding each weight to nearest.
+    let captions = cap.join("metadata.jsonl");
+    let cosine = |calibrate: bool| {
+        let out = fresh(if calibrate { "gptq.nsp" } else { "rtn.nsp" });
+        let mut a = vec![
+            "export",
+            "--var",
+            s(&var),
+            "--vae",
+            s(&vae),
+            "--text-encoder",
+            s(&enc),
+            "--quant",
+            "q8",
+            "--text-quant",
+            "q4",
+            "--report-prompts",
+            s(&captions),
+            "--out",
+            s(&out),
+        ];
+        if calibrate {
+            a.extend(["--text-calibration", s(&captions)]);
+        }
+        let log = run(&a);
+        let mean = log
+            .split("embedding cosine to f32 over ")
+            .nth(1)
+            .and_then(|r| r.split("mean ").nth(1))
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("no cosine in {log}"));
+        mean.parse::<f64>().unwrap()
+    };
+    let (rtn, gptq) = (cosine(false), cosine(true));
+    assert!(gptq > rtn && gptq > 0.98, "GPTQ {gptq}, nearest {rtn}");
 
     // --- adapter on a frozen class-conditional VAR ---
     let base = fresh("base");

@@ -65,6 +65,10 @@ impl BertConfig {
     }
 }
 
+/// A callback shown each linear layer's input `[B, L, in]` (padding rows included) and the
+/// names of the layers it feeds, relative to their block (e.g. `intermediate.dense`).
+type Trace<'a> = dyn FnMut(&[&str], &Tensor<3>) + 'a;
+
 #[derive(Module, Debug)]
 pub struct BertLayer {
     pub query: Linear,
@@ -96,11 +100,33 @@ impl BertLayer {
         })
     }
 
-    /// `x` `[B, L, H]`, `mask_bias` `[B, 1, 1, L]` (0 or a large negative number).
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    /// The linear layer under `name` (relative to the block, e.g. `intermediate.dense`).
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
+        Some(match name {
+            "attention.self.query" => &mut self.query,
+            "attention.self.key" => &mut self.key,
+            "attention.self.value" => &mut self.value,
+            "attention.output.dense" => &mut self.attn_out,
+            "intermediate.dense" => &mut self.intermediate,
+            "output.dense" => &mut self.output,
+            _ => return None,
+        })
+    }
+
+    /// `x` `[B, L, H]`, `mask_bias` `[B, 1, 1, L]` (0 or a large negative number); `trace`
+    /// sees each linear layer's input with the names of the layers it feeds.
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, trace: &mut Trace) -> Tensor<3> {
         let [b, l, c] = x.dims();
         let (h, d) = (self.heads, c / self.heads);
         let split = |t: Tensor<3>| t.reshape([b, l, h, d]).swap_dims(1, 2);
+        trace(
+            &[
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+            ],
+            &x,
+        );
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
@@ -109,11 +135,12 @@ impl BertLayer {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, l, c]);
+        trace(&["attention.output.dense"], &ctx);
         let x = self.attn_norm.forward(self.attn_out.forward(ctx) + x);
-        let m = self
-            .output
-            .forward(gelu(self.intermediate.forward(x.clone())));
-        self.out_norm.forward(m + x)
+        trace(&["intermediate.dense"], &x);
+        let mid = gelu(self.intermediate.forward(x.clone()));
+        trace(&["output.dense"], &mid);
+        self.out_norm.forward(self.output.forward(mid) + x)
     }
 }
 
@@ -157,8 +184,20 @@ impl Bert {
         self.position_embeddings.val().dims()[0]
     }
 
-    /// Token states `[B, L, H]` for right-padded ids `[B, L]` with `lens[b]` real tokens each.
+    /// Token states `[B, L, H]` and the mask of real tokens `[B, L]` for ids of any lengths
+    /// (right-padded here).
     pub fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<(Tensor<3>, Tensor<2>)> {
+        self.forward_traced(ids, device, &mut |_, _, _| {})
+    }
+
+    /// [`Self::forward`], showing `trace` every linear layer's input with the layer's index
+    /// (what calibrating a quantizer needs).
+    pub fn forward_traced(
+        &self,
+        ids: &[Vec<u32>],
+        device: &Device,
+        trace: &mut dyn FnMut(usize, &[&str], &Tensor<3>),
+    ) -> Result<(Tensor<3>, Tensor<2>)> {
         let b = ids.len();
         let l = ids.iter().map(Vec::len).max().unwrap_or(0);
         if b == 0 || l == 0 {
@@ -202,8 +241,8 @@ impl Bert {
         // Hugging Face adds the dtype's minimum to masked logits.
         let bias = (mask_t.clone().neg() + 1.0) * (f32::MIN as f64);
         let bias: Tensor<4> = bias.reshape([b, 1, 1, l]);
-        for layer in &self.layers {
-            x = layer.forward(x, bias.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, bias.clone(), &mut |names, t| trace(i, names, t));
         }
         Ok((x, mask_t))
     }

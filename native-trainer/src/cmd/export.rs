@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use nextscale::burn::tensor::{Device, Int, Tensor, TensorData};
-use nextscale::pack::{ClipHeader, PackExtras, Storage, TextHeader, write_pack_with};
+use nextscale::pack::{
+    ClipHeader, EncodedTensor, PackExtras, Storage, TextHeader, encode, write_pack_encoded,
+};
 use nextscale::params::Recorder;
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleHooks, SampleOptions};
@@ -67,6 +69,12 @@ pub struct ExportArgs {
     /// `metadata.jsonl` (its "text" fields). Default: a few built-in prompts.
     #[arg(long, requires = "text_encoder")]
     report_prompts: Option<PathBuf>,
+    /// Prompts to fit the text encoder's q8/q4 matrices to (GPTQ: each block's codes are
+    /// chosen to keep the layer's outputs on these prompts, not each weight; the stored format
+    /// is unchanged). One prompt per line, or a `metadata.jsonl`. MiniLM (BERT) encoders.
+    /// Without it, every weight is rounded to nearest.
+    #[arg(long, requires = "text_encoder")]
+    text_calibration: Option<PathBuf>,
     /// Recommended guidance strength, stored in the pack: the default of `sample`,
     /// `generate()` and the demo page for this model (with --top-k and --top-p).
     #[arg(long, requires_all = ["top_k", "top_p"])]
@@ -396,7 +404,31 @@ pub fn run(a: ExportArgs) -> Result<()> {
         })
         .collect();
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
-    let bytes = write_pack_with(&var_cfg, &vae_cfg, class_names, meta, extras, &with_storage)?;
+    let mut calibrated = match &a.text_calibration {
+        Some(p) => {
+            let (tensors, prompts) = calibrate_text(&a, p, &with_storage, &device)?;
+            meta.insert(
+                "text_calibration".into(),
+                format!("GPTQ over {prompts} prompts"),
+            );
+            tensors
+        }
+        None => BTreeMap::new(),
+    };
+    let encoded: Vec<EncodedTensor> = with_storage
+        .into_iter()
+        .map(|(name, shape, values, storage)| EncodedTensor {
+            bytes: std::sync::Arc::new(
+                calibrated
+                    .remove(&name)
+                    .unwrap_or_else(|| encode(&values, storage)),
+            ),
+            name,
+            shape,
+            storage,
+        })
+        .collect();
+    let bytes = write_pack_encoded(&var_cfg, &vae_cfg, class_names, meta, extras, &encoded)?;
     crate::run::write_atomic(&a.out, &bytes)?;
     eprintln!(
         "wrote {} ({} bytes, {:.3} bytes/parameter, {params} parameters) in {:.1} s",
@@ -420,6 +452,98 @@ pub fn run(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// GPTQ codes for the text encoder's q8/q4 linear weights (`text.encoder.layer.*`), fitted to
+/// `prompts`' inputs, and scale-searched codes for its embedding tables; keyed by tensor name,
+/// with the number of distinct prompts.
+fn calibrate_text(
+    a: &ExportArgs,
+    prompts: &std::path::Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
+    device: &Device,
+) -> Result<(BTreeMap<String, Vec<u8>>, usize)> {
+    let dir = a
+        .text_encoder
+        .as_ref()
+        .context("--text-calibration needs --text-encoder")?;
+    let nextscale::text::TextEncoder::MiniLm(model) =
+        nextscale::text::TextEncoder::open(dir, device)
+            .with_context(|| format!("loading {}", dir.display()))?
+    else {
+        bail!(
+            "--text-calibration supports MiniLM (BERT) encoders; {} is CLIP",
+            dir.display()
+        );
+    };
+    let mut model = model;
+    let prompts = read_prompts(prompts)?;
+    let t0 = Instant::now();
+    let mut out = BTreeMap::new();
+    // Block by block, each calibrated on the outputs of the blocks already quantized (GPTQ's
+    // sequential order), so later blocks also correct the error of earlier ones.
+    for layer in 0..model.bert.layers.len() {
+        let grams = crate::gptq::bert_grams(&model, &prompts, layer, device)?;
+        for (names, gram) in &grams {
+            for n in names {
+                let key = format!("text.encoder.layer.{layer}.{n}.weight");
+                let Some((_, shape, values, storage)) = tensors.iter().find(|t| t.0 == key) else {
+                    bail!("the pack has no `{key}`");
+                };
+                if !matches!(storage, Storage::Q8 | Storage::Q4) {
+                    continue;
+                }
+                let (rows, cols) = (shape[0], shape[1]);
+                let (bytes, r) = crate::gptq::quantize(values, rows, cols, gram, *storage)?;
+                eprintln!(
+                    "  {key}: output error {:.2e} (nearest rounding {:.2e}; {} tokens)",
+                    r.gptq, r.nearest, gram.tokens
+                );
+                let deq = nextscale::pack::decode(&bytes, *storage, rows * cols);
+                let w = Tensor::<2>::from_data(TensorData::new(deq, [rows, cols]), device);
+                let linear = model.bert.layers[layer]
+                    .linear_mut(n)
+                    .context("not a linear layer")?;
+                linear.weight = Some(nextscale::burn::module::Param::from_tensor(w.transpose()));
+                out.insert(key, bytes);
+            }
+        }
+    }
+    // The embedding tables are looked up, not multiplied: each block's scale is chosen to
+    // minimise its own rounding error.
+    for (name, _, values, storage) in tensors {
+        if name.starts_with("text.embeddings.") && matches!(storage, Storage::Q8 | Storage::Q4) {
+            out.insert(name.clone(), crate::gptq::round_blocks(values, *storage)?);
+        }
+    }
+    eprintln!(
+        "text calibration (GPTQ over {} prompts): {:.1} s",
+        prompts.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok((out, prompts.len()))
+}
+
+/// Prompts from a file: one per line, or the "text" fields of a `metadata.jsonl`; sorted,
+/// without repeats.
+fn read_prompts(p: &std::path::Path) -> Result<Vec<String>> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let mut v: Vec<String> = s
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|j| j.get("text").and_then(|t| t.as_str()).map(str::to_string))
+                .unwrap_or_else(|| l.trim().to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    if v.is_empty() {
+        bail!("{} has no prompts", p.display());
+    }
+    Ok(v)
+}
+
 /// Cosine between the pack's text embeddings and the f32 encoder's, over prompts.
 fn text_report(
     dir: &std::path::Path,
@@ -428,23 +552,7 @@ fn text_report(
     device: &Device,
 ) -> Result<()> {
     let prompts: Vec<String> = match prompts {
-        Some(p) => {
-            let s =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let mut v: Vec<String> = s
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|j| j.get("text").and_then(|t| t.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| l.trim().to_string())
-                })
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        }
+        Some(p) => read_prompts(p)?,
         None => [
             "red apple",
             "a cat face",
@@ -455,9 +563,6 @@ fn text_report(
         .map(str::to_string)
         .to_vec(),
     };
-    if prompts.is_empty() {
-        bail!("no prompts to compare the text encoders on");
-    }
     let reference = nextscale::text::TextEncoder::open(dir, device)
         .with_context(|| format!("loading {}", dir.display()))?;
     let (mut min, mut sum) = (f64::INFINITY, 0f64);
