@@ -103,10 +103,12 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
     --text-encoder "$MINILM" --device "$DEVICE"
   [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
     --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
-  # q8 model, q4 text encoder (its embedding cosine to f32 over every training caption is
-  # printed), and the settings the demo page and the CLI default to.
+  # q8 model, q4 text encoder fitted to the training captions with GPTQ (its embedding cosine
+  # to f32 over every training caption is printed), and the settings the demo page and the CLI
+  # default to.
   "$B" export --var "$R/var/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
     --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
+    --text-calibration "$E/train-captions/metadata.jsonl" \
     "${SAMPLING[@]}" --default-prompt "grinning face" --out models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \

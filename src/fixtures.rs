@@ -152,6 +152,94 @@ pub fn model_tensors(
     Ok(out)
 }
 
+/// Writes a small random CLIP text encoder as a Hugging Face folder (`config.json`,
+/// `vocab.json`, `merges.txt`, `model.safetensors`), for trying and testing the CLIP path
+/// without downloading one: 2 layers of width 64, a byte-level BPE vocabulary with whole-word
+/// merges for a few words (`a`, `red`, `blue`, `circle`, `square`, …; other words fall back to
+/// shorter pieces), weights from `seed`. It draws nothing meaningful.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tiny_clip_folder(dir: &std::path::Path, seed: u64) -> Result<crate::text::ClipTextConfig> {
+    use crate::error::Error;
+    let words = [
+        "a", "the", "red", "green", "blue", "yellow", "circle", "square", "triangle", "cross",
+        "photo", "of", "cat", "dog",
+    ];
+    // Each word merged left to right into one token: ("r","e"), ("re","d</w>"), ….
+    let mut merges: Vec<(String, String)> = Vec::new();
+    for w in words {
+        let chars: Vec<String> = w.chars().map(String::from).collect();
+        let mut left = chars[0].clone();
+        for (i, c) in chars.iter().enumerate().skip(1) {
+            let right = if i + 1 == chars.len() {
+                format!("{c}</w>")
+            } else {
+                c.clone()
+            };
+            let pair = (left.clone(), right.clone());
+            if !merges.contains(&pair) {
+                merges.push(pair);
+            }
+            left = format!("{left}{right}");
+        }
+    }
+    let tokenizer = crate::text::ClipBpe::open_clip_layout(merges)?;
+    let (vocab, merge_lines) = tokenizer.to_lists()?;
+    let config = crate::text::ClipTextConfig {
+        vocab_size: vocab.len(),
+        hidden_size: 64,
+        intermediate_size: 256,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        max_position_embeddings: 77,
+        hidden_act: "quick_gelu".into(),
+        layer_norm_eps: 1e-5,
+        eos_token_id: tokenizer.eot,
+        projection_dim: None,
+    };
+    let device = burn::tensor::Device::flex();
+    let mut init = crate::params::RandomInit::new(seed);
+    let mut rec = crate::params::Recorder::new(&mut init, "");
+    crate::text::ClipTextModel::load(&mut rec, &config, &device)?;
+    let mut weights = Vec::new();
+    crate::state_dict::write_safetensors(&mut weights, &rec.tensors, None)
+        .map_err(|err| Error::Io {
+            path: dir.join("model.safetensors").display().to_string(),
+            err,
+        })?;
+    let vocab_json: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::json!(i)))
+        .collect();
+    let files = [
+        (
+            "config.json",
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::invalid(e.to_string()))?,
+        ),
+        (
+            "vocab.json",
+            serde_json::to_vec(&vocab_json).map_err(|e| Error::invalid(e.to_string()))?,
+        ),
+        (
+            "merges.txt",
+            format!("#version: 0.2\n{}\n", merge_lines.join("\n")).into_bytes(),
+        ),
+        ("model.safetensors", weights),
+    ];
+    std::fs::create_dir_all(dir).map_err(|err| Error::Io {
+        path: dir.display().to_string(),
+        err,
+    })?;
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(|err| Error::Io {
+            path: p.display().to_string(),
+            err,
+        })?;
+    }
+    Ok(config)
+}
+
 /// An official-size test pack: a VAR of `var_cfg` with random weights (the project's seeded
 /// initialisation) and the official-architecture VQ-VAE with the golden procedural weights,
 /// matrices in `storage`, written tensor by tensor without an f32 copy of the model (each

@@ -170,6 +170,87 @@ fn an_f32_pack_samples_the_same_tokens_as_its_checkpoints() {
     assert!(!out.status.success());
 }
 
+/// `export --text-encoder` with a Hugging Face CLIP folder: the pack samples, for a prompt,
+/// exactly the tokens the checkpoint and the folder do (f32), and a 4-bit pack of it runs;
+/// calibration, which is for MiniLM, is refused by name.
+#[test]
+fn a_clip_folder_exports_into_a_pack_that_samples_the_same_tokens() {
+    let clip = tmp("clip");
+    run(bin().args(["fixture", "clip", "--out"]).arg(&clip));
+    let tiny = tmp("tiny-text64.safetensors");
+    run(bin()
+        .args([
+            "fixture",
+            "tiny",
+            "--text-dim",
+            "64",
+            "--seed",
+            "4",
+            "--out",
+        ])
+        .arg(&tiny));
+    let export = |quant: &str, out: &PathBuf| {
+        run(bin()
+            .args(["export", "--quant", quant, "--no-report", "--var"])
+            .arg(&tiny)
+            .arg("--text-encoder")
+            .arg(&clip)
+            .arg("--out")
+            .arg(out));
+    };
+    let (f32_pack, q4_pack) = (tmp("clip-f32.nsp"), tmp("clip-q4.nsp"));
+    export("f32", &f32_pack);
+    export("q4", &q4_pack);
+    let sample = |src: &[&std::ffi::OsStr], out: &PathBuf| {
+        run(bin()
+            .args([
+                "sample",
+                "--prompt",
+                "a red circle",
+                "--top-k",
+                "20",
+                "--seed",
+                "5",
+                "--tokens-out",
+            ])
+            .arg(out)
+            .args(src));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let from_folder = sample(
+        &[
+            "--var".as_ref(),
+            tiny.as_os_str(),
+            "--text-encoder".as_ref(),
+            clip.as_os_str(),
+        ],
+        &tmp("clip-a.json"),
+    );
+    let from_pack = sample(
+        &["--pack".as_ref(), f32_pack.as_os_str()],
+        &tmp("clip-b.json"),
+    );
+    assert_eq!(from_folder, from_pack);
+    sample(
+        &["--pack".as_ref(), q4_pack.as_os_str()],
+        &tmp("clip-c.json"),
+    );
+    let prompts = tmp("clip-prompts.txt");
+    std::fs::write(&prompts, "a red circle\n").unwrap();
+    let err = fail(
+        bin()
+            .args(["export", "--quant", "q4", "--var"])
+            .arg(&tiny)
+            .arg("--text-encoder")
+            .arg(&clip)
+            .arg("--text-calibration")
+            .arg(&prompts)
+            .arg("--out")
+            .arg(tmp("clip-cal.nsp")),
+    );
+    assert!(err.contains("MiniLM"), "{err}");
+}
+
 fn fail(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");
     let err = String::from_utf8_lossy(&out.stderr).to_string();

@@ -111,6 +111,14 @@ impl ClipBpe {
             .iter()
             .map(|l| merge_pair(l))
             .collect::<Result<_>>()?;
+        Self::open_clip_layout(merges)
+    }
+
+    /// A vocabulary laid out as open_clip lays out its own: the 256 byte symbols, the same
+    /// with `</w>`, one token per merge (in rank order), then `<|startoftext|>` and
+    /// `<|endoftext|>`. With CLIP's merges this is CLIP's tokenizer; with a few, a small one
+    /// for tests.
+    pub fn open_clip_layout(merges: Vec<(String, String)>) -> Result<Self> {
         let order = byte_order();
         let mut vocab: Vec<String> = order.iter().map(|(_, c)| c.to_string()).collect();
         vocab.extend(order.iter().map(|(_, c)| format!("{c}</w>")));

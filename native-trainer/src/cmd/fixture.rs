@@ -14,8 +14,9 @@ use nextscale::{VqVae, VqVaeConfig};
 pub struct FixtureArgs {
     /// Which fixture: `vqvae` (the golden vectors' procedural vae_ch160v4096z32), `tiny`
     /// (a small VAR + VQ-VAE in one file, 64×64 images; both random weights), `official` (an
-    /// official-size pack: random `--depth` VAR + procedural VQ-VAE, `--quant`), or `shapes`
-    /// (a generated image data set with 4 classes, written under `--out`).
+    /// official-size pack: random `--depth` VAR + procedural VQ-VAE, `--quant`), `shapes`
+    /// (a generated image data set with 4 classes, written under `--out`), or `clip` (a small
+    /// random CLIP text encoder as a Hugging Face folder `--out`, for `--text-encoder`).
     what: String,
     /// `official`: the VAR depth (16, 20, 24 or 30: the released `var_d*` shapes; any of 1–40
     /// follows their rule).
@@ -33,6 +34,10 @@ pub struct FixtureArgs {
     /// `shapes`: image size in pixels.
     #[arg(long, default_value_t = 32)]
     size: usize,
+    /// `tiny`: a text-conditioned VAR taking prompt embeddings of this width (64 for the
+    /// `clip` fixture, 384 for MiniLM-L6) instead of classes.
+    #[arg(long, default_value_t = 0)]
+    text_dim: usize,
     /// `shapes`: one folder with a `metadata.jsonl` of captions ("a red circle") instead of
     /// class folders.
     #[arg(long)]
@@ -51,7 +56,22 @@ pub fn run(a: FixtureArgs) -> Result<()> {
             VqVae::load(&mut src, &VqVaeConfig::vae_ch160v4096z32(), &device)?;
             src.record.take().unwrap_or_default()
         }
-        "tiny" => nextscale::fixtures::tiny_model_tensors(a.seed)?,
+        "tiny" => {
+            let (mut var, vae) = nextscale::fixtures::tiny_configs();
+            var.text_dim = a.text_dim;
+            nextscale::fixtures::model_tensors(&var, &vae, a.seed)?
+        }
+        "clip" => {
+            let cfg = nextscale::fixtures::tiny_clip_folder(&a.out, a.seed)?;
+            eprintln!(
+                "wrote a random CLIP text encoder ({} layers, width {}, {} tokens) to {}",
+                cfg.num_hidden_layers,
+                cfg.hidden_size,
+                cfg.vocab_size,
+                a.out.display()
+            );
+            return Ok(());
+        }
         "shapes" => {
             crate::shapes::write(&a.out, a.n, a.size, a.seed, a.captions)?;
             eprintln!(
@@ -88,7 +108,7 @@ pub fn run(a: FixtureArgs) -> Result<()> {
             );
             return Ok(());
         }
-        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes, official)"),
+        other => bail!("unknown fixture `{other}` (known: vqvae, tiny, shapes, official, clip)"),
     };
     let f =
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
