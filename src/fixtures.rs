@@ -154,9 +154,10 @@ pub fn model_tensors(
 
 /// Writes a small random CLIP text encoder as a Hugging Face folder (`config.json`,
 /// `vocab.json`, `merges.txt`, `model.safetensors`), for trying and testing the CLIP path
-/// without downloading one: 2 layers of width 64, a byte-level BPE vocabulary with whole-word
-/// merges for a few words (`a`, `red`, `blue`, `circle`, `square`, …; other words fall back to
-/// shorter pieces), weights from `seed`. It draws nothing meaningful.
+/// without downloading one: 2 layers of width 64, a byte-level BPE vocabulary with the merges
+/// that spell a few words left to right (`red`, `blue`, `circle`, `square`, …; where an earlier
+/// word's merge wins, as `r e` in `green`, a word stays in pieces, and other words are bytes),
+/// weights from `seed`. It draws nothing meaningful.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn tiny_clip_folder(dir: &std::path::Path, seed: u64) -> Result<crate::text::ClipTextConfig> {
     use crate::error::Error;
@@ -164,7 +165,7 @@ pub fn tiny_clip_folder(dir: &std::path::Path, seed: u64) -> Result<crate::text:
         "a", "the", "red", "green", "blue", "yellow", "circle", "square", "triangle", "cross",
         "photo", "of", "cat", "dog",
     ];
-    // Each word merged left to right into one token: ("r","e"), ("re","d</w>"), ….
+    // Each word's merges left to right: ("r","e"), ("re","d</w>"), ….
     let mut merges: Vec<(String, String)> = Vec::new();
     for w in words {
         let chars: Vec<String> = w.chars().map(String::from).collect();
@@ -201,11 +202,12 @@ pub fn tiny_clip_folder(dir: &std::path::Path, seed: u64) -> Result<crate::text:
     let mut rec = crate::params::Recorder::new(&mut init, "");
     crate::text::ClipTextModel::load(&mut rec, &config, &device)?;
     let mut weights = Vec::new();
-    crate::state_dict::write_safetensors(&mut weights, &rec.tensors, None)
-        .map_err(|err| Error::Io {
+    crate::state_dict::write_safetensors(&mut weights, &rec.tensors, None).map_err(|err| {
+        Error::Io {
             path: dir.join("model.safetensors").display().to_string(),
             err,
-        })?;
+        }
+    })?;
     let vocab_json: serde_json::Map<String, serde_json::Value> = vocab
         .iter()
         .enumerate()

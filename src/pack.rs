@@ -42,9 +42,11 @@ const MAX_HEADER: usize = 64 << 20;
 pub enum Storage {
     F32,
     F16,
-    /// Per block of 32 values: an f16 scale `max|x|/127` and 32 signed bytes.
+    /// Per block of 32 values: an f16 scale and 32 signed bytes (−127…127); [`encode`] uses
+    /// the scale `max|x|/127`.
     Q8,
-    /// Per block of 32 values: an f16 scale `max|x|/7` and 32 signed nibbles (`q + 8`, low first).
+    /// Per block of 32 values: an f16 scale and 32 signed nibbles (`q + 8`, low first; −8…7);
+    /// [`encode`] uses the scale `max|x|/7` and codes −7…7.
     Q4,
 }
 

@@ -90,7 +90,9 @@ pub fn bert_grams(
 }
 
 /// What [`quantize`] achieved: the layer's output error on the calibration inputs,
-/// `tr((W − Q) H (W − Q)ᵀ) / tr(W H Wᵀ)`, for GPTQ's codes and for rounding to nearest.
+/// `tr((W − Q) H (W − Q)ᵀ) / tr(W H Wᵀ)`, for its codes and for plain rounding to nearest
+/// with the `max|x|` scale (the default export; the difference is GPTQ and the scale search
+/// together).
 pub struct Report {
     pub gptq: f64,
     pub nearest: f64,
@@ -176,12 +178,20 @@ pub fn quantize(
 }
 
 /// The f16 scale for one block: among clippings of its largest magnitude (100 % down to
-/// 50 %), the one whose rounding error, weighted by each input's energy `weight`, is least.
+/// 50 %) over the largest positive code (and over the largest negative one), the one whose
+/// rounding error, weighted by each input's energy `weight`, is least.
 fn block_scale(block: &[f64], weight: &[f64], qmin: f64, qmax: f64) -> f32 {
     let m = block.iter().fold(0f64, |a, v| a.max(v.abs()));
     let mut best = (f64::INFINITY, 0f32);
-    for step in 0..=25 {
-        let s = half::f16::from_f64(m * (1.0 - 0.02 * step as f64) / qmax).to_f32();
+    // The clippings of `m / qmax`, and for q4 also `m / 8` (the code −8 reaches a negative
+    // extreme).
+    let tops: &[f64] = if -qmin > qmax {
+        &[qmax, -qmin]
+    } else {
+        &[qmax]
+    };
+    for (step, top) in (0..=25).flat_map(|s| tops.iter().map(move |t| (s, t))) {
+        let s = half::f16::from_f64(m * (1.0 - 0.02 * step as f64) / top).to_f32();
         let sf = s as f64;
         if !(sf > 0.0 && sf.is_finite()) {
             continue;

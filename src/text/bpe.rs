@@ -119,6 +119,12 @@ impl ClipBpe {
     /// `<|endoftext|>`. With CLIP's merges this is CLIP's tokenizer; with a few, a small one
     /// for tests.
     pub fn open_clip_layout(merges: Vec<(String, String)>) -> Result<Self> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some((a, b)) = merges.iter().find(|(a, b)| !seen.insert(format!("{a}{b}"))) {
+            return Err(bad(format!(
+                "the merge `{a} {b}` makes a token made before"
+            )));
+        }
         let order = byte_order();
         let mut vocab: Vec<String> = order.iter().map(|(_, c)| c.to_string()).collect();
         vocab.extend(order.iter().map(|(_, c)| format!("{c}</w>")));
@@ -337,6 +343,20 @@ fn html_unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_open_clip_layout_tokenizes_with_its_merges() {
+        let m = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let t = ClipBpe::open_clip_layout(vec![m("r", "e"), m("re", "d</w>")]).unwrap();
+        assert_eq!(t.vocab_size(), 512 + 2 + 2);
+        let ids = t.encode("red re", 77);
+        // <|startoftext|>, "red</w>", "r", "e</w>", <|endoftext|>.
+        assert_eq!(ids.len(), 5);
+        assert_eq!((ids[0], ids[4]), (t.sot, t.eot));
+        assert_eq!(ids[1], 513);
+        let again = ClipBpe::open_clip_layout(vec![m("r", "ed</w>"), m("re", "d</w>")]);
+        assert!(again.is_err(), "two merges making `red</w>`");
+    }
 
     #[test]
     fn byte_map_is_a_bijection_onto_printables() {

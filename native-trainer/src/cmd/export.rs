@@ -407,10 +407,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let mut calibrated = match &a.text_calibration {
         Some(p) => {
             let (tensors, prompts) = calibrate_text(&a, p, &with_storage, &device)?;
-            meta.insert(
-                "text_calibration".into(),
-                format!("GPTQ over {prompts} prompts"),
-            );
+            if tensors.keys().any(|k| k.starts_with("text.encoder.")) {
+                meta.insert(
+                    "text_calibration".into(),
+                    format!("GPTQ over {prompts} prompts"),
+                );
+            }
             tensors
         }
         None => BTreeMap::new(),
@@ -478,6 +480,29 @@ fn calibrate_text(
     let prompts = read_prompts(prompts)?;
     let t0 = Instant::now();
     let mut out = BTreeMap::new();
+    // The embedding tables are looked up, not multiplied: each block's scale is chosen to
+    // minimise its own rounding error. They go first, so that the blocks are calibrated on
+    // what the quantized tables feed them.
+    for (name, shape, values, storage) in tensors {
+        let Some(key) = name.strip_prefix("text.embeddings.") else {
+            continue;
+        };
+        if !matches!(storage, Storage::Q8 | Storage::Q4) {
+            continue;
+        }
+        let bytes = crate::gptq::round_blocks(values, *storage)?;
+        let deq = nextscale::pack::decode(&bytes, *storage, values.len());
+        let t = Tensor::<2>::from_data(TensorData::new(deq, [shape[0], shape[1]]), device);
+        let bert = &mut model.bert;
+        let table = match key {
+            "word_embeddings.weight" => &mut bert.word_embeddings,
+            "position_embeddings.weight" => &mut bert.position_embeddings,
+            "token_type_embeddings.weight" => &mut bert.token_type_embeddings,
+            _ => bail!("unexpected text tensor `{name}`"),
+        };
+        *table = nextscale::burn::module::Param::from_tensor(t);
+        out.insert(name.clone(), bytes);
+    }
     // Block by block, each calibrated on the outputs of the blocks already quantized (GPTQ's
     // sequential order), so later blocks also correct the error of earlier ones.
     for layer in 0..model.bert.layers.len() {
@@ -492,9 +517,16 @@ fn calibrate_text(
                     continue;
                 }
                 let (rows, cols) = (shape[0], shape[1]);
+                if !cols.is_multiple_of(nextscale::pack::BLOCK) {
+                    eprintln!(
+                        "  {key}: rounded to nearest (its {cols} inputs are not whole blocks of {})",
+                        nextscale::pack::BLOCK
+                    );
+                    continue;
+                }
                 let (bytes, r) = crate::gptq::quantize(values, rows, cols, gram, *storage)?;
                 eprintln!(
-                    "  {key}: output error {:.2e} (nearest rounding {:.2e}; {} tokens)",
+                    "  {key}: output error {:.2e} (rounded to nearest with the max|x| scale: {:.2e}; {} tokens)",
                     r.gptq, r.nearest, gram.tokens
                 );
                 let deq = nextscale::pack::decode(&bytes, *storage, rows * cols);
@@ -507,13 +539,6 @@ fn calibrate_text(
             }
         }
     }
-    // The embedding tables are looked up, not multiplied: each block's scale is chosen to
-    // minimise its own rounding error.
-    for (name, _, values, storage) in tensors {
-        if name.starts_with("text.embeddings.") && matches!(storage, Storage::Q8 | Storage::Q4) {
-            out.insert(name.clone(), crate::gptq::round_blocks(values, *storage)?);
-        }
-    }
     eprintln!(
         "text calibration (GPTQ over {} prompts): {:.1} s",
         prompts.len(),
@@ -522,20 +547,25 @@ fn calibrate_text(
     Ok((out, prompts.len()))
 }
 
-/// Prompts from a file: one per line, or the "text" fields of a `metadata.jsonl`; sorted,
-/// without repeats.
+/// Prompts from a file: one per line, or the "text" fields of a `metadata.jsonl` (a JSON
+/// object without one is an error); sorted, without repeats.
 fn read_prompts(p: &std::path::Path) -> Result<Vec<String>> {
     let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     let mut v: Vec<String> = s
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|j| j.get("text").and_then(|t| t.as_str()).map(str::to_string))
-                .unwrap_or_else(|| l.trim().to_string())
-        })
-        .collect();
+        .enumerate()
+        .map(
+            |(i, l)| match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(serde_json::Value::Object(j)) => j
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+                    .with_context(|| format!("{} line {}: no \"text\" field", p.display(), i + 1)),
+                _ => Ok(l.trim().to_string()),
+            },
+        )
+        .collect::<Result<_>>()?;
     v.sort();
     v.dedup();
     if v.is_empty() {

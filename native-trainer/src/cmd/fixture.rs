@@ -48,6 +48,9 @@ pub struct FixtureArgs {
 
 pub fn run(a: FixtureArgs) -> Result<()> {
     let t0 = Instant::now();
+    if a.text_dim > 0 && a.what != "tiny" {
+        bail!("--text-dim is for the `tiny` fixture");
+    }
     let rec = match a.what.as_str() {
         "vqvae" => {
             let mut src = GoldenVqVaeSource::recording();
