@@ -345,9 +345,11 @@ mod gradients {
         let x = Tensor::<3>::random([3, 5, 515], Distribution::Normal(0.0, 4.0), &dev);
         let (g1, g2, dy) = grads(x, kernels::log_softmax, |x| log_softmax(x, 2));
         assert!(dy < 2e-5, "values {dy}");
-        // Each gradient subtracts p·Σg, a sum of 515 terms of size ~1, taken in another order.
+        // Each gradient subtracts p·Σg, a sum of 515 terms of size ~1, taken in another order:
+        // f32 rounding alone moves it by up to ~515 · 2⁻²⁴ ≈ 3e-5 per order, and the input is
+        // unseeded (5e-5 failed about once in 20 runs, at 6.9e-5).
         let d = max_abs_diff(g1, g2);
-        assert!(d < 5e-5, "gradient {d}");
+        assert!(d < 2e-4, "gradient {d}");
     }
 
     #[test]
