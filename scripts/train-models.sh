@@ -17,6 +17,17 @@ bash scripts/data/fetch.sh emoji-flat >/dev/null
 mkdir -p "$RUNS" models docs/models
 # Shipped sampling settings (docs/MODELS.md).
 SAMPLING=(--cfg 3 --top-k 50 --top-p 0.9)
+# How emoji packs are compared (docs/MODELS.md): the judge over seeds 0-2, on the held-out
+# captions and on 300 training captions.
+judge_emoji() {
+  local R="$RUNS/emoji-flat" E="$DATA/emoji-flat"
+  for seed in 0 1 2; do
+    "$B" evaluate --pack "$1" --classifier "$R/classifier.safetensors" --real "$E/test" \
+      --reference "$E/train" "${SAMPLING[@]}" --rank --seed "$seed"
+    "$B" evaluate --pack "$1" --classifier "$R/classifier.safetensors" --real "$E/train" \
+      --limit 300 "${SAMPLING[@]}" --rank --seed "$seed"
+  done
+}
 
 if [ "$what" = digits ] || [ "$what" = all ]; then
   R="$RUNS/digits"
@@ -168,12 +179,7 @@ if [ "$what" = emoji-long ]; then
     --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
     --text-calibration "$E/train-captions/metadata.jsonl" "${SAMPLING[@]}" --default-prompt "grinning face" \
     --out "$R/emoji-long.nsp"
-  for seed in 0 1 2; do
-    "$B" evaluate --pack "$R/emoji-long.nsp" --classifier "$R/classifier.safetensors" --real "$E/test" \
-      --reference "$E/train" "${SAMPLING[@]}" --rank --seed "$seed"
-    "$B" evaluate --pack "$R/emoji-long.nsp" --classifier "$R/classifier.safetensors" --real "$E/train" \
-      --limit 300 "${SAMPLING[@]}" --rank --seed "$seed"
-  done
+  judge_emoji "$R/emoji-long.nsp"
 fi
 
 if [ "$what" = emoji-sub50 ]; then
@@ -210,10 +216,5 @@ if [ "$what" = emoji-wide ]; then
     --text-encoder "$MINILM" --device "$DEVICE"
   "$B" export --var "$R/var-d4w128/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
     --quant q8 --text-quant q4 "${SAMPLING[@]}" --default-prompt "grinning face" --out "$R/emoji-d4w128.nsp"
-  for seed in 0 1 2; do
-    "$B" evaluate --pack "$R/emoji-d4w128.nsp" --classifier "$R/classifier.safetensors" --real "$E/test" \
-      --reference "$E/train" "${SAMPLING[@]}" --rank --seed "$seed"
-    "$B" evaluate --pack "$R/emoji-d4w128.nsp" --classifier "$R/classifier.safetensors" --real "$E/train" \
-      --limit 300 "${SAMPLING[@]}" --rank --seed "$seed"
-  done
+  judge_emoji "$R/emoji-d4w128.nsp"
 fi

@@ -31,8 +31,9 @@ impl Gram {
         }
     }
 
-    /// Adds `x` `[B, L, n]`, keeping the rows where `mask` `[B, L]` is 1 (padding rows are 0).
-    fn add(&mut self, x: &Tensor<3>, mask: &Tensor<2>) {
+    /// Adds `x` `[B, L, n]`, keeping the rows where `mask` `[B, L]` is 1 (padding rows are 0);
+    /// `tokens` is the number of such rows.
+    fn add(&mut self, x: &Tensor<3>, mask: &Tensor<2>, tokens: usize) {
         let [b, l, n] = x.dims();
         let m: Tensor<3> = mask.clone().reshape([b, l, 1]);
         let rows: Tensor<2> = (x.clone() * m).reshape([b * l, n]);
@@ -45,13 +46,7 @@ impl Gram {
         for (s, v) in self.sum.iter_mut().zip(g) {
             *s += v as f64;
         }
-        self.tokens += mask
-            .clone()
-            .sum()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32")[0] as usize;
+        self.tokens += tokens;
     }
 }
 
@@ -83,7 +78,7 @@ pub fn bert_grams(
                     grams.len() - 1
                 }
             };
-            grams[at].1.add(&x, &mask);
+            grams[at].1.add(&x, &mask, ids.iter().map(Vec::len).sum());
         }
     }
     Ok(grams)
@@ -107,11 +102,7 @@ pub fn quantize(
     gram: &Gram,
     storage: Storage,
 ) -> Result<(Vec<u8>, Report)> {
-    let (qmin, qmax) = match storage {
-        Storage::Q8 => (-127.0, 127.0),
-        Storage::Q4 => (-8.0, 7.0),
-        _ => bail!("GPTQ writes q8 or q4, not {storage:?}"),
-    };
+    let codes_of = Codes::of(storage)?;
     if gram.n != cols || w.len() != rows * cols || !cols.is_multiple_of(BLOCK) {
         bail!(
             "GPTQ: a [{rows}, {cols}] weight does not match its {0}×{0} inputs",
@@ -142,18 +133,14 @@ pub fn quantize(
             let weight = (i..i + BLOCK).map(|j| h[j * cols + j]).collect::<Vec<_>>();
             for r in 0..rows {
                 let block = &wq[r * cols + i..r * cols + i + BLOCK];
-                scales[r * (cols / BLOCK) + g] = block_scale(block, &weight, qmin, qmax);
+                scales[r * (cols / BLOCK) + g] = block_scale(block, &weight, codes_of);
             }
         }
         let d = u[i * cols + i];
         for r in 0..rows {
             let s = scales[r * (cols / BLOCK) + g] as f64;
             let v = wq[r * cols + i];
-            let q = if s > 0.0 && s.is_finite() {
-                (v / s).round().clamp(qmin, qmax)
-            } else {
-                0.0
-            };
+            let q = codes_of.round(v, s);
             codes[r * cols + i] = q as i8;
             err[r] = (v - q * s) / d;
         }
@@ -170,25 +157,59 @@ pub fn quantize(
     let deq = nextscale::pack::decode(&bytes, storage, rows * cols);
     let nearest =
         nextscale::pack::decode(&nextscale::pack::encode(w, storage), storage, rows * cols);
+    let energy = quadratic(rows, cols, &gram.sum, |k| w[k] as f64);
+    let error = |q: &[f32]| quadratic(rows, cols, &gram.sum, |k| w[k] as f64 - q[k] as f64);
     let report = Report {
-        gptq: output_error(w, &deq, rows, cols, &gram.sum),
-        nearest: output_error(w, &nearest, rows, cols, &gram.sum),
+        gptq: error(&deq) / energy.max(f64::MIN_POSITIVE),
+        nearest: error(&nearest) / energy.max(f64::MIN_POSITIVE),
     };
     Ok((bytes, report))
+}
+
+/// The code range of a block storage, and its rounding rule.
+#[derive(Clone, Copy)]
+struct Codes {
+    min: f64,
+    max: f64,
+}
+
+impl Codes {
+    fn of(storage: Storage) -> Result<Self> {
+        match storage {
+            Storage::Q8 => Ok(Self {
+                min: -127.0,
+                max: 127.0,
+            }),
+            Storage::Q4 => Ok(Self {
+                min: -8.0,
+                max: 7.0,
+            }),
+            _ => bail!("blocks are q8 or q4, not {storage:?}"),
+        }
+    }
+
+    /// The code of `v` at scale `s` (0 for a zero or non-finite scale).
+    fn round(self, v: f64, s: f64) -> f64 {
+        if s > 0.0 && s.is_finite() {
+            (v / s).round().clamp(self.min, self.max)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The f16 scale for one block: among clippings of its largest magnitude (100 % down to
 /// 50 %) over the largest positive code (and over the largest negative one), the one whose
 /// rounding error, weighted by each input's energy `weight`, is least.
-fn block_scale(block: &[f64], weight: &[f64], qmin: f64, qmax: f64) -> f32 {
+fn block_scale(block: &[f64], weight: &[f64], codes: Codes) -> f32 {
     let m = block.iter().fold(0f64, |a, v| a.max(v.abs()));
     let mut best = (f64::INFINITY, 0f32);
     // The clippings of `m / qmax`, and for q4 also `m / 8` (the code −8 reaches a negative
     // extreme).
-    let tops: &[f64] = if -qmin > qmax {
-        &[qmax, -qmin]
+    let tops: &[f64] = if -codes.min > codes.max {
+        &[codes.max, -codes.min]
     } else {
-        &[qmax]
+        &[codes.max]
     };
     for (step, top) in (0..=25).flat_map(|s| tops.iter().map(move |t| (s, t))) {
         let s = half::f16::from_f64(m * (1.0 - 0.02 * step as f64) / top).to_f32();
@@ -199,10 +220,7 @@ fn block_scale(block: &[f64], weight: &[f64], qmin: f64, qmax: f64) -> f32 {
         let e: f64 = block
             .iter()
             .zip(weight)
-            .map(|(&v, &h)| {
-                let q = (v / sf).round().clamp(qmin, qmax);
-                h * (v - q * sf).powi(2)
-            })
+            .map(|(&v, &h)| h * (v - codes.round(v, sf) * sf).powi(2))
             .sum();
         if e < best.0 {
             best = (e, s);
@@ -214,51 +232,38 @@ fn block_scale(block: &[f64], weight: &[f64], qmin: f64, qmax: f64) -> f32 {
 /// Rounds `values` to nearest with each block's scale chosen by [`block_scale`] (for tables
 /// such as embeddings, whose inputs have no Gram matrix); the stored bytes.
 pub fn round_blocks(values: &[f32], storage: Storage) -> Result<Vec<u8>> {
-    let (qmin, qmax) = match storage {
-        Storage::Q8 => (-127.0, 127.0),
-        Storage::Q4 => (-8.0, 7.0),
-        _ => bail!("blocks are q8 or q4, not {storage:?}"),
-    };
+    let range = Codes::of(storage)?;
     let ones = [1.0; BLOCK];
     let mut scales = Vec::with_capacity(values.len().div_ceil(BLOCK));
     let mut codes = Vec::with_capacity(values.len());
     for b in values.chunks(BLOCK) {
         let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
-        let s = block_scale(&b, &ones[..b.len()], qmin, qmax);
+        let s = block_scale(&b, &ones[..b.len()], range);
         scales.push(s);
-        codes.extend(b.iter().map(|&v| {
-            if s > 0.0 {
-                (v / s as f64).round().clamp(qmin, qmax) as i8
-            } else {
-                0
-            }
-        }));
+        codes.extend(b.iter().map(|&v| range.round(v, s as f64) as i8));
     }
     Ok(encode_blocks(storage, &scales, &codes)?)
 }
 
-/// `tr((W − Q) H (W − Q)ᵀ) / tr(W H Wᵀ)`: the relative squared error of the layer's outputs.
-fn output_error(w: &[f32], q: &[f32], rows: usize, cols: usize, h: &[f64]) -> f64 {
-    let quad = |v: &dyn Fn(usize) -> f64| {
-        let mut hv = vec![0f64; cols];
-        let mut total = 0.0;
-        for r in 0..rows {
-            hv.iter_mut().for_each(|x| *x = 0.0);
-            for i in 0..cols {
-                let a = v(r * cols + i);
-                if a != 0.0 {
-                    hv.iter_mut()
-                        .zip(&h[i * cols..(i + 1) * cols])
-                        .for_each(|(x, &c)| *x += a * c);
-                }
+/// `Σ_r v_r H v_rᵀ` over the rows `v_r` of a `[rows, cols]` matrix given element by element:
+/// with `W − Q`, the squared error of the layer's outputs over the calibration inputs; with
+/// `W`, their energy.
+fn quadratic(rows: usize, cols: usize, h: &[f64], v: impl Fn(usize) -> f64) -> f64 {
+    let mut hv = vec![0f64; cols];
+    let mut total = 0.0;
+    for r in 0..rows {
+        hv.iter_mut().for_each(|x| *x = 0.0);
+        for i in 0..cols {
+            let a = v(r * cols + i);
+            if a != 0.0 {
+                hv.iter_mut()
+                    .zip(&h[i * cols..(i + 1) * cols])
+                    .for_each(|(x, &c)| *x += a * c);
             }
-            total += (0..cols).map(|i| v(r * cols + i) * hv[i]).sum::<f64>();
         }
-        total
-    };
-    let num = quad(&|k| w[k] as f64 - q[k] as f64);
-    let den = quad(&|k| w[k] as f64);
-    num / den.max(f64::MIN_POSITIVE)
+        total += (0..cols).map(|i| v(r * cols + i) * hv[i]).sum::<f64>();
+    }
+    total
 }
 
 /// `U` upper-triangular with `Uᵀ U = H⁻¹` (row-major), for `H` symmetric positive definite.

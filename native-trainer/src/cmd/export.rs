@@ -282,6 +282,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         lora,
         ..PackExtras::default()
     };
+    let mut minilm = None;
     if let Some(dir) = &a.text_encoder {
         if var_cfg.text_dim == 0 && a.adapter.is_none() {
             bail!(
@@ -291,6 +292,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
         }
         let dim = if dir.join("merges.txt").is_file() {
             // CLIP (a Hugging Face CLIPTextModel or CLIPModel folder).
+            if a.text_calibration.is_some() {
+                bail!(
+                    "--text-calibration supports MiniLM (BERT) encoders; {} is CLIP",
+                    dir.display()
+                );
+            }
             let (config, tokenizer, mut ck) = nextscale::text::ClipText::read_folder(dir)?;
             let (vocab, merges) = tokenizer.to_lists()?;
             let mut rec = Recorder::new(&mut ck, "text.");
@@ -319,7 +326,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
             let mut ck =
                 nextscale::text::bert_tensors(Checkpoint::open(dir.join("model.safetensors"))?);
             let mut rec = Recorder::new(&mut ck, "text.");
-            nextscale::text::MiniLm::load(&mut rec, config.clone(), &vocab, max_tokens, &device)?;
+            // The f32 encoder, kept for calibration.
+            minilm = Some(nextscale::text::MiniLm::load(
+                &mut rec,
+                config.clone(),
+                &vocab,
+                max_tokens,
+                &device,
+            )?);
             tensors.append(&mut rec.tensors);
             ck.finish()?;
             let dim = config.hidden_size;
@@ -406,7 +420,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
     let mut calibrated = match &a.text_calibration {
         Some(p) => {
-            let (tensors, prompts) = calibrate_text(&a, p, &with_storage, &device)?;
+            let model = minilm.context("--text-calibration needs a MiniLM --text-encoder")?;
+            let (tensors, prompts) = calibrate_text(model, p, &with_storage, &device)?;
             if tensors.keys().any(|k| k.starts_with("text.encoder.")) {
                 meta.insert(
                     "text_calibration".into(),
@@ -455,28 +470,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
 }
 
 /// GPTQ codes for the text encoder's q8/q4 linear weights (`text.encoder.layer.*`), fitted to
-/// `prompts`' inputs, and scale-searched codes for its embedding tables; keyed by tensor name,
+/// `prompts`' inputs on `model` (the f32 encoder, updated as its blocks are quantized), and
+/// scale-searched codes for its embedding tables; keyed by tensor name,
 /// with the number of distinct prompts.
 fn calibrate_text(
-    a: &ExportArgs,
+    mut model: nextscale::text::MiniLm,
     prompts: &std::path::Path,
     tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
     device: &Device,
 ) -> Result<(BTreeMap<String, Vec<u8>>, usize)> {
-    let dir = a
-        .text_encoder
-        .as_ref()
-        .context("--text-calibration needs --text-encoder")?;
-    let nextscale::text::TextEncoder::MiniLm(model) =
-        nextscale::text::TextEncoder::open(dir, device)
-            .with_context(|| format!("loading {}", dir.display()))?
-    else {
-        bail!(
-            "--text-calibration supports MiniLM (BERT) encoders; {} is CLIP",
-            dir.display()
-        );
-    };
-    let mut model = model;
     let prompts = read_prompts(prompts)?;
     let t0 = Instant::now();
     let mut out = BTreeMap::new();
