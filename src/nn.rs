@@ -135,7 +135,7 @@ impl Linear {
         bias: Option<Tensor<1>>,
     ) -> Tensor<D> {
         let y = match (&self.weight, &self.packed) {
-            (Some(w), _) => linear(x.clone(), w.val(), bias),
+            (Some(w), _) => crate::kernels::linear(x.clone(), w.val(), bias),
             (None, Some(p)) => packed_linear(p, x.clone(), bias),
             (None, None) => unreachable!("a Linear has a dense or a packed weight"),
         };

@@ -194,6 +194,60 @@ fn group_norm_matches_burn() {
     }
 }
 
+/// `x / max(‖x‖, 1e-12) · scale` over the last axis, written out.
+fn l2_reference(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
+    let n = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
+    x / n * scale
+}
+
+/// `[2, 17, 3·H, 8]` → the middle third as `[2, H, 17, 8]`: a strided view, as attention's k.
+fn qkv_part(qkv: Tensor<4>, i: usize, h: usize) -> Tensor<4> {
+    let [b, l, _, d] = qkv.dims();
+    qkv.slice([0..b, 0..l, i * h..(i + 1) * h, 0..d])
+        .swap_dims(1, 2)
+}
+
+#[test]
+fn matrix_products_match_burn() {
+    let dev = Device::flex();
+    // Linear: 1,200 rows (split over tasks), a bias; and a transposed weight without one.
+    let x = Tensor::<3>::random([4, 300, 64], Distribution::Normal(0.0, 1.0), &dev);
+    let w = Tensor::<2>::random([64, 70], Distribution::Normal(0.0, 0.2), &dev);
+    let b = Tensor::<1>::random([70], Distribution::Normal(0.0, 1.0), &dev);
+    let got = kernels::linear(x.clone(), w.clone(), Some(b.clone()));
+    let want = burn::tensor::module::linear(x.clone(), w.clone(), Some(b));
+    assert!(max_abs_diff(got, want) < 1e-5);
+    let wt = Tensor::<2>::random([70, 64], Distribution::Normal(0.0, 0.2), &dev).transpose();
+    let got = kernels::linear(x.clone(), wt.clone(), None);
+    assert!(max_abs_diff(got, x.matmul(wt.unsqueeze())) < 1e-5);
+    // Batched, with strided operands (views of a fused qkv), and heads merged.
+    let qkv = Tensor::<4>::random([2, 17, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
+    let (q, k, v) = (
+        qkv_part(qkv.clone(), 0, 3),
+        qkv_part(qkv.clone(), 1, 3),
+        qkv_part(qkv, 2, 3),
+    );
+    let got = kernels::batched_matmul(q.clone(), k.clone().swap_dims(2, 3));
+    let logits = q.matmul(k.swap_dims(2, 3));
+    assert!(max_abs_diff(got, logits.clone()) < 1e-5);
+    let p = softmax(logits, 3);
+    let got = kernels::attention_merge(p.clone(), v.clone());
+    let want = p.matmul(v).swap_dims(1, 2).reshape([2, 17, 24]);
+    assert!(max_abs_diff(got, want) < 1e-6);
+}
+
+#[test]
+fn l2_normalize_scaled_matches_burn() {
+    let dev = Device::flex();
+    let qkv = Tensor::<4>::random([2, 17, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
+    // One row of zeros: its norm is floored, as in `F.normalize`.
+    let qkv = qkv.slice_assign([0..1, 3..4, 3..4, 0..8], Tensor::zeros([1, 1, 1, 8], &dev));
+    let scale = Tensor::<4>::random([1, 3, 1, 1], Distribution::Normal(2.0, 0.5), &dev);
+    let k = qkv_part(qkv, 1, 3);
+    let got = kernels::l2_normalize_scaled(k.clone(), scale.clone());
+    assert!(max_abs_diff(got, l2_reference(k, scale)) < 1e-6);
+}
+
 #[cfg(feature = "autodiff")]
 mod gradients {
     use super::*;
@@ -364,5 +418,93 @@ mod gradients {
         assert!(dy < 2e-6, "silu values {dy}");
         let d = max_abs_diff(g1, g2);
         assert!(d < 1e-5, "silu gradient {d}");
+    }
+
+    #[test]
+    fn matrix_product_gradients_match_burn() {
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<3>::random([4, 300, 64], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<2>::random([64, 70], Distribution::Normal(0.0, 0.2), &dev);
+        let b = Tensor::<1>::random([70], Distribution::Normal(0.0, 1.0), &dev);
+        let gy = Tensor::<3>::random([4, 300, 70], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |f: &dyn Fn(Tensor<3>, Tensor<2>, Tensor<1>) -> Tensor<3>| {
+            let (xa, wa, ba) = (
+                x.clone().require_grad(),
+                w.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let y = f(xa.clone(), wa.clone(), ba.clone());
+            let grads = (y.clone() * gy.clone()).sum().backward();
+            let g = |t: Tensor<3>| t.grad(&grads).unwrap();
+            (
+                y.inner(),
+                g(xa),
+                wa.grad(&grads).unwrap(),
+                ba.grad(&grads).unwrap(),
+            )
+        };
+        let (y1, gx1, gw1, gb1) = run(&|x, w, b| kernels::linear(x, w, Some(b)));
+        let (y2, gx2, gw2, gb2) = run(&|x, w, b| burn::tensor::module::linear(x, w, Some(b)));
+        assert!(max_abs_diff(y1, y2) < 1e-5);
+        // The weight and bias gradients sum over 1,200 rows, in another order than burn.
+        let (dx, dw, db) = (
+            max_abs_diff(gx1, gx2),
+            max_abs_diff(gw1, gw2),
+            max_abs_diff(gb1, gb2),
+        );
+        assert!(
+            dx < 1e-5 && dw < 1e-3 && db < 1e-3,
+            "linear: x {dx}, w {dw}, b {db}"
+        );
+
+        // Attention's products on views of one fused qkv tensor.
+        let qkv = Tensor::<4>::random([2, 17, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let gy = Tensor::<3>::random([2, 17, 24], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |fused: bool| {
+            let qa = qkv.clone().require_grad();
+            let (q, k, v) = (
+                qkv_part(qa.clone(), 0, 3),
+                qkv_part(qa.clone(), 1, 3),
+                qkv_part(qa.clone(), 2, 3),
+            );
+            let y = if fused {
+                let p = softmax(kernels::batched_matmul(q, k.swap_dims(2, 3)), 3);
+                kernels::attention_merge(p, v)
+            } else {
+                softmax(q.matmul(k.swap_dims(2, 3)), 3)
+                    .matmul(v)
+                    .swap_dims(1, 2)
+                    .reshape([2, 17, 24])
+            };
+            let grads = (y.clone() * gy.clone()).sum().backward();
+            (y.inner(), qa.grad(&grads).unwrap())
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        assert!(max_abs_diff(y1, y2) < 1e-5);
+        let d = max_abs_diff(g1, g2);
+        assert!(d < 1e-5, "attention products: {d}");
+    }
+
+    #[test]
+    fn l2_normalize_scaled_gradients_match_burn() {
+        let dev = Device::flex().autodiff();
+        let qkv = Tensor::<4>::random([2, 17, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let scale = Tensor::<4>::random([1, 3, 1, 1], Distribution::Normal(2.0, 0.5), &dev);
+        let gy = Tensor::<4>::random([2, 3, 17, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let (qa, sa) = (qkv.clone().require_grad(), scale.clone().require_grad());
+            let y = f(qkv_part(qa.clone(), 1, 3), sa.clone());
+            let grads = (y.clone() * gy.clone()).sum().backward();
+            (
+                y.inner(),
+                qa.grad(&grads).unwrap(),
+                sa.grad(&grads).unwrap(),
+            )
+        };
+        let (y1, gx1, gs1) = run(&kernels::l2_normalize_scaled);
+        let (y2, gx2, gs2) = run(&l2_reference);
+        assert!(max_abs_diff(y1, y2) < 1e-6);
+        let (dx, ds) = (max_abs_diff(gx1, gx2), max_abs_diff(gs1, gs2));
+        assert!(dx < 1e-5 && ds < 1e-4, "x {dx}, scale {ds}");
     }
 }

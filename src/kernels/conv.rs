@@ -17,6 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::matmul::{Mat, Shared, matmul};
+
 /// What one convolution computes: `x` `[b, cin, h, w]` with a square `k`×`k` kernel, stride
 /// and symmetric zero padding, groups 1, dilation 1, into `[b, cout, ho, wo]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,91 +180,6 @@ fn col2im_add(s: &ConvShape, col: &[f32], oy0: usize, oy1: usize, dx: &mut [f32]
     }
 }
 
-/// A row-major matrix view for [`matmul`]: `rows × cols` with the given strides.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-impl Mat {
-    fn rows(v: &[f32], row_stride: usize) -> Self {
-        Self {
-            ptr: v.as_ptr(),
-            rs: row_stride as isize,
-            cs: 1,
-        }
-    }
-    /// The transpose of a row-major matrix with `row_stride`.
-    fn transposed(v: &[f32], row_stride: usize) -> Self {
-        Self {
-            ptr: v.as_ptr(),
-            rs: 1,
-            cs: row_stride as isize,
-        }
-    }
-}
-
-/// `dst[m×n] (+)= a[m×k] · b[k×n]`; `dst` row-major with `dst_rs`, `accumulate` adds to it.
-///
-/// # Safety
-/// `dst` must hold `m` rows of stride `dst_rs` with `n` values each, and `a`, `b` must point
-/// into live buffers covering their `m×k` and `k×n` views.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the caller's contract; gemm reads `a`, `b` and writes `dst` within those views.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer share.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every task writes a part no other task touches (see the callers).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `y = conv(x, w) + bias`. `x` `[b, cin, h, w]`, `w` `[cout, cin, k, k]`, `bias` `[cout]`;
 /// returns `[b, cout, ho, wo]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
@@ -316,6 +233,7 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
                     bias.is_some(),
                     Mat::rows(w, kk),
                     rhs,
+                    false,
                 );
             }
         },
@@ -369,18 +287,30 @@ pub fn backward(
                         Mat::transposed(&col[..kk * nt], nt)
                     };
                     // SAFETY: dw is cout × kk; the views lie inside img/col and g.
-                    unsafe { matmul(s.cout, kk, nt, dw.as_mut_ptr(), kk, true, gt, cols) };
+                    unsafe { matmul(s.cout, kk, nt, dw.as_mut_ptr(), kk, true, gt, cols, false) };
                     if let Some(dxi) = dxi.as_deref_mut() {
                         let wt = Mat::transposed(w, kk);
                         if s.pointwise() {
                             // SAFETY: rows of dx's image b, columns [p0, p0 + nt).
                             unsafe {
-                                matmul(kk, nt, s.cout, dxi[p0..].as_mut_ptr(), n, false, wt, gt)
+                                matmul(
+                                    kk,
+                                    nt,
+                                    s.cout,
+                                    dxi[p0..].as_mut_ptr(),
+                                    n,
+                                    false,
+                                    wt,
+                                    gt,
+                                    false,
+                                )
                             };
                         } else {
                             let dc = &mut dcol[..kk * nt];
                             // SAFETY: dc is kk × nt.
-                            unsafe { matmul(kk, nt, s.cout, dc.as_mut_ptr(), nt, false, wt, gt) };
+                            unsafe {
+                                matmul(kk, nt, s.cout, dc.as_mut_ptr(), nt, false, wt, gt, false)
+                            };
                             col2im_add(s, dc, oy0, oy1, dxi);
                         }
                     }

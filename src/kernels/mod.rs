@@ -1,9 +1,10 @@
 //! Fused CPU kernels for the hot paths that burn's CPU backend (flex) runs op by op.
 //!
-//! A training step of the VAR spends its time in the matmuls (burn's `gemm`, already fast), the
-//! attention softmax over the `[B, H, L, L]` logits (the largest tensor of the step), the loss's
-//! log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions ([`conv`]), GroupNorm and
-//! SiLU. Under autodiff burn records each of these activations as the ops it is made of (max,
+//! A training step of the VAR spends its time in the matrix products ([`matmul`]: the same
+//! `gemm` as burn, without burn's copy of every output buffer), the attention softmax over the
+//! `[B, H, L, L]` logits (the largest tensor of the step), the query/key normalisation, the
+//! loss's log-softmax and the MLP's GELU; the VQ-VAE's in its convolutions ([`conv`]),
+//! GroupNorm and SiLU. Under autodiff burn records each of these activations as the ops it is made of (max,
 //! sub, exp, sum, div; mul, add, exp, div), every one a full pass over the tensor, `exp` and
 //! broadcast ops on one thread, and as many passes again backward. Here each is one op with its
 //! own backward: one pass forward and one backward, rows split over threads, `exp` vectorised.
@@ -18,6 +19,53 @@ use burn::tensor::activation::softmax;
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub mod conv;
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+pub mod matmul;
+
+/// `x · w + bias` over the last axis of `x` (`[..., K]`), `w` `[K, N]`, `bias` `[N]`: a
+/// `Linear` layer. On the CPU the product is written straight into its own buffer and the bias
+/// is its starting value ([`matmul`]).
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::linear(&x, &w, bias.as_ref()) {
+        return out;
+    }
+    burn::tensor::module::linear(x, w, bias)
+}
+
+/// The batched product `a · b` of `[B, H, M, K]` and `[B, H, K, N]` (any strides: a
+/// `swap_dims` view is read in place).
+pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::batched_matmul(&a, &b, false) {
+        return out;
+    }
+    a.matmul(b)
+}
+
+/// VAR's query/key normalisation: each row of `x` `[B, H, L, d]` divided by its L2 norm
+/// (floored at 1e-12, as `F.normalize`) and multiplied by its head's `scale` `[1, H, 1, 1]`.
+/// On the CPU a strided view (a slice of the fused qkv) is read in place, in one pass.
+pub fn l2_normalize_scaled(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::l2_normalize_scaled(&x, &scale) {
+        return out;
+    }
+    crate::nn::l2_normalize(x) * scale
+}
+
+/// Attention's output merged over heads: `(p · v)` with `p` `[B, H, M, K]` and `v`
+/// `[B, H, K, d]`, as `[B, M, H·d]`. On the CPU the product is written in that order directly,
+/// so merging the heads copies nothing.
+pub fn attention_merge(p: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
+    let [b, h, m, _] = p.dims();
+    let d = v.dims()[3];
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::batched_matmul(&p, &v, true) {
+        return out.swap_dims(1, 2).reshape([b, m, h * d]);
+    }
+    p.matmul(v).swap_dims(1, 2).reshape([b, m, h * d])
+}
 
 /// `softmax(logits + bias)` over the last axis. `logits` `[B, H, Lq, Lk]`; `bias`, when given,
 /// `[1, 1, Lq, Lk]` (the block-causal mask, −∞ where a query may not look), not trained.
@@ -583,6 +631,7 @@ mod flex {
     use std::mem::MaybeUninit;
 
     use super::conv::{self, ConvShape};
+    use super::matmul::{self, Batched, Mat};
     use super::{Act, rows};
 
     /// Elements per parallel task: big enough to amortise the task, small enough to balance.
@@ -1063,6 +1112,333 @@ mod flex {
         }
     }
 
+    /// The matrices of an f32 tensor of rank ≥ 2, read in place whatever its strides: the
+    /// leading axes index `count` matrices of `rows × cols`.
+    #[derive(Clone, Debug)]
+    pub(super) struct Mats {
+        t: FlexTensor,
+        lead: Vec<(usize, isize)>,
+        rows: usize,
+        cols: usize,
+        rs: isize,
+        cs: isize,
+    }
+
+    impl Mats {
+        fn of(t: FlexTensor) -> Option<Self> {
+            if t.dtype() != DType::F32 || t.layout().num_dims() < 2 {
+                return None;
+            }
+            let t = if t.layout().has_positive_strides() {
+                t
+            } else {
+                t.to_contiguous()
+            };
+            let (shape, st) = (dims(&t), t.layout().strides().to_vec());
+            let r = shape.num_dims();
+            let lead = (0..r - 2).map(|i| (shape[i], st[i])).collect();
+            Some(Self {
+                lead,
+                rows: shape[r - 2],
+                cols: shape[r - 1],
+                rs: st[r - 2],
+                cs: st[r - 1],
+                t,
+            })
+        }
+
+        fn lead_dims(&self) -> Vec<usize> {
+            self.lead.iter().map(|&(d, _)| d).collect()
+        }
+
+        fn count(&self) -> usize {
+            self.lead.iter().map(|&(d, _)| d).product()
+        }
+
+        /// Matrix `p` (leading indices in row-major order).
+        fn mat(&self, mut p: usize) -> Mat {
+            let mut off = self.t.layout().start_offset() as isize;
+            for &(d, s) in self.lead.iter().rev() {
+                off += (p % d) as isize * s;
+                p /= d;
+            }
+            let all: &[f32] = self.t.storage();
+            Mat {
+                ptr: all.as_ptr().wrapping_offset(off),
+                rs: self.rs,
+                cs: self.cs,
+            }
+        }
+    }
+
+    /// What a `Linear` keeps for its backward pass: its input (contiguous) and weight.
+    #[derive(Clone, Debug)]
+    pub(super) struct LinearSaved {
+        x: FlexTensor,
+        w: Mats,
+    }
+
+    fn linear_forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: Option<&FlexTensor>,
+    ) -> Option<(FlexTensor, LinearSaved)> {
+        let x = f32_buffer(x)?;
+        let w = Mats::of(w.clone())?;
+        let (k, n) = (w.rows, w.cols);
+        let mut shape = dims(&x);
+        let r = shape.num_dims();
+        if !w.lead.is_empty() || r < 2 || shape[r - 1] != k || k == 0 {
+            return None;
+        }
+        let b = match b {
+            Some(b) if dims(b).num_dims() == 1 && dims(b)[0] == n => Some(f32_buffer(b)?),
+            Some(_) => return None,
+            None => None,
+        };
+        let rows = shape.num_elements() / k;
+        let xv = Mat::rows(slice(&x), k);
+        let y = matmul::linear_forward(rows, k, n, xv, w.mat(0), b.as_ref().map(slice));
+        shape[r - 1] = n;
+        Some((new_like(shape, y), LinearSaved { x, w }))
+    }
+
+    /// `(dx, dw, dbias)` from the output gradient, each only when wanted.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn linear_backward(s: &LinearSaved, g: FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        let g = g.to_contiguous();
+        let (k, n) = (s.w.rows, s.w.cols);
+        let rows = dims(&s.x).num_elements() / k;
+        let xv = Mat::rows(slice(&s.x), k);
+        let [dx, dw, db] = matmul::linear_backward(rows, k, n, xv, s.w.mat(0), slice(&g), want);
+        [
+            dx.map(|d| new_like(dims(&s.x), d)),
+            dw.map(|d| new_like(Shape::new([k, n]), d)),
+            db.map(|d| new_like(Shape::new([n]), d)),
+        ]
+    }
+
+    pub fn linear<const D: usize>(
+        x: &Tensor<D>,
+        w: &Tensor<2>,
+        b: Option<&Tensor<1>>,
+    ) -> Option<Tensor<D>> {
+        if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
+            let wp = w.clone().try_into_primitive::<Flex>().ok()?;
+            let bp = match b {
+                Some(b) => Some(b.clone().try_into_primitive::<Flex>().ok()?),
+                None => None,
+            };
+            let (y, _) = linear_forward(&xp, &wp, bp.as_ref())?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::linear(x, w, b)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
+    }
+
+    /// What the scaled L2 normalisation keeps for its backward pass.
+    #[derive(Clone, Debug)]
+    pub(super) struct L2Saved {
+        x: Mats,
+        scale: Vec<f32>,
+        /// Each row's norm, floored.
+        norm: Vec<f32>,
+    }
+
+    /// The floor of a row's norm (`F.normalize`'s `eps`).
+    const L2_EPS: f32 = 1e-12;
+
+    fn l2_forward(x: &FlexTensor, scale: &FlexTensor) -> Option<(FlexTensor, L2Saved)> {
+        let x = Mats::of(x.clone())?;
+        let lead = x.lead_dims();
+        let sc = f32_buffer(scale)?;
+        if lead.len() != 2 || dims(&sc).dims::<4>() != [1, lead[1], 1, 1] || x.cols == 0 {
+            return None;
+        }
+        let (h, l, d) = (lead[1], x.rows, x.cols);
+        let scale = slice(&sc).to_vec();
+        let mut norm = vec![0f32; x.count() * l];
+        let mut y = vec![0f32; x.count() * l * d];
+        y.par_chunks_mut(l * d)
+            .zip(norm.par_chunks_mut(l))
+            .enumerate()
+            .for_each(|(p, (y, nr))| {
+                let m = x.mat(p);
+                let s = scale[p % h];
+                for (r, (yr, n)) in y.chunks_exact_mut(d).zip(nr).enumerate() {
+                    // SAFETY: row `r` of matrix `p` lies in the tensor's buffer.
+                    let row =
+                        |j: usize| unsafe { *m.ptr.offset(r as isize * m.rs + j as isize * m.cs) };
+                    let sq: f32 = (0..d).map(|j| row(j) * row(j)).sum();
+                    *n = sq.sqrt().max(L2_EPS);
+                    let f = s / *n;
+                    for (j, v) in yr.iter_mut().enumerate() {
+                        *v = row(j) * f;
+                    }
+                }
+            });
+        let shape = Shape::from([lead, vec![l, d]].concat());
+        Some((new_like(shape, y), L2Saved { x, scale, norm }))
+    }
+
+    /// `(dx, dscale)`: with `x̂ = x / n`, `dx = s/n · (g − x̂ (x̂·g))` (just `s/n · g` where the
+    /// norm was floored) and `dscale = Σ g·x̂` over each head's rows.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn l2_backward(s: &L2Saved, g: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let g = g.to_contiguous();
+        let gs = slice(&g);
+        let lead = s.x.lead_dims();
+        let (h, l, d) = (lead[1], s.x.rows, s.x.cols);
+        let mut dx = vec![0f32; gs.len()];
+        let partial: Vec<f32> = dx
+            .par_chunks_mut(l * d)
+            .enumerate()
+            .map(|(p, dxp)| {
+                let m = s.x.mat(p);
+                let sc = s.scale[p % h];
+                let mut ds = 0f32;
+                for (r, dr) in dxp.chunks_exact_mut(d).enumerate() {
+                    // SAFETY: row `r` of matrix `p` lies in the tensor's buffer.
+                    let row =
+                        |j: usize| unsafe { *m.ptr.offset(r as isize * m.rs + j as isize * m.cs) };
+                    let n = s.norm[p * l + r];
+                    let gr = &gs[(p * l + r) * d..(p * l + r + 1) * d];
+                    let dot: f32 = (0..d).map(|j| row(j) * gr[j]).sum::<f32>() / n;
+                    ds += dot;
+                    let f = sc / n;
+                    let proj = if n > L2_EPS { dot / n } else { 0.0 };
+                    for (j, v) in dr.iter_mut().enumerate() {
+                        *v = f * (gr[j] - row(j) * proj);
+                    }
+                }
+                ds
+            })
+            .collect();
+        let mut dscale = vec![0f32; h];
+        for (p, v) in partial.iter().enumerate() {
+            dscale[p % h] += v;
+        }
+        (
+            new_like(Shape::from([lead, vec![l, d]].concat()), dx),
+            new_like(Shape::new([1, h, 1, 1]), dscale),
+        )
+    }
+
+    pub fn l2_normalize_scaled(x: &Tensor<4>, scale: &Tensor<4>) -> Option<Tensor<4>> {
+        if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
+            let sp = scale.clone().try_into_primitive::<Flex>().ok()?;
+            let (y, _) = l2_forward(&xp, &sp)?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::l2_normalize_scaled(x, scale)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
+    }
+
+    /// What a batched product keeps for its backward pass: both operands, in place.
+    #[derive(Clone, Debug)]
+    pub(super) struct BmmSaved {
+        a: Mats,
+        b: Mats,
+    }
+
+    /// `heads_last` (rank 4 only): the `[B, H, M, N]` result is stored as `[B, M, H, N]`, so
+    /// that `swap_dims(1, 2)` makes it contiguous (attention's output, merged over heads next).
+    fn bmm_forward(
+        a: &FlexTensor,
+        b: &FlexTensor,
+        heads_last: bool,
+    ) -> Option<(FlexTensor, BmmSaved)> {
+        let (a, b) = (Mats::of(a.clone())?, Mats::of(b.clone())?);
+        let lead = a.lead_dims();
+        if lead != b.lead_dims() || a.cols != b.rows || (heads_last && lead.len() != 2) {
+            return None;
+        }
+        let s = Batched {
+            count: a.count(),
+            m: a.rows,
+            k: a.cols,
+            n: b.cols,
+        };
+        let (m, n) = (s.m, s.n);
+        let shape = Shape::from([lead.clone(), vec![m, n]].concat());
+        let out = if heads_last {
+            let h = lead[1];
+            let dst = |p: usize| ((p / h) * m * h * n + (p % h) * n, h * n);
+            let y = matmul::batched_forward(s, |p| a.mat(p), |p| b.mat(p), dst);
+            let strides = vec![(m * h * n) as isize, n as isize, (h * n) as isize, 1];
+            FlexTensor::new(
+                Bytes::from_elems(y),
+                Layout::new(shape, strides, 0),
+                DType::F32,
+            )
+        } else {
+            let y = matmul::batched_forward(s, |p| a.mat(p), |p| b.mat(p), |p| (p * m * n, n));
+            new_like(shape, y)
+        };
+        Some((out, BmmSaved { a, b }))
+    }
+
+    /// `(da, db)` from the output gradient, each only when wanted.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn bmm_backward(s: &BmmSaved, g: FlexTensor, want: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        // Read in place: the gradient of a `heads_last` output arrives strided.
+        let g = Mats::of(g).expect("an f32 gradient of rank ≥ 2");
+        let (a, b) = (&s.a, &s.b);
+        let (count, m, k, n) = (a.count(), a.rows, a.cols, b.cols);
+        let lead = a.lead_dims();
+        let da = want[0].then(|| {
+            let sh = Batched {
+                count,
+                m,
+                k: n,
+                n: k,
+            };
+            let dst = |p| (p * m * k, k);
+            let d = matmul::batched_forward(sh, |p| g.mat(p), |p| b.mat(p).t(), dst);
+            new_like(Shape::from([lead.clone(), vec![m, k]].concat()), d)
+        });
+        let db = want[1].then(|| {
+            let sh = Batched {
+                count,
+                m: k,
+                k: m,
+                n,
+            };
+            let dst = |p| (p * k * n, n);
+            let d = matmul::batched_forward(sh, |p| a.mat(p).t(), |p| g.mat(p), dst);
+            new_like(Shape::from([lead.clone(), vec![k, n]].concat()), d)
+        });
+        [da, db]
+    }
+
+    pub fn batched_matmul(a: &Tensor<4>, b: &Tensor<4>, heads_last: bool) -> Option<Tensor<4>> {
+        if let Ok(ap) = a.clone().try_into_primitive::<Flex>() {
+            let bp = b.clone().try_into_primitive::<Flex>().ok()?;
+            let (y, _) = bmm_forward(&ap, &bp, heads_last)?;
+            return Some(Tensor::from_primitive::<Flex>(y));
+        }
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::batched_matmul(a, b, heads_last)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
+    }
+
     pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
         if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
             let t = f32_buffer(&t)?;
@@ -1142,6 +1518,7 @@ mod flex {
             AdaLayerNorm(AdaLnSaved),
             GroupNorm(GroupNormSaved),
             Conv2d(ConvSaved),
+            Linear(LinearSaved),
         }
 
         /// The three-input fused ops: an input and two more (modulation scale and shift, or
@@ -1155,18 +1532,25 @@ mod flex {
             fn backward(self, ops: Ops<Saved3, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let g = grads.consume::<Flex>(&ops.node);
                 let [p0, p1, p2] = ops.parents;
-                let (d0, d1, d2) = match &ops.state {
+                let [d0, d1, d2] = match &ops.state {
                     Saved3::AdaLayerNorm(s) => {
                         let (dx, ds, dt) = ada_ln_backward(s, g);
-                        (Some(dx), ds, dt)
+                        [Some(dx), Some(ds), Some(dt)]
                     }
                     Saved3::GroupNorm(s) => {
                         let (dx, dw, db) = group_norm_backward(s, g);
-                        (Some(dx), dw, db)
+                        [Some(dx), Some(dw), Some(db)]
                     }
-                    Saved3::Conv2d(s) => conv_backward(s, g, p0.is_some()),
+                    Saved3::Conv2d(s) => {
+                        let (dx, dw, db) = conv_backward(s, g, p0.is_some());
+                        [dx, Some(dw), Some(db)]
+                    }
+                    Saved3::Linear(s) => {
+                        let want = [p0.is_some(), p1.is_some(), p2.is_some()];
+                        linear_backward(s, g, want)
+                    }
                 };
-                for (parent, grad) in [(p0, d0), (p1, Some(d1)), (p2, Some(d2))] {
+                for (parent, grad) in [(p0, d0), (p1, d1), (p2, d2)] {
                     if let (Some(node), Some(grad)) = (parent, grad) {
                         grads.register::<Flex>(node.id, grad);
                     }
@@ -1246,6 +1630,88 @@ mod flex {
                 pad,
             )?;
             Some(record3([&x, &w, &b], y, Saved3::Conv2d(saved)))
+        }
+
+        pub fn linear<const D: usize>(
+            x: &Tensor<D>,
+            w: &Tensor<2>,
+            b: Option<&Tensor<1>>,
+        ) -> Option<Tensor<D>> {
+            let (x, w) = (ad_or_const(x)?, ad_or_const(w)?);
+            let b = match b {
+                Some(b) => ad_or_const(b)?,
+                // No bias: a constant zero one (untracked, so it gets no gradient).
+                None => {
+                    let n = dims(w.primitive()).dims::<2>()[1];
+                    <Autodiff<Flex> as AutodiffBackend>::from_inner(new_like(
+                        Shape::new([n]),
+                        vec![0.0; n],
+                    ))
+                }
+            };
+            let (y, saved) = linear_forward(x.primitive(), w.primitive(), Some(b.primitive()))?;
+            Some(record3([&x, &w, &b], y, Saved3::Linear(saved)))
+        }
+
+        /// What a two-input op keeps for its backward pass.
+        #[derive(Clone, Debug)]
+        enum Saved2 {
+            Bmm(BmmSaved),
+            L2(L2Saved),
+        }
+
+        /// The two-input fused ops: a batched product, a scaled normalisation.
+        #[derive(Debug)]
+        struct Binary;
+
+        impl Backward<Flex, 2> for Binary {
+            type State = Saved2;
+
+            fn backward(self, ops: Ops<Saved2, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let g = grads.consume::<Flex>(&ops.node);
+                let [p0, p1] = ops.parents;
+                let [d0, d1] = match &ops.state {
+                    Saved2::Bmm(s) => bmm_backward(s, g, [p0.is_some(), p1.is_some()]),
+                    Saved2::L2(s) => {
+                        let (dx, ds) = l2_backward(s, g);
+                        [Some(dx), Some(ds)]
+                    }
+                };
+                for (parent, grad) in [(p0, d0), (p1, d1)] {
+                    if let (Some(node), Some(grad)) = (parent, grad) {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        pub fn batched_matmul(a: &Tensor<4>, b: &Tensor<4>, heads_last: bool) -> Option<Tensor<4>> {
+            let (a, b) = (ad_or_const(a)?, ad_or_const(b)?);
+            let (y, saved) = bmm_forward(a.primitive(), b.primitive(), heads_last)?;
+            Some(record2([&a, &b], y, Saved2::Bmm(saved)))
+        }
+
+        pub fn l2_normalize_scaled(x: &Tensor<4>, scale: &Tensor<4>) -> Option<Tensor<4>> {
+            let (x, sc) = (ad_or_const(x)?, ad_or_const(scale)?);
+            let (y, saved) = l2_forward(x.primitive(), sc.primitive())?;
+            Some(record2([&x, &sc], y, Saved2::L2(saved)))
+        }
+
+        /// Records `out = op(a, b)` in the graph (keeping `saved` when an input is tracked).
+        fn record2<const D: usize>(
+            inputs: [&FloatTensor<Autodiff<Flex>>; 2],
+            out: FlexTensor,
+            saved: Saved2,
+        ) -> Tensor<D> {
+            let y = match Binary
+                .prepare::<NoCheckpointing>(inputs.map(|t| t.node()))
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {

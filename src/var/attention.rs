@@ -5,8 +5,8 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::kernels::masked_softmax;
-use crate::nn::{Linear, l2_normalize};
+use crate::kernels::{attention_merge, batched_matmul, l2_normalize_scaled, masked_softmax};
+use crate::nn::Linear;
 use crate::params::{Init, Scope};
 
 /// Keys (already normalised) and values of all tokens seen so far, `[B, H, L, d]`.
@@ -64,17 +64,17 @@ impl SelfAttention {
             0,
         );
         let qkv = self.mat_qkv.forward_with_bias(x, Some(qkv_bias));
-        let qkv = qkv.reshape([b, l, 3, h, d]);
+        // [B, L, 3H, d]: q, k and v are views of it (a reshape of a slice would copy).
+        let qkv = qkv.reshape([b, l, 3 * h, d]);
         let part = |i: usize| -> Tensor<4> {
             qkv.clone()
-                .slice([0..b, 0..l, i..i + 1, 0..h, 0..d])
-                .reshape([b, l, h, d])
+                .slice([0..b, 0..l, i * h..(i + 1) * h, 0..d])
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let scale = self.scale_mul.val().clamp_max(100f64.ln()).exp(); // [1, H, 1, 1]
-        let q = l2_normalize(q) * scale;
-        let mut k = l2_normalize(k);
+        let q = l2_normalize_scaled(q, scale.clone());
+        let mut k = l2_normalize_scaled(k, scale.ones_like());
         let mut v = v;
         if let Some(cache) = cache {
             if let (Some(ck), Some(cv)) = (cache.k.take(), cache.v.take()) {
@@ -84,8 +84,8 @@ impl SelfAttention {
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
-        let logits = q.matmul(k.swap_dims(2, 3)); // [B, H, Lq, Lk]
-        let out = masked_softmax(logits, bias).matmul(v); // [B, H, Lq, d]
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
+        let logits = batched_matmul(q, k.swap_dims(2, 3)); // [B, H, Lq, Lk]
+        let out = attention_merge(masked_softmax(logits, bias), v); // [B, Lq, C]
+        self.proj.forward(out)
     }
 }
