@@ -4,7 +4,9 @@
 //! the teacher-forced forward (B = 2) and of KV-cached CFG inference (B = 2, transformer and
 //! sampling only, no VQ-VAE decode) for depths 2 and 4, and the ratio to the PyTorch CPU
 //! times recorded with the golden vectors (1 thread). Set `RAYON_NUM_THREADS=1` for the
-//! like-for-like single-thread comparison.
+//! like-for-like single-thread comparison. `NEXTSCALE_PYTORCH_TF=2:0.031,4:0.12` replaces the
+//! recorded teacher-forced times with ones measured in the same run at the same thread count
+//! (`scripts/bench.sh --pytorch`, which runs `bench/pytorch_forward.py`).
 
 use std::time::Instant;
 
@@ -72,11 +74,24 @@ fn main() {
         nextscale::vqvae::VectorQuantizer::load(&mut s.pp("quantize"), &vae_cfg).unwrap()
     };
     let _ = VqVae::load; // (the decoder is not part of this benchmark)
+    // Teacher-forced times measured beside this run, when given.
+    let measured: Vec<(usize, f64)> = std::env::var("NEXTSCALE_PYTORCH_TF")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let (d, t) = kv.split_once(':')?;
+            Some((d.trim().parse().ok()?, t.trim().parse().ok()?))
+        })
+        .collect();
     println!(
-        "| model | step | nextscale flex ({threads} threads) | PyTorch CPU 1 thread | ratio (PyTorch / ours) |"
+        "| model | step | nextscale flex ({threads} threads) | PyTorch CPU | ratio (PyTorch / ours) |"
     );
     println!("|---|---|---|---|---|");
     for (depth, pt_tf, pt_ar) in PYTORCH_1T {
+        let (pt_tf, tf_src) = match measured.iter().find(|&&(d, _)| d == depth) {
+            Some(&(_, t)) => (t, "measured in this run, same threads"),
+            None => (pt_tf, "recorded, 1 thread"),
+        };
         let (var, src) = load_var(depth, &device);
         let labels: Tensor<1, Int> =
             Tensor::from_data(TensorData::new(vec![3i64, 1000], [2]), &device);
@@ -96,11 +111,11 @@ fn main() {
             block_on(generate(&var, &quant, &[3, 980], &opts, &mut NoHooks)).unwrap();
         });
         println!(
-            "| d{depth} ({src}) | teacher-forced forward, B=2 | {tf:.3} s | {pt_tf:.3} s | {:.2} |",
+            "| d{depth} ({src}) | teacher-forced forward, B=2 | {tf:.3} s | {pt_tf:.3} s ({tf_src}) | {:.2} |",
             pt_tf / tf
         );
         println!(
-            "| d{depth} ({src}) | CFG inference (k=900, p=0.96), B=2, no decode | {ar:.3} s | {pt_ar:.3} s | {:.2} |",
+            "| d{depth} ({src}) | CFG inference (k=900, p=0.96), B=2, no decode | {ar:.3} s | {pt_ar:.3} s (recorded, 1 thread) | {:.2} |",
             pt_ar / ar
         );
     }
