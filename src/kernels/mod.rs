@@ -1456,6 +1456,7 @@ mod flex {
 
     #[cfg(feature = "autodiff")]
     mod autodiff {
+        use burn::backend::autodiff::NodeId;
         use burn::backend::autodiff::checkpoint::base::Checkpointer;
         use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
         use burn::backend::autodiff::grads::Gradients;
@@ -1494,22 +1495,39 @@ mod flex {
             }
         }
 
-        /// Records `out = op(x)` in the graph (keeping `kept` when `x` is tracked).
-        fn record<const D: usize>(
-            op: Unary,
-            x: &FloatTensor<Autodiff<Flex>>,
+        /// Records `out = op(inputs)` in the graph, keeping `saved` for the backward pass when
+        /// an input is tracked.
+        fn record<Op, const N: usize, const D: usize>(
+            op: Op,
+            inputs: [&FloatTensor<Autodiff<Flex>>; N],
             out: FlexTensor,
-            kept: FlexTensor,
-        ) -> Tensor<D> {
+            saved: Op::State,
+        ) -> Tensor<D>
+        where
+            Op: Backward<Flex, N>,
+        {
             let y = match op
-                .prepare::<NoCheckpointing>([x.node()])
+                .prepare::<NoCheckpointing>(inputs.map(|t| t.node()))
                 .compute_bound()
                 .stateful()
             {
-                OpsKind::Tracked(prep) => prep.finish(kept, out),
+                OpsKind::Tracked(prep) => prep.finish(saved, out),
                 OpsKind::UnTracked(prep) => prep.finish(out),
             };
             Tensor::from_primitive::<Autodiff<Flex>>(y)
+        }
+
+        /// Hands each tracked parent its gradient.
+        fn register<const N: usize>(
+            grads: &mut Gradients,
+            parents: [Option<NodeId>; N],
+            ds: [Option<FlexTensor>; N],
+        ) {
+            for (id, d) in parents.into_iter().zip(ds) {
+                if let (Some(id), Some(d)) = (id, d) {
+                    grads.register::<Flex>(id, d);
+                }
+            }
         }
 
         /// What a three-input op keeps for its backward pass.
@@ -1550,29 +1568,8 @@ mod flex {
                         linear_backward(s, g, want)
                     }
                 };
-                for (parent, grad) in [(p0, d0), (p1, d1), (p2, d2)] {
-                    if let (Some(node), Some(grad)) = (parent, grad) {
-                        grads.register::<Flex>(node.id, grad);
-                    }
-                }
+                register(grads, [p0, p1, p2].map(|p| p.map(|n| n.id)), [d0, d1, d2]);
             }
-        }
-
-        /// Records `out = op(a, b, c)` in the graph (keeping `saved` when an input is tracked).
-        fn record3<const D: usize>(
-            inputs: [&FloatTensor<Autodiff<Flex>>; 3],
-            out: FlexTensor,
-            saved: Saved3,
-        ) -> Tensor<D> {
-            let y = match Ternary
-                .prepare::<NoCheckpointing>(inputs.map(|t| t.node()))
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
         /// A tensor under autodiff, or a constant that may still be a plain flex tensor.
@@ -1595,7 +1592,12 @@ mod flex {
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let (s, t) = (ad_or_const(scale)?, ad_or_const(shift)?);
             let (y, saved) = ada_ln_forward(x.primitive(), s.primitive(), t.primitive(), eps)?;
-            Some(record3([&x, &s, &t], y, Saved3::AdaLayerNorm(saved)))
+            Some(record(
+                Ternary,
+                [&x, &s, &t],
+                y,
+                Saved3::AdaLayerNorm(saved),
+            ))
         }
 
         pub fn group_norm(
@@ -1610,7 +1612,7 @@ mod flex {
             let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
             let (y, saved) =
                 group_norm_forward(x.primitive(), w.primitive(), b.primitive(), groups, eps)?;
-            Some(record3([&x, &w, &b], y, Saved3::GroupNorm(saved)))
+            Some(record(Ternary, [&x, &w, &b], y, Saved3::GroupNorm(saved)))
         }
 
         pub fn conv2d(
@@ -1629,7 +1631,7 @@ mod flex {
                 stride,
                 pad,
             )?;
-            Some(record3([&x, &w, &b], y, Saved3::Conv2d(saved)))
+            Some(record(Ternary, [&x, &w, &b], y, Saved3::Conv2d(saved)))
         }
 
         pub fn linear<const D: usize>(
@@ -1650,7 +1652,7 @@ mod flex {
                 }
             };
             let (y, saved) = linear_forward(x.primitive(), w.primitive(), Some(b.primitive()))?;
-            Some(record3([&x, &w, &b], y, Saved3::Linear(saved)))
+            Some(record(Ternary, [&x, &w, &b], y, Saved3::Linear(saved)))
         }
 
         /// What a two-input op keeps for its backward pass.
@@ -1677,41 +1679,20 @@ mod flex {
                         [Some(dx), Some(ds)]
                     }
                 };
-                for (parent, grad) in [(p0, d0), (p1, d1)] {
-                    if let (Some(node), Some(grad)) = (parent, grad) {
-                        grads.register::<Flex>(node.id, grad);
-                    }
-                }
+                register(grads, [p0, p1].map(|p| p.map(|n| n.id)), [d0, d1]);
             }
         }
 
         pub fn batched_matmul(a: &Tensor<4>, b: &Tensor<4>, heads_last: bool) -> Option<Tensor<4>> {
             let (a, b) = (ad_or_const(a)?, ad_or_const(b)?);
             let (y, saved) = bmm_forward(a.primitive(), b.primitive(), heads_last)?;
-            Some(record2([&a, &b], y, Saved2::Bmm(saved)))
+            Some(record(Binary, [&a, &b], y, Saved2::Bmm(saved)))
         }
 
         pub fn l2_normalize_scaled(x: &Tensor<4>, scale: &Tensor<4>) -> Option<Tensor<4>> {
             let (x, sc) = (ad_or_const(x)?, ad_or_const(scale)?);
             let (y, saved) = l2_forward(x.primitive(), sc.primitive())?;
-            Some(record2([&x, &sc], y, Saved2::L2(saved)))
-        }
-
-        /// Records `out = op(a, b)` in the graph (keeping `saved` when an input is tracked).
-        fn record2<const D: usize>(
-            inputs: [&FloatTensor<Autodiff<Flex>>; 2],
-            out: FlexTensor,
-            saved: Saved2,
-        ) -> Tensor<D> {
-            let y = match Binary
-                .prepare::<NoCheckpointing>(inputs.map(|t| t.node()))
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Tensor::from_primitive::<Autodiff<Flex>>(y)
+            Some(record(Binary, [&x, &sc], y, Saved2::L2(saved)))
         }
 
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
@@ -1727,14 +1708,14 @@ mod flex {
                 None => None,
             };
             let out = softmax_forward(x.primitive(), b.as_ref())?;
-            Some(record(Unary::Softmax, &x, out.clone(), out))
+            Some(record(Unary::Softmax, [&x], out.clone(), out))
         }
 
         pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
             type Ad = Autodiff<Flex>;
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let out = log_softmax_forward(x.primitive())?;
-            Some(record(Unary::LogSoftmax, &x, out.clone(), out))
+            Some(record(Unary::LogSoftmax, [&x], out.clone(), out))
         }
 
         pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
@@ -1742,7 +1723,7 @@ mod flex {
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let input = f32_buffer(x.primitive())?;
             let out = activation_forward(act, &input);
-            Some(record(Unary::Activation(act), &x, out, input))
+            Some(record(Unary::Activation(act), [&x], out, input))
         }
     }
 }
