@@ -9,6 +9,8 @@
 //! rows' starting value, and the backward pass computes the bias gradient in the same sweep as
 //! the weight gradient, rows split over threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// A matrix view for [`matmul`]: element `(i, j)` at `ptr + i·rs + j·cs`.
@@ -152,20 +154,15 @@ fn rows_per_task(rows: usize, k: usize, n: usize) -> usize {
 pub(crate) fn par_write(
     n: usize,
     chunk: usize,
-    fill: impl Fn(usize, &mut [f32]) + Sync,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     let mut v = Vec::<f32>::with_capacity(n);
     let chunk = chunk.max(1);
     v.spare_capacity_mut()[..n]
         .par_chunks_mut(chunk)
         .enumerate()
-        .for_each(|(k, part)| {
-            // SAFETY: f32 has no invalid bit patterns, and `fill` writes every value before the
-            // buffer is read (its contract); nothing reads `part` before then.
-            let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-            fill(k * chunk, part)
-        });
-    // SAFETY: the parts cover all `n` values, each written by its task.
+        .for_each(|(k, part)| fill(k * chunk, part));
+    // SAFETY: the parts cover all `n` values, each written by its task (`fill`'s contract).
     unsafe { v.set_len(n) };
     v
 }
@@ -187,17 +184,20 @@ pub(crate) fn linear_forward(
         let (r0, m) = (start / n, y.len() / n);
         if let Some(b) = bias {
             for row in y.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
+                for (d, &v) in row.iter_mut().zip(b) {
+                    d.write(v);
+                }
             }
         }
-        // SAFETY: `y` holds `m` rows of `n`; `x` rows `r0..r0 + m` and `w` lie in the caller's
+        // SAFETY: `y` holds `m` rows of `n`, which gemm writes whole (onto the bias when there
+        // is one, initialised above); `x` rows `r0..r0 + m` and `w` lie in the caller's
         // buffers.
         unsafe {
             matmul(
                 m,
                 n,
                 k,
-                y.as_mut_ptr(),
+                y.as_mut_ptr().cast::<f32>(),
                 n,
                 bias.is_some(),
                 x.down(r0),
@@ -226,9 +226,13 @@ pub(crate) fn linear_backward(
         let whole = rows <= per;
         par_write(rows * k, per * k, |start, d| {
             let (r0, m) = (start / k, d.len() / k);
-            // SAFETY: `d` holds `m` rows of `k`; `g` rows `r0..r0 + m` and `wᵀ` lie in their
+            // SAFETY: `d` holds `m` rows of `k`, which gemm writes whole; `g` rows `r0..r0 + m`
+            // and `wᵀ` lie in their
             // buffers.
-            unsafe { matmul(m, k, n, d.as_mut_ptr(), k, false, gm.down(r0), w.t(), whole) };
+            unsafe {
+                let dst = d.as_mut_ptr().cast::<f32>();
+                matmul(m, k, n, dst, k, false, gm.down(r0), w.t(), whole)
+            };
         })
     });
     if !want_dw && !want_db {
