@@ -251,6 +251,23 @@ pub fn backward(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     assert_eq!(dy.len(), s.b * s.y_len(), "conv output-gradient length");
+    // The gradient columns hold `cout·k²` rows, the input columns `cin·k²`: without `dx` they
+    // only pay when they are not larger.
+    if s.stride == 1 && !s.pointwise() && s.pad < s.k && (want_dx || s.cout <= s.cin) {
+        return backward_from_gradient_columns(s, x, w, dy, want_dx);
+    }
+    backward_input_columns(s, x, w, dy, want_dx)
+}
+
+/// [`backward`] from the input's columns: `dw` from them, `dx` as their gradient scattered
+/// back (col2im). Any stride.
+fn backward_input_columns(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (n, kk) = (s.n(), s.kk());
     let mut dx = want_dx.then(|| vec![0f32; s.b * s.x_len()]);
     let dx_ptr = dx.as_mut().map(|v| Shared(v.as_mut_ptr()));
@@ -325,4 +342,165 @@ pub fn backward(
             (a, b)
         });
     (dx, dw, db)
+}
+
+/// [`backward`] for stride 1 from one column matrix, of the output gradient.
+///
+/// With stride 1, `dx` is the convolution of `dy` (padded by `k − 1 − pad`) with the kernel
+/// flipped and its channel axes swapped; its columns `D[(co, ky', kx'), input position]` =
+/// `dy[co, iy − k + 1 + ky' + pad, ix − k + 1 + kx' + pad]` also give the weight gradient:
+///
+/// * input: `dx[ci, ·] = Σ_(co, ky', kx') w[co, ci, k−1−ky', k−1−kx'] · D[(co, ky', kx'), ·]`;
+/// * weight: `dw[co, ci, k−1−ky', k−1−kx'] = Σ_positions D[(co, ky', kx'), ·] · x[ci, ·]`;
+///
+/// so one im2col of `dy` per tile replaces the im2col of `x`, the `cin·k²`-row product of the
+/// input columns' gradient and its scatter back (col2im), and `dx` is written in place.
+fn backward_from_gradient_columns(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let (k, n) = (s.k, s.n());
+    // The convolution that computes dx: dy in, dx out.
+    let t = ConvShape::new([s.b, s.cout, s.ho, s.wo], s.cin, k, 1, k - 1 - s.pad)
+        .expect("the transposed convolution of a valid stride-1 convolution");
+    debug_assert_eq!((t.ho, t.wo), (s.h, s.w));
+    let (hw, rows) = (s.h * s.w, t.kk());
+    // The flipped kernel as `[ci, (co, ky', kx')]`.
+    let mut flipped = Vec::new();
+    if want_dx {
+        flipped.resize(s.cin * rows, 0.0);
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                let src = &w[(co * s.cin + ci) * k * k..][..k * k];
+                let dst = &mut flipped[ci * rows + co * k * k..][..k * k];
+                for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = v;
+                }
+            }
+        }
+    }
+    let mut dx = want_dx.then(|| vec![0f32; s.b * s.x_len()]);
+    let dx_ptr = dx.as_mut().map(|v| Shared(v.as_mut_ptr()));
+    // dwt[(co, ky', kx'), ci]: the weight gradient with the kernel flipped.
+    let zero = || (vec![0f32; rows * s.cin], vec![0f32; s.cout]);
+    let (dwt, db) = (0..s.b)
+        .into_par_iter()
+        .fold(
+            || (zero(), Vec::new()),
+            |((mut dwt, mut db), mut cols), b| {
+                let img = &x[b * s.x_len()..(b + 1) * s.x_len()];
+                let g = &dy[b * s.y_len()..(b + 1) * s.y_len()];
+                for (co, d) in db.iter_mut().enumerate() {
+                    *d += g[co * n..(co + 1) * n].iter().sum::<f32>();
+                }
+                cols.resize(rows * t.tile_rows() * t.wo, 0.0);
+                for (iy0, iy1) in t.tiles() {
+                    let (p0, nt) = (iy0 * t.wo, (iy1 - iy0) * t.wo);
+                    let d = &mut cols[..rows * nt];
+                    im2col(&t, g, iy0, iy1, d);
+                    // SAFETY: dwt is rows × cin; D is rows × nt; x's view is image b's
+                    // positions [p0, p0 + nt) of each of its cin planes.
+                    unsafe {
+                        matmul(
+                            rows,
+                            s.cin,
+                            nt,
+                            dwt.as_mut_ptr(),
+                            s.cin,
+                            true,
+                            Mat::rows(d, nt),
+                            Mat::transposed(&img[p0..], hw),
+                            false,
+                        )
+                    };
+                    if let Some(p) = dx_ptr {
+                        // SAFETY: this task alone writes image b of dx: its cin rows of
+                        // stride hw, columns [p0, p0 + nt).
+                        unsafe {
+                            matmul(
+                                s.cin,
+                                nt,
+                                rows,
+                                p.get().add(b * s.x_len() + p0),
+                                hw,
+                                false,
+                                Mat::rows(&flipped, rows),
+                                Mat::rows(d, nt),
+                                false,
+                            )
+                        };
+                    }
+                }
+                ((dwt, db), cols)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(zero, |(mut a, mut b), (c, d)| {
+            a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
+            b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
+            (a, b)
+        });
+    // Unflip: dw[co, ci, ky, kx] = dwt[(co, k−1−ky, k−1−kx), ci].
+    let mut dw = vec![0f32; s.cout * s.kk()];
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            let dst = &mut dw[(co * s.cin + ci) * k * k..][..k * k];
+            for (j, d) in dst.iter_mut().rev().enumerate() {
+                *d = dwt[(co * k * k + j) * s.cin + ci];
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+            .collect()
+    }
+
+    /// The two backward formulations (input columns + col2im; output-gradient columns) agree,
+    /// with and without `dx`, including shapes whose `cout > cin` take the first without `dx`.
+    #[test]
+    fn both_backward_paths_agree() {
+        // (b, cin, h, w, cout, k, pad)
+        for (b, ci, h, w, co, k, p) in [
+            (2, 3, 9, 7, 5, 3, 1),
+            (1, 5, 8, 11, 3, 3, 0),
+            (2, 4, 6, 5, 3, 5, 2),
+            (3, 6, 7, 9, 2, 3, 2),
+            (2, 40, 40, 36, 8, 3, 1),
+        ] {
+            let s = ConvShape::new([b, ci, h, w], co, k, 1, p).unwrap();
+            let (x, wt, dy) = (
+                values(b * s.x_len(), 1),
+                values(co * s.kk(), 2),
+                values(b * s.y_len(), 3),
+            );
+            let (dx1, dw1, db1) = backward_from_gradient_columns(&s, &x, &wt, &dy, true);
+            // The input-columns path, forced: the same code `backward` runs for stride 2.
+            let (dx2, dw2, db2) = backward_input_columns(&s, &x, &wt, &dy, true);
+            let close = |a: &[f32], b: &[f32], tol: f32| {
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| (a - b).abs() <= tol * (1.0 + b.abs()))
+            };
+            assert!(
+                close(&dx1.unwrap(), &dx2.unwrap(), 1e-4),
+                "dx {:?}",
+                (b, ci, h, w, co, k, p)
+            );
+            assert!(close(&dw1, &dw2, 1e-4), "dw {:?}", (b, ci, h, w, co, k, p));
+            assert!(close(&db1, &db2, 1e-5), "db");
+            let (none, dw3, _) = backward_from_gradient_columns(&s, &x, &wt, &dy, false);
+            assert!(none.is_none() && close(&dw3, &dw2, 1e-4));
+        }
+    }
 }
