@@ -17,7 +17,58 @@
 
 use rayon::prelude::*;
 
+use std::cell::RefCell;
+
 use super::matmul::{Mat, Shared, matmul};
+
+thread_local! {
+    /// Each thread's column buffer, kept between calls: a training step runs some fifty
+    /// convolutions, and a fresh zeroed buffer per task cost more than the copies into it.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's column buffer, at least `len` values long (its contents are
+/// whatever the last user left: callers write before they read).
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLUMNS.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => {
+            if c.len() < len {
+                c.resize(len, 0.0);
+            }
+            f(&mut c[..len])
+        }
+        // Only if a task nested inside another on this thread: a buffer of its own.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Images per backward task: one run per thread, so each thread adds its images' weight
+/// gradients into one accumulator (rayon would otherwise split further and zero more).
+fn images_per_task(b: usize) -> usize {
+    b.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// A buffer of `n` values that the caller's tasks fill completely through its pointer before
+/// `finish` sets its length (no zeroing first).
+struct Uninit(Vec<f32>);
+
+impl Uninit {
+    fn new(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    fn ptr(&mut self) -> Shared {
+        Shared(self.0.as_mut_ptr())
+    }
+
+    /// # Safety
+    /// Every one of the `n` values must have been written.
+    unsafe fn finish(mut self, n: usize) -> Vec<f32> {
+        // SAFETY: the capacity is `n` and the caller wrote all of it.
+        unsafe { self.0.set_len(n) };
+        self.0
+    }
+}
 
 /// What one convolution computes: `x` `[b, cin, h, w]` with a square `k`×`k` kernel, stride
 /// and symmetric zero padding, groups 1, dilation 1, into `[b, cout, ho, wo]`.
@@ -108,9 +159,24 @@ fn src(o: usize, kof: usize, s: &ConvShape, size: usize) -> Option<usize> {
         .filter(|&i| i < size)
 }
 
+/// The valid output columns `[lo, hi)` of kernel column `kx`: those reading inside the input
+/// (`0 ≤ ox·stride + kx − pad < w`); the others read padding.
+#[inline(always)]
+fn valid_columns(s: &ConvShape, kx: usize) -> (usize, usize) {
+    let lo = s.pad.saturating_sub(kx).div_ceil(s.stride).min(s.wo);
+    let hi = (s.w + s.pad)
+        .checked_sub(kx + 1)
+        .map_or(0, |last| last / s.stride + 1)
+        .clamp(lo, s.wo);
+    (lo, hi)
+}
+
 /// The column matrix of output rows `[oy0, oy1)` of one image: `col[(ci, ky, kx), n]`, `n`
 /// over the tile's positions.
 fn im2col(s: &ConvShape, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
+    if s.stride == 1 && s.wo == s.w {
+        return im2col_same(s, x, oy0, oy1, col);
+    }
     let nt = (oy1 - oy0) * s.wo;
     for ci in 0..s.cin {
         let plane = &x[ci * s.h * s.w..(ci + 1) * s.h * s.w];
@@ -118,6 +184,7 @@ fn im2col(s: &ConvShape, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
             for kx in 0..s.k {
                 let r = (ci * s.k + ky) * s.k + kx;
                 let row = &mut col[r * nt..(r + 1) * nt];
+                let (lo, hi) = valid_columns(s, kx);
                 for (t, oy) in (oy0..oy1).enumerate() {
                     let out = &mut row[t * s.wo..(t + 1) * s.wo];
                     let Some(iy) = src(oy, ky, s, s.h) else {
@@ -125,17 +192,61 @@ fn im2col(s: &ConvShape, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
                         continue;
                     };
                     let line = &plane[iy * s.w..(iy + 1) * s.w];
-                    if s.stride == 1 {
-                        // Columns ox with 0 ≤ ox + kx − pad < w: one copy between zeros.
-                        let lo = s.pad.saturating_sub(kx).min(s.wo);
-                        let hi = (s.w + s.pad).saturating_sub(kx).clamp(lo, s.wo);
-                        out[..lo].fill(0.0);
-                        out[lo..hi].copy_from_slice(&line[lo + kx - s.pad..hi + kx - s.pad]);
-                        out[hi..].fill(0.0);
-                    } else {
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            *o = src(ox, kx, s, s.w).map_or(0.0, |ix| line[ix]);
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    if lo < hi {
+                        // Input columns lo·stride + kx − pad, then every stride-th.
+                        let from = &line[lo * s.stride + kx - s.pad..];
+                        for (o, v) in out[lo..hi].iter_mut().zip(from.iter().step_by(s.stride)) {
+                            *o = *v;
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] for a stride-1 convolution that keeps the width (`2·pad = k − 1`, the VQ-VAE's
+/// 3×3 convolutions). A row of the column matrix is then the input plane itself, shifted by
+/// `(ky − pad)·w + kx − pad` values: one copy per row, then zeros over the rows that read the
+/// top or bottom padding and over the `|kx − pad|` columns at each line's edge that wrapped
+/// around (maps of 8–64 values per line made a copy per line cost more in calls than data).
+fn im2col_same(s: &ConvShape, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]) {
+    let (w, hw, nt) = (s.w, s.h * s.w, (oy1 - oy0) * s.w);
+    for ci in 0..s.cin {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for ky in 0..s.k {
+            // Output rows [va, vb) read input rows inside the image.
+            let va = (s.pad.saturating_sub(ky)).clamp(oy0, oy1);
+            let vb = (s.h + s.pad).saturating_sub(ky).clamp(va, oy1);
+            for kx in 0..s.k {
+                let r = (ci * s.k + ky) * s.k + kx;
+                let row = &mut col[r * nt..(r + 1) * nt];
+                let (a, b) = ((va - oy0) * w, (vb - oy0) * w);
+                row[..a].fill(0.0);
+                row[b..].fill(0.0);
+                if a == b {
+                    continue;
+                }
+                // dst[a + i] = plane[start + i], start = (va + ky − pad)·w + kx − pad; up to
+                // |kx − pad| values at either end fall outside the plane: they are wrapped
+                // edge columns, zeroed below.
+                let start = ((va + ky - s.pad) * w + kx) as isize - s.pad as isize;
+                let end = start + (b - a) as isize;
+                let skip_front = (-start).max(0) as usize;
+                let skip_back = (end - hw as isize).max(0) as usize;
+                let src0 = (start + skip_front as isize) as usize;
+                let len = b - a - skip_front - skip_back;
+                row[a + skip_front..a + skip_front + len].copy_from_slice(&plane[src0..src0 + len]);
+                let dst = &mut row[a..b];
+                if kx < s.pad {
+                    for line in dst.chunks_exact_mut(w) {
+                        line[..s.pad - kx].fill(0.0);
+                    }
+                } else if kx > s.pad {
+                    for line in dst.chunks_exact_mut(w) {
+                        line[w - (kx - s.pad)..].fill(0.0);
                     }
                 }
             }
@@ -152,27 +263,21 @@ fn col2im_add(s: &ConvShape, col: &[f32], oy0: usize, oy1: usize, dx: &mut [f32]
             for kx in 0..s.k {
                 let r = (ci * s.k + ky) * s.k + kx;
                 let row = &col[r * nt..(r + 1) * nt];
+                let (lo, hi) = valid_columns(s, kx);
+                if lo == hi {
+                    continue;
+                }
                 for (t, oy) in (oy0..oy1).enumerate() {
                     let Some(iy) = src(oy, ky, s, s.h) else {
                         continue;
                     };
                     let line = &mut plane[iy * s.w..(iy + 1) * s.w];
-                    let from = &row[t * s.wo..(t + 1) * s.wo];
-                    if s.stride == 1 {
-                        let lo = s.pad.saturating_sub(kx).min(s.wo);
-                        let hi = (s.w + s.pad).saturating_sub(kx).clamp(lo, s.wo);
-                        for (d, &v) in line[lo + kx - s.pad..hi + kx - s.pad]
-                            .iter_mut()
-                            .zip(&from[lo..hi])
-                        {
-                            *d += v;
-                        }
-                    } else {
-                        for (ox, &v) in from.iter().enumerate() {
-                            if let Some(ix) = src(ox, kx, s, s.w) {
-                                line[ix] += v;
-                            }
-                        }
+                    let from = &row[t * s.wo + lo..t * s.wo + hi];
+                    let to = line[lo * s.stride + kx - s.pad..]
+                        .iter_mut()
+                        .step_by(s.stride);
+                    for (d, &v) in to.zip(from) {
+                        *d += v;
                     }
                 }
             }
@@ -186,24 +291,19 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
     assert_eq!(x.len(), s.b * s.x_len(), "conv input length");
     assert_eq!(w.len(), s.cout * s.kk(), "conv weight length");
     let (n, kk) = (s.n(), s.kk());
-    let mut y = vec![0f32; s.b * s.y_len()];
-    let out = Shared(y.as_mut_ptr());
+    let mut y = Uninit::new(s.b * s.y_len());
+    let out = y.ptr();
     let tiles: Vec<(usize, usize)> = s.tiles().collect();
     let tasks: Vec<(usize, usize, usize)> = (0..s.b)
         .flat_map(|b| tiles.iter().map(move |&(a, z)| (b, a, z)))
         .collect();
-    tasks.par_iter().for_each_init(
-        || {
-            vec![
-                0f32;
-                if s.pointwise() {
-                    0
-                } else {
-                    kk * s.tile_rows() * s.wo
-                }
-            ]
-        },
-        |col, &(b, oy0, oy1)| {
+    let cols = if s.pointwise() {
+        0
+    } else {
+        kk * s.tile_rows() * s.wo
+    };
+    tasks.par_iter().for_each(|&(b, oy0, oy1)| {
+        with_columns(cols, |col| {
             let img = &x[b * s.x_len()..(b + 1) * s.x_len()];
             let (p0, nt) = (oy0 * s.wo, (oy1 - oy0) * s.wo);
             let rhs = if s.pointwise() {
@@ -216,12 +316,15 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
                 im2col(s, img, oy0, oy1, &mut col[..kk * nt]);
                 Mat::rows(col, nt)
             };
-            // SAFETY: this task alone writes columns [p0, p0 + nt) of image b's `cout` rows.
+            // SAFETY: this task alone writes columns [p0, p0 + nt) of image b's `cout` rows
+            // (the bias first when there is one, then the product onto it).
             unsafe {
                 let dst = out.get().add(b * s.y_len() + p0);
                 if let Some(bias) = bias {
                     for (co, &v) in bias.iter().enumerate() {
-                        std::slice::from_raw_parts_mut(dst.add(co * n), nt).fill(v);
+                        for i in 0..nt {
+                            dst.add(co * n + i).write(v);
+                        }
                     }
                 }
                 matmul(
@@ -236,9 +339,10 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
                     false,
                 );
             }
-        },
-    );
-    y
+        })
+    });
+    // SAFETY: the tasks' tiles cover every output row of every image, all `cout` channels.
+    unsafe { y.finish(s.b * s.y_len()) }
 }
 
 /// The gradients of [`forward`] from the output gradient `dy`: `(dx, dw, dbias)`, `dx` only
@@ -274,6 +378,7 @@ fn backward_input_columns(
     let zero = || (vec![0f32; s.cout * kk], vec![0f32; s.cout]);
     let (dw, db) = (0..s.b)
         .into_par_iter()
+        .with_min_len(images_per_task(s.b))
         .fold(
             || (zero(), Vec::new(), Vec::new()),
             |((mut dw, mut db), mut col, mut dcol), b| {
@@ -382,21 +487,20 @@ fn backward_from_gradient_columns(
             }
         }
     }
-    let mut dx = want_dx.then(|| vec![0f32; s.b * s.x_len()]);
-    let dx_ptr = dx.as_mut().map(|v| Shared(v.as_mut_ptr()));
+    let mut dx = want_dx.then(|| Uninit::new(s.b * s.x_len()));
+    let dx_ptr = dx.as_mut().map(Uninit::ptr);
     // dwt[(co, ky', kx'), ci]: the weight gradient with the kernel flipped.
     let zero = || (vec![0f32; rows * s.cin], vec![0f32; s.cout]);
     let (dwt, db) = (0..s.b)
         .into_par_iter()
-        .fold(
-            || (zero(), Vec::new()),
-            |((mut dwt, mut db), mut cols), b| {
-                let img = &x[b * s.x_len()..(b + 1) * s.x_len()];
-                let g = &dy[b * s.y_len()..(b + 1) * s.y_len()];
-                for (co, d) in db.iter_mut().enumerate() {
-                    *d += g[co * n..(co + 1) * n].iter().sum::<f32>();
-                }
-                cols.resize(rows * t.tile_rows() * t.wo, 0.0);
+        .with_min_len(images_per_task(s.b))
+        .fold(zero, |(mut dwt, mut db), b| {
+            let img = &x[b * s.x_len()..(b + 1) * s.x_len()];
+            let g = &dy[b * s.y_len()..(b + 1) * s.y_len()];
+            for (co, d) in db.iter_mut().enumerate() {
+                *d += g[co * n..(co + 1) * n].iter().sum::<f32>();
+            }
+            with_columns(rows * t.tile_rows() * t.wo, |cols| {
                 for (iy0, iy1) in t.tiles() {
                     let (p0, nt) = (iy0 * t.wo, (iy1 - iy0) * t.wo);
                     let d = &mut cols[..rows * nt];
@@ -434,15 +538,16 @@ fn backward_from_gradient_columns(
                         };
                     }
                 }
-                ((dwt, db), cols)
-            },
-        )
-        .map(|(acc, _)| acc)
+            });
+            (dwt, db)
+        })
         .reduce(zero, |(mut a, mut b), (c, d)| {
             a.iter_mut().zip(&c).for_each(|(a, c)| *a += c);
             b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
             (a, b)
         });
+    // SAFETY: each image's tiles cover all its input rows, every channel of dx.
+    let dx = dx.map(|v| unsafe { v.finish(s.b * s.x_len()) });
     // Unflip: dw[co, ci, ky, kx] = dwt[(co, k−1−ky, k−1−kx), ci].
     let mut dw = vec![0f32; s.cout * s.kk()];
     for co in 0..s.cout {
