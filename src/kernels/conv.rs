@@ -239,14 +239,26 @@ fn im2col_same(s: &ConvShape, x: &[f32], oy0: usize, oy1: usize, col: &mut [f32]
                 let src0 = (start + skip_front as isize) as usize;
                 let len = b - a - skip_front - skip_back;
                 row[a + skip_front..a + skip_front + len].copy_from_slice(&plane[src0..src0 + len]);
+                // One value per line (pad 1) is a store: `fill` would be a memset call per
+                // line, which cost more than the row's copy.
                 let dst = &mut row[a..b];
                 if kx < s.pad {
+                    let n = s.pad - kx;
                     for line in dst.chunks_exact_mut(w) {
-                        line[..s.pad - kx].fill(0.0);
+                        if n == 1 {
+                            line[0] = 0.0;
+                        } else {
+                            line[..n].fill(0.0);
+                        }
                     }
                 } else if kx > s.pad {
+                    let n = kx - s.pad;
                     for line in dst.chunks_exact_mut(w) {
-                        line[w - (kx - s.pad)..].fill(0.0);
+                        if n == 1 {
+                            line[w - 1] = 0.0;
+                        } else {
+                            line[w - n..].fill(0.0);
+                        }
                     }
                 }
             }
