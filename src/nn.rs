@@ -295,6 +295,17 @@ impl GroupNorm {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         crate::kernels::group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps)
     }
+
+    /// `silu(self.forward(x))`, fused (the VQ-VAE's every norm is followed by SiLU).
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        crate::kernels::group_norm_silu(
+            x,
+            self.weight.val(),
+            self.bias.val(),
+            self.groups,
+            self.eps,
+        )
+    }
 }
 
 /// LayerNorm over the last axis without affine parameters (VAR's `ln_wo_grad`).

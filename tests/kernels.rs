@@ -189,8 +189,16 @@ fn group_norm_matches_burn() {
         let wt = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &dev);
         let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &dev);
         let got = kernels::group_norm(x.clone(), wt.clone(), b.clone(), g, 1e-6);
-        let d = max_abs_diff(got, group_norm_reference(x, wt, b, g));
+        let d = max_abs_diff(
+            got,
+            group_norm_reference(x.clone(), wt.clone(), b.clone(), g),
+        );
         assert!(d < 2e-5, "group norm {:?}: {d}", (n, c, h, w, g));
+        // Fused with the SiLU that follows it in the VQ-VAE.
+        let got = kernels::group_norm_silu(x.clone(), wt.clone(), b.clone(), g, 1e-6);
+        let want = burn::tensor::activation::silu(group_norm_reference(x, wt, b, g));
+        let d = max_abs_diff(got, want);
+        assert!(d < 2e-5, "group norm + silu {:?}: {d}", (n, c, h, w, g));
     }
 }
 
@@ -377,19 +385,30 @@ mod gradients {
                     ba.grad(&grads).unwrap(),
                 )
             };
-            let (y1, gx1, gw1, gb1) = run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6));
-            let (y2, gx2, gw2, gb2) = run(&|x, w, b| group_norm_reference(x, w, b, g));
-            let case = (n, c, h, w, g);
-            assert!(max_abs_diff(y1, y2) < 2e-5, "values {case:?}");
-            let (dx, dw, db) = (
-                max_abs_diff(gx1, gx2),
-                max_abs_diff(gw1, gw2),
-                max_abs_diff(gb1, gb2),
-            );
-            assert!(
-                dx < 2e-5 && dw < 1e-3 && db < 1e-3,
-                "{case:?}: x {dx}, w {dw}, b {db}"
-            );
+            let silu = burn::tensor::activation::silu;
+            for fused_silu in [false, true] {
+                let (y1, gx1, gw1, gb1) = if fused_silu {
+                    run(&|x, w, b| kernels::group_norm_silu(x, w, b, g, 1e-6))
+                } else {
+                    run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6))
+                };
+                let (y2, gx2, gw2, gb2) = if fused_silu {
+                    run(&|x, w, b| silu(group_norm_reference(x, w, b, g)))
+                } else {
+                    run(&|x, w, b| group_norm_reference(x, w, b, g))
+                };
+                let case = (n, c, h, w, g, fused_silu);
+                assert!(max_abs_diff(y1, y2) < 2e-5, "values {case:?}");
+                let (dx, dw, db) = (
+                    max_abs_diff(gx1, gx2),
+                    max_abs_diff(gw1, gw2),
+                    max_abs_diff(gb1, gb2),
+                );
+                assert!(
+                    dx < 2e-5 && dw < 1e-3 && db < 1e-3,
+                    "{case:?}: x {dx}, w {dw}, b {db}"
+                );
+            }
         }
     }
 

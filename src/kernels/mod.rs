@@ -142,6 +142,23 @@ pub fn group_norm(
     xn * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1])
 }
 
+/// `silu(group_norm(x))` in one pass each way (the VQ-VAE's every norm is followed by SiLU):
+/// the same values as the two ops, without the activation's own pass over memory, buffer and
+/// autodiff node.
+pub fn group_norm_silu(
+    x: Tensor<4>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    groups: usize,
+    eps: f64,
+) -> Tensor<4> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::group_norm_silu(&x, &weight, &bias, groups, eps as f32) {
+        return out;
+    }
+    silu(group_norm(x, weight, bias, groups, eps))
+}
+
 /// A 2-D convolution with a square kernel, stride and symmetric zero padding (groups 1,
 /// dilation 1): `x` `[B, Cin, H, W]`, `weight` `[Cout, Cin, k, k]`, `bias` `[Cout]`. On the CPU
 /// it is im2col + matrix products forward and backward ([`conv`]).
@@ -474,6 +491,7 @@ pub mod rows {
         b: &[f32],
         hw: usize,
         eps: f32,
+        silu: bool,
         y: &mut [f32],
     ) -> (f32, f32) {
         let inv_n = 1.0 / x.len() as f32;
@@ -484,11 +502,48 @@ pub mod rows {
         let rstd = 1.0 / (dot(y, y) * inv_n + eps).sqrt();
         for ((yc, &w), &b) in y.chunks_exact_mut(hw).zip(w).zip(b) {
             let (a, c) = (rstd * w, b);
-            for y in yc.iter_mut() {
-                *y = *y * a + c;
+            if silu {
+                for y in yc.iter_mut() {
+                    let z = *y * a + c;
+                    *y = z / (1.0 + exp(-z));
+                }
+            } else {
+                for y in yc.iter_mut() {
+                    *y = *y * a + c;
+                }
             }
         }
         (mean, rstd)
+    }
+
+    /// The gradient reaching the norm's output through SiLU: `g · silu′(z)`, `z` the norm's
+    /// output recomputed from the group's `x`, mean and `1/σ`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_silu_grad(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        g: &[f32],
+        hw: usize,
+        mean: f32,
+        rstd: f32,
+        out: &mut [f32],
+    ) {
+        for ((((xc, gc), oc), &w), &b) in x
+            .chunks_exact(hw)
+            .zip(g.chunks_exact(hw))
+            .zip(out.chunks_exact_mut(hw))
+            .zip(w)
+            .zip(b)
+        {
+            let (a, c) = (rstd * w, b - mean * rstd * w);
+            for ((o, &x), &g) in oc.iter_mut().zip(xc).zip(gc) {
+                let z = x * a + c;
+                let s = 1.0 / (1.0 + exp(-z));
+                *o = g * s * (1.0 + z * (1.0 - s));
+            }
+        }
     }
 
     /// Its backward: `dx` for the group, and each channel's `Σ g·x̂` and `Σ g` (the weight's
@@ -575,6 +630,7 @@ pub mod rows {
         b: &[f32],
         hw: usize,
         eps: f32,
+        silu: bool,
         y: &mut [f32],
     ) -> (f32, f32) {
         #[cfg(target_arch = "x86_64")]
@@ -586,17 +642,19 @@ pub mod rows {
                 b: &[f32],
                 hw: usize,
                 eps: f32,
+                silu: bool,
                 y: &mut [f32],
             ) -> (f32, f32) {
-                group_norm_fwd(x, w, b, hw, eps, y)
+                group_norm_fwd(x, w, b, hw, eps, silu, y)
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU has the features `wide` was compiled for.
-                return unsafe { wide(x, w, b, hw, eps, y) };
+                return unsafe { wide(x, w, b, hw, eps, silu, y) };
             }
         }
-        group_norm_fwd(x, w, b, hw, eps, y)
+        group_norm_fwd(x, w, b, hw, eps, silu, y)
     }
+    dispatch!(group_norm_silu_gradient, group_norm_silu_grad, (x: &[f32], w: &[f32], b: &[f32], g: &[f32], hw: usize, mean: f32, rstd: f32, out: &mut [f32]));
     dispatch!(group_norm_backward, group_norm_bwd, (x: &[f32], w: &[f32], g: &[f32], hw: usize, mean: f32, rstd: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]));
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
@@ -914,11 +972,13 @@ mod flex {
     }
 
     /// What GroupNorm keeps for its backward pass: its input, weight, and each (image,
-    /// group)'s mean and `1/σ`.
+    /// group)'s mean and `1/σ`; with SiLU fused after it, its bias too (to recompute the
+    /// activation's input).
     #[derive(Clone, Debug)]
     pub(super) struct GroupNormSaved {
         x: FlexTensor,
         w: FlexTensor,
+        silu_bias: Option<FlexTensor>,
         groups: usize,
         stats: Vec<(f32, f32)>,
     }
@@ -929,6 +989,7 @@ mod flex {
         b: &FlexTensor,
         groups: usize,
         eps: f32,
+        silu: bool,
     ) -> Option<(FlexTensor, GroupNormSaved)> {
         let (x, w, b) = (f32_buffer(x)?, f32_buffer(w)?, f32_buffer(b)?);
         let shape = dims(&x);
@@ -955,12 +1016,14 @@ mod flex {
                     &bs[ch],
                     hw,
                     eps,
+                    silu,
                     y,
                 );
             });
         let saved = GroupNormSaved {
             x,
             w,
+            silu_bias: silu.then_some(b),
             groups,
             stats,
         };
@@ -979,6 +1042,7 @@ mod flex {
         let groups = saved.groups;
         let cg = c / groups;
         let (xs, ws, gs) = (slice(&saved.x), slice(&saved.w), slice(&g));
+        let bs = saved.silu_bias.as_ref().map(slice);
         let mut dx = vec![0f32; xs.len()];
         // Per image, per channel: Σ g·x̂ and Σ g; summed over images below.
         let mut dwb = vec![0f32; b * c];
@@ -986,20 +1050,25 @@ mod flex {
         dx.par_chunks_mut(cg * hw)
             .zip(dwb.par_chunks_mut(cg).zip(dbb.par_chunks_mut(cg)))
             .enumerate()
-            .for_each(|(k, (dx, (dw, db)))| {
+            .for_each_init(Vec::new, |through_silu, (k, (dx, (dw, db)))| {
                 let ch = (k % groups) * cg..(k % groups + 1) * cg;
                 let (mean, rstd) = saved.stats[k];
-                rows::group_norm_backward(
-                    part(xs, k, cg * hw),
-                    &ws[ch],
-                    part(gs, k, cg * hw),
-                    hw,
-                    mean,
-                    rstd,
-                    dx,
-                    dw,
-                    db,
-                );
+                let (x, mut g) = (part(xs, k, cg * hw), part(gs, k, cg * hw));
+                if let Some(bs) = bs {
+                    through_silu.resize(cg * hw, 0.0);
+                    rows::group_norm_silu_gradient(
+                        x,
+                        &ws[ch.clone()],
+                        &bs[ch.clone()],
+                        g,
+                        hw,
+                        mean,
+                        rstd,
+                        through_silu,
+                    );
+                    g = through_silu;
+                }
+                rows::group_norm_backward(x, &ws[ch], g, hw, mean, rstd, dx, dw, db);
             });
         let sum_images = |v: Vec<f32>| {
             let mut out = vec![0f32; c];
@@ -1018,15 +1087,36 @@ mod flex {
         groups: usize,
         eps: f32,
     ) -> Option<Tensor<4>> {
+        group_norm_then(x, w, b, groups, eps, false)
+    }
+
+    pub fn group_norm_silu(
+        x: &Tensor<4>,
+        w: &Tensor<1>,
+        b: &Tensor<1>,
+        groups: usize,
+        eps: f32,
+    ) -> Option<Tensor<4>> {
+        group_norm_then(x, w, b, groups, eps, true)
+    }
+
+    fn group_norm_then(
+        x: &Tensor<4>,
+        w: &Tensor<1>,
+        b: &Tensor<1>,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Option<Tensor<4>> {
         if let Ok(xp) = x.clone().try_into_primitive::<Flex>() {
             let wp = w.clone().try_into_primitive::<Flex>().ok()?;
             let bp = b.clone().try_into_primitive::<Flex>().ok()?;
-            let (y, _) = group_norm_forward(&xp, &wp, &bp, groups, eps)?;
+            let (y, _) = group_norm_forward(&xp, &wp, &bp, groups, eps, silu)?;
             return Some(Tensor::from_primitive::<Flex>(y));
         }
         #[cfg(feature = "autodiff")]
         {
-            autodiff::group_norm(x, w, b, groups, eps)
+            autodiff::group_norm(x, w, b, groups, eps, silu)
         }
         #[cfg(not(feature = "autodiff"))]
         {
@@ -1606,12 +1696,19 @@ mod flex {
             b: &Tensor<1>,
             groups: usize,
             eps: f32,
+            silu: bool,
         ) -> Option<Tensor<4>> {
             type Ad = Autodiff<Flex>;
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
-            let (y, saved) =
-                group_norm_forward(x.primitive(), w.primitive(), b.primitive(), groups, eps)?;
+            let (y, saved) = group_norm_forward(
+                x.primitive(),
+                w.primitive(),
+                b.primitive(),
+                groups,
+                eps,
+                silu,
+            )?;
             Some(record(Ternary, [&x, &w, &b], y, Saved3::GroupNorm(saved)))
         }
 

@@ -6,7 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
 
 use crate::error::Result;
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::params::Scope;
 
 const GN_GROUPS: usize = 32;
@@ -49,8 +49,8 @@ impl ResnetBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let x = match &self.nin_shortcut {
             Some(s) => s.forward(x),
             None => x,

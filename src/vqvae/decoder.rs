@@ -8,7 +8,7 @@ use super::blocks::{LevelBlocks, Upsample, norm};
 use super::encoder::Mid;
 use crate::config::VqVaeConfig;
 use crate::error::Result;
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::params::Scope;
 
 #[derive(Module, Debug)]
@@ -68,6 +68,6 @@ impl Decoder {
                 h = u.forward(h);
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward(self.norm_out.forward_silu(h))
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use super::blocks::{AttnBlock, Downsample, LevelBlocks, ResnetBlock, norm};
 use crate::config::VqVaeConfig;
 use crate::error::Result;
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::params::Scope;
 
 #[derive(Module, Debug)]
@@ -92,6 +92,6 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(h);
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward(self.norm_out.forward_silu(h))
     }
 }
