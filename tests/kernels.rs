@@ -181,6 +181,25 @@ const GROUP_NORM_CASES: [(usize, usize, usize, usize, usize); 4] = [
     (2, 12, 16, 16, 4),
 ];
 
+/// Nearest 2× upsampling written as burn's expand + reshape (what the decoder did before).
+fn upsample_reference(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let up: Tensor<6> = x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]);
+    up.reshape([b, c, 2 * h, 2 * w])
+}
+
+#[test]
+fn upsample_matches_burn() {
+    let dev = Device::flex();
+    for shape in [[2, 3, 5, 7], [1, 1, 1, 1], [3, 8, 16, 16]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let got = kernels::upsample_nearest2x(x.clone());
+        let want = upsample_reference(x);
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(max_abs_diff(got, want), 0.0);
+    }
+}
+
 #[test]
 fn group_norm_matches_burn() {
     let dev = Device::flex();
@@ -360,6 +379,20 @@ mod gradients {
                 "{case:?}: x {dx}, w {dw}, b {db}"
             );
         }
+    }
+
+    #[test]
+    fn upsample_gradient_matches_burn() {
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<4>::random([2, 3, 10, 14], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let xa = x.clone().require_grad();
+            let grads = (f(xa.clone()) * w.clone()).sum().backward();
+            xa.grad(&grads).unwrap()
+        };
+        let (g1, g2) = (run(&kernels::upsample_nearest2x), run(&upsample_reference));
+        assert!(max_abs_diff(g1, g2) < 1e-5);
     }
 
     #[test]

@@ -102,6 +102,19 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x / (z.exp() + 1.0)
 }
 
+/// Nearest-neighbour 2× upsampling of `[B, C, H, W]` (the VQ-VAE decoder's `Upsample`, before
+/// its convolution). burn expands and copies it on one thread, and its backward sums the
+/// expanded axes the same way; here each is one pass over planes in parallel.
+pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    if let Some(out) = flex::upsample_nearest2x(&x) {
+        return out;
+    }
+    let [b, c, h, w] = x.dims();
+    let up: Tensor<6> = x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]);
+    up.reshape([b, c, 2 * h, 2 * w])
+}
+
 /// SiLU, `x · σ(x)` (the VQ-VAE's activation).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
@@ -831,6 +844,65 @@ mod flex {
             rows::activation_forward(act, part(src, k, TASK), o)
         });
         new_like(dims(x), out)
+    }
+
+    /// `[B, C, H, W]` → `[B, C, 2H, 2W]`, each value repeated over a 2×2 block, plane by plane.
+    fn upsample2x_forward(x: &FlexTensor) -> Option<FlexTensor> {
+        let shape = dims(x);
+        if shape.num_dims() != 4 || shape[2] == 0 || shape[3] == 0 {
+            return None;
+        }
+        let (h, w) = (shape[2], shape[3]);
+        let xs = slice(x);
+        let y = par_fill(4 * xs.len(), 4 * h * w, |k, o| {
+            for (i, line) in part(xs, k, h * w).chunks_exact(w).enumerate() {
+                let (top, rest) = o[4 * i * w..4 * (i + 1) * w].split_at_mut(2 * w);
+                for (pair, &v) in top.chunks_exact_mut(2).zip(line) {
+                    pair[0] = v;
+                    pair[1] = v;
+                }
+                rest.copy_from_slice(top);
+            }
+        });
+        Some(new_like(Shape::new([shape[0], shape[1], 2 * h, 2 * w]), y))
+    }
+
+    /// Its backward: each input pixel's gradient is the sum of its 2×2 block's.
+    #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
+    fn upsample2x_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+        let g = g.to_contiguous();
+        let shape = dims(x);
+        let (h, w) = (shape[2], shape[3]);
+        let gs = slice(&g);
+        let dx = par_fill(shape.num_elements(), h * w, |k, d| {
+            let gp = part(gs, k, 4 * h * w);
+            for (i, dl) in d.chunks_exact_mut(w).enumerate() {
+                let (r0, r1) = gp[4 * i * w..4 * (i + 1) * w].split_at(2 * w);
+                for ((d, a), b) in dl
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *d = (a[0] + a[1]) + (b[0] + b[1]);
+                }
+            }
+        });
+        new_like(shape, dx)
+    }
+
+    pub fn upsample_nearest2x(x: &Tensor<4>) -> Option<Tensor<4>> {
+        if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
+            let t = f32_buffer(&t)?;
+            return Some(Tensor::from_primitive::<Flex>(upsample2x_forward(&t)?));
+        }
+        #[cfg(feature = "autodiff")]
+        {
+            autodiff::upsample_nearest2x(x)
+        }
+        #[cfg(not(feature = "autodiff"))]
+        {
+            None
+        }
     }
 
     #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
@@ -1565,6 +1637,8 @@ mod flex {
             LogSoftmax,
             /// Keeps its input.
             Activation(Act),
+            /// Keeps its input (for the shape).
+            Upsample2x,
         }
 
         impl Backward<Flex, 1> for Unary {
@@ -1581,6 +1655,7 @@ mod flex {
                     Unary::Softmax => softmax_backward(&kept, g),
                     Unary::LogSoftmax => log_softmax_backward(&kept, g),
                     Unary::Activation(act) => activation_backward(act, &kept, g),
+                    Unary::Upsample2x => upsample2x_backward(&kept, g),
                 });
             }
         }
@@ -1821,6 +1896,14 @@ mod flex {
             let input = f32_buffer(x.primitive())?;
             let out = activation_forward(act, &input);
             Some(record(Unary::Activation(act), [&x], out, input))
+        }
+
+        pub fn upsample_nearest2x(x: &Tensor<4>) -> Option<Tensor<4>> {
+            type Ad = Autodiff<Flex>;
+            let x = x.clone().try_into_primitive::<Ad>().ok()?;
+            let input = f32_buffer(x.primitive())?;
+            let out = upsample2x_forward(&input)?;
+            Some(record(Unary::Upsample2x, [&x], out, input))
         }
     }
 }
