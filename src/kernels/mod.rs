@@ -145,7 +145,7 @@ pub fn group_norm(
     eps: f64,
 ) -> Tensor<4> {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32) {
+    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, false) {
         return out;
     }
     let [b, c, h, w] = x.dims();
@@ -166,7 +166,7 @@ pub fn group_norm_silu(
     eps: f64,
 ) -> Tensor<4> {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if let Some(out) = flex::group_norm_silu(&x, &weight, &bias, groups, eps as f32) {
+    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, true) {
         return out;
     }
     silu(group_norm(x, weight, bias, groups, eps))
@@ -1152,27 +1152,8 @@ mod flex {
         (new_like(shape, dx), sum_images(dwb), sum_images(dbb))
     }
 
+    /// GroupNorm, followed by SiLU in the same pass when `silu`.
     pub fn group_norm(
-        x: &Tensor<4>,
-        w: &Tensor<1>,
-        b: &Tensor<1>,
-        groups: usize,
-        eps: f32,
-    ) -> Option<Tensor<4>> {
-        group_norm_then(x, w, b, groups, eps, false)
-    }
-
-    pub fn group_norm_silu(
-        x: &Tensor<4>,
-        w: &Tensor<1>,
-        b: &Tensor<1>,
-        groups: usize,
-        eps: f32,
-    ) -> Option<Tensor<4>> {
-        group_norm_then(x, w, b, groups, eps, true)
-    }
-
-    fn group_norm_then(
         x: &Tensor<4>,
         w: &Tensor<1>,
         b: &Tensor<1>,
