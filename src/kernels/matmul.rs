@@ -227,8 +227,7 @@ pub(crate) fn linear_backward(
         par_write(rows * k, per * k, |start, d| {
             let (r0, m) = (start / k, d.len() / k);
             // SAFETY: `d` holds `m` rows of `k`, which gemm writes whole; `g` rows `r0..r0 + m`
-            // and `wᵀ` lie in their
-            // buffers.
+            // and `wᵀ` lie in their buffers.
             unsafe {
                 let dst = d.as_mut_ptr().cast::<f32>();
                 matmul(m, k, n, dst, k, false, gm.down(r0), w.t(), whole)
