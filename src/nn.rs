@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::params::{Init, Scope};
-use crate::quant::PackedMatrix;
+use crate::quant::{PackedMatrix, PackedWeight};
 
 /// Uploads host values as a tensor of rank `D`.
 pub fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -27,13 +27,14 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// `y = x W + b` with `W` stored `[in, out]`, or kept in a pack's q8/q4 blocks (PyTorch's
-/// `[out, in]`) and dequantized inside the matmul (CPU; see [`crate::quant`]).
+/// `[out, in]`): dequantized inside the matmul on the CPU, per use on a GPU (see
+/// [`crate::quant`]).
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[in, out]`; `None` when the weight is kept packed.
     pub weight: Option<Param<Tensor<2>>>,
     #[module(skip)]
-    pub packed: Option<PackedMatrix>,
+    pub packed: Option<PackedWeight>,
     pub bias: Option<Param<Tensor<1>>>,
     /// A low-rank update applied unmerged (LoRA), if attached.
     pub lora: Option<LoraPair>,
@@ -71,7 +72,7 @@ impl Linear {
         weight_init: Init,
     ) -> Result<Self> {
         let (weight, packed) = match s.get_packed("weight", &[d_out, d_in], weight_init)? {
-            Some(p) => (None, Some(p)),
+            Some(p) => (None, Some(PackedWeight::new(p, s.device()))),
             None => {
                 let w = s.get("weight", &[d_out, d_in], weight_init)?;
                 let w = tensor(transpose(&w, d_out, d_in), [d_in, d_out], s.device());
@@ -95,7 +96,7 @@ impl Linear {
     pub fn weight_val(&self, device: &Device) -> Tensor<2> {
         match (&self.weight, &self.packed) {
             (Some(w), _) => w.val(),
-            (None, Some(p)) => tensor(p.to_f32(), [p.rows(), p.cols()], device).transpose(),
+            (None, Some(p)) => p.to_tensor(device).transpose(),
             (None, None) => unreachable!("a Linear has a dense or a packed weight"),
         }
     }
@@ -136,7 +137,10 @@ impl Linear {
     ) -> Tensor<D> {
         let y = match (&self.weight, &self.packed) {
             (Some(w), _) => crate::kernels::linear(x.clone(), w.val(), bias),
-            (None, Some(p)) => packed_linear(p, x.clone(), bias),
+            (None, Some(PackedWeight::Host(p))) => packed_linear(p, x.clone(), bias),
+            (None, Some(PackedWeight::Device(p))) => {
+                linear(x.clone(), p.dequantize().transpose(), bias)
+            }
             (None, None) => unreachable!("a Linear has a dense or a packed weight"),
         };
         match &self.lora {
@@ -211,12 +215,12 @@ fn packed_linear<const D: usize>(
 
 /// A 2-D convolution with square kernel, stride and symmetric padding, and a bias. The weight
 /// `[out, in, k, k]` is dense, or kept in a pack's q8/q4 blocks and dequantized for each call
-/// (CPU; the VQ-VAE runs each conv once per image, so only one conv's weight is ever f32).
+/// (the VQ-VAE runs each conv once per image, so only one conv's weight is ever f32).
 #[derive(Module, Debug)]
 pub struct Conv2d {
     pub weight: Option<Param<Tensor<4>>>,
     #[module(skip)]
-    pub packed: Option<PackedMatrix>,
+    pub packed: Option<PackedWeight>,
     pub bias: Param<Tensor<1>>,
     pub kernel: usize,
     pub stride: usize,
@@ -236,7 +240,7 @@ impl Conv2d {
         let init = Init::Uniform(1.0 / ((c_in * kernel * kernel) as f32).sqrt());
         let shape = [c_out, c_in, kernel, kernel];
         let (weight, packed) = match s.get_packed("weight", &shape, init)? {
-            Some(p) => (None, Some(p)),
+            Some(p) => (None, Some(PackedWeight::new(p, s.device()))),
             None => (Some(s.param("weight", shape, init)?), None),
         };
         Ok(Self {
@@ -256,7 +260,7 @@ impl Conv2d {
             (None, Some(p)) => {
                 let k = self.kernel;
                 let shape = [p.rows(), p.cols() / (k * k), k, k];
-                tensor(p.to_f32(), shape, &self.bias.val().device())
+                p.to_tensor(&self.bias.val().device()).reshape(shape)
             }
             (None, None) => unreachable!("a Conv2d has a dense or a packed weight"),
         }

@@ -365,7 +365,7 @@ pub struct Pack {
     data: usize,
     index: BTreeMap<String, usize>,
     used: BTreeSet<String>,
-    /// `None`: keep q8/q4 matrices packed when the model is built on the CPU.
+    /// `None`: not decided yet ([`Pipeline::from_pack`](crate::Pipeline::from_pack) keeps them).
     keep_packed: Option<bool>,
 }
 
@@ -397,19 +397,17 @@ impl Pack {
         })
     }
 
-    /// Whether model loaders keep q8/q4 matrices packed (the matmul dequantizes them tile by
-    /// tile, see [`crate::quant`]) instead of dequantizing them to f32 at load. By default
-    /// [`crate::Pipeline::from_pack`] keeps them packed on the CPU and dequantizes them for a
-    /// GPU; this overrides that (packed weights run on the CPU backend only).
+    /// Whether model loaders keep q8/q4 matrices packed (on the CPU the matmul dequantizes them
+    /// tile by tile; on a GPU each layer's weight is dequantized when it runs; see
+    /// [`crate::quant`]) instead of dequantizing them to f32 at load. By default
+    /// [`crate::Pipeline::from_pack`] keeps them packed; `false` is for comparisons.
     pub fn keep_packed(&mut self, yes: bool) {
         self.keep_packed = Some(yes);
     }
 
-    /// Decides [`Self::keep_packed`] for a model built on `device`, unless already set.
-    pub fn keep_packed_for(&mut self, device: &burn::tensor::Device) {
-        if self.keep_packed.is_none() {
-            self.keep_packed = Some(*device == burn::tensor::Device::flex());
-        }
+    /// Keeps q8/q4 matrices packed unless [`Self::keep_packed`] said otherwise.
+    pub fn keep_packed_by_default(&mut self) {
+        self.keep_packed.get_or_insert(true);
     }
 
     /// The checked stored bytes of tensor `i`: `(start in the file, length)`.

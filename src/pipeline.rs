@@ -76,9 +76,10 @@ impl Pipeline {
     }
 
     /// Builds a pipeline from a nextscale pack (configs from its header, every tensor used).
-    /// On the CPU, q8/q4 matrices stay packed in memory (see [`crate::pack::Pack::keep_packed`]).
+    /// q8/q4 matrices stay packed in memory, on the CPU and on a GPU (see
+    /// [`crate::pack::Pack::keep_packed`]).
     pub fn from_pack(mut pack: crate::pack::Pack, device: &Device) -> Result<Self> {
-        pack.keep_packed_for(device);
+        pack.keep_packed_by_default();
         let var_config = pack.header.var.clone();
         let vae_config = pack.header.vae.clone();
         crate::config::check_pair(&var_config, &vae_config)?;

@@ -9,8 +9,15 @@
 //! dequantized into a small scratch buffer that stays in cache and multiplied with `gemm` (the
 //! kernel burn's CPU backend uses), tiles running in parallel natively. Memory is the packed
 //! bytes plus one tile per thread, instead of four bytes per weight.
+//!
+//! On a GPU, [`DeviceMatrix`] keeps the same codes in device memory (four q8 or eight q4 codes
+//! per 32-bit word, the scales as f32) and rebuilds the f32 matrix with a few elementwise
+//! tensor ops each time a layer runs, so only one layer's weight is ever f32 at a time. The
+//! values are the same products (code × scale) as on the CPU, bit for bit.
 
 use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::pack::{BLOCK, Storage};
@@ -238,5 +245,125 @@ unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+/// Where a layer's packed weight lives: on the host (the CPU backend multiplies the blocks
+/// directly) or on a GPU (dequantized per use).
+#[derive(Clone, Debug)]
+pub enum PackedWeight {
+    Host(PackedMatrix),
+    /// Boxed: a device tensor handle is large beside the host matrix's few words.
+    Device(Box<DeviceMatrix>),
+}
+
+impl PackedWeight {
+    /// `m` for a model built on `device`: kept as it is on the CPU, uploaded for a GPU.
+    pub fn new(m: PackedMatrix, device: &Device) -> Self {
+        if *device == Device::flex() {
+            Self::Host(m)
+        } else {
+            Self::Device(Box::new(DeviceMatrix::upload(&m, device)))
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Host(m) => m.rows,
+            Self::Device(m) => m.rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::Host(m) => m.cols,
+            Self::Device(m) => m.cols,
+        }
+    }
+
+    /// The whole matrix as f32, `[rows, cols]`, on `device` (a host matrix is uploaded there).
+    pub fn to_tensor(&self, device: &Device) -> Tensor<2> {
+        match self {
+            Self::Host(m) => {
+                Tensor::from_data(TensorData::new(m.to_f32(), [m.rows, m.cols]), device)
+            }
+            Self::Device(m) => m.dequantize(),
+        }
+    }
+}
+
+/// A q8/q4 matrix in device memory: the codes as 32-bit words, `[rows, cols / per_word]`
+/// (four q8 or eight q4 codes per word, little-endian, the first code in the lowest bits, as
+/// in the pack), and one f32 scale per block of 32, `[rows, cols / 32, 1]`.
+#[derive(Clone, Debug)]
+pub struct DeviceMatrix {
+    words: Tensor<2, Int>,
+    scales: Tensor<3>,
+    storage: Storage,
+    rows: usize,
+    cols: usize,
+}
+
+impl DeviceMatrix {
+    /// Uploads a packed matrix's codes and scales to `device` as they are (nothing re-quantized).
+    pub fn upload(m: &PackedMatrix, device: &Device) -> Self {
+        let blocks = m.rows * m.cols / BLOCK;
+        let (scales, codes) = m.bytes().split_at(2 * blocks);
+        let scales: Vec<f32> = scales
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        // Rows of whole blocks: a row's codes are 32 (q8) or 16 (q4) bytes per block, so whole
+        // words, and no word straddles two rows.
+        let words: Vec<i32> = codes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let per_word = Self::codes_per_word(m.storage);
+        Self {
+            words: Tensor::from_data(TensorData::new(words, [m.rows, m.cols / per_word]), device),
+            scales: Tensor::from_data(TensorData::new(scales, [m.rows, m.cols / BLOCK, 1]), device),
+            storage: m.storage,
+            rows: m.rows,
+            cols: m.cols,
+        }
+    }
+
+    fn codes_per_word(storage: Storage) -> usize {
+        match storage {
+            Storage::Q8 => 4,
+            _ => 8,
+        }
+    }
+
+    /// Bytes held on the device: the codes plus four bytes per block of 32.
+    pub fn byte_len(&self) -> usize {
+        self.rows * self.cols / Self::codes_per_word(self.storage) * 4
+            + self.rows * self.cols / BLOCK * 4
+    }
+
+    /// `[rows, cols]` f32: each code times its block's scale.
+    pub fn dequantize(&self) -> Tensor<2> {
+        let per = Self::codes_per_word(self.storage);
+        let bits = 32 / per;
+        let mask = (1i32 << bits) - 1;
+        let fields: Vec<Tensor<2, Int>> = (0..per)
+            .map(|j| {
+                self.words
+                    .clone()
+                    .bitwise_right_shift_scalar((bits * j) as i32)
+                    .bitwise_and_scalar(mask)
+            })
+            .collect();
+        // [rows, words, per] → [rows, cols]: code j of a word is column `per · word + j`.
+        let codes = Tensor::<2, Int>::stack::<3>(fields, 2).reshape([self.rows, self.cols]);
+        let codes = match self.storage {
+            // The byte as a signed value (two's complement).
+            Storage::Q8 => codes.bitwise_xor_scalar(0x80) - 0x80,
+            // The nibble holds the code plus 8.
+            _ => codes - 8,
+        };
+        let values = codes.float().reshape([self.rows, self.cols / BLOCK, BLOCK]);
+        (values * self.scales.clone()).reshape([self.rows, self.cols])
     }
 }

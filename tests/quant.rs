@@ -1,6 +1,7 @@
 //! Weights kept quantized in memory: the dequantizing matmul against a plain f64 product of
 //! the pack's own decoded values, and the golden VAR sampled with packed weights against the
-//! same pack dequantized at load (tokens equal, logits within float rounding).
+//! same pack dequantized at load (tokens equal, logits within float rounding); the same on a
+//! GPU device, where the codes live in device memory (`NEXTSCALE_TEST_GPU=1`, see `devices`).
 
 mod support;
 
@@ -8,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nextscale::burn::tensor::Device;
+use nextscale::device::{BackendKind, init_device};
 use nextscale::pack::{self, Pack, Storage, write_pack};
-use nextscale::quant::PackedMatrix;
+use nextscale::quant::{DeviceMatrix, PackedMatrix};
 use nextscale::readback::block_on;
 use nextscale::rng::CounterRng;
 use nextscale::sampler::SampleHooks;
@@ -61,6 +63,64 @@ fn dequantizing_matmul_matches_the_decoded_weights() {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The CPU device, and with `NEXTSCALE_TEST_GPU=1` a wgpu device as well (natively: Vulkan;
+/// on a machine without a GPU, Mesa's lavapipe, `apt install mesa-vulkan-drivers`). CI leaves
+/// it out: there the browser tests check the same path on WebGPU (SwiftShader). The adapter
+/// is set up once per process (tests share it).
+fn devices() -> Vec<Device> {
+    static GPU: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    let wanted = std::env::var("NEXTSCALE_TEST_GPU").is_ok_and(|v| v == "1");
+    let gpu = GPU.get_or_init(|| match wanted.then(|| init_device(BackendKind::Wgpu)) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("NEXTSCALE_TEST_GPU=1 but no wgpu device, only the CPU is checked: {e}");
+            None
+        }
+    });
+    std::iter::once(Device::flex()).chain(gpu.clone()).collect()
+}
+
+#[test]
+fn device_matrices_dequantize_to_the_stored_values() {
+    for device in devices() {
+        for storage in [Storage::Q8, Storage::Q4] {
+            for (rows, cols) in [(1, 32), (37, 64), (300, 96), (9, 4096)] {
+                let mut w = random(rows * cols, rows as u64 * 3 + cols as u64);
+                // The first block's largest magnitude is negative: code -127 / -7.
+                w[0] = -w[1].abs().max(0.5);
+                let mut bytes = pack::encode(&w, storage);
+                if storage == Storage::Q4 {
+                    // Code -8 (nibble 0) in the first byte's low half, as GPTQ may choose.
+                    let blocks = rows * cols / 32;
+                    bytes[2 * blocks] &= 0xf0;
+                }
+                let len = bytes.len();
+                let p = PackedMatrix::new(Arc::new(bytes), 0, len, storage, rows, cols).unwrap();
+                let d = DeviceMatrix::upload(&p, &device);
+                let got = d
+                    .dequantize()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                let want = p.to_f32();
+                assert_eq!(got.len(), want.len());
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(
+                    bad.is_none(),
+                    "{device:?} {storage:?} [{rows}, {cols}]: value {bad:?} differs"
+                );
+                let codes = if storage == Storage::Q8 { 1 } else { 2 };
+                assert_eq!(d.byte_len(), rows * cols / codes + rows * cols / 32 * 4);
             }
         }
     }
@@ -138,52 +198,53 @@ fn golden_var_with_packed_weights_samples_the_same_tokens() {
         .map(|p| support::depth_of(p))
         .collect();
     assert!(!depths.is_empty(), "no var_d*_random.safetensors");
-    let d = Device::flex();
-    for depth in depths {
-        for storage in [Storage::Q8, Storage::Q4] {
-            let (bytes, cfg) = golden_var_pack(depth, storage);
-            let load = |keep: bool| -> Var {
-                let mut p = Pack::from_bytes(bytes.clone()).unwrap();
-                p.keep_packed(keep);
-                Var::load(&mut p.source(""), &cfg, &d).unwrap()
-            };
-            let dense = load(false);
-            let packed = load(true);
-            assert!(!dense.blocks[0].attn.mat_qkv.is_packed());
-            assert!(packed.blocks[0].attn.mat_qkv.is_packed());
-            assert!(packed.blocks[0].ffn.fc2.is_packed() && packed.head.is_packed());
-            let mut pipe = Pipeline::from_checkpoints(
-                open(&support::golden_dir().join(format!("var_d{depth}_random.safetensors"))),
-                Some(golden("vqvae_quant_parts.safetensors")),
-                &d,
-            )
-            .unwrap();
-            for (cfg_scale, top_k, seed) in [(4.0, 1, 0), (1.5, 600, 3), (3.0, 50, 11)] {
-                let o = SampleOptions {
-                    cfg: cfg_scale,
-                    top_k,
-                    top_p: 0.95,
-                    seed,
-                    more_smooth: false,
+    for d in devices() {
+        for depth in depths.iter().copied() {
+            for storage in [Storage::Q8, Storage::Q4] {
+                let (bytes, cfg) = golden_var_pack(depth, storage);
+                let load = |keep: bool| -> Var {
+                    let mut p = Pack::from_bytes(bytes.clone()).unwrap();
+                    p.keep_packed(keep);
+                    Var::load(&mut p.source(""), &cfg, &d).unwrap()
                 };
-                let mut run = |var: &Var| {
-                    pipe.set_var(var.clone());
-                    let mut h = Logits::default();
-                    let g = block_on(pipe.generate(&[3, 980], &o, &mut h)).unwrap();
-                    (g.tokens, h.0)
-                };
-                let (t_dense, l_dense) = run(&dense);
-                let (t_packed, l_packed) = run(&packed);
-                assert_eq!(
-                    t_packed, t_dense,
-                    "d{depth} {storage:?} cfg {cfg_scale} top-k {top_k}: tokens"
-                );
-                for (si, (a, b)) in l_packed.iter().zip(&l_dense).enumerate() {
-                    let (max_abs, _) = support::diff(a, b);
-                    assert!(
-                        max_abs < 1e-3,
-                        "d{depth} {storage:?} scale {si}: logits differ by {max_abs}"
+                let dense = load(false);
+                let packed = load(true);
+                assert!(!dense.blocks[0].attn.mat_qkv.is_packed());
+                assert!(packed.blocks[0].attn.mat_qkv.is_packed());
+                assert!(packed.blocks[0].ffn.fc2.is_packed() && packed.head.is_packed());
+                let mut pipe = Pipeline::from_checkpoints(
+                    open(&support::golden_dir().join(format!("var_d{depth}_random.safetensors"))),
+                    Some(golden("vqvae_quant_parts.safetensors")),
+                    &d,
+                )
+                .unwrap();
+                for (cfg_scale, top_k, seed) in [(4.0, 1, 0), (1.5, 600, 3), (3.0, 50, 11)] {
+                    let o = SampleOptions {
+                        cfg: cfg_scale,
+                        top_k,
+                        top_p: 0.95,
+                        seed,
+                        more_smooth: false,
+                    };
+                    let mut run = |var: &Var| {
+                        pipe.set_var(var.clone());
+                        let mut h = Logits::default();
+                        let g = block_on(pipe.generate(&[3, 980], &o, &mut h)).unwrap();
+                        (g.tokens, h.0)
+                    };
+                    let (t_dense, l_dense) = run(&dense);
+                    let (t_packed, l_packed) = run(&packed);
+                    assert_eq!(
+                        t_packed, t_dense,
+                        "{d:?} d{depth} {storage:?} cfg {cfg_scale} top-k {top_k}: tokens"
                     );
+                    for (si, (a, b)) in l_packed.iter().zip(&l_dense).enumerate() {
+                        let (max_abs, _) = support::diff(a, b);
+                        assert!(
+                            max_abs < 1e-3,
+                            "{d:?} d{depth} {storage:?} scale {si}: logits differ by {max_abs}"
+                        );
+                    }
                 }
             }
         }
@@ -191,7 +252,7 @@ fn golden_var_with_packed_weights_samples_the_same_tokens() {
 }
 
 #[test]
-fn cpu_pipelines_keep_pack_weights_packed() {
+fn pipelines_keep_pack_weights_packed_on_every_device() {
     let (var, vae) = nextscale::fixtures::tiny_configs();
     let tensors: Vec<_> = nextscale::fixtures::tiny_model_tensors(0)
         .unwrap()
@@ -207,25 +268,26 @@ fn cpu_pipelines_keep_pack_weights_packed() {
         })
         .collect();
     let bytes = write_pack(&var, &vae, None, BTreeMap::new(), &tensors).unwrap();
-    let d = Device::flex();
-    let packed = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
-    assert!(packed.var().blocks[0].ffn.fc1.is_packed());
-    let mut p = Pack::from_bytes(bytes).unwrap();
-    p.keep_packed(false);
-    let dense = Pipeline::from_pack(p, &d).unwrap();
-    assert!(!dense.var().blocks[0].ffn.fc1.is_packed());
-    let o = SampleOptions {
-        cfg: 3.0,
-        top_k: 40,
-        top_p: 0.9,
-        seed: 5,
-        more_smooth: false,
-    };
-    let a = block_on(packed.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
-    let b = block_on(dense.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
-    assert_eq!(a.tokens, b.tokens);
-    // Images too: the VQ-VAE's convolutions are packed and dequantized per call.
-    let ia = block_on(packed.decode(&a)).unwrap();
-    let ib = block_on(dense.decode(&b)).unwrap();
-    assert_eq!(ia[0].data, ib[0].data);
+    for d in devices() {
+        let packed = Pipeline::from_bytes(bytes.clone(), &d).unwrap();
+        assert!(packed.var().blocks[0].ffn.fc1.is_packed());
+        let mut p = Pack::from_bytes(bytes.clone()).unwrap();
+        p.keep_packed(false);
+        let dense = Pipeline::from_pack(p, &d).unwrap();
+        assert!(!dense.var().blocks[0].ffn.fc1.is_packed());
+        let o = SampleOptions {
+            cfg: 3.0,
+            top_k: 40,
+            top_p: 0.9,
+            seed: 5,
+            more_smooth: false,
+        };
+        let a = block_on(packed.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
+        let b = block_on(dense.generate(&[1, 7], &o, &mut nextscale::sampler::NoHooks)).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{d:?}");
+        // Images too: the VQ-VAE's convolutions are packed and dequantized per call.
+        let ia = block_on(packed.decode(&a)).unwrap();
+        let ib = block_on(dense.decode(&b)).unwrap();
+        assert_eq!(ia[0].data, ib[0].data, "{d:?}");
+    }
 }

@@ -39,8 +39,8 @@ pub struct ModelArgs {
     /// cpu (default), vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Dequantize a pack's q8/q4 matrices to f32 at load, as on a GPU, instead of keeping
-    /// them packed in memory (the CPU default; for comparisons).
+    /// Dequantize a pack's q8/q4 matrices to f32 at load instead of keeping them packed in
+    /// memory (the default, on every device; for comparisons).
     #[arg(long)]
     pub dequantize: bool,
 }

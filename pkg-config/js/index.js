@@ -60,8 +60,10 @@ const keptPacked = (t) => (t.storage === 'q8' || t.storage === 'q4') && t.shape.
  * `cpu` — the file streams into wasm memory and its q8/q4 matrices stay there, packed (the
  * matmul dequantizes them tile by tile; a convolution's weight is f32 only while it runs);
  * other tensors become f32;
- * `webgpu` — the file in wasm memory while the weights upload; the weights as f32 and the
- * activations on the GPU (each tensor within one storage buffer).
+ * `webgpu` — the file in wasm memory while the weights upload; on the GPU the q8/q4 matrices
+ * stay packed (their codes, and an f32 scale per block of 32), each layer's weight is rebuilt
+ * as f32 while it runs (about three copies of the largest one, with the integer steps), the
+ * other tensors are f32, plus the activations (each tensor within one storage buffer).
  */
 export function packMemory(header, fileBytes = 0) {
   if (!header || !Array.isArray(header.tensors) || !header.var || !header.vae) {
@@ -71,12 +73,16 @@ export function packMemory(header, fileBytes = 0) {
   let largest = 0;
   let dense = 0;
   let largestPacked = 0;
+  let packedGpu = 0;
   for (const t of header.tensors) {
-    const b = prod(t.shape) * 4;
+    const n = prod(t.shape);
+    const b = n * 4;
     weights += b;
     largest = Math.max(largest, b);
-    if (keptPacked(t)) largestPacked = Math.max(largestPacked, b);
-    else dense += b;
+    if (keptPacked(t)) {
+      largestPacked = Math.max(largestPacked, b);
+      packedGpu += (t.storage === 'q8' ? n : n / 2) + (n / 32) * 4;
+    } else dense += b;
   }
   const v = header.var;
   const pn = v.patch_nums;
@@ -96,7 +102,7 @@ export function packMemory(header, fileBytes = 0) {
     largestTensorBytes: largest,
     activationBytes: activations,
     cpu: { wasmBytes: fileBytes + dense + largestPacked + activations, denseBytes: dense + largestPacked },
-    webgpu: { wasmBytes: fileBytes + largest, gpuBytes: weights + activations },
+    webgpu: { wasmBytes: fileBytes + largest, gpuBytes: dense + packedGpu + 3 * largestPacked + activations },
   };
 }
 
@@ -105,7 +111,7 @@ function packFits(mem, backend, limits) {
   const need = mem[backend];
   const parts = backend === 'cpu'
     ? `file with packed weights ${GB(mem.fileBytes)} + other weights as f32 ${GB(mem.cpu.denseBytes)} + activations ${GB(mem.activationBytes)}`
-    : `file ${GB(mem.fileBytes)} + weights as f32 ${GB(mem.weightBytes)} + activations ${GB(mem.activationBytes)}`;
+    : `file ${GB(mem.fileBytes)} + weights on the GPU ${GB(mem.webgpu.gpuBytes - mem.activationBytes)} + activations ${GB(mem.activationBytes)}`;
   if (backend === 'cpu' && need.wasmBytes > WASM_MEMORY_BYTES) {
     return { fits: false, reason: `this model needs about ${GB(need.wasmBytes)} of wasm memory on the CPU backend (${parts}); a page has at most ${GB(WASM_MEMORY_BYTES)}` };
   }

@@ -382,7 +382,7 @@ test('official-size packs: the fit check reads the header and refuses what canno
     const out = {};
     for (const [d, h] of Object.entries(heads)) {
       const c = await lib.capabilities({ header: h.header, fileBytes: h.total }, 'cpu');
-      out[d] = { fits: c.fits, reason: c.reason, need: c.memory.cpu.wasmBytes, weights: c.memory.weightBytes };
+      out[d] = { fits: c.fits, reason: c.reason, need: c.memory.cpu.wasmBytes, weights: c.memory.weightBytes, gpu: c.memory.webgpu.gpuBytes };
     }
     try {
       await lib.Generator.load('/test/fake/d24f16.nsp', { device: 'cpu', cache: false });
@@ -392,11 +392,14 @@ test('official-size packs: the fit check reads the header and refuses what canno
     }
     return out;
   }, Object.fromEntries(Object.entries(shapes).map(([d, h]) => [d, { header: h.header, total: h.total }])));
-  console.log('fit check:', JSON.stringify(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.need ?? v]))));
+  console.log('fit check (CPU wasm bytes):', JSON.stringify(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.need ?? v]))));
+  console.log('fit check (WebGPU GPU bytes):', JSON.stringify(Object.fromEntries(Object.entries(r).filter(([, v]) => v.gpu).map(([k, v]) => [k, v.gpu]))));
   assert.ok(r[16].weights > 1.6e9 && r[16].weights < 1.8e9, `d16 + VQ-VAE weights as f32: ${r[16].weights}`);
   // Weights stay packed on the CPU path: every official size fits in q4 (d16 in well under 1 GB).
   assert.ok(r[16].need > 0.4e9 && r[16].need < 0.8e9, `d16 q4 on the CPU: ${r[16].need}`);
   for (const d of [16, 20, 24, 30]) assert.equal(r[d].fits, true, `d${d} q4 fits the CPU path`);
+  // On WebGPU the q4 matrices stay packed too: d16 needs well under its 1.7 GB of f32 weights.
+  assert.ok(r[16].gpu > 0.2e9 && r[16].gpu < 0.9e9, `d16 q4 on WebGPU: ${r[16].gpu}`);
   // f16 weights are not kept packed: they become f32, and d24 no longer fits.
   for (const d of ['24f16', '30f16']) {
     assert.equal(r[d].fits, false, `d${d} cannot fit wasm32`);
