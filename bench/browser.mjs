@@ -2,7 +2,8 @@
 // backend (one thread, and the threaded module on a cross-origin-isolated page) against the
 // native CLI on the same machine at the same thread count, time to first image (cold and
 // warm), and the size of the wasm modules (raw, gzip, brotli). Prints markdown for
-// docs/BENCHMARKS.md. BENCH_MODEL picks another class-conditional model (.safetensors or .nsp).
+// docs/BENCHMARKS.md. BENCH_MODEL picks another class-conditional model (.safetensors or .nsp),
+// BENCH_PROMPT a prompt for a text model.
 // Needs pkg/, www/models/tiny-random.safetensors and native-trainer (scripts/bench-browser.sh).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -47,7 +48,10 @@ const native = {};
 for (const t of [1, THREADS]) native[t] = median(Array.from({ length: RUNS }, (_, i) => nativeRun(i, t)));
 let adapter = '';
 // WebGPU; the CPU module on one thread; the threaded CPU module on an isolated page.
-for (const [backend, threads, prefix] of [['webgpu', 1, ''], ['cpu', 1, ''], ['cpu', THREADS, '/iso']]) {
+// BENCH_SKIP_WEBGPU=1: only the two CPU rows (SwiftShader takes minutes on a larger model).
+const runsOn = [['webgpu', 1, ''], ['cpu', 1, ''], ['cpu', THREADS, '/iso']]
+  .filter(([backend]) => !(backend === 'webgpu' && process.env.BENCH_SKIP_WEBGPU === '1'));
+for (const [backend, threads, prefix] of runsOn) {
   const page = await browser.newPage(); // a fresh page: cold wasm instance and kernels
   await page.goto(`${srv.base}${prefix}/www/tests/blank.html`);
   const r = await page.evaluate(async ({ backend, model, opts, runs, threads, prefix }) => {

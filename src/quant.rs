@@ -7,7 +7,8 @@
 //!
 //! [`PackedMatrix::matmul_t`] computes `x Wᵀ` tile by tile: a few dozen rows of `W` are
 //! dequantized into a small scratch buffer that stays in cache and multiplied with `gemm` (the
-//! kernel burn's CPU backend uses), tiles running in parallel natively. Memory is the packed
+//! kernel burn's CPU backend uses), tiles running in parallel (in turn in the single-threaded
+//! wasm module, where rayon runs everything on the calling thread). Memory is the packed
 //! bytes plus one tile per thread, instead of four bytes per weight.
 //!
 //! On a GPU, [`DeviceMatrix`] keeps the same codes in device memory (four q8 or eight q4 codes
@@ -16,6 +17,8 @@
 //! values are the same products (code × scale) as on the CPU, bit for bit.
 
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -158,15 +161,7 @@ impl PackedMatrix {
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
         let tr = self.tile_rows();
-        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(tr * self.cols)
-                .enumerate()
-                .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
-        }
-        #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-        out.chunks_mut(tr * self.cols)
+        out.par_chunks_mut(tr * self.cols)
             .enumerate()
             .for_each(|(t, o)| self.dequantize_rows(t * tr, o));
         out
@@ -221,18 +216,9 @@ impl PackedMatrix {
                 );
             }
         };
-        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-        {
-            use rayon::prelude::*;
-            (0..tiles)
-                .into_par_iter()
-                .for_each_init(Vec::new, |s, t| run(t, s));
-        }
-        #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-        {
-            let mut scratch = Vec::new();
-            (0..tiles).for_each(|t| run(t, &mut scratch));
-        }
+        (0..tiles)
+            .into_par_iter()
+            .for_each_init(Vec::new, |s, t| run(t, s));
         out
     }
 }

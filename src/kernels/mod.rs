@@ -9,24 +9,22 @@
 //! broadcast ops on one thread, and as many passes again backward. Here each is one op with its
 //! own backward: one pass forward and one backward, rows split over threads, `exp` vectorised.
 //!
-//! The kernels run natively and in the browser's threaded CPU module (feature `threads`). Every
-//! function takes burn's path on the other backends (burn fuses GPU kernels itself) and in the
-//! single-threaded wasm module, so the model code calls them unconditionally.
+//! The kernels run natively and in both browser modules: the threaded one (feature `threads`)
+//! splits them over its Web Workers, the single-threaded one runs them on the calling thread
+//! (rayon's fallback where threads cannot start). Every function takes burn's path on the other
+//! backends (burn fuses GPU kernels itself), so the model code calls them unconditionally.
 //! `tests/kernels.rs` checks values and gradients against burn's ops.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub mod conv;
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub mod matmul;
 
 /// `x · w + bias` over the last axis of `x` (`[..., K]`), `w` `[K, N]`, `bias` `[N]`: a
 /// `Linear` layer. On the CPU the product is written straight into its own buffer and the bias
 /// is its starting value ([`matmul`]).
 pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::linear(&x, &w, bias.as_ref()) {
         return out;
     }
@@ -36,7 +34,6 @@ pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>
 /// The batched product `a · b` of `[B, H, M, K]` and `[B, H, K, N]` (any strides: a
 /// `swap_dims` view is read in place).
 pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::batched_matmul(&a, &b, false) {
         return out;
     }
@@ -47,7 +44,6 @@ pub fn batched_matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
 /// (floored at 1e-12, as `F.normalize`) and multiplied by its head's `scale` `[1, H, 1, 1]`.
 /// On the CPU a strided view (a slice of the fused qkv) is read in place, in one pass.
 pub fn l2_normalize_scaled(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::l2_normalize_scaled(&x, &scale) {
         return out;
     }
@@ -60,7 +56,6 @@ pub fn l2_normalize_scaled(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
 pub fn attention_merge(p: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
     let [b, h, m, _] = p.dims();
     let d = v.dims()[3];
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::batched_matmul(&p, &v, true) {
         return out.swap_dims(1, 2).reshape([b, m, h * d]);
     }
@@ -70,7 +65,6 @@ pub fn attention_merge(p: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
 /// `softmax(logits + bias)` over the last axis. `logits` `[B, H, Lq, Lk]`; `bias`, when given,
 /// `[1, 1, Lq, Lk]` (the block-causal mask, −∞ where a query may not look), not trained.
 pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::masked_softmax(&logits, bias.as_ref()) {
         return out;
     }
@@ -83,7 +77,6 @@ pub fn masked_softmax(logits: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
 
 /// `log(softmax(x))` over the last axis (the training loss's log-probabilities).
 pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::log_softmax(&x) {
         return out;
     }
@@ -93,7 +86,6 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// GELU with the tanh approximation (PyTorch's `approximate='tanh'`), written as
 /// `x · σ(2z)` with `z = √(2/π)(x + 0.044715 x³)`: the same function as `x/2 · (1 + tanh z)`.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::activation(&x, Act::GeluTanh) {
         return out;
     }
@@ -106,7 +98,6 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// its convolution). burn expands and copies it on one thread, and its backward sums the
 /// expanded axes the same way; here each is one pass over planes in parallel.
 pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::upsample_nearest2x(&x) {
         return out;
     }
@@ -117,7 +108,6 @@ pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
 
 /// SiLU, `x · σ(x)` (the VQ-VAE's activation).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::activation(&x, Act::Silu) {
         return out;
     }
@@ -127,7 +117,6 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// VAR's adaptive layer norm: `LN(x) · (1 + scale) + shift`, the norm without affine
 /// parameters over the last axis. `x` `[B, L, C]`; `scale`, `shift` `[B, 1, C]`.
 pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64) -> Tensor<3> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::ada_layer_norm(&x, &scale, &shift, eps as f32) {
         return out;
     }
@@ -144,7 +133,6 @@ pub fn group_norm(
     groups: usize,
     eps: f64,
 ) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, false) {
         return out;
     }
@@ -165,7 +153,6 @@ pub fn group_norm_silu(
     groups: usize,
     eps: f64,
 ) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, true) {
         return out;
     }
@@ -182,7 +169,6 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Tensor<4> {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     if let Some(out) = flex::conv2d(&x, &weight, bias.as_ref(), stride, padding) {
         return out;
     }
@@ -196,10 +182,6 @@ pub fn conv2d(
 
 /// The elementwise activations with a fused kernel.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(
-    all(target_arch = "wasm32", not(feature = "threads")),
-    allow(dead_code)
-)]
 enum Act {
     GeluTanh,
     Silu,
@@ -672,7 +654,6 @@ pub mod rows {
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
 
     /// `y = act(x)`.
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     pub(super) fn activation_forward(act: super::Act, x: &[f32], y: &mut [f32]) {
         match act {
             super::Act::GeluTanh => gelu_forward(x, y),
@@ -681,7 +662,6 @@ pub mod rows {
     }
 
     /// `dx = g · act′(x)`.
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     #[cfg_attr(not(feature = "autodiff"), allow(dead_code))]
     pub(super) fn activation_backward(act: super::Act, x: &[f32], g: &[f32], dx: &mut [f32]) {
         match act {
@@ -693,7 +673,6 @@ pub mod rows {
 
 /// The flex (and autodiff-over-flex) paths: unwrap burn's tensors to their CPU buffers, run the
 /// row kernels over threads, wrap the result back. `None` when the tensor is elsewhere.
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::{FlexTensor, Layout};
