@@ -138,8 +138,8 @@ impl Linear {
         let y = match (&self.weight, &self.packed) {
             (Some(w), _) => crate::kernels::linear(x.clone(), w.val(), bias),
             (None, Some(PackedWeight::Host(p))) => packed_linear(p, x.clone(), bias),
-            (None, Some(PackedWeight::Device(p))) => {
-                linear(x.clone(), p.dequantize().transpose(), bias)
+            (None, Some(PackedWeight::Device(_))) => {
+                linear(x.clone(), self.weight_val(&x.device()), bias)
             }
             (None, None) => unreachable!("a Linear has a dense or a packed weight"),
         };
