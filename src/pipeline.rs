@@ -529,7 +529,9 @@ impl Pipeline {
     /// Decodes any latent `[B, Cv, h, w]` (e.g. a partial one, as a preview) into 8-bit images.
     pub async fn decode_fhat(&self, f_hat: burn::tensor::Tensor<4>) -> Result<Vec<RgbImage>> {
         match &self.vae {
-            VaeParts::Full(m) => to_rgb8(m.fhat_to_img(f_hat)).await,
+            VaeParts::Full(m) => {
+                to_rgb8(crate::kernels::on_pool(move || m.fhat_to_img(f_hat))).await
+            }
             VaeParts::QuantizerOnly(_) => Err(Error::invalid(
                 "this VQ-VAE file holds only the quantizer: images cannot be decoded",
             )),

@@ -301,10 +301,13 @@ impl<'a> Sampling<'a> {
         } else {
             0.0
         };
-        let logits = self.var.step(&mut self.state, self.x.clone()); // [2B, n, V]
         let t = self.opts.cfg as f64 * ratio;
-        let guided = logits.clone().slice([0..b, 0..n, 0..vocab]) * (1.0 + t)
-            - logits.slice([b..2 * b, 0..n, 0..vocab]) * t;
+        let (var, state, x) = (self.var, &mut self.state, self.x.clone());
+        let guided = crate::kernels::on_pool(move || {
+            let logits = var.step(state, x); // [2B, n, V]
+            logits.clone().slice([0..b, 0..n, 0..vocab]) * (1.0 + t)
+                - logits.slice([b..2 * b, 0..n, 0..vocab]) * t
+        });
         let mut host = read_f32(guided).await?;
         hooks.logits(si, &host, [b, n, vocab]);
 
@@ -322,17 +325,24 @@ impl<'a> Sampling<'a> {
                 forced
             }
             None => {
-                let mut out = vec![Vec::with_capacity(n); b];
+                // Row r = bi·n + ti draws with the r-th number of this scale's stream, so the
+                // rows are independent and split over threads (filtered in place: the smooth
+                // mixture below reads them).
                 let stream = stream_id("token", si as u64, 0);
-                for (bi, out_b) in out.iter_mut().enumerate() {
-                    for ti in 0..n {
-                        let row = &mut host[(bi * n + ti) * vocab..(bi * n + ti + 1) * vocab];
-                        filter_top_k_top_p(row, self.opts.top_k, self.opts.top_p);
-                        let u = self.rng.uniform(stream, (bi * n + ti) as u64);
-                        out_b.push(draw(row, u) as u32);
-                    }
-                }
-                out
+                let (top_k, top_p, rng) = (self.opts.top_k, self.opts.top_p, &self.rng);
+                let rows = &mut host;
+                let drawn: Vec<u32> = crate::kernels::on_pool(move || {
+                    use rayon::prelude::*;
+                    rows.par_chunks_mut(vocab)
+                        .with_min_len(8)
+                        .enumerate()
+                        .map(|(r, row)| {
+                            filter_top_k_top_p(row, top_k, top_p);
+                            draw(row, rng.uniform(stream, r as u64)) as u32
+                        })
+                        .collect()
+                });
+                drawn.chunks(n).map(<[u32]>::to_vec).collect()
             }
         };
 
@@ -395,7 +405,8 @@ impl<'a> Sampling<'a> {
             }
             _ => (h, scale_tokens),
         };
-        self.f_hat = self.quant.accumulate(si, self.f_hat.clone(), h);
+        let (quant, f_hat) = (self.quant, self.f_hat.clone());
+        self.f_hat = crate::kernels::on_pool(move || quant.accumulate(si, f_hat, h));
         for (all, s) in self.tokens.iter_mut().zip(&scale_tokens) {
             all.extend_from_slice(s);
         }
@@ -407,8 +418,11 @@ impl<'a> Sampling<'a> {
             f_hat: &self.f_hat,
         })?;
         if si + 1 < num_scales {
-            let next = self.quant.next_input(si, self.f_hat.clone());
-            self.x = self.var.embed_scale(&self.state, si + 1, next, 2);
+            let (var, quant, state, f_hat) =
+                (self.var, self.quant, &self.state, self.f_hat.clone());
+            self.x = crate::kernels::on_pool(move || {
+                var.embed_scale(state, si + 1, quant.next_input(si, f_hat), 2)
+            });
         }
         self.next_scale += 1;
         Ok(Some(si))

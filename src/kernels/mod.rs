@@ -21,6 +21,24 @@ use burn::tensor::activation::softmax;
 pub mod conv;
 pub mod matmul;
 
+/// Runs `f` on one of rayon's threads and waits for it: a step of work made of many parallel
+/// loops (a sampling scale, a decode, a text encoding) goes to the pool once.
+///
+/// Called from outside the pool, every parallel loop is handed to the pool and its end waited
+/// for: two thread wake-ups per loop, which in a browser's Web Workers (`Atomics.wait` and
+/// `notify`) cost about what a second thread saves on loops of a small model's size. Inside the
+/// pool a loop splits by work stealing, and the thread that started it goes on working and
+/// takes back what no other thread has picked up. Where there is nothing to gain (already on a
+/// pool thread, one thread in all, or rayon's single-threaded wasm fallback) `f` runs in place.
+/// The results do not depend on which thread runs `f`: every split depends only on sizes and
+/// the pool's thread count.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
+
 /// `x · w + bias` over the last axis of `x` (`[..., K]`), `w` `[K, N]`, `bias` `[N]`: a
 /// `Linear` layer. On the CPU the product is written straight into its own buffer and the bias
 /// is its starting value ([`matmul`]).

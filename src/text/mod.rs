@@ -315,10 +315,12 @@ impl TextEncoder {
         }
     }
 
+    /// Unit-length embeddings `[N, dim]`, computed on the CPU kernels' thread pool
+    /// ([`crate::kernels::on_pool`]).
     pub fn embed(&self, texts: &[&str], device: &Device) -> Result<Tensor<2>> {
-        match self {
+        crate::kernels::on_pool(|| match self {
             Self::MiniLm(m) => m.embed(texts, device),
             Self::Clip(c) => c.embed(texts, device),
-        }
+        })
     }
 }

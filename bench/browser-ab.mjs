@@ -1,0 +1,78 @@
+// Two builds of the package side by side in one Chromium: time per image on the wasm CPU
+// path, one thread and the threaded module, A and B loaded in two pages and taking turns
+// image by image so that both see the same machine state. Prints the medians and each build's
+// median time per scale.
+//
+//   node bench/browser-ab.mjs pkg-a pkg-b
+//
+// pkg-a and pkg-b are folders under the repository root (e.g. a copy of pkg/ built at another
+// commit). MODEL, PROMPT (else class 3), RUNS (images per build, after one warm-up) and
+// THREADS choose the rest.
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer } from '../www/tests/server.mjs';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const [A, B] = process.argv.slice(2);
+if (!A || !B) throw new Error('usage: node bench/browser-ab.mjs PKG_A PKG_B (folders under the repository root)');
+const MODEL = process.env.MODEL || 'models/emoji.nsp';
+const PROMPT = process.env.PROMPT;
+const RUNS = Number(process.env.RUNS || 30);
+const THREADS = Number(process.env.THREADS || 2);
+const OPTS = { ...(PROMPT ? { prompt: PROMPT } : { classLabel: 3 }), cfg: 4, topK: 900, topP: 0.96 };
+const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
+
+const srv = await startServer(ROOT);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-quic'],
+});
+
+/** A page with `pkg` loaded and warmed up (one image), ready to generate. */
+async function open(pkg, threads) {
+  const prefix = threads > 1 ? '/iso' : '';
+  const page = await browser.newPage();
+  await page.goto(`${srv.base}${prefix}/www/tests/blank.html`);
+  const got = await page.evaluate(async ({ pkg, model, opts, threads, prefix }) => {
+    const lib = await import(`${prefix}/${pkg}/index.js`);
+    globalThis.gen = await lib.Generator.load(`${prefix}/${model}`, { backend: 'cpu', cache: false, threads });
+    await globalThis.gen.generate({ ...opts, seed: 0 });
+    return globalThis.gen.info.threads;
+  }, { pkg, model: MODEL, opts: OPTS, threads, prefix });
+  if (got !== threads) throw new Error(`${pkg}: asked for ${threads} threads, got ${got}`);
+  return page;
+}
+
+const image = (page, seed) => page.evaluate(async ({ opts, seed }) => {
+  const t = (await globalThis.gen.generate({ ...opts, seed })).timings;
+  return { total: t.totalMs, scales: t.scalesMs };
+}, { opts: OPTS, seed });
+
+// Both builds stay loaded (an idle pool sleeps) and take turns image by image, so a slow
+// spell of the machine falls on both.
+const res = {};
+for (const threads of new Set([1, THREADS])) {
+  const pages = { [A]: await open(A, threads), [B]: await open(B, threads) };
+  for (let i = 1; i <= RUNS; i++) {
+    for (const pkg of i % 2 ? [A, B] : [B, A]) {
+      const r = await image(pages[pkg], i);
+      const key = `${pkg} ${threads}`;
+      res[key] ??= { total: [], scales: [] };
+      res[key].total.push(r.total);
+      res[key].scales.push(r.scales);
+    }
+  }
+  for (const page of Object.values(pages)) await page.close();
+}
+await browser.close();
+srv.server.close();
+
+console.log(`${MODEL} (${PROMPT ? `'${PROMPT}'` : 'class 3'}), ${RUNS} images each, taking turns, ${new Date().toISOString().slice(0, 10)}`);
+console.log('| build | threads | time per image (median) | per scale (median, ms) |');
+console.log('|---|---|---|---|');
+for (const [key, r] of Object.entries(res)) {
+  const [pkg, threads] = key.split(' ');
+  const per = r.scales[0].map((_, s) => median(r.scales.map((x) => x[s])).toFixed(1)).join(' ');
+  console.log(`| ${pkg} | ${threads} | ${median(r.total).toFixed(1)} ms | ${per} |`);
+}
