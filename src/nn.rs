@@ -253,6 +253,22 @@ impl Conv2d {
         })
     }
 
+    /// A stack of `kernel`² convolutions with padding 1, `{name}.0`, `{name}.1`, …, one per
+    /// `(in, out, stride)` of `spec`.
+    pub fn load_stack(
+        s: &mut Scope,
+        name: &str,
+        spec: &[(usize, usize, usize)],
+        kernel: usize,
+    ) -> Result<Vec<Self>> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(ci, co, stride))| {
+                Self::load(&mut s.pp(format!("{name}.{i}")), ci, co, kernel, stride, 1)
+            })
+            .collect()
+    }
+
     /// The weight `[out, in, k, k]` (dequantized when kept packed).
     pub fn weight_val(&self) -> Tensor<4> {
         match (&self.weight, &self.packed) {

@@ -109,6 +109,17 @@ impl ModelArgs {
     }
 }
 
+/// What `sample` and `edit` generate, how, and where it goes.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub cond: ConditionArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// What to generate for: classes or prompts, and how many images of each.
 #[derive(Args, Debug)]
 pub struct ConditionArgs {

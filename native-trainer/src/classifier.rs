@@ -38,24 +38,12 @@ impl Classifier {
             (4 * w, 4 * w, 2),
         ];
         let mut s = Scope::new(src, device);
-        let mut convs = Vec::new();
-        let mut norms = Vec::new();
-        for (i, &(ci, co, stride)) in spec.iter().enumerate() {
-            convs.push(Conv2d::load(
-                &mut s.pp(format!("convs.{i}")),
-                ci,
-                co,
-                3,
-                stride,
-                1,
-            )?);
-            norms.push(GroupNorm::load(
-                &mut s.pp(format!("norms.{i}")),
-                co,
-                8,
-                1e-5,
-            )?);
-        }
+        let convs = Conv2d::load_stack(&mut s, "convs", &spec, 3)?;
+        let norms = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, co, _))| GroupNorm::load(&mut s.pp(format!("norms.{i}")), co, 8, 1e-5))
+            .collect::<nextscale::Result<Vec<_>>>()?;
         let b1 = Init::Uniform(1.0 / ((4 * w) as f32).sqrt());
         let b2 = Init::Uniform(1.0 / (FEATURES as f32).sqrt());
         Ok(Self {

@@ -419,20 +419,9 @@ impl Dataset {
     /// Splits item indices into (train, validation): an item is in validation when a hash of
     /// its name falls below `fraction` (stable when files are added).
     pub fn split(&self, fraction: f64) -> (Vec<usize>, Vec<usize>) {
-        let mut train = Vec::new();
-        let mut val = Vec::new();
-        for (i, it) in self.items.iter().enumerate() {
-            let h = fnv1a64(it.id().as_bytes()) % 10_000;
-            if (h as f64) < fraction * 10_000.0 {
-                val.push(i);
-            } else {
-                train.push(i);
-            }
-        }
-        if train.is_empty() {
-            train = val.clone();
-        }
-        (train, val)
+        split_by_hash(self.items.len(), fraction, |i| {
+            fnv1a64(self.items[i].id().as_bytes())
+        })
     }
 
     /// Decodes item `i` to `[3, size, size]` in [−1, 1] (composited on white, resized,
@@ -741,4 +730,19 @@ mod tests {
         let img = DynamicImage::ImageRgb8(strip);
         assert!(to_chw(&img, 64).unwrap_err().contains("too elongated"));
     }
+}
+
+/// `(train, validation)` indices of `count` items: item `i` is held out when `hash(i)` mod
+/// 10 000 falls below `fraction · 10 000`. With nothing left to train on, all items train.
+pub fn split_by_hash(
+    count: usize,
+    fraction: f64,
+    hash: impl Fn(usize) -> u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let (val, mut train): (Vec<usize>, Vec<usize>) =
+        (0..count).partition(|&i| ((hash(i) % 10_000) as f64) < fraction * 10_000.0);
+    if train.is_empty() {
+        train = val.clone();
+    }
+    (train, val)
 }

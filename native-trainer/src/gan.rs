@@ -23,26 +23,13 @@ impl Discriminator {
             (4 * ch, 1, 1),
         ];
         let mut s = Scope::new(src, device);
-        let mut convs = Vec::new();
-        let mut norms = Vec::new();
-        for (i, &(ci, co, stride)) in spec.iter().enumerate() {
-            convs.push(Conv2d::load(
-                &mut s.pp(format!("convs.{i}")),
-                ci,
-                co,
-                4,
-                stride,
-                1,
-            )?);
-            if i > 0 && i < spec.len() - 1 {
-                norms.push(GroupNorm::load(
-                    &mut s.pp(format!("norms.{}", i - 1)),
-                    co,
-                    32,
-                    1e-6,
-                )?);
-            }
-        }
+        let convs = Conv2d::load_stack(&mut s, "convs", &spec, 4)?;
+        // A norm after each inner conv: none after the first (as VQGAN) or the logit layer.
+        let norms = spec[1..spec.len() - 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, co, _))| GroupNorm::load(&mut s.pp(format!("norms.{i}")), co, 32, 1e-6))
+            .collect::<nextscale::Result<Vec<_>>>()?;
         Ok(Self { convs, norms })
     }
 

@@ -221,12 +221,7 @@ pub fn curves(path: &Path, panels: &[Panel]) -> Result<()> {
     for (i, (title, series)) in panels.iter().enumerate() {
         chart(&mut img, i as i64 * w, 0, w, h, title, series);
     }
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
-    crate::run::write_atomic(path, &bytes)
+    write_png(path, &img)
 }
 
 /// Tiles `[B, 3, S, S]` images in [−1, 1] into a grid of `cols` columns and writes a PNG.
@@ -254,6 +249,11 @@ pub fn grid(path: &Path, images: &[f32], size: usize, cols: usize) -> Result<()>
             }
         }
     }
+    write_png(path, &img)
+}
+
+/// Writes `img` as a PNG, atomically.
+fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),

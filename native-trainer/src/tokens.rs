@@ -47,19 +47,9 @@ impl TokenSet {
     /// `(train, validation)` item indices: an item is held out when a hash of its index falls
     /// below `fraction` (stable across runs). With nothing left to train on, all items train.
     pub fn split(&self, fraction: f64) -> (Vec<usize>, Vec<usize>) {
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        for i in 0..self.len() {
-            let h = nextscale::rng::fnv1a64(&(i as u64).to_le_bytes()) % 10_000;
-            if (h as f64) < fraction * 10_000.0 {
-                val.push(i);
-            } else {
-                train.push(i);
-            }
-        }
-        if train.is_empty() {
-            train = val.clone();
-        }
-        (train, val)
+        crate::data::split_by_hash(self.len(), fraction, |i| {
+            nextscale::rng::fnv1a64(&(i as u64).to_le_bytes())
+        })
     }
 
     /// Adds the items of `other` (same patches, vocabulary and flips), their class labels

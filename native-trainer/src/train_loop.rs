@@ -52,8 +52,9 @@ pub trait Task {
     /// What a forward pass leaves for the update (activations a second loss needs, per-item
     /// statistics).
     type Pass;
-    /// The run's result file (`vqvae.safetensors`, `var.safetensors`, …).
-    const FILE: &'static str;
+    /// What it trains (`vqvae`, `var`, `adapter`, `lora`): the run's result file is
+    /// `{KIND}.safetensors`.
+    const KIND: &'static str;
     /// The throughput column of `metrics.csv` (`tok_per_s`, `img_per_s`).
     const THROUGHPUT: &'static str;
 
@@ -95,6 +96,7 @@ pub fn run<T: Task>(
     stop_after: Option<u64>,
 ) -> Result<()> {
     let start = task.start(run.resume::<T::State>()?)?;
+    let file = format!("{}.safetensors", T::KIND);
     let end = tc.steps.min(stop_after.unwrap_or(u64::MAX));
     if start >= end {
         eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
@@ -142,7 +144,7 @@ pub fn run<T: Task>(
         if step % tc.ckpt_every == 0 || step == end {
             let mut snap = task.snapshot(step)?;
             snap.meta.insert("step".into(), step.to_string());
-            run.save_model(T::FILE, &snap.model, &snap.meta)?;
+            run.save_model(&file, &snap.model, &snap.meta)?;
             run.save_state(
                 step,
                 snap.model,
@@ -155,6 +157,6 @@ pub fn run<T: Task>(
         }
     }
     task.finish(&run.root)?;
-    eprintln!("done: {}", run.root.join(T::FILE).display());
+    eprintln!("done: {}", run.root.join(&file).display());
     Ok(())
 }

@@ -29,9 +29,8 @@ use crate::var_steps::{TokenLoader, forward, per_scale, sample_grid, validate};
 pub trait VarTask {
     /// The trained parameters (and whatever model they change).
     type Model: Module;
-    /// Run kind (`adapter`, `lora`) and the file its result is saved to.
+    /// Run kind (`var`, `adapter`, `lora`); the result is saved to `{KIND}.safetensors`.
     const KIND: &'static str;
-    const FILE: &'static str;
 
     /// The token sequences it trains on.
     fn set(&self) -> &TokenSet;
@@ -155,7 +154,7 @@ impl<T: VarTask> Task for VarLoop<'_, T> {
     type State = LoopState;
     /// Per-token cross-entropy and correctness.
     type Pass = (Vec<f32>, Vec<bool>);
-    const FILE: &'static str = T::FILE;
+    const KIND: &'static str = T::KIND;
     const THROUGHPUT: &'static str = "tok_per_s";
 
     fn columns(&self) -> Vec<String> {

@@ -1596,7 +1596,6 @@ mod flex {
 
     #[cfg(feature = "autodiff")]
     mod autodiff {
-        use burn::backend::autodiff::NodeId;
         use burn::backend::autodiff::checkpoint::base::Checkpointer;
         use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
         use burn::backend::autodiff::grads::Gradients;
@@ -1660,58 +1659,62 @@ mod flex {
             Tensor::from_primitive::<Autodiff<Flex>>(y)
         }
 
-        /// Hands each tracked parent its gradient.
-        fn register<const N: usize>(
-            grads: &mut Gradients,
-            parents: [Option<NodeId>; N],
-            ds: [Option<FlexTensor>; N],
-        ) {
-            for (id, d) in parents.into_iter().zip(ds) {
-                if let (Some(id), Some(d)) = (id, d) {
-                    grads.register::<Flex>(id, d);
-                }
-            }
-        }
-
-        /// What a three-input op keeps for its backward pass.
+        /// What a fused op of two or three inputs keeps for its backward pass.
         #[derive(Clone, Debug)]
-        enum Saved3 {
+        enum Saved {
             AdaLayerNorm(AdaLnSaved),
             GroupNorm(GroupNormSaved),
             Conv2d(ConvSaved),
             Linear(LinearSaved),
+            Bmm(BmmSaved),
+            L2(L2Saved),
         }
 
-        /// The three-input fused ops: an input and two more (modulation scale and shift, or
-        /// a weight and a bias).
-        #[derive(Debug)]
-        struct Ternary;
-
-        impl Backward<Flex, 3> for Ternary {
-            type State = Saved3;
-
-            fn backward(self, ops: Ops<Saved3, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let g = grads.consume::<Flex>(&ops.node);
-                let [p0, p1, p2] = ops.parents;
-                let [d0, d1, d2] = match &ops.state {
-                    Saved3::AdaLayerNorm(s) => {
+        impl Saved {
+            /// The inputs' gradients in input order (`None`: not wanted, or no gradient);
+            /// `want[i]`: input `i` is tracked.
+            fn backward(&self, g: FlexTensor, want: &[bool]) -> Vec<Option<FlexTensor>> {
+                match self {
+                    Saved::AdaLayerNorm(s) => {
                         let (dx, ds, dt) = ada_ln_backward(s, g);
-                        [Some(dx), Some(ds), Some(dt)]
+                        vec![Some(dx), Some(ds), Some(dt)]
                     }
-                    Saved3::GroupNorm(s) => {
+                    Saved::GroupNorm(s) => {
                         let (dx, dw, db) = group_norm_backward(s, g);
-                        [Some(dx), Some(dw), Some(db)]
+                        vec![Some(dx), Some(dw), Some(db)]
                     }
-                    Saved3::Conv2d(s) => {
-                        let (dx, dw, db) = conv_backward(s, g, p0.is_some());
-                        [dx, Some(dw), Some(db)]
+                    Saved::Conv2d(s) => {
+                        let (dx, dw, db) = conv_backward(s, g, want[0]);
+                        vec![dx, Some(dw), Some(db)]
                     }
-                    Saved3::Linear(s) => {
-                        let want = [p0.is_some(), p1.is_some(), p2.is_some()];
-                        linear_backward(s, g, want)
+                    Saved::Linear(s) => linear_backward(s, g, [want[0], want[1], want[2]]).into(),
+                    Saved::Bmm(s) => bmm_backward(s, g, [want[0], want[1]]).into(),
+                    Saved::L2(s) => {
+                        let (dx, ds) = l2_backward(s, g);
+                        vec![Some(dx), Some(ds)]
                     }
-                };
-                register(grads, [p0, p1, p2].map(|p| p.map(|n| n.id)), [d0, d1, d2]);
+                }
+            }
+        }
+
+        /// The fused ops of two or three inputs: an input and a second operand, a modulation
+        /// scale and shift, or a weight and a bias.
+        #[derive(Debug)]
+        struct Fused;
+
+        impl<const N: usize> Backward<Flex, N> for Fused {
+            type State = Saved;
+
+            fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let g = grads.consume::<Flex>(&ops.node);
+                let want = ops.parents.each_ref().map(Option::is_some);
+                let ds = ops.state.backward(g, &want);
+                // Hands each tracked parent its gradient.
+                for (parent, d) in ops.parents.into_iter().zip(ds) {
+                    if let (Some(p), Some(d)) = (parent, d) {
+                        grads.register::<Flex>(p.id, d);
+                    }
+                }
             }
         }
 
@@ -1735,12 +1738,7 @@ mod flex {
             let x = x.clone().try_into_primitive::<Ad>().ok()?;
             let (s, t) = (ad_or_const(scale)?, ad_or_const(shift)?);
             let (y, saved) = ada_ln_forward(x.primitive(), s.primitive(), t.primitive(), eps)?;
-            Some(record(
-                Ternary,
-                [&x, &s, &t],
-                y,
-                Saved3::AdaLayerNorm(saved),
-            ))
+            Some(record(Fused, [&x, &s, &t], y, Saved::AdaLayerNorm(saved)))
         }
 
         pub fn group_norm(
@@ -1762,7 +1760,7 @@ mod flex {
                 eps,
                 silu,
             )?;
-            Some(record(Ternary, [&x, &w, &b], y, Saved3::GroupNorm(saved)))
+            Some(record(Fused, [&x, &w, &b], y, Saved::GroupNorm(saved)))
         }
 
         pub fn conv2d(
@@ -1781,7 +1779,7 @@ mod flex {
                 stride,
                 pad,
             )?;
-            Some(record(Ternary, [&x, &w, &b], y, Saved3::Conv2d(saved)))
+            Some(record(Fused, [&x, &w, &b], y, Saved::Conv2d(saved)))
         }
 
         pub fn linear<const D: usize>(
@@ -1802,47 +1800,19 @@ mod flex {
                 }
             };
             let (y, saved) = linear_forward(x.primitive(), w.primitive(), Some(b.primitive()))?;
-            Some(record(Ternary, [&x, &w, &b], y, Saved3::Linear(saved)))
-        }
-
-        /// What a two-input op keeps for its backward pass.
-        #[derive(Clone, Debug)]
-        enum Saved2 {
-            Bmm(BmmSaved),
-            L2(L2Saved),
-        }
-
-        /// The two-input fused ops: a batched product, a scaled normalisation.
-        #[derive(Debug)]
-        struct Binary;
-
-        impl Backward<Flex, 2> for Binary {
-            type State = Saved2;
-
-            fn backward(self, ops: Ops<Saved2, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let g = grads.consume::<Flex>(&ops.node);
-                let [p0, p1] = ops.parents;
-                let [d0, d1] = match &ops.state {
-                    Saved2::Bmm(s) => bmm_backward(s, g, [p0.is_some(), p1.is_some()]),
-                    Saved2::L2(s) => {
-                        let (dx, ds) = l2_backward(s, g);
-                        [Some(dx), Some(ds)]
-                    }
-                };
-                register(grads, [p0, p1].map(|p| p.map(|n| n.id)), [d0, d1]);
-            }
+            Some(record(Fused, [&x, &w, &b], y, Saved::Linear(saved)))
         }
 
         pub fn batched_matmul(a: &Tensor<4>, b: &Tensor<4>, heads_last: bool) -> Option<Tensor<4>> {
             let (a, b) = (ad_or_const(a)?, ad_or_const(b)?);
             let (y, saved) = bmm_forward(a.primitive(), b.primitive(), heads_last)?;
-            Some(record(Binary, [&a, &b], y, Saved2::Bmm(saved)))
+            Some(record(Fused, [&a, &b], y, Saved::Bmm(saved)))
         }
 
         pub fn l2_normalize_scaled(x: &Tensor<4>, scale: &Tensor<4>) -> Option<Tensor<4>> {
             let (x, sc) = (ad_or_const(x)?, ad_or_const(scale)?);
             let (y, saved) = l2_forward(x.primitive(), sc.primitive())?;
-            Some(record(Binary, [&x, &sc], y, Saved2::L2(saved)))
+            Some(record(Fused, [&x, &sc], y, Saved::L2(saved)))
         }
 
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {

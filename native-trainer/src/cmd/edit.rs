@@ -12,7 +12,7 @@ use nextscale::edit::{Half, Region};
 use nextscale::image::{RgbImage, RgbaView};
 use nextscale::readback::block_on;
 
-use crate::args::{ConditionArgs, ModelArgs, OutputArgs, SamplingArgs, progress};
+use crate::args::{GenerateArgs, ModelArgs, progress};
 
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -34,11 +34,7 @@ pub struct EditArgs {
     #[arg(long)]
     keep_half: Option<String>,
     #[command(flatten)]
-    cond: ConditionArgs,
-    #[command(flatten)]
-    sampling: SamplingArgs,
-    #[command(flatten)]
-    output: OutputArgs,
+    generate: GenerateArgs,
 }
 
 /// Reads an image file as RGBA, with the data loader's limits (a regular file of at most
@@ -56,7 +52,7 @@ pub fn read_rgba(path: &std::path::Path) -> Result<(usize, usize, Vec<u8>)> {
 pub fn run(a: EditArgs) -> Result<()> {
     let t0 = Instant::now();
     let (pipe, _device) = a.model.load()?;
-    a.output.check(&pipe)?;
+    a.generate.output.check(&pipe)?;
     let (w, h, rgba) = read_rgba(&a.image)?;
     let source = RgbaView::new(w, h, &rgba)?;
     let pn = pipe.var_config().patch_nums.latent();
@@ -75,7 +71,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         ),
         _ => bail!("give only one of --mask, --keep-scales and --keep-half"),
     };
-    let conds = a.cond.conditions(Some(Condition::Unconditional))?;
+    let conds = a.generate.cond.conditions(Some(Condition::Unconditional))?;
     if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text_encoder().is_none() {
         bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
@@ -85,7 +81,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         100.0 * plan.kept_fraction(),
         a.image.display()
     );
-    let opts = a.sampling.options(&pipe);
+    let opts = a.generate.sampling.options(&pipe);
     let t1 = Instant::now();
     let source_tokens: Vec<Vec<u32>> = plan.source.iter().map(|s| s[0].clone()).collect();
     let g = block_on(pipe.edit(&conds, &opts, plan, &mut progress()))?;
@@ -95,7 +91,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         t1.elapsed().as_secs_f64()
     );
     // The grid starts with the source as the VQ-VAE reconstructs it (the "before").
-    let before: Vec<RgbImage> = if a.output.out.is_some() && pipe.can_decode() {
+    let before: Vec<RgbImage> = if a.generate.output.out.is_some() && pipe.can_decode() {
         let idx = source_tokens
             .iter()
             .map(|t| {
@@ -111,8 +107,9 @@ pub fn run(a: EditArgs) -> Result<()> {
     } else {
         Vec::new()
     };
-    let n = a.cond.n;
-    a.output
+    let n = a.generate.cond.n;
+    a.generate
+        .output
         .write(&pipe, &g, &before, |i| format!("{i:04}_edit{}.png", i / n))?;
     eprintln!("total {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())

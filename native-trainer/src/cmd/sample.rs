@@ -7,35 +7,31 @@ use clap::Args;
 use nextscale::Condition;
 use nextscale::readback::block_on;
 
-use crate::args::{ConditionArgs, ModelArgs, OutputArgs, SamplingArgs, progress};
+use crate::args::{GenerateArgs, ModelArgs, progress};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
-    cond: ConditionArgs,
-    #[command(flatten)]
-    sampling: SamplingArgs,
-    #[command(flatten)]
-    output: OutputArgs,
+    generate: GenerateArgs,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
     let t0 = Instant::now();
     let (pipe, _device) = a.model.load()?;
-    a.output.check(&pipe)?;
+    a.generate.output.check(&pipe)?;
     let fallback = pipe.recommended().and_then(|r| {
         r.prompt
             .clone()
             .map(Condition::Prompt)
             .or(r.class.map(Condition::Class))
     });
-    let conds = a.cond.conditions(fallback)?;
+    let conds = a.generate.cond.conditions(fallback)?;
     if conds.iter().any(|c| matches!(c, Condition::Prompt(_))) && pipe.text_encoder().is_none() {
         bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
-    let opts = a.sampling.options(&pipe);
+    let opts = a.generate.sampling.options(&pipe);
     let t1 = Instant::now();
     let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
     eprintln!(
@@ -43,8 +39,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
         conds.len(),
         t1.elapsed().as_secs_f64()
     );
-    let n = a.cond.n;
-    a.output.write(&pipe, &g, &[], |i| match &conds[i] {
+    let n = a.generate.cond.n;
+    a.generate.output.write(&pipe, &g, &[], |i| match &conds[i] {
         Condition::Class(l) => format!("{i:04}_class{l}.png"),
         _ => format!("{i:04}_prompt{}.png", i / n),
     })?;

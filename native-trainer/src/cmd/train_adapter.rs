@@ -75,7 +75,6 @@ struct AdapterTask {
 impl VarTask for AdapterTask {
     type Model = TextAdapter;
     const KIND: &'static str = "adapter";
-    const FILE: &'static str = "adapter.safetensors";
 
     fn set(&self) -> &TokenSet {
         &self.set
@@ -126,13 +125,9 @@ impl VarTask for AdapterTask {
 }
 
 pub fn run(a: TrainAdapterArgs) -> Result<()> {
-    let crate::args::RunSetup {
-        model: mc,
-        train: tc,
-        text,
-        plain,
-        autodiff: ad,
-    } = a.common.resolve::<AdapterModel>("adapter")?;
+    let setup = a.common.resolve::<AdapterModel>("adapter")?;
+    let (mc, tc, text) = (setup.model, setup.train, setup.text);
+    let (plain, ad) = (setup.plain, setup.autodiff);
 
     let set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;

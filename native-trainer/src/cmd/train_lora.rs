@@ -102,7 +102,6 @@ pub fn read_lora_file(path: &std::path::Path) -> Result<(LoraMeta, Checkpoint)> 
 impl VarTask for LoraTask {
     type Model = LoraModel;
     const KIND: &'static str = "lora";
-    const FILE: &'static str = "lora.safetensors";
 
     fn set(&self) -> &TokenSet {
         &self.set
@@ -209,13 +208,9 @@ impl VarTask for LoraTask {
 }
 
 pub fn run(a: TrainLoraArgs) -> Result<()> {
-    let crate::args::RunSetup {
-        model: mc,
-        train: tc,
-        text,
-        plain,
-        autodiff: ad,
-    } = a.common.resolve::<LoraModelConfig>("lora")?;
+    let setup = a.common.resolve::<LoraModelConfig>("lora")?;
+    let (mc, tc, text) = (setup.model, setup.train, setup.text);
+    let (plain, ad) = (setup.plain, setup.autodiff);
     let cfg = LoraConfig {
         rank: mc.rank,
         alpha: mc.alpha,

@@ -57,13 +57,9 @@ use crate::var_steps::{Conditioning, caption_embeddings};
 use crate::var_task::VarTask;
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
-    let crate::args::RunSetup {
-        model: mc,
-        train: tc,
-        text,
-        plain,
-        autodiff: ad,
-    } = a.common.resolve::<VarModelConfig>("var")?;
+    let setup = a.common.resolve::<VarModelConfig>("var")?;
+    let (mc, tc, text) = (setup.model, setup.train, setup.text);
+    let (plain, ad) = (setup.plain, setup.autodiff);
 
     let set = TokenSet::open(&a.tokens)?;
     let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
@@ -179,7 +175,6 @@ struct VarTrain {
 impl VarTask for VarTrain {
     type Model = Var;
     const KIND: &'static str = "var";
-    const FILE: &'static str = "var.safetensors";
 
     fn set(&self) -> &TokenSet {
         &self.set

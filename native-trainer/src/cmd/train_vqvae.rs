@@ -95,13 +95,9 @@ fn f32s<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 pub fn run(a: TrainVqVaeArgs) -> Result<()> {
-    let crate::args::RunSetup {
-        model: cfg,
-        train: tc,
-        text,
-        plain,
-        autodiff: ad,
-    } = a.common.resolve::<VqVaeConfig>("vqvae")?;
+    let setup = a.common.resolve::<VqVaeConfig>("vqvae")?;
+    let (cfg, tc, text) = (setup.model, setup.train, setup.text);
+    let (plain, ad) = (setup.plain, setup.autodiff);
     cfg.validate()?;
     let l1 = match tc.recon.as_deref().unwrap_or("l1") {
         "l1" => true,
@@ -184,7 +180,7 @@ struct VqPass {
 impl Task for VqTask<'_> {
     type State = TrainerState;
     type Pass = VqPass;
-    const FILE: &'static str = "vqvae.safetensors";
+    const KIND: &'static str = "vqvae";
     const THROUGHPUT: &'static str = "img_per_s";
 
     fn columns(&self) -> Vec<String> {
