@@ -598,6 +598,21 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// `(train, validation)` indices of `count` items: item `i` is held out when `hash(i)` mod
+/// 10 000 falls below `fraction · 10 000`. With nothing left to train on, all items train.
+pub fn split_by_hash(
+    count: usize,
+    fraction: f64,
+    hash: impl Fn(usize) -> u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let (val, mut train): (Vec<usize>, Vec<usize>) =
+        (0..count).partition(|&i| ((hash(i) % 10_000) as f64) < fraction * 10_000.0);
+    if train.is_empty() {
+        train = val.clone();
+    }
+    (train, val)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,19 +745,4 @@ mod tests {
         let img = DynamicImage::ImageRgb8(strip);
         assert!(to_chw(&img, 64).unwrap_err().contains("too elongated"));
     }
-}
-
-/// `(train, validation)` indices of `count` items: item `i` is held out when `hash(i)` mod
-/// 10 000 falls below `fraction · 10 000`. With nothing left to train on, all items train.
-pub fn split_by_hash(
-    count: usize,
-    fraction: f64,
-    hash: impl Fn(usize) -> u64,
-) -> (Vec<usize>, Vec<usize>) {
-    let (val, mut train): (Vec<usize>, Vec<usize>) =
-        (0..count).partition(|&i| ((hash(i) % 10_000) as f64) < fraction * 10_000.0);
-    if train.is_empty() {
-        train = val.clone();
-    }
-    (train, val)
 }

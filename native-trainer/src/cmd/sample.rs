@@ -40,10 +40,12 @@ pub fn run(a: SampleArgs) -> Result<()> {
         t1.elapsed().as_secs_f64()
     );
     let n = a.generate.cond.n;
-    a.generate.output.write(&pipe, &g, &[], |i| match &conds[i] {
-        Condition::Class(l) => format!("{i:04}_class{l}.png"),
-        _ => format!("{i:04}_prompt{}.png", i / n),
-    })?;
+    a.generate
+        .output
+        .write(&pipe, &g, &[], |i| match &conds[i] {
+            Condition::Class(l) => format!("{i:04}_class{l}.png"),
+            _ => format!("{i:04}_prompt{}.png", i / n),
+        })?;
     eprintln!("total {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
