@@ -3,15 +3,19 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|all]     env: DEVICE=cpu|cuda|vulkan, RUNS=dir
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|all]
+#   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 what="${1:-all}"
 DEVICE="${DEVICE:-cpu}"
 RUNS="${RUNS:-$NEXTSCALE_CACHE/runs}"
-cargo build --release --locked -p native-trainer
-B="$CARGO_TARGET_DIR/release/native-trainer"
+# NATIVE_TRAINER: a copied, frozen binary for long runs (so rebuilding the tree does not touch it).
+if [ -n "${NATIVE_TRAINER:-}" ]; then B="$NATIVE_TRAINER"; else
+  cargo build --release --locked -p native-trainer
+  B="$CARGO_TARGET_DIR/release/native-trainer"
+fi
 DATA="$(bash scripts/data/fetch.sh mnist)"
 bash scripts/data/fetch.sh emoji-flat >/dev/null
 mkdir -p "$RUNS" models docs/models
@@ -203,6 +207,31 @@ if [ "$what" = emoji-sub50 ]; then
     "$B" evaluate --pack "$P" --classifier "$R/classifier.safetensors" --real "$S/train" --rank "${SAMPLING[@]}" \
       --seed 0 --grid "$W/$(basename "$P" .nsp)-grid.png"
   done
+fi
+
+if [ "$what" = emoji-v2 ]; then
+  # In progress (docs/MODELS.md): the second flat-emoji chain, sized for hours of training.
+  # The VQ-VAE of the pack shipped until 2026-12-03 (git 9f74435) trained 5,000 more steps;
+  # its tokens; the run's own judge; then a wider VAR (depth 4, width 128, 1.4 M parameters)
+  # from scratch on a 30,000-step schedule (about 110 passes over the captions). Every step
+  # resumes where it stopped: rerun the same command (e.g. in the next session, or with
+  # DEVICE=cuda on a GPU machine). STOP_AFTER=N pauses the VAR at step N.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  mkdir -p "$R"
+  [ -s "$R/emoji-v1.nsp" ] || git -C "$ROOT" show 9f74435:models/emoji.nsp > "$R/emoji-v1.nsp"
+  "$B" train-vqvae --data "$E/train" --out "$R/vq2" --preset emoji --init "$R/emoji-v1.nsp" --steps 5000 \
+    --set train.lr=1e-3 --set train.eval_every=500 --set train.sample_every=2500 --set train.ckpt_every=100 \
+    --device "$DEVICE"
+  [ -s "$R/tokens-v2/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq2/vqvae.safetensors" \
+    --out "$R/tokens-v2" --device "$DEVICE" && touch "$R/tokens-v2/done"; }
+  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
+    --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
+  "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2" --preset emoji \
+    --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 30000 \
+    --set train.ckpt_every=200 --set train.eval_every=1000 --set train.sample_every=5000 \
+    ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
 fi
 
 if [ "$what" = emoji-wide ]; then
