@@ -12,8 +12,10 @@ use nextscale::device::{BackendKind, init_device};
 use nextscale::image::{RgbImage, grid};
 use nextscale::readback::block_on;
 use nextscale::sampler::{Generated, OnScale, SampleOptions, ScaleEvent};
-use nextscale::{Checkpoint, Condition, Pipeline};
+use nextscale::var::infer_config;
+use nextscale::{Checkpoint, Condition, Pipeline, VarConfig, VqVae};
 
+use crate::tokens::TokenSet;
 use crate::trainconf;
 
 /// The model to run: a pack, or checkpoints; optional text encoder and adapter.
@@ -303,6 +305,57 @@ pub fn save_png(im: &RgbImage, path: &std::path::Path) -> Result<()> {
         image::ColorType::Rgb8,
     )
     .with_context(|| format!("writing {}", path.display()))
+}
+
+/// What the trainers of a frozen class-conditional VAR take (`train-adapter`, `train-lora`):
+/// the VAR, the tokens it learns from, and their VQ-VAE.
+#[derive(Args, Debug)]
+pub struct FrozenVarArgs {
+    /// The frozen class-conditional VAR: a train-var `var.safetensors`, an official `.pth`,
+    /// or a pack (its VAR).
+    #[arg(long)]
+    pub var: PathBuf,
+    /// Token shards (`prepare`) of the images to learn: captioned for `train-adapter`,
+    /// labelled for `train-lora`.
+    #[arg(long)]
+    pub tokens: PathBuf,
+    /// The VQ-VAE the tokens came from (a checkpoint or a pack).
+    #[arg(long)]
+    pub vae: PathBuf,
+}
+
+/// [`FrozenVarArgs`] opened: the tokens, their VQ-VAE, the VAR's weights and its inferred
+/// configuration, checked to fit each other and to have a class table.
+pub struct FrozenVar {
+    pub tokens: TokenSet,
+    pub vae: VqVae,
+    pub var: Checkpoint,
+    pub var_config: VarConfig,
+}
+
+impl FrozenVarArgs {
+    pub fn open(&self, device: &Device) -> Result<FrozenVar> {
+        let tokens = TokenSet::open(&self.tokens)?;
+        let (vae, vae_config) =
+            crate::tokens::load_vae(&self.vae, Some(tokens.patch_nums.clone()), device)?;
+        let var = crate::run::open_model(&self.var, "var")?;
+        let var_config = infer_config(&var, Some(vae_config.patch_nums.clone()))?;
+        let name = self.var.display();
+        if var_config.vocab_size != vae_config.vocab_size
+            || var_config.cvae != vae_config.z_channels
+        {
+            bail!("{name} does not fit this VQ-VAE (vocabulary or latent width differ)");
+        }
+        if var_config.num_classes == 0 || var_config.text_dim > 0 {
+            bail!("{name} is not class-conditional: it has no class table to build on");
+        }
+        Ok(FrozenVar {
+            tokens,
+            vae,
+            var,
+            var_config,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]

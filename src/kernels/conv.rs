@@ -357,33 +357,35 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec
     unsafe { y.finish(s.b * s.y_len()) }
 }
 
-/// The gradients of [`forward`] from the output gradient `dy`: `(dx, dw, dbias)`, `dx` only
-/// when asked for.
-pub fn backward(
-    s: &ConvShape,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    want_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+/// The gradients of a convolution: `(dx, dw, dbias)`, `dx` only when asked for.
+pub type ConvGrads = (Option<Vec<f32>>, Vec<f32>, Vec<f32>);
+
+/// What a convolution's backward pass reads: its shape, input `x`, weight `w` and the
+/// output gradient `dy`.
+#[derive(Clone, Copy)]
+pub struct Backward<'a> {
+    pub s: &'a ConvShape,
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub dy: &'a [f32],
+}
+
+/// The gradients of [`forward`] from the output gradient.
+pub fn backward(p: Backward, want_dx: bool) -> ConvGrads {
+    let Backward { s, dy, .. } = p;
     assert_eq!(dy.len(), s.b * s.y_len(), "conv output-gradient length");
     // The gradient columns hold `cout·k²` rows, the input columns `cin·k²`: without `dx` they
     // only pay when they are not larger.
     if s.stride == 1 && !s.pointwise() && s.pad < s.k && (want_dx || s.cout <= s.cin) {
-        return backward_from_gradient_columns(s, x, w, dy, want_dx);
+        return backward_from_gradient_columns(p, want_dx);
     }
-    backward_input_columns(s, x, w, dy, want_dx)
+    backward_input_columns(p, want_dx)
 }
 
 /// [`backward`] from the input's columns: `dw` from them, `dx` as their gradient scattered
 /// back (col2im). Any stride.
-fn backward_input_columns(
-    s: &ConvShape,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    want_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+fn backward_input_columns(p: Backward, want_dx: bool) -> ConvGrads {
+    let Backward { s, x, w, dy } = p;
     let (n, kk) = (s.n(), s.kk());
     let mut dx = want_dx.then(|| vec![0f32; s.b * s.x_len()]);
     let dx_ptr = dx.as_mut().map(|v| Shared(v.as_mut_ptr()));
@@ -472,13 +474,8 @@ fn backward_input_columns(
 ///
 /// so one im2col of `dy` per tile replaces the im2col of `x`, the `cin·k²`-row product of the
 /// input columns' gradient and its scatter back (col2im), and `dx` is written in place.
-fn backward_from_gradient_columns(
-    s: &ConvShape,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    want_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+fn backward_from_gradient_columns(p: Backward, want_dx: bool) -> ConvGrads {
+    let Backward { s, x, w, dy } = p;
     let (k, n) = (s.k, s.n());
     // The convolution that computes dx: dy in, dx out.
     let t = ConvShape::new([s.b, s.cout, s.ho, s.wo], s.cin, k, 1, k - 1 - s.pad)
@@ -601,9 +598,15 @@ mod tests {
                 values(co * s.kk(), 2),
                 values(b * s.y_len(), 3),
             );
-            let (dx1, dw1, db1) = backward_from_gradient_columns(&s, &x, &wt, &dy, true);
+            let op = Backward {
+                s: &s,
+                x: &x,
+                w: &wt,
+                dy: &dy,
+            };
+            let (dx1, dw1, db1) = backward_from_gradient_columns(op, true);
             // The input-columns path, forced: the same code `backward` runs for stride 2.
-            let (dx2, dw2, db2) = backward_input_columns(&s, &x, &wt, &dy, true);
+            let (dx2, dw2, db2) = backward_input_columns(op, true);
             let close = |a: &[f32], b: &[f32], tol: f32| {
                 a.iter()
                     .zip(b)
@@ -616,7 +619,7 @@ mod tests {
             );
             assert!(close(&dw1, &dw2, 1e-4), "dw {:?}", (b, ci, h, w, co, k, p));
             assert!(close(&db1, &db2, 1e-5), "db");
-            let (none, dw3, _) = backward_from_gradient_columns(&s, &x, &wt, &dy, false);
+            let (none, dw3, _) = backward_from_gradient_columns(op, false);
             assert!(none.is_none() && close(&dw3, &dw2, 1e-4));
         }
     }

@@ -1218,7 +1218,15 @@ mod flex {
     ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
         let g = g.to_contiguous();
         let s = &saved.shape;
-        let (dx, dw, db) = conv::backward(s, slice(&saved.x), slice(&saved.w), slice(&g), want_dx);
+        let (dx, dw, db) = conv::backward(
+            conv::Backward {
+                s,
+                x: slice(&saved.x),
+                w: slice(&saved.w),
+                dy: slice(&g),
+            },
+            want_dx,
+        );
         (
             dx.map(|dx| new_like(dims(&saved.x), dx)),
             new_like(dims(&saved.w), dw),
@@ -1728,17 +1736,38 @@ mod flex {
             }
         }
 
+        /// A fused op of two or three inputs: `forward` runs on their inner tensors and returns
+        /// the output with what its backward keeps.
+        fn fused<const N: usize, const D: usize>(
+            inputs: [FloatTensor<Autodiff<Flex>>; N],
+            forward: impl FnOnce([&FlexTensor; N]) -> Option<(FlexTensor, Saved)>,
+        ) -> Option<Tensor<D>> {
+            let (y, saved) = forward(inputs.each_ref().map(|t| t.primitive()))?;
+            Some(record(Fused, inputs.each_ref(), y, saved))
+        }
+
+        /// A fused op of one input: `forward` returns the output and the tensor its backward
+        /// keeps.
+        fn unary_op<const D: usize>(
+            x: &Tensor<D>,
+            op: Unary,
+            forward: impl FnOnce(&FlexTensor) -> Option<(FlexTensor, FlexTensor)>,
+        ) -> Option<Tensor<D>> {
+            let x = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
+            let (y, kept) = forward(x.primitive())?;
+            Some(record(op, [&x], y, kept))
+        }
+
         pub fn ada_layer_norm(
             x: &Tensor<3>,
             scale: &Tensor<3>,
             shift: &Tensor<3>,
             eps: f32,
         ) -> Option<Tensor<3>> {
-            type Ad = Autodiff<Flex>;
-            let x = x.clone().try_into_primitive::<Ad>().ok()?;
-            let (s, t) = (ad_or_const(scale)?, ad_or_const(shift)?);
-            let (y, saved) = ada_ln_forward(x.primitive(), s.primitive(), t.primitive(), eps)?;
-            Some(record(Fused, [&x, &s, &t], y, Saved::AdaLayerNorm(saved)))
+            let inputs = [ad_or_const(x)?, ad_or_const(scale)?, ad_or_const(shift)?];
+            fused(inputs, |[x, s, t]| {
+                ada_ln_forward(x, s, t, eps).map(|(y, k)| (y, Saved::AdaLayerNorm(k)))
+            })
         }
 
         pub fn group_norm(
@@ -1749,18 +1778,11 @@ mod flex {
             eps: f32,
             silu: bool,
         ) -> Option<Tensor<4>> {
-            type Ad = Autodiff<Flex>;
-            let x = x.clone().try_into_primitive::<Ad>().ok()?;
-            let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
-            let (y, saved) = group_norm_forward(
-                x.primitive(),
-                w.primitive(),
-                b.primitive(),
-                groups,
-                eps,
-                silu,
-            )?;
-            Some(record(Fused, [&x, &w, &b], y, Saved::GroupNorm(saved)))
+            let inputs = [ad_or_const(x)?, ad_or_const(w)?, ad_or_const(b)?];
+            fused(inputs, |[x, w, b]| {
+                group_norm_forward(x, w, b, groups, eps, silu)
+                    .map(|(y, k)| (y, Saved::GroupNorm(k)))
+            })
         }
 
         pub fn conv2d(
@@ -1770,16 +1792,10 @@ mod flex {
             stride: usize,
             pad: usize,
         ) -> Option<Tensor<4>> {
-            let x = ad_or_const(x)?;
-            let (w, b) = (ad_or_const(w)?, ad_or_const(b)?);
-            let (y, saved) = conv_forward(
-                x.primitive(),
-                w.primitive(),
-                Some(b.primitive()),
-                stride,
-                pad,
-            )?;
-            Some(record(Fused, [&x, &w, &b], y, Saved::Conv2d(saved)))
+            let inputs = [ad_or_const(x)?, ad_or_const(w)?, ad_or_const(b)?];
+            fused(inputs, |[x, w, b]| {
+                conv_forward(x, w, Some(b), stride, pad).map(|(y, k)| (y, Saved::Conv2d(k)))
+            })
         }
 
         pub fn linear<const D: usize>(
@@ -1799,25 +1815,25 @@ mod flex {
                     ))
                 }
             };
-            let (y, saved) = linear_forward(x.primitive(), w.primitive(), Some(b.primitive()))?;
-            Some(record(Fused, [&x, &w, &b], y, Saved::Linear(saved)))
+            fused([x, w, b], |[x, w, b]| {
+                linear_forward(x, w, Some(b)).map(|(y, k)| (y, Saved::Linear(k)))
+            })
         }
 
         pub fn batched_matmul(a: &Tensor<4>, b: &Tensor<4>, heads_last: bool) -> Option<Tensor<4>> {
-            let (a, b) = (ad_or_const(a)?, ad_or_const(b)?);
-            let (y, saved) = bmm_forward(a.primitive(), b.primitive(), heads_last)?;
-            Some(record(Fused, [&a, &b], y, Saved::Bmm(saved)))
+            fused([ad_or_const(a)?, ad_or_const(b)?], |[a, b]| {
+                bmm_forward(a, b, heads_last).map(|(y, k)| (y, Saved::Bmm(k)))
+            })
         }
 
         pub fn l2_normalize_scaled(x: &Tensor<4>, scale: &Tensor<4>) -> Option<Tensor<4>> {
-            let (x, sc) = (ad_or_const(x)?, ad_or_const(scale)?);
-            let (y, saved) = l2_forward(x.primitive(), sc.primitive())?;
-            Some(record(Fused, [&x, &sc], y, Saved::L2(saved)))
+            fused([ad_or_const(x)?, ad_or_const(scale)?], |[x, sc]| {
+                l2_forward(x, sc).map(|(y, k)| (y, Saved::L2(k)))
+            })
         }
 
         pub fn masked_softmax(logits: &Tensor<4>, bias: Option<&Tensor<4>>) -> Option<Tensor<4>> {
             type Ad = Autodiff<Flex>;
-            let x = logits.clone().try_into_primitive::<Ad>().ok()?;
             // A constant made on an autodiff device may still be a plain flex tensor.
             let b = match bias {
                 Some(b) => Some(match b.clone().try_into_primitive::<Ad>() {
@@ -1827,31 +1843,29 @@ mod flex {
                 }),
                 None => None,
             };
-            let out = softmax_forward(x.primitive(), b.as_ref())?;
-            Some(record(Unary::Softmax, [&x], out.clone(), out))
+            unary_op(logits, Unary::Softmax, |x| {
+                softmax_forward(x, b.as_ref()).map(|out| (out.clone(), out))
+            })
         }
 
         pub fn log_softmax<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
-            type Ad = Autodiff<Flex>;
-            let x = x.clone().try_into_primitive::<Ad>().ok()?;
-            let out = log_softmax_forward(x.primitive())?;
-            Some(record(Unary::LogSoftmax, [&x], out.clone(), out))
+            unary_op(x, Unary::LogSoftmax, |x| {
+                log_softmax_forward(x).map(|out| (out.clone(), out))
+            })
         }
 
         pub fn activation<const D: usize>(x: &Tensor<D>, act: Act) -> Option<Tensor<D>> {
-            type Ad = Autodiff<Flex>;
-            let x = x.clone().try_into_primitive::<Ad>().ok()?;
-            let input = f32_buffer(x.primitive())?;
-            let out = activation_forward(act, &input);
-            Some(record(Unary::Activation(act), [&x], out, input))
+            unary_op(x, Unary::Activation(act), |x| {
+                let input = f32_buffer(x)?;
+                Some((activation_forward(act, &input), input))
+            })
         }
 
         pub fn upsample_nearest2x(x: &Tensor<4>) -> Option<Tensor<4>> {
-            type Ad = Autodiff<Flex>;
-            let x = x.clone().try_into_primitive::<Ad>().ok()?;
-            let input = f32_buffer(x.primitive())?;
-            let out = upsample2x_forward(&input)?;
-            Some(record(Unary::Upsample2x, [&x], out, input))
+            unary_op(x, Unary::Upsample2x, |x| {
+                let input = f32_buffer(x)?;
+                Some((upsample2x_forward(&input)?, input))
+            })
         }
     }
 }

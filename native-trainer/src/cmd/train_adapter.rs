@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Args;
@@ -18,7 +18,7 @@ use nextscale::var::Var;
 use nextscale::var::adapter::{AdapterConfig, TextAdapter};
 use serde::{Deserialize, Serialize};
 
-use crate::args::CommonTrainArgs;
+use crate::args::{CommonTrainArgs, FrozenVar, FrozenVarArgs};
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
@@ -26,16 +26,8 @@ use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
 pub struct TrainAdapterArgs {
-    /// The frozen class-conditional VAR: a train-var `var.safetensors`, an official `.pth`,
-    /// or a pack (its VAR).
-    #[arg(long)]
-    pub var: PathBuf,
-    /// Token shards of a captioned data set (`prepare`).
-    #[arg(long)]
-    pub tokens: PathBuf,
-    /// The VQ-VAE the tokens came from (a checkpoint or a pack).
-    #[arg(long)]
-    pub vae: PathBuf,
+    #[command(flatten)]
+    pub frozen: FrozenVarArgs,
     /// The sentence encoder for the captions.
     #[arg(long)]
     pub text_encoder: PathBuf,
@@ -129,26 +121,16 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
     let (mc, tc, text) = (setup.model, setup.train, setup.text);
     let (plain, ad) = (setup.plain, setup.autodiff);
 
-    let set = TokenSet::open(&a.tokens)?;
-    let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
-    let var_ck = crate::run::open_model(&a.var, "var")?;
-    let vcfg_var = nextscale::var::infer_config(&var_ck, Some(vcfg.patch_nums.clone()))?;
-    if vcfg_var.vocab_size != vcfg.vocab_size || vcfg_var.cvae != vcfg.z_channels {
-        bail!(
-            "{} does not fit this VQ-VAE (vocabulary or latent width differ)",
-            a.var.display()
-        );
-    }
-    if vcfg_var.num_classes == 0 {
-        bail!(
-            "{} has no class table to adapt; train-adapter needs a class-conditional VAR",
-            a.var.display()
-        );
-    }
+    let FrozenVar {
+        tokens: set,
+        vae,
+        var: var_ck,
+        var_config: vcfg_var,
+    } = a.frozen.open(&plain)?;
     // Frozen: the VAR's parameters do not require gradients.
     let (var, _) = Var::from_checkpoint(var_ck, Some(vcfg_var.clone()), &ad)?;
     let var = var.no_grad();
-    let (emb, dim) = caption_embeddings(&set, &a.tokens, &a.text_encoder, &plain)?;
+    let (emb, dim) = caption_embeddings(&set, &a.frozen.tokens, &a.text_encoder, &plain)?;
     let cfg = AdapterConfig {
         text_dim: dim,
         hidden: mc.hidden,

@@ -18,22 +18,15 @@ use nextscale::var::Var;
 use nextscale::var::lora::{LoraConfig, LoraTarget};
 use serde::{Deserialize, Serialize};
 
-use crate::args::CommonTrainArgs;
+use crate::args::{CommonTrainArgs, FrozenVar, FrozenVarArgs};
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
 use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
-    /// The frozen class-conditional VAR: a `var.safetensors`, an official `.pth`, or a pack.
-    #[arg(long)]
-    pub var: PathBuf,
-    /// Labelled token shards (`prepare`) of the images to learn.
-    #[arg(long)]
-    pub tokens: PathBuf,
-    /// The VQ-VAE the tokens came from (a checkpoint or a pack).
-    #[arg(long)]
-    pub vae: PathBuf,
+    #[command(flatten)]
+    pub frozen: FrozenVarArgs,
     /// Token shards of images of the model's own classes (labels = its class ids), mixed
     /// into every epoch so that the updates keep what the model already draws.
     #[arg(long)]
@@ -218,27 +211,17 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
     };
     cfg.validate()?;
 
-    let mut set = TokenSet::open(&a.tokens)?;
-    let (vae, vcfg) = crate::tokens::load_vae(&a.vae, Some(set.patch_nums.clone()), &plain)?;
-    let base_ck = crate::run::open_model(&a.var, "var")?;
-    let base_cfg = nextscale::var::infer_config(&base_ck, Some(vcfg.patch_nums.clone()))?;
-    if base_cfg.vocab_size != vcfg.vocab_size || base_cfg.cvae != vcfg.z_channels {
-        bail!(
-            "{} does not fit this VQ-VAE (vocabulary or latent width differ)",
-            a.var.display()
-        );
-    }
-    if base_cfg.num_classes == 0 || base_cfg.text_dim > 0 {
-        bail!(
-            "{} is not class-conditional; train-lora needs a class-conditional VAR",
-            a.var.display()
-        );
-    }
+    let FrozenVar {
+        tokens: mut set,
+        vae,
+        var: base_ck,
+        var_config: base_cfg,
+    } = a.frozen.open(&plain)?;
     let data_classes = set.labels.iter().flatten().max().map_or(0, |m| m + 1);
     if data_classes == 0 {
         bail!(
             "{} has no class labels: train-lora learns labelled images",
-            a.tokens.display()
+            a.frozen.tokens.display()
         );
     }
     let new = if mc.new_classes {
