@@ -32,6 +32,23 @@ judge_emoji() {
       --limit 300 "${SAMPLING[@]}" --rank --seed "$seed"
   done
 }
+# The shipped emoji pack's export: q8 model, q4 text encoder fitted to the training captions
+# with GPTQ (its embedding cosine to f32 over every training caption is printed), and the
+# settings the demo page and the CLI default to. Args: VAR VQ-VAE OUT.
+pack_emoji() {
+  local E="$DATA/emoji-flat"
+  "$B" export --var "$1" --vae "$2" --text-encoder "$MINILM" \
+    --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
+    --text-calibration "$E/train-captions/metadata.jsonl" \
+    "${SAMPLING[@]}" --default-prompt "grinning face" --out "$3"
+}
+# The 16 everyday prompts of docs/MODELS.md, four samples each. Args: PACK OUT.
+everyday_grid() {
+  local everyday=() p
+  for p in "red apple" rocket "dog face" pizza sun snowman "green heart" "flag: Japan" "cat face" \
+    car "deciduous tree" fire star ghost guitar hamburger; do everyday+=(--prompt "$p"); done
+  "$B" sample --pack "$1" "${everyday[@]}" --n 4 --cols 4 --seed 0 --out "$2"
+}
 
 if [ "$what" = digits ] || [ "$what" = all ]; then
   R="$RUNS/digits"
@@ -118,22 +135,13 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
     --text-encoder "$MINILM" --device "$DEVICE"
   [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
     --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
-  # q8 model, q4 text encoder fitted to the training captions with GPTQ (its embedding cosine
-  # to f32 over every training caption is printed), and the settings the demo page and the CLI
-  # default to.
-  "$B" export --var "$R/var/var.safetensors" --vae "$R/vq/vqvae.safetensors" --text-encoder "$MINILM" \
-    --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
-    --text-calibration "$E/train-captions/metadata.jsonl" \
-    "${SAMPLING[@]}" --default-prompt "grinning face" --out models/emoji.nsp
+  pack_emoji "$R/var/var.safetensors" "$R/vq/vqvae.safetensors" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/train" \
     --limit 300 "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-train-prompts.png
-  # The 16 everyday prompts of docs/MODELS.md, four samples each.
-  everyday=(); for p in "red apple" rocket "dog face" pizza sun snowman "green heart" "flag: Japan" "cat face" \
-    car "deciduous tree" fire star ghost guitar hamburger; do everyday+=(--prompt "$p"); done
-  "$B" sample --pack models/emoji.nsp "${everyday[@]}" --n 4 --cols 4 --seed 0 --out docs/models/emoji-grid16.png
+  everyday_grid models/emoji.nsp docs/models/emoji-grid16.png
 fi
 
 if [ "$what" = emoji-more ]; then
@@ -178,11 +186,7 @@ if [ "$what" = emoji-long ]; then
     --init "$R/var-vq2/var.safetensors" --text-encoder "$MINILM" --steps 9000 --set train.lr=0.001 \
     --set train.warmup_steps=50 --set train.ckpt_every=100 --set train.eval_every=1000 \
     --set train.sample_every=2000 --device "$DEVICE"
-  E="$DATA/emoji-flat"
-  "$B" export --var "$R/var-vq2-long/var.safetensors" --vae "$R/vq-long/vqvae.safetensors" --text-encoder "$MINILM" \
-    --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
-    --text-calibration "$E/train-captions/metadata.jsonl" "${SAMPLING[@]}" --default-prompt "grinning face" \
-    --out "$R/emoji-long.nsp"
+  pack_emoji "$R/var-vq2-long/var.safetensors" "$R/vq-long/vqvae.safetensors" "$R/emoji-long.nsp"
   judge_emoji "$R/emoji-long.nsp"
 fi
 
@@ -232,6 +236,12 @@ if [ "$what" = emoji-v2 ]; then
     --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 30000 \
     --set train.ckpt_every=200 --set train.eval_every=1000 --set train.sample_every=5000 \
     ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
+  # Where the VAR stands (its last checkpoint), against the pack it started from, with this
+  # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200 and 6600.
+  pack_emoji "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2.nsp"
+  judge_emoji "$R/emoji-v1.nsp"
+  judge_emoji "$R/emoji-v2.nsp"
+  everyday_grid "$R/emoji-v2.nsp" "$R/emoji-v2-grid16.png"
 fi
 
 if [ "$what" = emoji-wide ]; then
