@@ -273,6 +273,12 @@ fn tiny_models_train_resume_and_export() {
         s(&vae),
         "--quant",
         "q8",
+        "--cfg",
+        "2.5",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.8",
         "--out",
         s(&pack),
         "--no-report",
@@ -378,6 +384,16 @@ fn tiny_models_train_resume_and_export() {
         "4",
     ]);
     assert_eq!(report["mode"], "classes");
+    // Unset sampling options are the pack's recommended ones, as in `sample`.
+    assert_eq!(
+        (&report["cfg"], &report["top_k"], &report["top_p"]),
+        (
+            &serde_json::json!(2.5),
+            &serde_json::json!(20),
+            &serde_json::json!(0.8f32)
+        ),
+        "{report}"
+    );
     assert_eq!(report["generated"], 12);
     assert_eq!(report["real"], 32);
     let fd = report["frechet_distance"].as_f64().unwrap();

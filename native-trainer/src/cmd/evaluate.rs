@@ -15,6 +15,7 @@ use nextscale::sampler::{NoHooks, SampleOptions};
 use nextscale::{Condition, Pipeline};
 use serde_json::json;
 
+use crate::args::SamplingArgs;
 use crate::classifier::{FEATURES, Trained, argmax_rows, labelled_images};
 use crate::data::Dataset;
 
@@ -52,14 +53,9 @@ pub struct EvaluateArgs {
     /// Use at most this many real (and reference) images for the Fréchet distance.
     #[arg(long, default_value_t = 10_000)]
     max_real: usize,
-    #[arg(long, default_value_t = 4.0)]
-    cfg: f32,
-    #[arg(long, default_value_t = 900)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.96)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Sampling settings; unset ones take the pack's recommended settings, as in `sample`.
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Images generated per batch.
     #[arg(long, default_value_t = 50)]
     batch: usize,
@@ -186,13 +182,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         );
     }
     let k = clf.class_names.len();
-    let opts = SampleOptions {
-        cfg: a.cfg,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        more_smooth: false,
-    };
+    let opts = a.sampling.options(&pipe);
     opts.validate()?;
 
     // What to generate (one condition per image) with the class each image should show, and
@@ -304,7 +294,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     for (bi, start) in (0..n).step_by(a.batch).enumerate() {
         let end = (start + a.batch).min(n);
         let o = SampleOptions {
-            seed: a.seed.wrapping_add(bi as u64),
+            seed: opts.seed.wrapping_add(bi as u64),
             ..opts.clone()
         };
         let g = if let Some(half) = &a.keep_half {
@@ -444,7 +434,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             "frechet_distance": fd,
             "frechet_distance_reference_vs_real": fd_reference,
             "per_class": per_class,
-            "cfg": a.cfg, "top_k": a.top_k, "top_p": a.top_p, "seed": a.seed,
+            "cfg": opts.cfg, "top_k": opts.top_k, "top_p": opts.top_p, "seed": opts.seed,
             "generate_seconds": gen_secs,
         }))?
     );
