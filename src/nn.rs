@@ -7,6 +7,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::kernels::Then;
 use crate::params::{Init, Scope};
 use crate::quant::{PackedMatrix, PackedWeight};
 
@@ -313,18 +314,17 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        crate::kernels::group_norm(x, self.weight.val(), self.bias.val(), self.groups, self.eps)
+        self.forward_then(x, Then::Nothing)
     }
 
     /// `silu(self.forward(x))`, fused (the VQ-VAE's every norm is followed by SiLU).
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
-        crate::kernels::group_norm_silu(
-            x,
-            self.weight.val(),
-            self.bias.val(),
-            self.groups,
-            self.eps,
-        )
+        self.forward_then(x, Then::Silu)
+    }
+
+    fn forward_then(&self, x: Tensor<4>, then: Then) -> Tensor<4> {
+        let (w, b) = (self.weight.val(), self.bias.val());
+        crate::kernels::group_norm(x, w, b, self.groups, self.eps, then)
     }
 }
 

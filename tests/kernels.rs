@@ -3,7 +3,7 @@
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use nextscale::kernels::{self, rows};
+use nextscale::kernels::{self, Then, rows};
 
 fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     let a = a.into_data().try_to_vec::<f32>().unwrap();
@@ -207,14 +207,14 @@ fn group_norm_matches_burn() {
         let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(1.5, 3.0), &dev);
         let wt = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &dev);
         let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &dev);
-        let got = kernels::group_norm(x.clone(), wt.clone(), b.clone(), g, 1e-6);
+        let got = kernels::group_norm(x.clone(), wt.clone(), b.clone(), g, 1e-6, Then::Nothing);
         let d = max_abs_diff(
             got,
             group_norm_reference(x.clone(), wt.clone(), b.clone(), g),
         );
         assert!(d < 2e-5, "group norm {:?}: {d}", (n, c, h, w, g));
         // Fused with the SiLU that follows it in the VQ-VAE.
-        let got = kernels::group_norm_silu(x.clone(), wt.clone(), b.clone(), g, 1e-6);
+        let got = kernels::group_norm(x.clone(), wt.clone(), b.clone(), g, 1e-6, Then::Silu);
         let want = burn::tensor::activation::silu(group_norm_reference(x, wt, b, g));
         let d = max_abs_diff(got, want);
         assert!(d < 2e-5, "group norm + silu {:?}: {d}", (n, c, h, w, g));
@@ -421,9 +421,9 @@ mod gradients {
             let silu = burn::tensor::activation::silu;
             for fused_silu in [false, true] {
                 let (y1, gx1, gw1, gb1) = if fused_silu {
-                    run(&|x, w, b| kernels::group_norm_silu(x, w, b, g, 1e-6))
+                    run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6, Then::Silu))
                 } else {
-                    run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6))
+                    run(&|x, w, b| kernels::group_norm(x, w, b, g, 1e-6, Then::Nothing))
                 };
                 let (y2, gx2, gw2, gb2) = if fused_silu {
                     run(&|x, w, b| silu(group_norm_reference(x, w, b, g)))

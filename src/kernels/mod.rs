@@ -142,39 +142,41 @@ pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64
     (x - mean) / (var + eps).sqrt() * (scale + 1.0) + shift
 }
 
-/// GroupNorm with affine parameters, as PyTorch's `nn.GroupNorm` (biased variance): `x`
-/// `[B, C, H, W]` in `groups` groups of `C / groups` channels; `weight`, `bias` `[C]`.
+/// What a fused norm applies to its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    Nothing,
+    /// `silu(norm(x))` in one pass each way (the VQ-VAE's every norm is followed by SiLU): the
+    /// same values as the two ops, without the activation's own pass over memory, buffer and
+    /// autodiff node.
+    Silu,
+}
+
+/// GroupNorm with affine parameters, as PyTorch's `nn.GroupNorm` (biased variance), then
+/// `then`: `x` `[B, C, H, W]` in `groups` groups of `C / groups` channels; `weight`, `bias`
+/// `[C]`.
 pub fn group_norm(
     x: Tensor<4>,
     weight: Tensor<1>,
     bias: Tensor<1>,
     groups: usize,
     eps: f64,
+    then: Then,
 ) -> Tensor<4> {
-    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, false) {
+    let with_silu = then == Then::Silu;
+    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, with_silu) {
         return out;
     }
     let [b, c, h, w] = x.dims();
     let xg = x.reshape([b, groups, (c / groups) * h * w]);
     let (var, mean) = xg.clone().var_mean_bias(2);
     let xn = ((xg - mean) / (var + eps).sqrt()).reshape([b, c, h, w]);
-    xn * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1])
-}
-
-/// `silu(group_norm(x))` in one pass each way (the VQ-VAE's every norm is followed by SiLU):
-/// the same values as the two ops, without the activation's own pass over memory, buffer and
-/// autodiff node.
-pub fn group_norm_silu(
-    x: Tensor<4>,
-    weight: Tensor<1>,
-    bias: Tensor<1>,
-    groups: usize,
-    eps: f64,
-) -> Tensor<4> {
-    if let Some(out) = flex::group_norm(&x, &weight, &bias, groups, eps as f32, true) {
-        return out;
+    let y = xn * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1]);
+    if with_silu {
+        burn::tensor::activation::silu(y)
+    } else {
+        y
     }
-    silu(group_norm(x, weight, bias, groups, eps))
 }
 
 /// A 2-D convolution with a square kernel, stride and symmetric zero padding (groups 1,
@@ -609,13 +611,17 @@ pub mod rows {
     // AVX2 + FMA (8-wide vectors), like burn's own CPU kernels.
     macro_rules! dispatch {
         ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+            dispatch!($name, $body, ($($a: $t),*) -> ());
+        };
+        ($(#[$doc:meta])* $name:ident, $body:ident, ($($a:ident: $t:ty),*) -> $ret:ty) => {
+            $(#[$doc])*
             #[allow(clippy::too_many_arguments)]
-            pub fn $name($($a: $t),*) {
+            pub fn $name($($a: $t),*) -> $ret {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[allow(clippy::too_many_arguments)]
                     #[target_feature(enable = "avx2,fma")]
-                    unsafe fn wide($($a: $t),*) {
+                    unsafe fn wide($($a: $t),*) -> $ret {
                         $body($($a),*)
                     }
                     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -636,37 +642,11 @@ pub mod rows {
     dispatch!(silu_forward, silu_fwd, (x: &[f32], y: &mut [f32]));
     dispatch!(silu_backward, silu_bwd, (x: &[f32], g: &[f32], dx: &mut [f32]));
     dispatch!(ada_layer_norm_forward, ada_ln_fwd, (x: &[f32], scale: &[f32], shift: &[f32], c: usize, eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]));
-    /// `(mean, 1/σ)` of the group.
-    pub fn group_norm_forward(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        hw: usize,
-        eps: f32,
-        silu: bool,
-        y: &mut [f32],
-    ) -> (f32, f32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn wide(
-                x: &[f32],
-                w: &[f32],
-                b: &[f32],
-                hw: usize,
-                eps: f32,
-                silu: bool,
-                y: &mut [f32],
-            ) -> (f32, f32) {
-                group_norm_fwd(x, w, b, hw, eps, silu, y)
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has the features `wide` was compiled for.
-                return unsafe { wide(x, w, b, hw, eps, silu, y) };
-            }
-        }
-        group_norm_fwd(x, w, b, hw, eps, silu, y)
-    }
+    dispatch!(
+        /// `(mean, 1/σ)` of the group.
+        group_norm_forward, group_norm_fwd,
+        (x: &[f32], w: &[f32], b: &[f32], hw: usize, eps: f32, silu: bool, y: &mut [f32]) -> (f32, f32)
+    );
     dispatch!(group_norm_silu_gradient, group_norm_silu_grad, (x: &[f32], w: &[f32], b: &[f32], g: &[f32], hw: usize, mean: f32, rstd: f32, out: &mut [f32]));
     dispatch!(group_norm_backward, group_norm_bwd, (x: &[f32], w: &[f32], g: &[f32], hw: usize, mean: f32, rstd: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]));
     dispatch!(ada_layer_norm_backward, ada_ln_bwd, (xhat: &[f32], rstd: &[f32], scale: &[f32], g: &[f32], c: usize, dx: &mut [f32], dscale: &mut [f32], dshift: &mut [f32]));
