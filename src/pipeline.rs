@@ -31,6 +31,9 @@ pub struct Pipeline {
     class_names: Option<Vec<String>>,
     /// The sampling settings the model was tuned for (a pack's `sampling`).
     recommended: Option<crate::sampler::Recommended>,
+    /// The last prompt encoded and its embedding `[1, text_dim]`: the page's `numImages` and a
+    /// user's repeated clicks ask for the same prompt image after image.
+    last_prompt: std::sync::Mutex<Option<(String, Tensor<2>)>>,
 }
 
 impl Pipeline {
@@ -72,6 +75,7 @@ impl Pipeline {
             adapter: None,
             class_names: None,
             recommended: None,
+            last_prompt: Default::default(),
         })
     }
 
@@ -129,6 +133,7 @@ impl Pipeline {
             adapter,
             class_names: pack.header.class_names.take(),
             recommended: pack.header.sampling.take(),
+            last_prompt: Default::default(),
         })
     }
 
@@ -207,6 +212,7 @@ impl Pipeline {
             adapter: None,
             class_names: None,
             recommended: None,
+            last_prompt: Default::default(),
         })
     }
 
@@ -224,6 +230,7 @@ impl Pipeline {
             )));
         }
         self.text = Some(text);
+        self.last_prompt = Default::default();
         Ok(self)
     }
 
@@ -349,6 +356,28 @@ impl Pipeline {
         }
     }
 
+    /// The embedding `[1, text_dim]` of one prompt, from the one-entry cache when it is the
+    /// prompt encoded last (the same values: the encoder is deterministic).
+    fn embed_prompt(&self, prompt: &str, device: &Device) -> Result<Tensor<2>> {
+        let Some(text) = &self.text else {
+            return Err(Error::invalid(
+                "this model has no text encoder: use class labels, not prompts",
+            ));
+        };
+        // A poisoned lock only means an earlier encoding panicked: the cache is then skipped.
+        if let Ok(last) = self.last_prompt.lock()
+            && let Some((p, emb)) = last.as_ref()
+            && p == prompt
+        {
+            return Ok(emb.clone());
+        }
+        let emb = text.embed(&[prompt], device)?;
+        if let Ok(mut last) = self.last_prompt.lock() {
+            *last = Some((prompt.to_string(), emb.clone()));
+        }
+        Ok(emb)
+    }
+
     /// Samples tokens for prompts (one image each).
     pub async fn generate_prompts(
         &self,
@@ -393,12 +422,7 @@ impl Pipeline {
                     if p.trim().is_empty() {
                         return Err(Error::invalid("the prompt is empty"));
                     }
-                    let Some(text) = &self.text else {
-                        return Err(Error::invalid(
-                            "this model has no text encoder: use class labels, not prompts",
-                        ));
-                    };
-                    text.embed(&[p.as_str()], &device)?
+                    self.embed_prompt(p, &device)?
                 }
                 Condition::Embedding(v) => {
                     let d = v.len();

@@ -253,6 +253,19 @@ fn a_pack_carries_a_clip_encoder() {
     let got = packed.embed(&prompts, &device).unwrap().into_data();
     let want = reference.embed(&prompts, &device).unwrap().into_data();
     assert_eq!(got, want, "embeddings of the pack's encoder");
+
+    // The pipeline keeps the last prompt's embedding: a repeated prompt gets the rows that
+    // encoding it gave, and another prompt never gets them.
+    let rows = |p: &str| {
+        let c = [nextscale::Condition::Prompt(p.to_string())];
+        pipe.condition_rows(&c).unwrap().into_data()
+    };
+    let (a, b) = (prompts[0], prompts[1]);
+    let first = rows(a);
+    assert_eq!(rows(a), first, "{a} again, from the cache");
+    let other = rows(b);
+    assert_ne!(other, first, "{b} after {a}");
+    assert_eq!(rows(a), first, "{a} after {b}");
 }
 
 /// A Hugging Face CLIP folder (config.json, vocab.json, merges.txt, model.safetensors) opens
