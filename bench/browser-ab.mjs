@@ -7,7 +7,8 @@
 //
 // pkg-a and pkg-b are folders under the repository root (e.g. a copy of pkg/ built at another
 // commit). MODEL, PROMPT (else class 3), RUNS (images per build, after one warm-up) and
-// THREADS choose the rest.
+// THREADS choose the rest; CHROMIUM_ARGS adds browser flags (e.g. '--js-flags=--prof' for a
+// V8 profile of every worker, read with `node --prof-process isolate-*.log`).
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer } from '../www/tests/server.mjs';
@@ -26,7 +27,8 @@ const srv = await startServer(ROOT);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-quic'],
+    '--disable-component-update', '--disable-sync', '--disable-quic',
+    ...(process.env.CHROMIUM_ARGS ? process.env.CHROMIUM_ARGS.split(' ') : [])],
 });
 
 /** A page with `pkg` loaded and warmed up (one image), ready to generate. */

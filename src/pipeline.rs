@@ -1,5 +1,7 @@
 //! A VAR transformer with its VQ-VAE, ready to generate images.
 
+use std::sync::PoisonError;
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::Checkpoint;
@@ -364,17 +366,20 @@ impl Pipeline {
                 "this model has no text encoder: use class labels, not prompts",
             ));
         };
-        // A poisoned lock only means an earlier encoding panicked: the cache is then skipped.
-        if let Ok(last) = self.last_prompt.lock()
-            && let Some((p, emb)) = last.as_ref()
+        // The lock is held only to read or replace the pair (encoding runs outside it), so a
+        // poisoned lock still holds a consistent pair.
+        let cache = || {
+            self.last_prompt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some((p, emb)) = cache().as_ref()
             && p == prompt
         {
             return Ok(emb.clone());
         }
         let emb = text.embed(&[prompt], device)?;
-        if let Ok(mut last) = self.last_prompt.lock() {
-            *last = Some((prompt.to_string(), emb.clone()));
-        }
+        *cache() = Some((prompt.to_string(), emb.clone()));
         Ok(emb)
     }
 

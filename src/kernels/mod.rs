@@ -145,10 +145,11 @@ pub fn ada_layer_norm(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>, eps: f64
 /// What a fused norm applies to its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Then {
+    /// The norm's output as it is.
     Nothing,
-    /// `silu(norm(x))` in one pass each way (the VQ-VAE's every norm is followed by SiLU): the
-    /// same values as the two ops, without the activation's own pass over memory, buffer and
-    /// autodiff node.
+    /// `silu(norm(x))` (the VQ-VAE's every norm is followed by SiLU). On the CPU one pass each
+    /// way: the same values as the two ops, without the activation's own pass over memory,
+    /// buffer and autodiff node.
     Silu,
 }
 

@@ -16,5 +16,11 @@ fn main() {
     }
 }
 
-/// The emoji model's last scale (512 rows with CFG, width 128): qkv, MLP up (and the 512-word head), MLP down.
-const SHAPES: &[(usize, usize, usize)] = &[(512, 384, 128), (512, 512, 128), (512, 128, 512)];
+/// The shipped emoji model's last scale (512 rows with CFG, width 96, MLP 384, 512 codes): qkv,
+/// MLP up, MLP down, head.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (512, 288, 96),
+    (512, 384, 96),
+    (512, 96, 384),
+    (512, 512, 96),
+];

@@ -435,6 +435,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             "frechet_distance_reference_vs_real": fd_reference,
             "per_class": per_class,
             "cfg": opts.cfg, "top_k": opts.top_k, "top_p": opts.top_p, "seed": opts.seed,
+            "more_smooth": opts.more_smooth,
             "generate_seconds": gen_secs,
         }))?
     );
