@@ -239,7 +239,7 @@ if [ "$what" = emoji-v2 ]; then
     --set train.ckpt_every=200 --set train.eval_every=1000 --set train.sample_every=5000 \
     ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
   # Where the VAR stands (its last checkpoint), against the pack it started from, with this
-  # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200, 6600 and 10400.
+  # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200, 6600, 10400 and 13400.
   pack_emoji "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2.nsp"
   judge_emoji "$R/emoji-v1.nsp"
   judge_emoji "$R/emoji-v2.nsp"
