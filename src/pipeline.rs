@@ -263,6 +263,8 @@ impl Pipeline {
     /// differently, for comparisons).
     pub fn set_var(&mut self, var: Var) {
         self.var = var;
+        // The cached embedding lives on the old VAR's device, which the new one may not share.
+        self.last_prompt = Default::default();
     }
 
     pub fn var(&self) -> &Var {
@@ -337,11 +339,7 @@ impl Pipeline {
 
     /// CFG condition rows `[2B, C]` for prompts.
     pub fn prompt_condition(&self, prompts: &[&str]) -> Result<burn::tensor::Tensor<2>> {
-        let Some(text) = &self.text else {
-            return Err(Error::invalid(
-                "this model has no text encoder: use class labels, not prompts",
-            ));
-        };
+        let text = self.prompt_encoder()?;
         if prompts.is_empty() {
             return Err(Error::invalid("no prompts given: nothing to generate"));
         }
@@ -358,14 +356,17 @@ impl Pipeline {
         }
     }
 
+    /// The text encoder, or the error every prompt gets from a model without one.
+    fn prompt_encoder(&self) -> Result<&crate::text::TextEncoder> {
+        self.text.as_ref().ok_or_else(|| {
+            Error::invalid("this model has no text encoder: use class labels, not prompts")
+        })
+    }
+
     /// The embedding `[1, text_dim]` of one prompt, from the one-entry cache when it is the
     /// prompt encoded last (the same values: the encoder is deterministic).
     fn embed_prompt(&self, prompt: &str, device: &Device) -> Result<Tensor<2>> {
-        let Some(text) = &self.text else {
-            return Err(Error::invalid(
-                "this model has no text encoder: use class labels, not prompts",
-            ));
-        };
+        let text = self.prompt_encoder()?;
         // The lock is held only to read or replace the pair (encoding runs outside it), so a
         // poisoned lock still holds a consistent pair.
         let cache = || {

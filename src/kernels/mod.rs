@@ -173,11 +173,7 @@ pub fn group_norm(
     let (var, mean) = xg.clone().var_mean_bias(2);
     let xn = ((xg - mean) / (var + eps).sqrt()).reshape([b, c, h, w]);
     let y = xn * weight.reshape([1, c, 1, 1]) + bias.reshape([1, c, 1, 1]);
-    if with_silu {
-        burn::tensor::activation::silu(y)
-    } else {
-        y
-    }
+    if with_silu { silu(y) } else { y }
 }
 
 /// A 2-D convolution with a square kernel, stride and symmetric zero padding (groups 1,
