@@ -48,6 +48,10 @@ pub struct TrainConfig {
     /// Probability of replacing the condition by the null class (for CFG).
     #[serde(default)]
     pub cond_drop: f64,
+    /// How the scales share the loss, in [0, 1]: 0 weighs every token the same (the official
+    /// loss), 1 weighs every scale the same (`var_steps::scale_weights`).
+    #[serde(default)]
+    pub scale_balance: f64,
 }
 
 impl TrainConfig {
@@ -180,6 +184,9 @@ pub fn validate(t: &TrainConfig) -> Result<()> {
         || !(0.0..1.0).contains(&t.label_smooth)
     {
         bail!("val_fraction, cond_drop and label_smooth must be in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&t.scale_balance) {
+        bail!("scale_balance must be in [0, 1]");
     }
     if t.log_every == 0 || t.ckpt_every == 0 || t.eval_every == 0 || t.sample_every == 0 {
         bail!("log_every, eval_every, sample_every and ckpt_every must be positive");

@@ -81,16 +81,41 @@ fn batch_tokens(
     (per, flat)
 }
 
+/// How the per-token cross-entropies become the training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct TokenLoss {
+    /// Label smoothing (0 = off).
+    pub label_smooth: f64,
+    /// How the scales share the loss: 0 gives every token the same weight (the official VAR's
+    /// mean), 1 gives every scale the same total weight; see [`scale_weights`].
+    pub scale_balance: f64,
+}
+
+/// Per-token loss weights for a sequence of `patch_nums` scales: a token of a scale with `n`
+/// tokens weighs `n^-balance`, scaled so that the weights average 1 over the sequence (so
+/// `balance = 0` is the plain mean and the loss keeps its size). With `balance = 1` the single
+/// token of the first scale weighs as much as the whole last scale, which is where a small
+/// model spends too little when it must tell many similar images apart by their coarse layout.
+pub(crate) fn scale_weights(patch_nums: &[usize], balance: f64) -> Vec<f32> {
+    let sizes: Vec<f64> = patch_nums.iter().map(|&pn| (pn * pn) as f64).collect();
+    let len: f64 = sizes.iter().sum();
+    let total: f64 = sizes.iter().map(|n| n * n.powf(-balance)).sum();
+    sizes
+        .iter()
+        .flat_map(|&n| std::iter::repeat_n((n.powf(-balance) * len / total) as f32, n as usize))
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
-/// One teacher-forced forward: mean loss (for backward) and the per-token CE and
-/// correctness read back for metrics.
+/// One teacher-forced forward: the loss (for backward) and the per-token CE and correctness
+/// read back for metrics (unweighted, so that runs with different [`TokenLoss`] compare).
 pub(crate) fn forward(
     var: &Var,
     vae: &VqVae,
     set: &TokenSet,
     items: &[(usize, bool)],
     cond: Tensor<2>,
-    label_smooth: f64,
+    shape: TokenLoss,
     plain: &Device,
     dev: &Device,
 ) -> Result<(Tensor<1>, Vec<f32>, Vec<bool>)> {
@@ -105,8 +130,8 @@ pub(crate) fn forward(
     let gt = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, l]), dev);
     let logp = nextscale::kernels::log_softmax(logits.clone());
     let nll = logp.clone().gather(2, gt.unsqueeze_dim::<3>(2)).neg(); // [B, L, 1]
-    let ce = if label_smooth > 0.0 {
-        nll * (1.0 - label_smooth) + logp.mean_dim(2).neg() * label_smooth
+    let ce = if shape.label_smooth > 0.0 {
+        nll * (1.0 - shape.label_smooth) + logp.mean_dim(2).neg() * shape.label_smooth
     } else {
         nll
     };
@@ -125,7 +150,13 @@ pub(crate) fn forward(
         .try_into_vec::<i64>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let correct = pred.iter().zip(&flat).map(|(a, b)| a == b).collect();
-    Ok((ce.mean(), ce_host, correct))
+    let loss = if shape.scale_balance == 0.0 {
+        ce.mean()
+    } else {
+        let w = scale_weights(&set.patch_nums, shape.scale_balance);
+        (ce * Tensor::<3>::from_data(TensorData::new(w, [1, l, 1]), dev)).mean()
+    };
+    Ok((loss, ce_host, correct))
 }
 
 /// What conditions the model: class ids, or text embeddings of the captions.
@@ -285,7 +316,16 @@ pub(crate) fn validate(
     let (mut ces, mut cors) = (Vec::new(), Vec::new());
     for chunk in val_idx.chunks(b).take(8) {
         let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
-        let (_, ce, cor) = forward(var, vae, set, &items, cond(chunk)?, 0.0, device, device)?;
+        let (_, ce, cor) = forward(
+            var,
+            vae,
+            set,
+            &items,
+            cond(chunk)?,
+            TokenLoss::default(),
+            device,
+            device,
+        )?;
         ces.extend(ce);
         cors.extend(cor);
     }
@@ -347,4 +387,31 @@ pub(crate) fn per_scale(
     let loss = ce.iter().map(|&x| x as f64).sum::<f64>() / ce.len() as f64;
     let acc = correct.iter().filter(|&&c| c).count() as f64 / correct.len() as f64;
     (loss, acc, loss_s, acc_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_weights;
+
+    #[test]
+    fn scale_weights_average_one_and_balance_the_scales() {
+        let pns = [1, 2, 3, 4, 6, 8, 11, 16];
+        let len: usize = pns.iter().map(|p| p * p).sum();
+        for balance in [0.0, 0.5, 1.0] {
+            let w = scale_weights(&pns, balance);
+            assert_eq!(w.len(), len);
+            let mean = w.iter().map(|&x| x as f64).sum::<f64>() / len as f64;
+            assert!((mean - 1.0).abs() < 1e-6, "balance {balance}: mean {mean}");
+        }
+        assert!(scale_weights(&pns, 0.0).iter().all(|&x| x == 1.0));
+        // balance 1: each scale's weights sum to the same total.
+        let w = scale_weights(&pns, 1.0);
+        let mut start = 0;
+        for pn in pns {
+            let n = pn * pn;
+            let total: f32 = w[start..start + n].iter().sum();
+            assert!((total - len as f32 / pns.len() as f32).abs() < 1e-3);
+            start += n;
+        }
+    }
 }

@@ -23,7 +23,7 @@ use crate::run::{Metrics, RunDir};
 use crate::tokens::TokenSet;
 use crate::train_loop::{Snapshot, StepLog, Task, Values};
 use crate::trainconf::TrainConfig;
-use crate::var_steps::{TokenLoader, forward, per_scale, sample_grid, validate};
+use crate::var_steps::{TokenLoader, TokenLoss, forward, per_scale, sample_grid, validate};
 
 /// What a VAR training task trains.
 pub trait VarTask {
@@ -215,7 +215,10 @@ impl<T: VarTask> Task for VarLoop<'_, T> {
             self.s.set,
             &items,
             cond,
-            tc.label_smooth,
+            TokenLoss {
+                label_smooth: tc.label_smooth,
+                scale_balance: tc.scale_balance,
+            },
             self.s.plain,
             self.s.autodiff,
         )?;
