@@ -448,7 +448,8 @@ impl Progress {
     }
 }
 
-/// A model file: a checkpoint (safetensors or `.pth`), or one model of a nextscale pack
+/// A model file: a checkpoint (safetensors or `.pth`; a run's `checkpoints/step-N.safetensors`
+/// gives its model), or one model of a nextscale pack
 /// (`part` = `"var"` or `"vae"`), so that a shipped pack can be fine-tuned, adapted or
 /// re-exported directly.
 pub fn open_model(path: &std::path::Path, part: &str) -> anyhow::Result<nextscale::Checkpoint> {
@@ -459,8 +460,14 @@ pub fn open_model(path: &std::path::Path, part: &str) -> anyhow::Result<nextscal
         .and_then(|mut f| f.read(&mut magic))
         .with_context(|| format!("reading {}", path.display()))?;
     if !nextscale::pack::Pack::is_pack(&magic[..n]) {
-        return nextscale::Checkpoint::open(path)
-            .with_context(|| format!("reading {}", path.display()));
+        let mut ck = nextscale::Checkpoint::open(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        // A run's checkpoint (`checkpoints/step-N.safetensors`) keeps the model under `model.`
+        // beside the optimizer state: any of them can start another run or be exported.
+        if ck.metadata().contains_key("trainer") && ck.keys().any(|k| k.starts_with("model.")) {
+            return Ok(ck.split_prefix("model."));
+        }
+        return Ok(ck);
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let pack = nextscale::pack::Pack::from_bytes(bytes)
@@ -500,6 +507,20 @@ mod tests {
         assert!(e.contains("is in use by another run"), "{e}");
         drop(a);
         RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+    }
+
+    #[test]
+    fn a_run_checkpoint_opens_as_its_model() {
+        let d = tmp("open-model");
+        let run = RunDir::open(&d, "[train]\nsteps = 9\n", "var").unwrap();
+        let w = Entry::f32("w", vec![2], vec![1.0, 2.0]);
+        let m = Entry::f32("adam.m.w", vec![2], vec![0.0, 0.0]);
+        let path = run
+            .save_state(10, vec![w], vec![m], BTreeMap::new(), &10u64, 3)
+            .unwrap();
+        let ck = open_model(&path, "var").unwrap();
+        assert_eq!(ck.keys().collect::<Vec<_>>(), ["w"]);
+        assert_eq!(ck.read_f32("w").unwrap().data, [1.0, 2.0]);
     }
 
     #[test]
