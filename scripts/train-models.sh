@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -244,6 +244,31 @@ if [ "$what" = emoji-v2 ]; then
   judge_emoji "$R/emoji-v1.nsp"
   judge_emoji "$R/emoji-v2.nsp"
   everyday_grid "$R/emoji-v2.nsp" "$R/emoji-v2-grid16.png"
+fi
+
+if [ "$what" = emoji-v2-balance ]; then
+  # An experiment (docs/MODELS.md): does weighing the coarse scales more (train.scale_balance)
+  # make the emoji-v2 VAR draw its own emoji? Three forks of emoji-v2's step-14,200 checkpoint
+  # (run emoji-v2 with STOP_AFTER=14200 first), 2,000 steps each with the learning rate decaying
+  # from 1e-3: the official loss (balance 0, the control), balance 0.5 and balance 1. One
+  # thread each, side by side; then each packed and judged like the shipped pack. Where the
+  # VAR goes wrong: scripts/emoji-prefix-grid.py on a model (docs/models/emoji-v2-prefix.png
+  # is the step-14,200 checkpoint).
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  [ -s "$R/var-v2-s14200.safetensors" ] || cp "$R/var-v2/checkpoints/step-00014200.safetensors" "$R/var-v2-s14200.safetensors"
+  for sb in 0 0.5 1; do
+    RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
+      --out "$R/var-v2-ft-sb$sb" --preset emoji --init "$R/var-v2-s14200.safetensors" --steps 2000 \
+      --set train.lr=1e-3 --set train.scale_balance=$sb --set train.ckpt_every=100 \
+      --set train.eval_every=500 --set train.sample_every=5000 --text-encoder "$MINILM" --device "$DEVICE" &
+  done
+  wait
+  for sb in 0 0.5 1; do
+    pack_emoji "$R/var-v2-ft-sb$sb/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-sb$sb.nsp"
+    judge_emoji "$R/emoji-v2-sb$sb.nsp"
+    everyday_grid "$R/emoji-v2-sb$sb.nsp" "$R/emoji-v2-sb$sb-grid16.png"
+  done
 fi
 
 if [ "$what" = emoji-wide ]; then

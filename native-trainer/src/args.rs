@@ -70,12 +70,9 @@ impl ModelArgs {
             loaded.with_context(|| format!("loading {}", p.display()))?
         } else {
             let var = self.var.as_ref().expect("clap requires --var or --pack");
-            let var_ck =
-                Checkpoint::open(var).with_context(|| format!("reading {}", var.display()))?;
+            let var_ck = crate::run::open_model(var, "var")?;
             let vae_ck = match &self.vae {
-                Some(p) => {
-                    Some(Checkpoint::open(p).with_context(|| format!("reading {}", p.display()))?)
-                }
+                Some(p) => Some(crate::run::open_model(p, "vae")?),
                 None => None,
             };
             Pipeline::from_checkpoints(var_ck, vae_ck, &device)?
