@@ -6,8 +6,9 @@
 //   node bench/browser-ab.mjs pkg-a pkg-b
 //
 // pkg-a and pkg-b are folders under the repository root (e.g. a copy of pkg/ built at another
-// commit). MODEL, PROMPT (else class 3), RUNS (images per build, after one warm-up) and
-// THREADS choose the rest; CHROMIUM_ARGS adds browser flags (e.g. '--js-flags=--prof' for a
+// commit), or the same folder twice with MODEL_B set (two packs side by side). MODEL (and
+// MODEL_B, B's pack; default MODEL), PROMPT (else class 3), RUNS (images per build, after one
+// warm-up) and THREADS choose the rest; CHROMIUM_ARGS adds browser flags (e.g. '--js-flags=--prof' for a
 // V8 profile of every worker, read with `node --prof-process isolate-*.log`).
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -17,6 +18,10 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const [A, B] = process.argv.slice(2);
 if (!A || !B) throw new Error('usage: node bench/browser-ab.mjs PKG_A PKG_B (folders under the repository root)');
 const MODEL = process.env.MODEL || 'models/emoji.nsp';
+const MODEL_B = process.env.MODEL_B || MODEL;
+const SIDES = [[A, MODEL], [B, MODEL_B]].map(([pkg, model], i) => ({
+  pkg, model, label: `${'AB'[i]}: ${pkg}${MODEL_B === MODEL ? '' : ` ${model}`}`,
+}));
 const PROMPT = process.env.PROMPT;
 const RUNS = Number(process.env.RUNS || 30);
 const THREADS = Number(process.env.THREADS || 2);
@@ -32,7 +37,7 @@ const browser = await chromium.launch({
 });
 
 /** A page with `pkg` loaded and warmed up (one image), ready to generate. */
-async function open(pkg, threads) {
+async function open({ pkg, model }, threads) {
   const prefix = threads > 1 ? '/iso' : '';
   const page = await browser.newPage();
   await page.goto(`${srv.base}${prefix}/www/tests/blank.html`);
@@ -41,7 +46,7 @@ async function open(pkg, threads) {
     globalThis.gen = await lib.Generator.load(`${prefix}/${model}`, { backend: 'cpu', cache: false, threads });
     await globalThis.gen.generate({ ...opts, seed: 0 });
     return globalThis.gen.info.threads;
-  }, { pkg, model: MODEL, opts: OPTS, threads, prefix });
+  }, { pkg, model, opts: OPTS, threads, prefix });
   if (got !== threads) throw new Error(`${pkg}: asked for ${threads} threads, got ${got}`);
   return page;
 }
@@ -55,26 +60,26 @@ const image = (page, seed) => page.evaluate(async ({ opts, seed }) => {
 // spell of the machine falls on both.
 const res = {};
 for (const threads of new Set([1, THREADS])) {
-  const pages = { [A]: await open(A, threads), [B]: await open(B, threads) };
+  const pages = [await open(SIDES[0], threads), await open(SIDES[1], threads)];
   for (let i = 1; i <= RUNS; i++) {
-    for (const pkg of i % 2 ? [A, B] : [B, A]) {
-      const r = await image(pages[pkg], i);
-      const key = `${pkg} ${threads}`;
+    for (const side of i % 2 ? [0, 1] : [1, 0]) {
+      const r = await image(pages[side], i);
+      const key = `${SIDES[side].label}|${threads}`;
       res[key] ??= { total: [], scales: [] };
       res[key].total.push(r.total);
       res[key].scales.push(r.scales);
     }
   }
-  for (const page of Object.values(pages)) await page.close();
+  for (const page of pages) await page.close();
 }
 await browser.close();
 srv.server.close();
 
-console.log(`${MODEL} (${PROMPT ? `'${PROMPT}'` : 'class 3'}), ${RUNS} images each, taking turns, ${new Date().toISOString().slice(0, 10)}`);
+console.log(`${MODEL_B === MODEL ? MODEL : `${MODEL} / ${MODEL_B}`} (${PROMPT ? `'${PROMPT}'` : 'class 3'}), ${RUNS} images each, taking turns, ${new Date().toISOString().slice(0, 10)}`);
 console.log('| build | threads | time per image (median) | per scale (median, ms) |');
 console.log('|---|---|---|---|');
 for (const [key, r] of Object.entries(res)) {
-  const [pkg, threads] = key.split(' ');
+  const [pkg, threads] = key.split('|');
   const per = r.scales[0].map((_, s) => median(r.scales.map((x) => x[s])).toFixed(1)).join(' ');
   console.log(`| ${pkg} | ${threads} | ${median(r.total).toFixed(1)} ms | ${per} |`);
 }

