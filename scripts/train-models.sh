@@ -150,8 +150,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  NATIVE_TRAINER="$B" STOP_AFTER=14200 bash "$ROOT/scripts/train-models.sh" emoji-v2
-  NATIVE_TRAINER="$B" BALANCES=1 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
+  NATIVE_TRAINER="$B" STOP_AFTER=14200 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2
+  NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
   pack_emoji "$R/var-v2-ft-sb1/var.safetensors" "$R/vq2/vqvae.safetensors" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq2/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
@@ -255,6 +255,10 @@ if [ "$what" = emoji-v2 ]; then
     --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 30000 \
     --set train.ckpt_every=200 --set train.eval_every=1000 --set train.sample_every=5000 \
     ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
+  # The shipped emoji model forks step 14,200; the run keeps only its last two checkpoints.
+  [ -s "$R/var-v2-s14200.safetensors" ] || [ ! -s "$R/var-v2/checkpoints/step-00014200.safetensors" ] \
+    || cp "$R/var-v2/checkpoints/step-00014200.safetensors" "$R/var-v2-s14200.safetensors"
+  [ "${JUDGE:-1}" = 1 ] || exit 0
   # Where the VAR stands (its last checkpoint), against the pack it started from, with this
   # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200, 6600, 10400 and 13400.
   pack_emoji "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2.nsp"
@@ -266,21 +270,29 @@ fi
 if [ "$what" = emoji-v2-balance ]; then
   # An experiment (docs/MODELS.md): does weighing the coarse scales more (train.scale_balance)
   # make the emoji-v2 VAR draw its own emoji? Three forks of emoji-v2's step-14,200 checkpoint
-  # (run emoji-v2 with STOP_AFTER=14200 first), 2,000 steps each with the learning rate decaying
-  # from 1e-3: the official loss (balance 0, the control), balance 0.5 and balance 1. One
-  # thread each, side by side; then each packed and judged like the shipped pack. Where the
-  # VAR goes wrong: scripts/emoji-prefix-grid.py on a model (docs/models/emoji-v2-prefix.png
-  # is the step-14,200 checkpoint).
+  # (run emoji-v2 with STOP_AFTER=14200 first), 2,000 steps each, the learning rate warming up
+  # over 50 steps to 1e-3 and decaying linearly to 5 %: the official loss (balance 0, the
+  # control), balance 0.5 and balance 1. One thread each, side by side; then the starting point
+  # and each fork packed and judged like the shipped pack. Where the VAR goes wrong:
+  # scripts/emoji-prefix-grid.py on a model (docs/models/emoji-v2-prefix.png is the step-14,200
+  # checkpoint). JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  [ -s "$R/var-v2-s14200.safetensors" ] || cp "$R/var-v2/checkpoints/step-00014200.safetensors" "$R/var-v2-s14200.safetensors"
+  [ -s "$R/var-v2-s14200.safetensors" ] || { echo "emoji-v2's step-14,200 checkpoint is gone: rerun emoji-v2 from scratch with STOP_AFTER=14200" >&2; exit 1; }
+  # One thread per fork even when there is one: the shipped fork was trained that way.
+  pids=()
   for sb in ${BALANCES:-0 0.5 1}; do
     RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
       --out "$R/var-v2-ft-sb$sb" --preset emoji --init "$R/var-v2-s14200.safetensors" --steps 2000 \
       --set train.lr=1e-3 --set train.scale_balance=$sb --set train.ckpt_every=100 \
       --set train.eval_every=500 --set train.sample_every=5000 --text-encoder "$MINILM" --device "$DEVICE" &
+    pids+=($!)
   done
-  wait
+  for p in "${pids[@]}"; do wait "$p"; done # a failed fork stops the script
+  [ "${JUDGE:-1}" = 1 ] || exit 0
+  # The starting point, judged like the forks.
+  [ -s "$R/emoji-v2-s14200.nsp" ] || pack_emoji "$R/var-v2-s14200.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-s14200.nsp"
+  judge_emoji "$R/emoji-v2-s14200.nsp"
   for sb in ${BALANCES:-0 0.5 1}; do
     pack_emoji "$R/var-v2-ft-sb$sb/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-sb$sb.nsp"
     judge_emoji "$R/emoji-v2-sb$sb.nsp"

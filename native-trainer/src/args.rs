@@ -21,13 +21,13 @@ use crate::trainconf;
 /// The model to run: a pack, or checkpoints; optional text encoder and adapter.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// VAR checkpoint (official `.pth` or `.safetensors`).
+    /// VAR checkpoint (official `.pth`, `.safetensors`, or a run's `checkpoints/step-N.safetensors`).
     #[arg(long, required_unless_present = "pack", conflicts_with = "pack")]
     pub var: Option<PathBuf>,
     /// A nextscale pack (`native-trainer export`), instead of --var/--vae.
     #[arg(long)]
     pub pack: Option<PathBuf>,
-    /// VQ-VAE checkpoint (`.pth` or `.safetensors`). A file with only `quantize.*` samples tokens without images.
+    /// VQ-VAE checkpoint (`.pth`, `.safetensors`, a run's checkpoint, or a pack's VQ-VAE). A file with only `quantize.*` samples tokens without images.
     #[arg(long)]
     pub vae: Option<PathBuf>,
     /// The sentence encoder the model was trained with (a sentence-transformers folder), for

@@ -107,8 +107,9 @@ pub(crate) fn scale_weights(patch_nums: &[usize], balance: f64) -> Vec<f32> {
 }
 
 #[allow(clippy::too_many_arguments)]
-/// One teacher-forced forward: the loss (for backward) and the per-token CE and correctness
-/// read back for metrics (unweighted, so that runs with different [`TokenLoss`] compare).
+/// One teacher-forced forward: the loss (for backward; weighted by [`TokenLoss`]) and the
+/// per-token CE and correctness read back for metrics (unweighted, so that runs with different
+/// [`TokenLoss`] compare).
 pub(crate) fn forward(
     var: &Var,
     vae: &VqVae,
