@@ -81,14 +81,23 @@ fn batch_tokens(
     (per, flat)
 }
 
-/// How the per-token cross-entropies become the training loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// How the per-token cross-entropies become the training loss; built once per run.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct TokenLoss {
     /// Label smoothing (0 = off).
     pub label_smooth: f64,
-    /// How the scales share the loss: 0 gives every token the same weight (the official VAR's
-    /// mean), 1 gives every scale the same total weight; see [`scale_weights`].
-    pub scale_balance: f64,
+    /// Per-token weights of the sequence ([`scale_weights`]); `None` is the official VAR's
+    /// plain mean (`scale_balance = 0`).
+    pub weights: Option<Vec<f32>>,
+}
+
+impl TokenLoss {
+    pub(crate) fn new(label_smooth: f64, scale_balance: f64, patch_nums: &[usize]) -> Self {
+        Self {
+            label_smooth,
+            weights: (scale_balance != 0.0).then(|| scale_weights(patch_nums, scale_balance)),
+        }
+    }
 }
 
 /// Per-token loss weights for a sequence of `patch_nums` scales: a token of a scale with `n`
@@ -116,7 +125,7 @@ pub(crate) fn forward(
     set: &TokenSet,
     items: &[(usize, bool)],
     cond: Tensor<2>,
-    shape: TokenLoss,
+    shape: &TokenLoss,
     plain: &Device,
     dev: &Device,
 ) -> Result<(Tensor<1>, Vec<f32>, Vec<bool>)> {
@@ -151,11 +160,9 @@ pub(crate) fn forward(
         .try_into_vec::<i64>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let correct = pred.iter().zip(&flat).map(|(a, b)| a == b).collect();
-    let loss = if shape.scale_balance == 0.0 {
-        ce.mean()
-    } else {
-        let w = scale_weights(&set.patch_nums, shape.scale_balance);
-        (ce * Tensor::<3>::from_data(TensorData::new(w, [1, l, 1]), dev)).mean()
+    let loss = match &shape.weights {
+        None => ce.mean(),
+        Some(w) => (ce * Tensor::<3>::from_data(TensorData::new(w.clone(), [1, l, 1]), dev)).mean(),
     };
     Ok((loss, ce_host, correct))
 }
@@ -323,7 +330,7 @@ pub(crate) fn validate(
             set,
             &items,
             cond(chunk)?,
-            TokenLoss::default(),
+            &TokenLoss::default(),
             device,
             device,
         )?;

@@ -127,6 +127,11 @@ pub fn run<T: VarTask>(
         loader: TokenLoader::new(train_idx, s.train.seed, 0, 0),
         val_idx,
         rng: CounterRng::new(s.train.seed),
+        loss: TokenLoss::new(
+            s.train.label_smooth,
+            s.train.scale_balance,
+            &s.set.patch_nums,
+        ),
         s,
     };
     crate::train_loop::run(&mut l, run, tc, stop_after)
@@ -142,6 +147,7 @@ struct VarLoop<'a, T: VarTask> {
     val_idx: Vec<usize>,
     /// Condition dropout draws.
     rng: CounterRng,
+    loss: TokenLoss,
 }
 
 impl<T: VarTask> VarLoop<'_, T> {
@@ -215,10 +221,7 @@ impl<T: VarTask> Task for VarLoop<'_, T> {
             self.s.set,
             &items,
             cond,
-            TokenLoss {
-                label_smooth: tc.label_smooth,
-                scale_balance: tc.scale_balance,
-            },
+            &self.loss,
             self.s.plain,
             self.s.autodiff,
         )?;

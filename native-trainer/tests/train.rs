@@ -233,6 +233,43 @@ fn tiny_models_train_resume_and_export() {
         "per-scale accuracy is logged"
     );
 
+    // --- VAR: scale_balance = 1 weighs every scale the same, so the logged loss (the
+    // objective) is the plain mean of the per-scale losses (which stay unweighted), not the
+    // mean over tokens. It starts from the trained model above, whose scales' losses differ
+    // (from a fresh model they are all about ln(vocabulary) and the two means agree) ---
+    let var_bal = fresh("var-balance");
+    let mut args = var_args(&var_bal);
+    let steps = args.iter().position(|a| a == "--steps").unwrap() + 1;
+    args[steps] = "10".into();
+    let init = var_a.join("var.safetensors");
+    args.extend(["--set", "train.scale_balance=1", "--init", s(&init)].map(String::from));
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let pns = nextscale::Checkpoint::open(&init)
+        .unwrap()
+        .recorded_patch_nums()
+        .unwrap()
+        .expect("train-var records its scales");
+    let sizes: Vec<f64> = pns.as_slice().iter().map(|&p| (p * p) as f64).collect();
+    let scales: Vec<Vec<(u64, f64)>> = (0..sizes.len())
+        .map(|i| column(&var_bal, &format!("loss_s{i}")))
+        .collect();
+    let logged = column(&var_bal, "loss");
+    assert!(!logged.is_empty());
+    for (row, &(step, loss)) in logged.iter().enumerate() {
+        let per: Vec<f64> = scales.iter().map(|c| c[row].1).collect();
+        let by_scale = per.iter().sum::<f64>() / per.len() as f64;
+        let by_token =
+            per.iter().zip(&sizes).map(|(l, n)| l * n).sum::<f64>() / sizes.iter().sum::<f64>();
+        assert!(
+            (by_scale - by_token).abs() > 1e-2 * by_scale,
+            "step {step}: the two means ({by_scale}, {by_token}) are too close to tell apart"
+        );
+        assert!(
+            (loss - by_scale).abs() < 1e-3 * by_scale,
+            "step {step}: loss {loss}, mean of the scales' losses {by_scale}, over tokens {by_token}"
+        );
+    }
+
     // --- VAR: killed mid-run, rerun resumes from its last checkpoint ---
     let var_b = fresh("var-b");
     let b: Vec<String> = var_args(&var_b);
