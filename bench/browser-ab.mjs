@@ -58,16 +58,16 @@ const image = (page, seed) => page.evaluate(async ({ opts, seed }) => {
 
 // Both builds stay loaded (an idle pool sleeps) and take turns image by image, so a slow
 // spell of the machine falls on both.
-const res = {};
+const res = []; // one row per (threads, side), in the order first measured
 for (const threads of new Set([1, THREADS])) {
   const pages = [await open(SIDES[0], threads), await open(SIDES[1], threads)];
   for (let i = 1; i <= RUNS; i++) {
     for (const side of i % 2 ? [0, 1] : [1, 0]) {
       const r = await image(pages[side], i);
-      const key = `${SIDES[side].label}|${threads}`;
-      res[key] ??= { total: [], scales: [] };
-      res[key].total.push(r.total);
-      res[key].scales.push(r.scales);
+      let row = res.find((x) => x.side === side && x.threads === threads);
+      if (!row) res.push(row = { side, threads, total: [], scales: [] });
+      row.total.push(r.total);
+      row.scales.push(r.scales);
     }
   }
   for (const page of pages) await page.close();
@@ -78,8 +78,7 @@ srv.server.close();
 console.log(`${MODEL_B === MODEL ? MODEL : `${MODEL} / ${MODEL_B}`} (${PROMPT ? `'${PROMPT}'` : 'class 3'}), ${RUNS} images each, taking turns, ${new Date().toISOString().slice(0, 10)}`);
 console.log('| build | threads | time per image (median) | per scale (median, ms) |');
 console.log('|---|---|---|---|');
-for (const [key, r] of Object.entries(res)) {
-  const [pkg, threads] = key.split('|');
+for (const r of res) {
   const per = r.scales[0].map((_, s) => median(r.scales.map((x) => x[s])).toFixed(1)).join(' ');
-  console.log(`| ${pkg} | ${threads} | ${median(r.total).toFixed(1)} ms | ${per} |`);
+  console.log(`| ${SIDES[r.side].label} | ${r.threads} | ${median(r.total).toFixed(1)} ms | ${per} |`);
 }
