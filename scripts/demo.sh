@@ -11,7 +11,7 @@ cd "$ROOT"
 
 OUT="${1:-$ROOT/out}"
 shift || true
-if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("grinning face" "face with tears of joy" "red apple" "green heart"); fi
+if [ "$#" -gt 0 ]; then prompts=("$@"); else prompts=("grinning face" "face with tears of joy" "red apple" "fire"); fi
 cargo build --release --locked -p native-trainer
 BIN="$CARGO_TARGET_DIR/release/native-trainer"
 mkdir -p "$OUT"

@@ -146,13 +146,15 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # The shipped emoji model (since 2026-12-03, docs/MODELS.md): the emoji-v2 chain (a VQ-VAE
   # trained 5,000 steps further, its tokens, a depth-4 width-128 VAR) stopped at step 14,200,
   # then that VAR trained 2,000 more steps with every scale weighing the same in the loss
-  # (train.scale_balance = 1), so that it learns the coarse layout its prompts name.
+  # (train.scale_balance = 1), so that it learns the coarse layout its prompts name, and then
+  # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more).
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   NATIVE_TRAINER="$B" STOP_AFTER=14200 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
-  pack_emoji "$R/var-v2-ft-sb1/var.safetensors" "$R/vq2/vqvae.safetensors" models/emoji.nsp
+  NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-balanced-more
+  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq2/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -301,15 +303,19 @@ if [ "$what" = emoji-v2-balance ]; then
 fi
 
 if [ "$what" = emoji-balanced-more ]; then
-  # In progress (docs/MODELS.md): the shipped emoji VAR (emoji-v2-balance, balance 1) trained
-  # 6,000 more steps the same way, from a fresh warm-up to 1e-3; resumable; judged like the
-  # shipped pack at its end.
+  # The shipped emoji VAR (docs/MODELS.md, "Longer at balance 1"): the balance-1 fork of
+  # emoji-v2-balance trained 3,000 more steps the same way, from a fresh warm-up to 1e-3;
+  # resumable; judged like the shipped pack at its end (JUDGE=0 trains only). The measured run
+  # was started with --steps 6000 and resumed at step 1,100 with --steps 3000: over its first
+  # 1,100 steps the rate followed the 6,000-step schedule (1e-3 down to 0.87e-3, where this
+  # command's schedule gives 0.69e-3 at step 1,100).
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2-sb1-more" \
-    --preset emoji --init "$R/var-v2-ft-sb1/var.safetensors" --steps 6000 --set train.lr=1e-3 \
+    --preset emoji --init "$R/var-v2-ft-sb1/var.safetensors" --steps 3000 --set train.lr=1e-3 \
     --set train.scale_balance=1 --set train.ckpt_every=100 --set train.eval_every=1000 \
     --set train.sample_every=10000 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
+  [ "${JUDGE:-1}" = 1 ] || exit 0
   pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-sb1-more.nsp"
   judge_emoji "$R/emoji-sb1-more.nsp"
   everyday_grid "$R/emoji-sb1-more.nsp" "$R/emoji-sb1-more-grid16.png"
