@@ -42,6 +42,10 @@ pub struct TrainConfig {
     /// Steps a code may go unused before it is restarted from an encoder output (0 = never).
     #[serde(default)]
     pub dead_code_after: u64,
+    /// Train the decoder only: the encoder, `quant_conv`, the codebook and the φ convolutions
+    /// stay bit for bit, so the tokens of a VAR trained on this VQ-VAE stay valid.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoder_only: bool,
     // VAR only.
     #[serde(default)]
     pub label_smooth: f64,

@@ -176,6 +176,56 @@ fn tiny_models_train_resume_and_export() {
         "no duplicate metric rows"
     );
 
+    // --- VQ-VAE, decoder only: from the trained model, everything the tokens depend on
+    // (encoder, quant_conv, codebook, φ) stays bit for bit and the decoder learns ---
+    let vq_dec = fresh("vq-decoder");
+    let vq_a_model = vq_a.join("vqvae.safetensors");
+    let args = vec![
+        "train-vqvae",
+        "--data",
+        s(&data),
+        "--out",
+        s(&vq_dec),
+        "--init",
+        s(&vq_a_model),
+        "--set",
+        "train.decoder_only=true",
+        "--set",
+        "train.dead_code_after=1",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "train.sample_every=10",
+        "--set",
+        "train.log_every=5",
+    ];
+    run(&args);
+    let before = nextscale::Checkpoint::open(&vq_a_model).unwrap();
+    let after = nextscale::Checkpoint::open(vq_dec.join("vqvae.safetensors")).unwrap();
+    let (mut same, mut changed) = (0, 0);
+    for key in before.keys() {
+        let (x, y) = (before.read_f32(key).unwrap(), after.read_f32(key).unwrap());
+        if key.starts_with("decoder.") || key.starts_with("post_quant_conv.") {
+            changed += usize::from(x.data != y.data);
+        } else if key != "quantize.ema_vocab_hit_SV" {
+            assert!(x.data == y.data, "{key} changed in a decoder-only run");
+            same += 1;
+        }
+    }
+    assert!(
+        same > 10 && changed > 10,
+        "{same} frozen, {changed} trained tensors"
+    );
+    let decoder_recon = column(&vq_dec, "recon");
+    assert!(
+        decoder_recon.iter().all(|&(_, r)| r.is_finite()),
+        "{decoder_recon:?}"
+    );
+
     // --- tokens ---
     let tok = fresh("tokens");
     let vae = vq_a.join("vqvae.safetensors");

@@ -253,16 +253,34 @@ impl Task for VqTask<'_> {
         let batch = self.loader.next_batch(b)?;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, 3, size, size]), &self.ad);
         let model = self.model.as_ref().expect("started");
-        let f = model.encode(x.clone());
-        let f_host = f.clone().detach();
-        let q = model.quantize.forward_train(f, self.cfg.beta as f64);
-        let rec = model.decode_unclamped(q.f_hat);
+        let decoder_only = self.tc.decoder_only;
+        let (f_hat, f_host, q) = if decoder_only {
+            // Decoder only: the encoder and the quantizer run without autodiff (a detached
+            // autodiff graph would still be recorded, and kept), so no gradient reaches the
+            // encoder, the codebook or φ; the VQ loss is logged but not optimised.
+            let frozen = model.valid();
+            let f = frozen.encode(x.clone().inner());
+            let q = frozen
+                .quantize
+                .forward_train(f.clone(), self.cfg.beta as f64);
+            (Tensor::from_inner(q.f_hat.clone()), f, q)
+        } else {
+            let f = model.encode(x.clone());
+            let f_host = f.clone().detach();
+            let q = model.quantize.forward_train(f, self.cfg.beta as f64);
+            (q.f_hat.clone(), f_host, q)
+        };
+        let rec = model.decode_unclamped(f_hat);
         let recon = if self.l1 {
             (rec.clone() - x.clone()).abs().mean()
         } else {
             (rec.clone() - x.clone()).powi_scalar(2).mean()
         };
-        let mut loss = recon.clone() + q.loss.clone();
+        let mut loss = if decoder_only {
+            recon.clone()
+        } else {
+            recon.clone() + q.loss.clone()
+        };
         let mut g_loss = f64::NAN;
         if self.gan_on && step > self.tc.gan_start {
             let g =
@@ -464,7 +482,7 @@ impl VqTask<'_> {
                 *u = 0.99 * *u + 0.01 * h / tot;
             }
         }
-        if self.tc.dead_code_after == 0 {
+        if self.tc.dead_code_after == 0 || self.tc.decoder_only {
             return model;
         }
         let dead: Vec<usize> = (0..v)
