@@ -277,6 +277,15 @@ fn tiny_models_train_resume_and_export() {
         "VAR loss fell from {first} only to {last}"
     );
     assert!(var_a.join("samples/step-00000080.png").is_file());
+    // A VQ-VAE-only setting on a VAR run is refused, not ignored.
+    let mut bad = var_args(&fresh("var-decoder-only"));
+    bad.extend(["--set".into(), "train.decoder_only=true".into()]);
+    let out = bin().args(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("decoder_only is a VQ-VAE setting"),
+        "{err}"
+    );
     assert_eq!(
         column(&var_a, "acc_s3").len(),
         loss.len(),

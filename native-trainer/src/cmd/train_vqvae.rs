@@ -254,23 +254,26 @@ impl Task for VqTask<'_> {
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, 3, size, size]), &self.ad);
         let model = self.model.as_ref().expect("started");
         let decoder_only = self.tc.decoder_only;
-        let (f_hat, f_host, q) = if decoder_only {
+        let (q, f_host) = if decoder_only {
             // Decoder only: the encoder and the quantizer run without autodiff (a detached
             // autodiff graph would still be recorded, and kept), so no gradient reaches the
             // encoder, the codebook or φ; the VQ loss is logged but not optimised.
             let frozen = model.valid();
             let f = frozen.encode(x.clone().inner());
-            let q = frozen
+            let mut q = frozen
                 .quantize
                 .forward_train(f.clone(), self.cfg.beta as f64);
-            (Tensor::from_inner(q.f_hat.clone()), f, q)
+            q.f_hat = Tensor::from_inner(q.f_hat);
+            (q, f)
         } else {
             let f = model.encode(x.clone());
             let f_host = f.clone().detach();
-            let q = model.quantize.forward_train(f, self.cfg.beta as f64);
-            (q.f_hat.clone(), f_host, q)
+            (
+                model.quantize.forward_train(f, self.cfg.beta as f64),
+                f_host,
+            )
         };
-        let rec = model.decode_unclamped(f_hat);
+        let rec = model.decode_unclamped(q.f_hat);
         let recon = if self.l1 {
             (rec.clone() - x.clone()).abs().mean()
         } else {
