@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-vq-decoder|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -333,6 +333,17 @@ if [ "$what" = emoji-vq-decoder ]; then
     --steps 2000 --set train.lr=5e-4 --set train.decoder_only=true --set train.eval_every=500 \
     --set train.sample_every=2000 --set train.ckpt_every=100 --device "$DEVICE"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test"
+fi
+
+if [ "$what" = emoji-vq-gan ]; then
+  # An experiment, not shipped (docs/MODELS.md, "Reconstruction"): the shipped VQ-VAE's decoder
+  # trained 1,000 more steps alone with the patch-GAN loss (weight 0.1).
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  "$B" train-vqvae --data "$E/train" --out "$R/vq2-gan" --preset emoji --init "$R/vq2-dec/vqvae.safetensors" \
+    --steps 1000 --set train.lr=2e-4 --set train.decoder_only=true --set train.gan_weight=0.1 \
+    --set train.eval_every=250 --set train.sample_every=1000 --set train.ckpt_every=100 --device "$DEVICE"
+  "$B" eval-vqvae --vae "$R/vq2-gan/vqvae.safetensors" --data "$E/test"
 fi
 
 if [ "$what" = emoji-wide ]; then
