@@ -412,12 +412,7 @@ impl CommonTrainArgs {
         let text = toml::to_string(&self.table(kind)?)?;
         let file: File<M> =
             toml::from_str(&text).with_context(|| format!("the {kind} configuration"))?;
-        trainconf::validate(&file.train)?;
-        if file.train.decoder_only && kind != "vqvae" {
-            bail!(
-                "train.decoder_only is a VQ-VAE setting; a {kind} run has no decoder to train alone"
-            );
-        }
+        trainconf::validate(&file.train, kind)?;
         let backend: BackendKind = self.device.parse()?;
         let plain = init_device(backend)?;
         let autodiff = plain.clone().autodiff();

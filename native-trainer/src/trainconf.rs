@@ -172,8 +172,8 @@ pub fn resolve(
     Ok(table)
 }
 
-/// Checks the shared training settings.
-pub fn validate(t: &TrainConfig) -> Result<()> {
+/// Checks the training settings of a `kind` run (`vqvae`, `var`, `adapter`, `lora`).
+pub fn validate(t: &TrainConfig, kind: &str) -> Result<()> {
     if t.batch_size == 0 || t.steps == 0 {
         bail!("batch_size and steps must be positive");
     }
@@ -195,5 +195,59 @@ pub fn validate(t: &TrainConfig) -> Result<()> {
     if t.log_every == 0 || t.ckpt_every == 0 || t.eval_every == 0 || t.sample_every == 0 {
         bail!("log_every, eval_every, sample_every and ckpt_every must be positive");
     }
+    // A setting that only the other kind of run reads would otherwise be ignored silently.
+    let (owner, foreign) = if kind == "vqvae" {
+        (
+            "VAR",
+            vec![
+                ("label_smooth", t.label_smooth != 0.0),
+                ("cond_drop", t.cond_drop != 0.0),
+                ("scale_balance", t.scale_balance != 0.0),
+            ],
+        )
+    } else {
+        (
+            "VQ-VAE",
+            vec![
+                ("recon", t.recon.is_some()),
+                ("gan_weight", t.gan_weight != 0.0),
+                ("gan_start", t.gan_start != 0),
+                ("dead_code_after", t.dead_code_after != 0),
+                ("decoder_only", t.decoder_only),
+            ],
+        )
+    };
+    if let Some((key, _)) = foreign.into_iter().find(|&(_, set)| set) {
+        bail!("train.{key} is a {owner} setting; a {kind} run does not read it");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(name: &str, kind: &str) -> TrainConfig {
+        let (_, _, text) = PRESETS
+            .iter()
+            .find(|(n, k, _)| *n == name && *k == kind)
+            .expect("preset");
+        let t: toml::Table = toml::from_str(text).unwrap();
+        t["train"].clone().try_into().unwrap()
+    }
+
+    #[test]
+    fn every_preset_validates_and_a_setting_of_the_other_kind_is_refused() {
+        for (name, kind, _) in PRESETS {
+            validate(&preset(name, kind), kind).unwrap_or_else(|e| panic!("{name} {kind}: {e}"));
+        }
+        let mut vq = preset("tiny", "vqvae");
+        vq.scale_balance = 1.0;
+        let e = validate(&vq, "vqvae").unwrap_err().to_string();
+        assert!(e.contains("train.scale_balance is a VAR setting"), "{e}");
+        let mut var = preset("tiny", "var");
+        var.gan_weight = 0.1;
+        let e = validate(&var, "var").unwrap_err().to_string();
+        assert!(e.contains("train.gan_weight is a VQ-VAE setting"), "{e}");
+    }
 }
