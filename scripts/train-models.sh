@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -321,6 +321,31 @@ if [ "$what" = emoji-balanced-more ]; then
   pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-sb1-more.nsp"
   judge_emoji "$R/emoji-sb1-more.nsp"
   everyday_grid "$R/emoji-sb1-more.nsp" "$R/emoji-sb1-more-grid16.png"
+fi
+
+if [ "$what" = emoji-text-noise ]; then
+  # An experiment (docs/MODELS.md, "Noise on the captions"): does noise on the caption
+  # embeddings (train.text_noise) help prompts the model never saw? Three forks of the shipped
+  # VAR (emoji-balanced-more), 2,000 steps each from a fresh warm-up to 1e-3 at balance 1:
+  # no noise (the control), σ = 0.5 and σ = 1. One thread each, side by side; then each
+  # packed with the shipped VQ-VAE and judged like the shipped pack. JUDGE=0 trains only.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  pids=()
+  for tn in ${NOISES:-0 0.5 1}; do
+    RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
+      --out "$R/var-v2-sb1-tn$tn" --preset emoji --init "$R/var-v2-sb1-more/var.safetensors" --steps 2000 \
+      --set train.lr=1e-3 --set train.scale_balance=1 --set train.text_noise=$tn --set train.ckpt_every=100 \
+      --set train.eval_every=1000 --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  [ "${JUDGE:-1}" = 1 ] || exit 0
+  for tn in ${NOISES:-0 0.5 1}; do
+    pack_emoji "$R/var-v2-sb1-tn$tn/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$R/emoji-tn$tn.nsp"
+    judge_emoji "$R/emoji-tn$tn.nsp"
+    everyday_grid "$R/emoji-tn$tn.nsp" "$R/emoji-tn$tn-grid16.png"
+  done
 fi
 
 if [ "$what" = emoji-vq-decoder ]; then

@@ -56,6 +56,14 @@ pub struct TrainConfig {
     /// loss), 1 weighs every scale the same (`var_steps::scale_weights`).
     #[serde(default)]
     pub scale_balance: f64,
+    /// Gaussian noise on the caption embeddings of text runs, as a fraction of their length
+    /// (`var_steps::TextNoise`); 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub text_noise: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl TrainConfig {
@@ -192,6 +200,12 @@ pub fn validate(t: &TrainConfig, kind: &str) -> Result<()> {
     if !(0.0..=1.0).contains(&t.scale_balance) {
         bail!("scale_balance must be in [0, 1]");
     }
+    if !(0.0..=4.0).contains(&t.text_noise) {
+        bail!("text_noise must be in [0, 4]");
+    }
+    if kind == "lora" && t.text_noise != 0.0 {
+        bail!("train.text_noise perturbs caption embeddings; a lora run has none");
+    }
     if t.log_every == 0 || t.ckpt_every == 0 || t.eval_every == 0 || t.sample_every == 0 {
         bail!("log_every, eval_every, sample_every and ckpt_every must be positive");
     }
@@ -203,6 +217,7 @@ pub fn validate(t: &TrainConfig, kind: &str) -> Result<()> {
                 ("label_smooth", t.label_smooth != 0.0),
                 ("cond_drop", t.cond_drop != 0.0),
                 ("scale_balance", t.scale_balance != 0.0),
+                ("text_noise", t.text_noise != 0.0),
             ],
         )
     } else {
@@ -249,5 +264,14 @@ mod tests {
         var.gan_weight = 0.1;
         let e = validate(&var, "var").unwrap_err().to_string();
         assert!(e.contains("train.gan_weight is a VQ-VAE setting"), "{e}");
+        let mut lora = preset("tiny", "lora");
+        lora.text_noise = 0.5;
+        let e = validate(&lora, "lora").unwrap_err().to_string();
+        assert!(e.contains("a lora run has none"), "{e}");
+        var = preset("tiny", "var");
+        var.text_noise = 0.5;
+        validate(&var, "var").unwrap();
+        var.text_noise = f64::NAN;
+        assert!(validate(&var, "var").is_err());
     }
 }

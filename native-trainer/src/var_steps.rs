@@ -178,13 +178,15 @@ pub enum Conditioning {
 }
 
 impl Conditioning {
-    /// Condition rows `[B, C]` for `items`; rows with `dropped` get the null condition.
+    /// Condition rows `[B, C]` for `items`; rows with `dropped` get the null condition, and
+    /// caption embeddings get `noise` (training only).
     pub fn rows(
         &self,
         var: &Var,
         set: &TokenSet,
         items: &[usize],
         dropped: &[bool],
+        noise: Option<&TextNoise>,
         dev: &Device,
     ) -> Result<Tensor<2>> {
         match self {
@@ -204,18 +206,50 @@ impl Conditioning {
                 Ok(var.class_embedding(var.labels(&labels, dev)?))
             }
             Conditioning::Text { emb, dim } => {
-                let cond = var.text_condition(caption_rows(emb, *dim, items, dev))?;
+                let cond = var.text_condition(caption_rows(emb, *dim, items, noise, dev))?;
                 Ok(null_where_dropped(var, cond, dropped, dev))
             }
         }
     }
 }
 
-/// The caption embeddings of `items`, `[B, dim]`.
-pub(crate) fn caption_rows(emb: &[f32], dim: usize, items: &[usize], dev: &Device) -> Tensor<2> {
+/// Gaussian noise on the caption embeddings of one training step (`train.text_noise`): row
+/// `r`'s embedding `e` becomes `e + σ·n`, `n ~ N(0, I/dim)` (so `|n| ≈ 1`), scaled back to
+/// `|e|`. Its cosine to `e` is about `1/√(1+σ²)`. It asks the model for the same image from
+/// every caption near a training caption, not only from the caption itself.
+pub(crate) struct TextNoise<'a> {
+    pub sigma: f64,
+    pub rng: &'a CounterRng,
+    pub step: u64,
+}
+
+/// The caption embeddings of `items`, `[B, dim]`, with `noise` if given.
+pub(crate) fn caption_rows(
+    emb: &[f32],
+    dim: usize,
+    items: &[usize],
+    noise: Option<&TextNoise>,
+    dev: &Device,
+) -> Tensor<2> {
     let mut rows = Vec::with_capacity(items.len() * dim);
-    for &i in items {
-        rows.extend_from_slice(&emb[i * dim..(i + 1) * dim]);
+    for (r, &i) in items.iter().enumerate() {
+        let e = &emb[i * dim..(i + 1) * dim];
+        match noise {
+            Some(n) if n.sigma > 0.0 => {
+                let stream = stream_id("text_noise", n.step, r as u64);
+                let scale = n.sigma / (dim as f64).sqrt();
+                let v: Vec<f64> = e
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| x as f64 + scale * n.rng.normal(stream, j as u64))
+                    .collect();
+                let ne = e.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+                let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let k = if nv > 0.0 { ne / nv } else { 1.0 };
+                rows.extend(v.iter().map(|&x| (x * k) as f32));
+            }
+            _ => rows.extend_from_slice(e),
+        }
     }
     Tensor::from_data(TensorData::new(rows, [items.len(), dim]), dev)
 }
@@ -399,7 +433,76 @@ pub(crate) fn per_scale(
 
 #[cfg(test)]
 mod tests {
-    use super::scale_weights;
+    use super::{TextNoise, caption_rows, scale_weights};
+    use nextscale::rng::CounterRng;
+
+    #[test]
+    fn caption_noise_keeps_the_length_and_turns_by_the_expected_angle() {
+        let dim = 384;
+        let dev = Default::default();
+        // Two unit captions, each used twice in the batch.
+        let mut emb = vec![0f32; 2 * dim];
+        emb[0] = 1.0;
+        for x in &mut emb[dim..] {
+            *x = 1.0 / (dim as f32).sqrt();
+        }
+        let items = [0, 1, 0, 1];
+        let rows = |noise: Option<&TextNoise>| -> Vec<f32> {
+            caption_rows(&emb, dim, &items, noise, &dev)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let clean = rows(None);
+        assert_eq!(&clean[..dim], &emb[..dim]);
+        let rng = CounterRng::new(7);
+        let (sigma, step) = (0.5, 3);
+        let noisy = rows(Some(&TextNoise {
+            sigma,
+            rng: &rng,
+            step,
+        }));
+        assert_eq!(
+            noisy,
+            rows(Some(&TextNoise {
+                sigma,
+                rng: &rng,
+                step
+            }))
+        );
+        assert_ne!(
+            noisy,
+            rows(Some(&TextNoise {
+                sigma,
+                rng: &rng,
+                step: 4
+            }))
+        );
+        // Each row its own draw: the two copies of caption 0 differ.
+        assert_ne!(&noisy[..dim], &noisy[2 * dim..3 * dim]);
+        let expected = 1.0 / (1.0 + sigma * sigma).sqrt();
+        for r in 0..items.len() {
+            let (a, b) = (
+                &clean[r * dim..(r + 1) * dim],
+                &noisy[r * dim..(r + 1) * dim],
+            );
+            let norm = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cos = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / norm;
+            assert!((norm - 1.0).abs() < 1e-5, "row {r}: length {norm}");
+            assert!(
+                (cos as f64 - expected).abs() < 0.05,
+                "row {r}: cosine {cos}, expected {expected:.3}"
+            );
+        }
+        assert_eq!(
+            rows(Some(&TextNoise {
+                sigma: 0.0,
+                rng: &rng,
+                step
+            })),
+            clean
+        );
+    }
 
     #[test]
     fn scale_weights_average_one_and_balance_the_scales() {

@@ -23,7 +23,9 @@ use crate::run::{Metrics, RunDir};
 use crate::tokens::TokenSet;
 use crate::train_loop::{Snapshot, StepLog, Task, Values};
 use crate::trainconf::TrainConfig;
-use crate::var_steps::{TokenLoader, TokenLoss, forward, per_scale, sample_grid, validate};
+use crate::var_steps::{
+    TextNoise, TokenLoader, TokenLoss, forward, per_scale, sample_grid, validate,
+};
 
 /// What a VAR training task trains.
 pub trait VarTask {
@@ -40,12 +42,14 @@ pub trait VarTask {
     /// The VAR that runs the forward pass: the frozen base, or the base with the updates;
     /// `train` = on the autodiff device (else `model` is its `valid()` copy).
     fn var<'a>(&'a self, model: &'a Self::Model, train: bool) -> &'a Var;
-    /// Condition rows `[B, C]` for `items`; `dropped` rows get the null condition.
+    /// Condition rows `[B, C]` for `items`; `dropped` rows get the null condition; caption
+    /// embeddings get `noise` (given on training steps when `train.text_noise` is set).
     fn rows(
         &self,
         model: &Self::Model,
         items: &[usize],
         dropped: &[bool],
+        noise: Option<&TextNoise>,
         train: bool,
         device: &Device,
     ) -> Result<Tensor<2>>;
@@ -145,7 +149,7 @@ struct VarLoop<'a, T: VarTask> {
     opt: AdamW,
     loader: TokenLoader,
     val_idx: Vec<usize>,
-    /// Condition dropout draws.
+    /// Condition dropout and caption noise draws.
     rng: CounterRng,
     loss: TokenLoss,
 }
@@ -212,9 +216,14 @@ impl<T: VarTask> Task for VarLoop<'_, T> {
             .map(|r| self.rng.uniform(stream_id("cond_drop", step, r as u64), 0) < tc.cond_drop)
             .collect();
         let model = self.model();
+        let noise = TextNoise {
+            sigma: tc.text_noise,
+            rng: &self.rng,
+            step,
+        };
         let cond = self
             .task
-            .rows(model, &ids, &dropped, true, self.s.autodiff)?;
+            .rows(model, &ids, &dropped, Some(&noise), true, self.s.autodiff)?;
         let (loss, ce, correct) = forward(
             self.task.var(model, true),
             self.s.vae,
@@ -268,7 +277,8 @@ impl<T: VarTask> Task for VarLoop<'_, T> {
             let b = s.train.batch_size;
             let no_drop = vec![false; b];
             let (vl, va) = validate(var, s.vae, s.set, &self.val_idx, b, s.plain, |c| {
-                self.task.rows(&pm, c, &no_drop[..c.len()], false, s.plain)
+                self.task
+                    .rows(&pm, c, &no_drop[..c.len()], None, false, s.plain)
             })?;
             out = Some((
                 vec![("val_loss".into(), vl), ("val_acc".into(), va)],
@@ -357,7 +367,7 @@ pub fn picked_rows<T: VarTask + ?Sized>(
         .collect();
     let n = items.len();
     let var = task.var(model, false);
-    let cond = task.rows(model, &items, &vec![false; n], false, device)?;
+    let cond = task.rows(model, &items, &vec![false; n], None, false, device)?;
     Ok((Tensor::cat(vec![cond, var.null_condition(n)], 0), 4, 1.5))
 }
 

@@ -286,6 +286,15 @@ fn tiny_models_train_resume_and_export() {
         !out.status.success() && err.contains("decoder_only is a VQ-VAE setting"),
         "{err}"
     );
+    // Caption noise on a run without captions is refused too.
+    let mut bad = var_args(&fresh("var-text-noise"));
+    bad.extend(["--set".into(), "train.text_noise=0.5".into()]);
+    let out = bin().args(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("text_noise perturbs caption embeddings"),
+        "{err}"
+    );
     assert_eq!(
         column(&var_a, "acc_s3").len(),
         loss.len(),

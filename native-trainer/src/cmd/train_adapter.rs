@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{CommonTrainArgs, FrozenVar, FrozenVarArgs};
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
-use crate::var_steps::{caption_embeddings, caption_rows, null_where_dropped};
+use crate::var_steps::{TextNoise, caption_embeddings, caption_rows, null_where_dropped};
 use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
@@ -93,6 +93,7 @@ impl VarTask for AdapterTask {
         adapter: &TextAdapter,
         items: &[usize],
         dropped: &[bool],
+        noise: Option<&TextNoise>,
         train: bool,
         dev: &Device,
     ) -> Result<Tensor<2>> {
@@ -102,8 +103,11 @@ impl VarTask for AdapterTask {
             .iter()
             .map(|&i| self.set.labels[i].filter(|&l| l < null).unwrap_or(null))
             .collect();
-        let cond =
-            adapter.condition(var, &labels, caption_rows(&self.emb, self.dim, items, dev))?;
+        let cond = adapter.condition(
+            var,
+            &labels,
+            caption_rows(&self.emb, self.dim, items, noise, dev),
+        )?;
         Ok(null_where_dropped(var, cond, dropped, dev))
     }
 

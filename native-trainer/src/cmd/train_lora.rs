@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{CommonTrainArgs, FrozenVar, FrozenVarArgs};
 use crate::run::RunDir;
 use crate::tokens::TokenSet;
+use crate::var_steps::TextNoise;
 use crate::var_task::VarTask;
 
 #[derive(Args, Debug)]
@@ -142,6 +143,7 @@ impl VarTask for LoraTask {
         m: &LoraModel,
         items: &[usize],
         dropped: &[bool],
+        _noise: Option<&TextNoise>,
         _train: bool,
         dev: &Device,
     ) -> Result<Tensor<2>> {

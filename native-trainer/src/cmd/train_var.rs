@@ -53,7 +53,7 @@ pub struct VarModelConfig {
     pub init_head: f32,
 }
 
-use crate::var_steps::{Conditioning, caption_embeddings};
+use crate::var_steps::{Conditioning, TextNoise, caption_embeddings};
 use crate::var_task::VarTask;
 
 pub fn run(a: TrainVarArgs) -> Result<()> {
@@ -100,6 +100,9 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         Some((emb, dim)) => Conditioning::Text { emb, dim },
         None => Conditioning::Classes,
     };
+    if tc.text_noise != 0.0 && matches!(conditioning, Conditioning::Classes) {
+        bail!("train.text_noise perturbs caption embeddings: it needs --text-encoder");
+    }
     let init_ck = match &a.init {
         Some(p) => {
             let ck = crate::run::open_model(p, "var")?;
@@ -214,11 +217,12 @@ impl VarTask for VarTrain {
         var: &Var,
         items: &[usize],
         dropped: &[bool],
+        noise: Option<&TextNoise>,
         _train: bool,
         device: &Device,
     ) -> Result<Tensor<2>> {
         self.conditioning
-            .rows(var, &self.set, items, dropped, device)
+            .rows(var, &self.set, items, dropped, noise, device)
     }
 
     fn save(&self, var: &Var) -> Result<(Vec<Entry>, BTreeMap<String, String>)> {
