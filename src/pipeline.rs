@@ -67,18 +67,7 @@ impl Pipeline {
         let var_config = var::infer_config(&var_ck, None)?;
         let (var, var_config) = Var::from_checkpoint(var_ck, Some(var_config), device)?;
         let (vae, vae_config) = Self::load_vae(vae_ck, &var_config, device)?;
-        crate::config::check_pair(&var_config, &vae_config)?;
-        Ok(Self {
-            var,
-            var_config,
-            vae,
-            vae_config,
-            text: None,
-            adapter: None,
-            class_names: None,
-            recommended: None,
-            last_prompt: Default::default(),
-        })
+        Self::from_parts(var, var_config, vae, vae_config)
     }
 
     /// Builds a pipeline from a nextscale pack (configs from its header, every tensor used).
@@ -204,11 +193,21 @@ impl Pipeline {
         vae: VqVae,
         vae_config: VqVaeConfig,
     ) -> Result<Self> {
+        Self::from_parts(var, var_config, VaeParts::Full(Box::new(vae)), vae_config)
+    }
+
+    /// The checked pair, with no text encoder, adapter, class names or recommended settings.
+    fn from_parts(
+        var: Var,
+        var_config: VarConfig,
+        vae: VaeParts,
+        vae_config: VqVaeConfig,
+    ) -> Result<Self> {
         crate::config::check_pair(&var_config, &vae_config)?;
         Ok(Self {
             var,
             var_config,
-            vae: VaeParts::Full(Box::new(vae)),
+            vae,
             vae_config,
             text: None,
             adapter: None,
