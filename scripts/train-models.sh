@@ -147,16 +147,18 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # trained 5,000 steps further, its tokens, a depth-4 width-128 VAR) stopped at step 14,200,
   # then that VAR trained 2,000 more steps with every scale weighing the same in the loss
   # (train.scale_balance = 1), so that it learns the coarse layout its prompts name, and then
-  # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more); the VQ-VAE's
-  # decoder fine-tuned alone (emoji-vq-decoder), which leaves every token as it was.
+  # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more), and 2,000 more
+  # again (the no-noise control of emoji-text-noise); the VQ-VAE's decoder fine-tuned alone
+  # (emoji-vq-decoder), which leaves every token as it was.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   NATIVE_TRAINER="$B" STOP_AFTER=14200 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-v2-balance
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-balanced-more
+  NATIVE_TRAINER="$B" NOISES=0 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-text-noise
   NATIVE_TRAINER="$B" bash "$ROOT/scripts/train-models.sh" emoji-vq-decoder
-  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2-dec/vqvae.safetensors" models/emoji.nsp
+  pack_emoji "$R/var-v2-sb1-tn0/var.safetensors" "$R/vq2-dec/vqvae.safetensors" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -325,14 +327,15 @@ fi
 
 if [ "$what" = emoji-text-noise ]; then
   # An experiment (docs/MODELS.md, "Noise on the captions"): does noise on the caption
-  # embeddings (train.text_noise) help prompts the model never saw? Three forks of the shipped
-  # VAR (emoji-balanced-more), 2,000 steps each from a fresh warm-up to 1e-3 at balance 1:
-  # no noise (the control), σ = 0.5 and σ = 1. One thread each, side by side; then each
-  # packed with the shipped VQ-VAE and judged like the shipped pack. JUDGE=0 trains only.
+  # embeddings (train.text_noise) help prompts the model never saw? Forks of the VAR of
+  # emoji-balanced-more, 2,000 steps each from a fresh warm-up to 1e-3 at balance 1: no noise
+  # (the control, shipped since 2026-12-03), σ = 0.25 and σ = 0.5. One thread each (the
+  # measured σ = 0.25 run went after the other two, which ran side by side); then each packed
+  # with the shipped VQ-VAE and judged like the shipped pack. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   pids=()
-  for tn in ${NOISES:-0 0.5 1}; do
+  for tn in ${NOISES:-0 0.25 0.5}; do
     RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
       --out "$R/var-v2-sb1-tn$tn" --preset emoji --init "$R/var-v2-sb1-more/var.safetensors" --steps 2000 \
       --set train.lr=1e-3 --set train.scale_balance=1 --set train.text_noise=$tn --set train.ckpt_every=100 \
@@ -341,7 +344,7 @@ if [ "$what" = emoji-text-noise ]; then
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || exit 0
-  for tn in ${NOISES:-0 0.5 1}; do
+  for tn in ${NOISES:-0 0.25 0.5}; do
     pack_emoji "$R/var-v2-sb1-tn$tn/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$R/emoji-tn$tn.nsp"
     judge_emoji "$R/emoji-tn$tn.nsp"
     everyday_grid "$R/emoji-tn$tn.nsp" "$R/emoji-tn$tn-grid16.png"
