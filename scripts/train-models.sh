@@ -331,7 +331,8 @@ if [ "$what" = emoji-text-noise ]; then
   # emoji-balanced-more, 2,000 steps each from a fresh warm-up to 1e-3 at balance 1: no noise
   # (the control, shipped since 2026-12-03), σ = 0.25 and σ = 0.5. One thread each (the
   # measured σ = 0.25 run went after the other two, which ran side by side); then each packed
-  # with the shipped VQ-VAE and judged like the shipped pack. JUDGE=0 trains only.
+  # with the shipped VQ-VAE and judged like the shipped pack, and on the held-out prompts by a
+  # second judge. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   pids=()
@@ -344,9 +345,17 @@ if [ "$what" = emoji-text-noise ]; then
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || exit 0
+  # A second, stronger judge for the held-out prompts: the same classifier trained 3,000 steps.
+  E="$DATA/emoji-flat"
+  [ -s "$R/classifier-3000.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
+    --size 64 --steps 3000 --batch-size 32 --flip --out "$R/classifier-3000.safetensors" --device "$DEVICE"
   for tn in ${NOISES:-0 0.25 0.5}; do
     pack_emoji "$R/var-v2-sb1-tn$tn/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$R/emoji-tn$tn.nsp"
     judge_emoji "$R/emoji-tn$tn.nsp"
+    for seed in 0 1 2; do
+      "$B" evaluate --pack "$R/emoji-tn$tn.nsp" --classifier "$R/classifier-3000.safetensors" --real "$E/test" \
+        --reference "$E/train" "${SAMPLING[@]}" --seed "$seed"
+    done
     everyday_grid "$R/emoji-tn$tn.nsp" "$R/emoji-tn$tn-grid16.png"
   done
 fi
