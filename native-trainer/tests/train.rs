@@ -277,24 +277,29 @@ fn tiny_models_train_resume_and_export() {
         "VAR loss fell from {first} only to {last}"
     );
     assert!(var_a.join("samples/step-00000080.png").is_file());
-    // A VQ-VAE-only setting on a VAR run is refused, not ignored.
-    let mut bad = var_args(&fresh("var-decoder-only"));
-    bad.extend(["--set".into(), "train.decoder_only=true".into()]);
-    let out = bin().args(&bad).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("decoder_only is a VQ-VAE setting"),
-        "{err}"
-    );
-    // Caption noise on a run without captions is refused too.
-    let mut bad = var_args(&fresh("var-text-noise"));
-    bad.extend(["--set".into(), "train.text_noise=0.5".into()]);
-    let out = bin().args(&bad).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("text_noise perturbs caption embeddings"),
-        "{err}"
-    );
+    // A VQ-VAE-only setting on a VAR run, and caption noise on a run without captions, are
+    // refused, not ignored.
+    for (name, set, message) in [
+        (
+            "var-decoder-only",
+            "train.decoder_only=true",
+            "decoder_only is a VQ-VAE setting",
+        ),
+        (
+            "var-text-noise",
+            "train.text_noise=0.5",
+            "text_noise perturbs caption embeddings",
+        ),
+    ] {
+        let mut bad = var_args(&fresh(name));
+        bad.extend(["--set".into(), set.into()]);
+        let out = bin().args(&bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(message),
+            "{set}: {err}"
+        );
+    }
     assert_eq!(
         column(&var_a, "acc_s3").len(),
         loss.len(),
