@@ -153,6 +153,38 @@ fn text_conditioned_var_adapter_and_lora() {
         loss[0],
         loss.last().unwrap()
     );
+    // Caption noise reaches the training steps: five steps from the same start give the
+    // logged loss of the run above without it, and another with it.
+    for (noise, same) in [("0", true), ("1", false)] {
+        let short = fresh(&format!("text-var-noise-{noise}"));
+        let set = format!("train.text_noise={noise}");
+        let mut a = vec![
+            "train-var",
+            "--tokens",
+            s(&tok_cap),
+            "--vae",
+            s(&vae),
+            "--out",
+            s(&short),
+            "--text-encoder",
+            s(&enc),
+            "--steps",
+            "60",
+            "--stop-after",
+            "5",
+            "--set",
+            &set,
+        ];
+        a.extend(COMMON);
+        run(&a);
+        let first = column(&short, "loss")[0];
+        assert_eq!(
+            first == loss[0],
+            same,
+            "noise {noise}: {first} vs {}",
+            loss[0]
+        );
+    }
     let ck = nextscale::Checkpoint::open(tv.join("var.safetensors")).unwrap();
     assert_eq!(ck.shape("text_proj.weight"), Some(&[64, 384][..]));
     assert_eq!(
