@@ -127,21 +127,26 @@ fn text_conditioned_var_adapter_and_lora() {
 
     // --- text-conditioned VAR ---
     let tv = fresh("text-var");
-    let mut a = vec![
-        "train-var",
-        "--tokens",
-        s(&tok_cap),
-        "--vae",
-        s(&vae),
-        "--out",
-        s(&tv),
-        "--text-encoder",
-        s(&enc),
-        "--steps",
-        "60",
-    ];
-    a.extend(COMMON);
-    let log = run(&a);
+    // A 60-step text VAR into `out`, with `extra` arguments.
+    let train_text_var = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train-var",
+            "--tokens",
+            s(&tok_cap),
+            "--vae",
+            s(&vae),
+            "--out",
+            s(out),
+            "--text-encoder",
+            s(&enc),
+            "--steps",
+            "60",
+        ];
+        a.extend(COMMON);
+        a.extend(extra);
+        run(&a)
+    };
+    let log = train_text_var(&tv, &[]);
     assert!(
         log.contains("conditioned on 384-d caption embeddings"),
         "{log}"
@@ -158,25 +163,7 @@ fn text_conditioned_var_adapter_and_lora() {
     for (noise, same) in [("0", true), ("1", false)] {
         let short = fresh(&format!("text-var-noise-{noise}"));
         let set = format!("train.text_noise={noise}");
-        let mut a = vec![
-            "train-var",
-            "--tokens",
-            s(&tok_cap),
-            "--vae",
-            s(&vae),
-            "--out",
-            s(&short),
-            "--text-encoder",
-            s(&enc),
-            "--steps",
-            "60",
-            "--stop-after",
-            "5",
-            "--set",
-            &set,
-        ];
-        a.extend(COMMON);
-        run(&a);
+        train_text_var(&short, &["--stop-after", "5", "--set", &set]);
         let first = column(&short, "loss")[0];
         assert_eq!(
             first == loss[0],
