@@ -52,8 +52,9 @@ pub struct TrainConfig {
     /// Probability of replacing the condition by the null class (for CFG).
     #[serde(default)]
     pub cond_drop: f64,
-    /// How the scales share the loss, in [0, 1]: 0 weighs every token the same (the official
-    /// loss), 1 weighs every scale the same (`var_steps::scale_weights`).
+    /// How the scales share the loss, in [0, 2]: 0 weighs every token the same (the official
+    /// loss), 1 weighs every scale the same, above 1 the coarse scales weigh more than the
+    /// fine ones (`var_steps::scale_weights`).
     #[serde(default)]
     pub scale_balance: f64,
     /// Gaussian noise on the caption embeddings of text runs, as a fraction of their length
@@ -197,8 +198,8 @@ pub fn validate(t: &TrainConfig, kind: &str) -> Result<()> {
     {
         bail!("val_fraction, cond_drop and label_smooth must be in [0, 1)");
     }
-    if !(0.0..=1.0).contains(&t.scale_balance) {
-        bail!("scale_balance must be in [0, 1]");
+    if !(0.0..=2.0).contains(&t.scale_balance) {
+        bail!("scale_balance must be in [0, 2]");
     }
     if !(0.0..=4.0).contains(&t.text_noise) {
         bail!("text_noise must be in [0, 4]");
@@ -273,5 +274,12 @@ mod tests {
         validate(&var, "var").unwrap();
         var.text_noise = f64::NAN;
         assert!(validate(&var, "var").is_err());
+        // Balances above 1 (the coarse scales weigh more) are accepted up to 2.
+        var = preset("tiny", "var");
+        var.scale_balance = 1.5;
+        validate(&var, "var").unwrap();
+        var.scale_balance = 2.5;
+        let e = validate(&var, "var").unwrap_err().to_string();
+        assert!(e.contains("scale_balance must be in [0, 2]"), "{e}");
     }
 }

@@ -508,7 +508,7 @@ mod tests {
     fn scale_weights_average_one_and_balance_the_scales() {
         let pns = [1, 2, 3, 4, 6, 8, 11, 16];
         let len: usize = pns.iter().map(|p| p * p).sum();
-        for balance in [0.0, 0.5, 1.0] {
+        for balance in [0.0, 0.5, 1.0, 1.5, 2.0] {
             let w = scale_weights(&pns, balance);
             assert_eq!(w.len(), len);
             let mean = w.iter().map(|&x| x as f64).sum::<f64>() / len as f64;
@@ -524,5 +524,13 @@ mod tests {
             assert!((total - len as f32 / pns.len() as f32).abs() < 1e-3);
             start += n;
         }
+        // above 1: the single coarsest token outweighs the whole finest scale, several times.
+        let w = scale_weights(&pns, 1.5);
+        assert!(
+            w[0] > 4.0 * 256.0 * w[len - 1],
+            "{} vs {}",
+            w[0],
+            w[len - 1]
+        );
     }
 }
