@@ -149,7 +149,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # (train.scale_balance = 1), so that it learns the coarse layout its prompts name, and then
   # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more), and 2,000 more
   # again (the no-noise control of emoji-text-noise); the VQ-VAE's decoder fine-tuned alone
-  # (emoji-vq-decoder), which leaves every token as it was.
+  # (emoji-vq-decoder), which leaves every token as it was; then 2,000 more VAR steps from
+  # that pack's q8 weights (emoji-coarse at balance 1).
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -158,7 +159,9 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-balanced-more
   NATIVE_TRAINER="$B" NOISES=0 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-text-noise
   NATIVE_TRAINER="$B" bash "$ROOT/scripts/train-models.sh" emoji-vq-decoder
-  pack_emoji "$R/var-v2-sb1-tn0/var.safetensors" "$R/vq2-dec/vqvae.safetensors" models/emoji.nsp
+  # The control's pack, then 2,000 more steps from its q8 weights (emoji-coarse, balance 1).
+  NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse
+  pack_emoji "$R/var-v3-sb1/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -364,8 +367,8 @@ if [ "$what" = emoji-coarse ]; then
   # An experiment (docs/MODELS.md, "Weighing the coarse scales more"): the shipped VAR's layout
   # goes wrong at the first scales, so do the coarse scales need more of the loss? Two forks of
   # the shipped pack, 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread
-  # each: balance 1 (the recipe of the last rounds) and 1.5 (the first scale carries 40 % of
-  # the loss). They start from the pack's q8 weights, on tokens of the pack's own VQ-VAE (the
+  # each: balance 1 (the recipe of the last rounds; shipped since 2026-12-03) and 1.5 (the
+  # first scale carries 40 % of the loss). They start from the pack's q8 weights, on tokens of the pack's own VQ-VAE (the
   # measured runs did: the f32 checkpoint was on a machine since gone). JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
