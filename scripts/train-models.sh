@@ -364,7 +364,8 @@ if [ "$what" = emoji-text-noise ]; then
 fi
 
 if [ "$what" = emoji-coarse ]; then
-  # An experiment (docs/MODELS.md, "Weighing the coarse scales more"): the shipped VAR's layout
+  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "Weighing the coarse scales
+  # more"): the VAR's layout
   # goes wrong at the first scales, so do the coarse scales need more of the loss? Two forks of
   # the shipped pack, 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread
   # each: balance 1 (the recipe of the last rounds; shipped since 2026-12-03) and 1.5 (the
