@@ -365,12 +365,12 @@ fi
 
 if [ "$what" = emoji-coarse ]; then
   # The shipped VAR's last step, and an experiment (docs/MODELS.md, "Weighing the coarse scales
-  # more"): the VAR's layout
-  # goes wrong at the first scales, so do the coarse scales need more of the loss? Two forks of
-  # the shipped pack, 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread
-  # each: balance 1 (the recipe of the last rounds; shipped since 2026-12-03) and 1.5 (the
-  # first scale carries 40 % of the loss). They start from the pack's q8 weights, on tokens of the pack's own VQ-VAE (the
-  # measured runs did: the f32 checkpoint was on a machine since gone). JUDGE=0 trains only.
+  # more"): the VAR's layout goes wrong at the first scales, so do the coarse scales need more
+  # of the loss? Two forks of the control's pack, 2,000 steps each from a fresh warm-up to
+  # 1e-3, side by side, one thread each: balance 1 (the recipe of the last rounds; shipped
+  # since 2026-12-03) and 1.5 (the first scale carries 40 % of the loss). They start from the
+  # pack's q8 weights, on tokens of the pack's own VQ-VAE (the measured runs did: the f32
+  # checkpoint was on a machine since gone). JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
