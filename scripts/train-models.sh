@@ -49,6 +49,30 @@ everyday_grid() {
     car "deciduous tree" fire star ghost guitar hamburger; do everyday+=(--prompt "$p"); done
   "$B" sample --pack "$1" "${everyday[@]}" --n 4 --cols 4 --seed 0 --out "$2"
 }
+# The judge of the emoji packs: a classifier of the nine emoji groups, trained on the training
+# emoji (kept when present). Args: STEPS OUT.
+emoji_classifier() {
+  local E="$DATA/emoji-flat"
+  [ -s "$2" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
+    --size 64 --steps "$1" --batch-size 32 --flip --out "$2" --device "$DEVICE"
+}
+# A VAR of the emoji chain trained on from INIT: STEPS steps from a fresh warm-up to LR, then
+# linear decay; a checkpoint every 100 steps. Args: TOKENS VAE INIT OUT STEPS LR [train-var args].
+fork_emoji_var() {
+  local tokens="$1" vae="$2" init="$3" out="$4" steps="$5" lr="$6"
+  shift 6
+  "$B" train-var --tokens "$tokens" --vae "$vae" --out "$out" --preset emoji --init "$init" \
+    --steps "$steps" --set train.lr="$lr" --set train.ckpt_every=100 --set train.eval_every=1000 \
+    --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE" "$@"
+}
+# A VAR packed with a VQ-VAE as $RUNS/emoji-flat/NAME.nsp, judged, and its everyday grid drawn
+# beside it. Args: NAME VAR VAE.
+pack_and_judge() {
+  local P="$RUNS/emoji-flat/$1"
+  pack_emoji "$2" "$3" "$P.nsp"
+  judge_emoji "$P.nsp"
+  everyday_grid "$P.nsp" "$P-grid16.png"
+}
 
 if [ "$what" = digits ] || [ "$what" = all ]; then
   R="$RUNS/digits"
@@ -136,8 +160,7 @@ if [ "$what" = emoji-v1 ]; then
   [ -s "$R/tokens/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq/vqvae.safetensors" --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset emoji \
     --text-encoder "$MINILM" --device "$DEVICE"
-  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
-    --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
+  emoji_classifier 800 "$R/classifier.safetensors"
   pack_emoji "$R/var/var.safetensors" "$R/vq/vqvae.safetensors" "$R/emoji-v1-rebuilt.nsp"
   "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test"
 fi
@@ -258,8 +281,7 @@ if [ "$what" = emoji-v2 ]; then
     --device "$DEVICE"
   [ -s "$R/tokens-v2/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq2/vqvae.safetensors" \
     --out "$R/tokens-v2" --device "$DEVICE" && touch "$R/tokens-v2/done"; }
-  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
-    --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
+  emoji_classifier 800 "$R/classifier.safetensors"
   "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2" --preset emoji \
     --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 30000 \
     --set train.ckpt_every=200 --set train.eval_every=1000 --set train.sample_every=5000 \
@@ -270,10 +292,8 @@ if [ "$what" = emoji-v2 ]; then
   [ "${JUDGE:-1}" = 1 ] || exit 0
   # Where the VAR stands (its last checkpoint), against the pack it started from, with this
   # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200, 6600, 10400 and 13400.
-  pack_emoji "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2.nsp"
   judge_emoji "$R/emoji-v1.nsp"
-  judge_emoji "$R/emoji-v2.nsp"
-  everyday_grid "$R/emoji-v2.nsp" "$R/emoji-v2-grid16.png"
+  pack_and_judge emoji-v2 "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors"
 fi
 
 if [ "$what" = emoji-v2-balance ]; then
@@ -303,9 +323,7 @@ if [ "$what" = emoji-v2-balance ]; then
   [ -s "$R/emoji-v2-s14200.nsp" ] || pack_emoji "$R/var-v2-s14200.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-s14200.nsp"
   judge_emoji "$R/emoji-v2-s14200.nsp"
   for sb in ${BALANCES:-0 0.5 1}; do
-    pack_emoji "$R/var-v2-ft-sb$sb/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-v2-sb$sb.nsp"
-    judge_emoji "$R/emoji-v2-sb$sb.nsp"
-    everyday_grid "$R/emoji-v2-sb$sb.nsp" "$R/emoji-v2-sb$sb-grid16.png"
+    pack_and_judge "emoji-v2-sb$sb" "$R/var-v2-ft-sb$sb/var.safetensors" "$R/vq2/vqvae.safetensors"
   done
 fi
 
@@ -318,14 +336,10 @@ if [ "$what" = emoji-balanced-more ]; then
   # command's schedule gives 0.69e-3 at step 1,100).
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2-sb1-more" \
-    --preset emoji --init "$R/var-v2-ft-sb1/var.safetensors" --steps 3000 --set train.lr=1e-3 \
-    --set train.scale_balance=1 --set train.ckpt_every=100 --set train.eval_every=1000 \
-    --set train.sample_every=10000 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} --text-encoder "$MINILM" --device "$DEVICE"
+  fork_emoji_var "$R/tokens-v2" "$R/vq2/vqvae.safetensors" "$R/var-v2-ft-sb1/var.safetensors" \
+    "$R/var-v2-sb1-more" 3000 1e-3 --set train.scale_balance=1 ${STOP_AFTER:+--stop-after "$STOP_AFTER"}
   [ "${JUDGE:-1}" = 1 ] || exit 0
-  pack_emoji "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors" "$R/emoji-sb1-more.nsp"
-  judge_emoji "$R/emoji-sb1-more.nsp"
-  everyday_grid "$R/emoji-sb1-more.nsp" "$R/emoji-sb1-more-grid16.png"
+  pack_and_judge emoji-sb1-more "$R/var-v2-sb1-more/var.safetensors" "$R/vq2/vqvae.safetensors"
 fi
 
 if [ "$what" = emoji-text-noise ]; then
@@ -340,26 +354,21 @@ if [ "$what" = emoji-text-noise ]; then
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   pids=()
   for tn in ${NOISES:-0 0.25 0.5}; do
-    RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
-      --out "$R/var-v2-sb1-tn$tn" --preset emoji --init "$R/var-v2-sb1-more/var.safetensors" --steps 2000 \
-      --set train.lr=1e-3 --set train.scale_balance=1 --set train.text_noise=$tn --set train.ckpt_every=100 \
-      --set train.eval_every=1000 --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE" &
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v2" "$R/vq2/vqvae.safetensors" "$R/var-v2-sb1-more/var.safetensors" \
+      "$R/var-v2-sb1-tn$tn" 2000 1e-3 --set train.scale_balance=1 --set train.text_noise="$tn" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || exit 0
   # A second, stronger judge for the held-out prompts: the same classifier trained 3,000 steps.
   E="$DATA/emoji-flat"
-  [ -s "$R/classifier-3000.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
-    --size 64 --steps 3000 --batch-size 32 --flip --out "$R/classifier-3000.safetensors" --device "$DEVICE"
+  emoji_classifier 3000 "$R/classifier-3000.safetensors"
   for tn in ${NOISES:-0 0.25 0.5}; do
-    pack_emoji "$R/var-v2-sb1-tn$tn/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$R/emoji-tn$tn.nsp"
-    judge_emoji "$R/emoji-tn$tn.nsp"
+    pack_and_judge "emoji-tn$tn" "$R/var-v2-sb1-tn$tn/var.safetensors" "$R/vq2-dec/vqvae.safetensors"
     for seed in 0 1 2; do
       "$B" evaluate --pack "$R/emoji-tn$tn.nsp" --classifier "$R/classifier-3000.safetensors" --real "$E/test" \
         --reference "$E/train" "${SAMPLING[@]}" --seed "$seed"
     done
-    everyday_grid "$R/emoji-tn$tn.nsp" "$R/emoji-tn$tn-grid16.png"
   done
 fi
 
@@ -380,19 +389,15 @@ if [ "$what" = emoji-coarse ]; then
     --device "$DEVICE" && touch "$R/tokens-v3/done"; }
   pids=()
   for sb in ${BALANCES:-1 1.5}; do
-    RAYON_NUM_THREADS=1 "$B" train-var --tokens "$R/tokens-v3" --vae "$P" --out "$R/var-v3-sb$sb" --preset emoji \
-      --init "$P" --steps 2000 --set train.lr=1e-3 --set train.scale_balance=$sb --set train.ckpt_every=100 \
-      --set train.eval_every=1000 --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE" &
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$P" "$R/var-v3-sb$sb" 2000 1e-3 \
+      --set train.scale_balance="$sb" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || exit 0
-  [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$E/groups/train" --test "$E/groups/test" \
-    --size 64 --steps 800 --batch-size 32 --flip --out "$R/classifier.safetensors" --device "$DEVICE"
+  emoji_classifier 800 "$R/classifier.safetensors"
   for sb in ${BALANCES:-1 1.5}; do
-    pack_emoji "$R/var-v3-sb$sb/var.safetensors" "$P" "$R/emoji-v3-sb$sb.nsp"
-    judge_emoji "$R/emoji-v3-sb$sb.nsp"
-    everyday_grid "$R/emoji-v3-sb$sb.nsp" "$R/emoji-v3-sb$sb-grid16.png"
+    pack_and_judge "emoji-v3-sb$sb" "$R/var-v3-sb$sb/var.safetensors" "$P"
   done
 fi
 
@@ -402,10 +407,8 @@ if [ "$what" = emoji-text-noise-clean ]; then
   # sharpen the training prompts while keeping what the noise gave the held-out ones.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  RAYON_NUM_THREADS=2 "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" \
-    --out "$R/var-v2-sb1-tn0.25-clean" --preset emoji --init "$R/var-v2-sb1-tn0.25/var.safetensors" --steps 500 \
-    --set train.lr=3e-4 --set train.scale_balance=1 --set train.ckpt_every=100 --set train.eval_every=1000 \
-    --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE"
+  RAYON_NUM_THREADS=2 fork_emoji_var "$R/tokens-v2" "$R/vq2/vqvae.safetensors" "$R/var-v2-sb1-tn0.25/var.safetensors" \
+    "$R/var-v2-sb1-tn0.25-clean" 500 3e-4 --set train.scale_balance=1
   [ "${JUDGE:-1}" = 1 ] || exit 0
   pack_emoji "$R/var-v2-sb1-tn0.25-clean/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$R/emoji-tn0.25c.nsp"
   judge_emoji "$R/emoji-tn0.25c.nsp"
