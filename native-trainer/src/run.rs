@@ -97,6 +97,17 @@ impl RunDir {
     /// different configuration is refused, so a rerun cannot silently mix two runs; only
     /// `steps` may change (to train longer).
     pub fn open(root: &Path, config: &str, kind: &str) -> Result<Self> {
+        Self::open_or_update(root, config, None, kind)
+    }
+
+    /// As [`RunDir::open`], but a folder recorded with `older` (what an earlier build wrote
+    /// for the same run) is accepted too, and its `config.toml` is rewritten as `config`.
+    pub fn open_or_update(
+        root: &Path,
+        config: &str,
+        older: Option<&str>,
+        kind: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(root.join("checkpoints"))
             .with_context(|| format!("creating {}", root.display()))?;
         let lock = std::fs::OpenOptions::new()
@@ -127,9 +138,20 @@ impl RunDir {
                 }
                 Ok(t)
             };
-            if strip(&old)? != strip(config)? {
+            let recorded = strip(&old)?;
+            let older_fits = match older {
+                Some(o) => recorded == strip(o)?,
+                None => false,
+            };
+            let now = strip(config)?;
+            if recorded != now && !older_fits {
+                let hint = if recorded.get("model") != now.get("model") {
+                    " (its [model] differs; a run started from --init records that checkpoint's architecture there and resumes with the same --init)"
+                } else {
+                    ""
+                };
                 bail!(
-                    "{} was made with a different configuration; use a new --out folder (or delete it)\n--- in the folder:\n{old}\n--- now:\n{config}",
+                    "{} was made with a different configuration{hint}; use a new --out folder (or delete it)\n--- in the folder:\n{old}\n--- now:\n{config}",
                     root.display()
                 );
             }
@@ -507,6 +529,21 @@ mod tests {
         assert!(e.contains("is in use by another run"), "{e}");
         drop(a);
         RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+    }
+
+    #[test]
+    fn a_folder_in_an_older_record_is_accepted_and_rewritten() {
+        let d = tmp("older");
+        let (older, now) = ("[model]\ndepth = 3\n", "[model]\ndepth = 4\n");
+        drop(RunDir::open(&d, older, "var").unwrap());
+        let e = RunDir::open(&d, now, "var").err().unwrap().to_string();
+        assert!(e.contains("different configuration"), "{e}");
+        drop(RunDir::open_or_update(&d, now, Some(older), "var").unwrap());
+        assert_eq!(std::fs::read_to_string(d.join("config.toml")).unwrap(), now);
+        // Once rewritten, the older record no longer fits it, and a third one never did.
+        drop(RunDir::open(&d, now, "var").unwrap());
+        assert!(RunDir::open(&d, older, "var").is_err());
+        assert!(RunDir::open_or_update(&d, "[model]\ndepth = 5\n", Some(older), "var").is_err());
     }
 
     #[test]

@@ -315,8 +315,27 @@ fn tiny_models_train_resume_and_export() {
     let steps = args.iter().position(|a| a == "--steps").unwrap() + 1;
     args[steps] = "10".into();
     let init = var_a.join("var.safetensors");
-    args.extend(["--set", "train.scale_balance=1", "--init", s(&init)].map(String::from));
+    // The preset's depth is 2 like the init's; asking for 3 shows whose architecture is kept.
+    args.extend(
+        [
+            "--set",
+            "train.scale_balance=1",
+            "--set",
+            "model.depth=3",
+            "--init",
+            s(&init),
+        ]
+        .map(String::from),
+    );
     run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // config.toml records the architecture trained (the init's), not the one asked for.
+    let recorded: toml::Table =
+        toml::from_str(&std::fs::read_to_string(var_bal.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        recorded["model"]["depth"].as_integer(),
+        Some(2),
+        "{recorded}"
+    );
     let pns = nextscale::Checkpoint::open(&init)
         .unwrap()
         .recorded_patch_nums()

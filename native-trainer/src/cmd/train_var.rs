@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::Args;
 use nextscale::params::{RandomInit, VarInit};
@@ -133,7 +133,29 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         None => None,
     };
     cfg.validate()?;
-    let run = RunDir::open(&a.common.out, &text, "var")?;
+    // With --init the checkpoint's architecture replaced the preset's: config.toml records the
+    // one trained. Folders from builds that recorded the preset's [model] still resume.
+    let run = if a.init.is_some() {
+        let mut table: toml::Table = toml::from_str(&text)?;
+        let model = table
+            .get_mut("model")
+            .and_then(toml::Value::as_table_mut)
+            .context("the configuration has no [model] table")?;
+        model.insert("depth".into(), toml::Value::Integer(cfg.depth as i64));
+        model.insert(
+            "embed_dim".into(),
+            toml::Value::Integer(cfg.embed_dim as i64),
+        );
+        model.insert(
+            "num_heads".into(),
+            toml::Value::Integer(cfg.num_heads as i64),
+        );
+        model.insert("mlp_ratio".into(), toml::Value::Float(cfg.mlp_ratio));
+        model.insert("norm_eps".into(), toml::Value::Float(cfg.norm_eps));
+        RunDir::open_or_update(&a.common.out, &toml::to_string(&table)?, Some(&text), "var")?
+    } else {
+        RunDir::open(&a.common.out, &text, "var")?
+    };
     let (train_idx, val_idx) = set.split(tc.val_fraction);
     eprintln!(
         "tokens: {} sequences of {} ({} train, {} validation), {}, VAR depth {} width {} ({:.1} M parameters)",
