@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -173,7 +173,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # 3,000 more steps the same way from a fresh warm-up (emoji-balanced-more), and 2,000 more
   # again (the no-noise control of emoji-text-noise); the VQ-VAE's decoder fine-tuned alone
   # (emoji-vq-decoder), which leaves every token as it was; then 2,000 more VAR steps from
-  # that pack's q8 weights (emoji-coarse at balance 1).
+  # that pack's q8 weights (emoji-coarse at balance 1), and 2,000 more the same way
+  # (emoji-coarse-even, its control).
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -184,7 +185,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" bash "$ROOT/scripts/train-models.sh" emoji-vq-decoder
   # The control's pack, then 2,000 more steps from its q8 weights (emoji-coarse, balance 1).
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse
-  pack_emoji "$R/var-v3-sb1/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp
+  NATIVE_TRAINER="$B" FROMS=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse-even
+  pack_emoji "$R/var-v4-sb1-sb1/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -373,11 +375,11 @@ if [ "$what" = emoji-text-noise ]; then
 fi
 
 if [ "$what" = emoji-coarse ]; then
-  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "Weighing the coarse scales
+  # A step of the shipped VAR, and an experiment (docs/MODELS.md, "Weighing the coarse scales
   # more"): the VAR's layout goes wrong at the first scales, so do the coarse scales need more
   # of the loss? Two forks of the control's pack, 2,000 steps each from a fresh warm-up to
   # 1e-3, side by side, one thread each: balance 1 (the recipe of the last rounds; shipped
-  # since 2026-12-03) and 1.5 (the first scale carries 40 % of the loss). They start from the
+  # on 2026-12-03) and 1.5 (the first scale carries 40 % of the loss). They start from the
   # pack's q8 weights, on tokens of the pack's own VQ-VAE (the measured runs did: the f32
   # checkpoint was on a machine since gone). JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
@@ -399,6 +401,45 @@ if [ "$what" = emoji-coarse ]; then
   for sb in ${BALANCES:-1 1.5}; do
     pack_and_judge "emoji-v3-sb$sb" "$R/var-v3-sb$sb/var.safetensors" "$P"
   done
+fi
+
+if [ "$what" = emoji-coarse-even ]; then
+  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "Coarse first, then
+  # even"): both forks of emoji-coarse (run it first) trained 2,000 more steps at balance 1,
+  # from a fresh warm-up to 1e-3, side by side, one thread each. From balance 1.5 it is a
+  # schedule (coarse scales first, then every scale the same); from balance 1 it is the
+  # control, the same number of steps at balance 1 throughout (shipped since 2026-12-04).
+  # JUDGE=0 trains only.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  P="$R/emoji-tn0.nsp"
+  pids=()
+  for sb in ${FROMS:-1 1.5}; do
+    [ -s "$R/var-v3-sb$sb/var.safetensors" ] || { echo "run emoji-coarse first (BALANCES=$sb)" >&2; exit 1; }
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$R/var-v3-sb$sb/var.safetensors" \
+      "$R/var-v4-sb$sb-sb1" 2000 1e-3 --set train.scale_balance=1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  [ "${JUDGE:-1}" = 1 ] || exit 0
+  emoji_classifier 800 "$R/classifier.safetensors"
+  for sb in ${FROMS:-1 1.5}; do
+    pack_and_judge "emoji-v4-sb$sb-sb1" "$R/var-v4-sb$sb-sb1/var.safetensors" "$P"
+  done
+fi
+
+if [ "$what" = emoji-even-more ]; then
+  # An experiment (docs/MODELS.md, "Coarse first, then even"): the shipped VAR (the balance-1
+  # control of emoji-coarse-even; run that first) trained 2,000 more steps the same way, one
+  # thread. JUDGE=0 trains only.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  P="$R/emoji-tn0.nsp"
+  RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$R/var-v4-sb1-sb1/var.safetensors" \
+    "$R/var-v5-sb1" 2000 1e-3 --set train.scale_balance=1
+  [ "${JUDGE:-1}" = 1 ] || exit 0
+  emoji_classifier 800 "$R/classifier.safetensors"
+  pack_and_judge emoji-v5-sb1 "$R/var-v5-sb1/var.safetensors" "$P"
 fi
 
 if [ "$what" = emoji-text-noise-clean ]; then
