@@ -429,9 +429,9 @@ if [ "$what" = emoji-coarse-even ]; then
 fi
 
 if [ "$what" = emoji-even-more ]; then
-  # An experiment (docs/MODELS.md, "Coarse first, then even"): the shipped VAR (the balance-1
-  # control of emoji-coarse-even; run that first) trained 2,000 more steps the same way, one
-  # thread. JUDGE=0 trains only.
+  # An experiment, not shipped (docs/MODELS.md, "Coarse first, then even"): the shipped VAR
+  # (the balance-1 control of emoji-coarse-even; run that first) trained 2,000 more steps the
+  # same way, one thread. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P="$R/emoji-tn0.nsp"
