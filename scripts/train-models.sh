@@ -73,6 +73,25 @@ pack_and_judge() {
   judge_emoji "$P.nsp"
   everyday_grid "$P.nsp" "$P-grid16.png"
 }
+# Forks of the emoji VAR on the tokens of the emoji-tn0 pack's VQ-VAE (emoji-coarse makes
+# both), 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread each; then,
+# unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork stops the script.
+# Args: triples NAME INIT BALANCE (the run is $RUNS/emoji-flat/var-NAME, the pack emoji-NAME).
+emoji_v3_forks() {
+  local R="$RUNS/emoji-flat" pids=() names=() p n
+  local P="$R/emoji-tn0.nsp"
+  while [ "$#" -ge 3 ]; do
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" 2000 1e-3 \
+      --set train.scale_balance="$3" &
+    pids+=($!)
+    names+=("$1")
+    shift 3
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  [ "${JUDGE:-1}" = 1 ] || return 0
+  emoji_classifier 800 "$R/classifier.safetensors"
+  for n in "${names[@]}"; do pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P"; done
+}
 
 if [ "$what" = digits ] || [ "$what" = all ]; then
   R="$RUNS/digits"
@@ -389,18 +408,9 @@ if [ "$what" = emoji-coarse ]; then
   [ -s "$P" ] || pack_emoji "$R/var-v2-sb1-tn0/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$P"
   [ -s "$R/tokens-v3/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" --out "$R/tokens-v3" \
     --device "$DEVICE" && touch "$R/tokens-v3/done"; }
-  pids=()
-  for sb in ${BALANCES:-1 1.5}; do
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$P" "$R/var-v3-sb$sb" 2000 1e-3 \
-      --set train.scale_balance="$sb" &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p"; done
-  [ "${JUDGE:-1}" = 1 ] || exit 0
-  emoji_classifier 800 "$R/classifier.safetensors"
-  for sb in ${BALANCES:-1 1.5}; do
-    pack_and_judge "emoji-v3-sb$sb" "$R/var-v3-sb$sb/var.safetensors" "$P"
-  done
+  forks=()
+  for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb"); done
+  emoji_v3_forks "${forks[@]}"
 fi
 
 if [ "$what" = emoji-coarse-even ]; then
@@ -412,34 +422,20 @@ if [ "$what" = emoji-coarse-even ]; then
   # JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  P="$R/emoji-tn0.nsp"
-  pids=()
+  forks=()
   for sb in ${FROMS:-1 1.5}; do
     [ -s "$R/var-v3-sb$sb/var.safetensors" ] || { echo "run emoji-coarse first (BALANCES=$sb)" >&2; exit 1; }
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$R/var-v3-sb$sb/var.safetensors" \
-      "$R/var-v4-sb$sb-sb1" 2000 1e-3 --set train.scale_balance=1 &
-    pids+=($!)
+    forks+=("v4-sb$sb-sb1" "$R/var-v3-sb$sb/var.safetensors" 1)
   done
-  for p in "${pids[@]}"; do wait "$p"; done
-  [ "${JUDGE:-1}" = 1 ] || exit 0
-  emoji_classifier 800 "$R/classifier.safetensors"
-  for sb in ${FROMS:-1 1.5}; do
-    pack_and_judge "emoji-v4-sb$sb-sb1" "$R/var-v4-sb$sb-sb1/var.safetensors" "$P"
-  done
+  emoji_v3_forks "${forks[@]}"
 fi
 
 if [ "$what" = emoji-even-more ]; then
   # An experiment, not shipped (docs/MODELS.md, "Coarse first, then even"): the shipped VAR
   # (the balance-1 control of emoji-coarse-even; run that first) trained 2,000 more steps the
   # same way, one thread. JUDGE=0 trains only.
-  R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  P="$R/emoji-tn0.nsp"
-  RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$R/var-v4-sb1-sb1/var.safetensors" \
-    "$R/var-v5-sb1" 2000 1e-3 --set train.scale_balance=1
-  [ "${JUDGE:-1}" = 1 ] || exit 0
-  emoji_classifier 800 "$R/classifier.safetensors"
-  pack_and_judge emoji-v5-sb1 "$R/var-v5-sb1/var.safetensors" "$P"
+  emoji_v3_forks v5-sb1 "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1
 fi
 
 if [ "$what" = emoji-text-noise-clean ]; then
