@@ -141,17 +141,16 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
             .get_mut("model")
             .and_then(toml::Value::as_table_mut)
             .context("the configuration has no [model] table")?;
-        model.insert("depth".into(), toml::Value::Integer(cfg.depth as i64));
-        model.insert(
-            "embed_dim".into(),
-            toml::Value::Integer(cfg.embed_dim as i64),
-        );
-        model.insert(
-            "num_heads".into(),
-            toml::Value::Integer(cfg.num_heads as i64),
-        );
-        model.insert("mlp_ratio".into(), toml::Value::Float(cfg.mlp_ratio));
-        model.insert("norm_eps".into(), toml::Value::Float(cfg.norm_eps));
+        let int = |v: usize| toml::Value::Integer(v as i64);
+        for (key, value) in [
+            ("depth", int(cfg.depth)),
+            ("embed_dim", int(cfg.embed_dim)),
+            ("num_heads", int(cfg.num_heads)),
+            ("mlp_ratio", toml::Value::Float(cfg.mlp_ratio)),
+            ("norm_eps", toml::Value::Float(cfg.norm_eps)),
+        ] {
+            model.insert(key.into(), value);
+        }
         RunDir::open_or_update(&a.common.out, &toml::to_string(&table)?, Some(&text), "var")?
     } else {
         RunDir::open(&a.common.out, &text, "var")?
