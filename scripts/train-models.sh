@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -76,16 +76,19 @@ pack_and_judge() {
 # Forks of the emoji VAR on the tokens of the emoji-tn0 pack's VQ-VAE (emoji-coarse makes
 # both), 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread each; then,
 # unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork stops the script.
-# Args: triples NAME INIT BALANCE (the run is $RUNS/emoji-flat/var-NAME, the pack emoji-NAME).
+# Args: quadruples NAME INIT BALANCE DEEPEN (the run is $RUNS/emoji-flat/var-NAME, the pack
+# emoji-NAME; DEEPEN blocks are added on top of INIT's, 0 for none).
 emoji_v3_forks() {
-  local R="$RUNS/emoji-flat" pids=() names=() p n
+  local R="$RUNS/emoji-flat" pids=() names=() p n deepen
   local P="$R/emoji-tn0.nsp"
-  while [ "$#" -ge 3 ]; do
+  while [ "$#" -ge 4 ]; do
+    deepen=()
+    [ "$4" = 0 ] || deepen=(--deepen "$4")
     RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" 2000 1e-3 \
-      --set train.scale_balance="$3" &
+      --set train.scale_balance="$3" "${deepen[@]}" &
     pids+=($!)
     names+=("$1")
-    shift 3
+    shift 4
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || return 0
@@ -409,7 +412,7 @@ if [ "$what" = emoji-coarse ]; then
   [ -s "$R/tokens-v3/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" --out "$R/tokens-v3" \
     --device "$DEVICE" && touch "$R/tokens-v3/done"; }
   forks=()
-  for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb"); done
+  for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb" 0); done
   emoji_v3_forks "${forks[@]}"
 fi
 
@@ -425,7 +428,7 @@ if [ "$what" = emoji-coarse-even ]; then
   forks=()
   for sb in ${FROMS:-1 1.5}; do
     [ -s "$R/var-v3-sb$sb/var.safetensors" ] || { echo "run emoji-coarse first (BALANCES=$sb)" >&2; exit 1; }
-    forks+=("v4-sb$sb-sb1" "$R/var-v3-sb$sb/var.safetensors" 1)
+    forks+=("v4-sb$sb-sb1" "$R/var-v3-sb$sb/var.safetensors" 1 0)
   done
   emoji_v3_forks "${forks[@]}"
 fi
@@ -435,7 +438,20 @@ if [ "$what" = emoji-even-more ]; then
   # (the balance-1 control of emoji-coarse-even; run that first) trained 2,000 more steps the
   # same way, one thread. JUDGE=0 trains only.
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  emoji_v3_forks v5-sb1 "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1
+  emoji_v3_forks v5-sb1 "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 0
+fi
+
+if [ "$what" = emoji-deeper ]; then
+  # An experiment (docs/MODELS.md, "More depth"): the shipped VAR with blocks added on top
+  # (train-var --deepen; each starts as the identity), trained 2,000 steps like emoji-even-more
+  # (its control, the same steps at depth 4), side by side, one thread each. DEPTHS picks the
+  # added blocks (default "2 4": depth 6 and depth 8). JUDGE=0 trains only.
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  forks=()
+  for d in ${DEPTHS:-2 4}; do
+    forks+=("v5-sb1-d$((4 + d))" "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 "$d")
+  done
+  emoji_v3_forks "${forks[@]}"
 fi
 
 if [ "$what" = emoji-text-noise-clean ]; then

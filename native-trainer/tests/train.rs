@@ -362,6 +362,34 @@ fn tiny_models_train_resume_and_export() {
         );
     }
 
+    // --- VAR: --deepen puts a block on top of the init's; stopped at step 5, the same command
+    // resumes from the run's own (deeper) checkpoint ---
+    let var_deep = fresh("var-deep");
+    let mut args = var_args(&var_deep);
+    args[steps] = "10".into();
+    args.extend(["--init", s(&init), "--deepen", "1"].map(String::from));
+    let mut first = args.clone();
+    first.extend(["--stop-after", "5"].map(String::from));
+    run(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        var_deep
+            .join("checkpoints/step-00000005.safetensors")
+            .is_file()
+    );
+    let err = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("VAR depth 3"), "{err}");
+    let recorded: toml::Table =
+        toml::from_str(&std::fs::read_to_string(var_deep.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        recorded["model"]["depth"].as_integer(),
+        Some(3),
+        "{recorded}"
+    );
+    let trained = nextscale::Checkpoint::open(var_deep.join("var.safetensors")).unwrap();
+    let depth = nextscale::var::infer_config(&trained, None).unwrap().depth;
+    assert_eq!(depth, 3);
+    assert_eq!(column(&var_deep, "loss").last().map(|r| r.0), Some(10));
+
     // --- VAR: killed mid-run, rerun resumes from its last checkpoint ---
     let var_b = fresh("var-b");
     let b: Vec<String> = var_args(&var_b);

@@ -34,6 +34,11 @@ pub struct TrainVarArgs {
     /// initialisation; its architecture replaces the preset's.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// With --init: add this many blocks on top of the checkpoint's. Each new block starts as
+    /// the identity (its AdaLN gammas are zero, so both residual branches add nothing), so
+    /// training resumes from exactly the checkpoint's predictions with more capacity.
+    #[arg(long, requires = "init", default_value_t = 0)]
+    pub deepen: usize,
     /// Train a text-conditioned model on the captions, embedded by this sentence encoder
     /// (a sentence-transformers folder such as all-MiniLM-L6-v2).
     #[arg(long)]
@@ -128,6 +133,10 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
                 );
             }
             cfg = icfg;
+            cfg.depth = cfg
+                .depth
+                .checked_add(a.deepen)
+                .context("--deepen is too large")?;
             Some(ck)
         }
         None => None,
@@ -175,6 +184,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
     let task = VarTrain {
         cfg,
         init: std::cell::RefCell::new(init_ck),
+        deepen: a.deepen,
         model: mc,
         seed: tc.seed,
         conditioning,
@@ -189,6 +199,8 @@ struct VarTrain {
     cfg: VarConfig,
     /// The `--init` checkpoint, used once, for a fresh start.
     init: std::cell::RefCell<Option<Checkpoint>>,
+    /// Blocks added on top of the `--init` checkpoint's (`--deepen`).
+    deepen: usize,
     model: VarModelConfig,
     seed: u64,
     conditioning: Conditioning,
@@ -206,27 +218,36 @@ impl VarTask for VarTrain {
 
     fn load(&self, ck: Option<Checkpoint>, device: &Device) -> Result<Var> {
         let cfg = &self.cfg;
-        let fresh = || {
-            Var::load(
-                &mut VarInit {
-                    inner: RandomInit::new(self.seed),
-                    depth: cfg.depth,
-                    init_adaln: self.model.init_adaln,
-                    init_adaln_gamma: self.model.init_adaln_gamma,
-                    init_head: self.model.init_head,
-                },
-                cfg,
-                device,
-            )
+        let fresh = || VarInit {
+            inner: RandomInit::new(self.seed),
+            depth: cfg.depth,
+            init_adaln: self.model.init_adaln,
+            init_adaln_gamma: self.model.init_adaln_gamma,
+            init_head: self.model.init_head,
         };
-        Ok(match ck.or_else(|| self.init.borrow_mut().take()) {
-            Some(mut ck) => {
-                let v = Var::load(&mut ck, cfg, device)?;
-                ck.finish()?;
-                v
-            }
-            None => fresh()?,
-        })
+        // The run's own checkpoint (a resume) has the full depth; the --init one may have fewer
+        // blocks (--deepen), and is used once, for a fresh start.
+        let (mut ck, deepen) = match ck {
+            Some(ck) => (ck, 0),
+            None => match self.init.borrow_mut().take() {
+                Some(ck) => (ck, self.deepen),
+                None => return Ok(Var::load(&mut fresh(), cfg, device)?),
+            },
+        };
+        let var = if deepen == 0 {
+            Var::load(&mut ck, cfg, device)?
+        } else {
+            let mut src = Deepened {
+                ck,
+                fresh: fresh(),
+                first_new: cfg.depth - deepen,
+            };
+            let var = Var::load(&mut src, cfg, device)?;
+            ck = src.ck;
+            var
+        };
+        ck.finish()?;
+        Ok(var)
     }
 
     fn var<'a>(&'a self, model: &'a Var, _train: bool) -> &'a Var {
@@ -294,5 +315,129 @@ impl VarTask for VarTrain {
             )?;
         }
         Ok(())
+    }
+}
+
+/// A checkpoint with blocks added on top (`--deepen`): blocks `first_new..` come from a fresh
+/// initialisation with their AdaLN gamma rows (weights and biases `[:2C]` of `ada_lin.1`) set to
+/// zero, so each new block passes its input through unchanged (`x + branch·0`) until training
+/// moves the gammas. Everything else is read from the checkpoint.
+struct Deepened {
+    ck: Checkpoint,
+    fresh: VarInit<RandomInit>,
+    first_new: usize,
+}
+
+impl Deepened {
+    fn is_new(&self, key: &str) -> bool {
+        key.strip_prefix("blocks.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i >= self.first_new)
+    }
+}
+
+impl nextscale::params::ParamSource for Deepened {
+    fn get(
+        &mut self,
+        key: &str,
+        shape: &[usize],
+        init: nextscale::params::Init,
+    ) -> nextscale::Result<Vec<f32>> {
+        if !self.is_new(key) {
+            return self.ck.get(key, shape, init);
+        }
+        let mut v = self.fresh.get(key, shape, init)?;
+        // ada_lin.1 is Linear(C → 6C): weight [6C, C], bias [6C]; gamma1, gamma2 come first.
+        let gammas = if key.ends_with(".ada_lin.1.weight") {
+            2 * shape[0] / 6 * shape[1]
+        } else if key.ends_with(".ada_lin.1.bias") {
+            2 * shape[0] / 6
+        } else {
+            0
+        };
+        v[..gammas].iter_mut().for_each(|x| *x = 0.0);
+        Ok(v)
+    }
+    fn skip_buffer(&mut self, key: &str, shape: &[usize]) -> nextscale::Result<()> {
+        if self.is_new(key) {
+            self.fresh.skip_buffer(key, shape)
+        } else {
+            self.ck.skip_buffer(key, shape)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Int};
+
+    /// `--deepen`: the deeper VAR predicts exactly what the checkpoint did, and has its own,
+    /// trainable blocks on top.
+    #[test]
+    fn deepened_blocks_start_as_the_identity() {
+        let dev = Device::flex();
+        let (cfg, _) = nextscale::fixtures::tiny_configs();
+        let base = Var::load(&mut RandomInit::new(1), &cfg, &dev).unwrap();
+        let mut bytes = Vec::new();
+        nextscale::state_dict::write_safetensors(&mut bytes, &base.state_dict().unwrap(), None)
+            .unwrap();
+        let deep_cfg = VarConfig {
+            depth: cfg.depth + 2,
+            ..cfg.clone()
+        };
+        let mut src = Deepened {
+            ck: Checkpoint::from_bytes(bytes).unwrap(),
+            fresh: VarInit {
+                inner: RandomInit::new(0),
+                depth: deep_cfg.depth,
+                init_adaln: 0.5,
+                init_adaln_gamma: 1e-3,
+                init_head: 0.02,
+            },
+            first_new: cfg.depth,
+        };
+        let deep = Var::load(&mut src, &deep_cfg, &dev).unwrap();
+        src.ck.finish().unwrap();
+        assert_eq!(deep.blocks.len(), cfg.depth + 2);
+
+        let labels = Tensor::<1, Int>::from_ints([3, 7], &dev);
+        let x = Tensor::<3>::random(
+            [2, base.sequence_len() - 1, cfg.cvae],
+            Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let logits = |v: &Var| {
+            v.forward_teacher(labels.clone(), x.clone(), None)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(logits(&base), logits(&deep));
+
+        // The new blocks: zero gammas, but random attention and MLP weights to train.
+        let (sd, base_sd) = (deep.state_dict().unwrap(), base.state_dict().unwrap());
+        let c = cfg.embed_dim;
+        for i in cfg.depth..deep_cfg.depth {
+            let w = f32s(&sd, &format!("blocks.{i}.ada_lin.1.weight"));
+            assert!(w[..2 * c * c].iter().all(|&v| v == 0.0));
+            assert!(w[2 * c * c..].iter().any(|&v| v != 0.0));
+            let b = f32s(&sd, &format!("blocks.{i}.ada_lin.1.bias"));
+            assert!(b[..2 * c].iter().all(|&v| v == 0.0));
+            let fc1 = f32s(&sd, &format!("blocks.{i}.ffn.fc1.weight"));
+            assert!(fc1.iter().any(|&v| v != 0.0));
+        }
+        // The checkpoint's blocks are its own, gammas included.
+        for name in ["blocks.1.ada_lin.1.weight", "blocks.1.attn.proj.weight"] {
+            assert_eq!(f32s(&sd, name), f32s(&base_sd, name), "{name}");
+        }
+    }
+
+    fn f32s<'a>(sd: &'a [Entry], name: &str) -> &'a [f32] {
+        match &sd.iter().find(|e| e.name == name).unwrap().values {
+            nextscale::state_dict::Values::F32(v) => v,
+            _ => panic!("{name} is not f32"),
+        }
     }
 }
