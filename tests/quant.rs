@@ -291,3 +291,62 @@ fn pipelines_keep_pack_weights_packed_on_every_device() {
         assert_eq!(ia[0].data, ib[0].data, "{d:?}");
     }
 }
+
+/// The traced teacher-forced forward (what `export --var-calibration` fits quantized weights
+/// to) gives the same logits as the plain one, and shows the input of every linear layer after
+/// the embedding under its state-dict name, with the layer's input width.
+#[test]
+fn traced_teacher_forward_shows_every_layer_input() {
+    use nextscale::burn::tensor::{Distribution, Int, Tensor};
+    let dev = Device::flex();
+    let (cfg, _) = nextscale::fixtures::tiny_configs();
+    let var = Var::load(&mut nextscale::params::RandomInit::new(5), &cfg, &dev).unwrap();
+    let labels = Tensor::<1, Int>::from_ints([1, 4], &dev);
+    let x = Tensor::<3>::random(
+        [2, var.sequence_len() - 1, cfg.cvae],
+        Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let cond = var.class_embedding(labels.clone());
+    let mut seen = BTreeMap::new();
+    let mut residuals = 0;
+    let traced = var.forward_teacher_traced(cond, x.clone(), &mut |name, t| {
+        if name == nextscale::var::RESIDUAL {
+            residuals += 1;
+        } else {
+            assert!(
+                seen.insert(name.to_string(), t.dims()).is_none(),
+                "{name} twice"
+            );
+        }
+    });
+    let plain = var.forward_teacher(labels, x, None);
+    assert_eq!(
+        traced.into_data().try_into_vec::<f32>().unwrap(),
+        plain.into_data().try_into_vec::<f32>().unwrap()
+    );
+    assert_eq!(residuals, cfg.depth + 1);
+    let sd = nextscale::state_dict::parameters(&var).unwrap();
+    let mut linears: Vec<String> = sd
+        .iter()
+        .filter(|e| e.shape.len() == 2 && e.name.ends_with(".weight"))
+        .map(|e| e.name.trim_end_matches(".weight").to_string())
+        // Looked up or fed the latent, not traced.
+        .filter(|n| !["word_embed", "class_emb", "lvl_embed"].contains(&n.as_str()))
+        .collect();
+    linears.sort();
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), linears);
+    for e in sd
+        .iter()
+        .filter(|e| seen.contains_key(e.name.trim_end_matches(".weight")))
+    {
+        let [_, l, c] = seen[e.name.trim_end_matches(".weight")];
+        assert_eq!(c, e.shape[1], "{}", e.name);
+        let full = l == var.sequence_len();
+        assert!(
+            full || (l == 1 && e.name.contains("ada_lin")),
+            "{} sees {l} rows",
+            e.name
+        );
+    }
+}

@@ -33,7 +33,7 @@ impl Gram {
 
     /// Adds `x` `[B, L, n]`, keeping the rows where `mask` `[B, L]` is 1 (padding rows are 0);
     /// `tokens` is the number of such rows.
-    fn add(&mut self, x: &Tensor<3>, mask: &Tensor<2>, tokens: usize) {
+    pub fn add(&mut self, x: &Tensor<3>, mask: &Tensor<2>, tokens: usize) {
         let [b, l, n] = x.dims();
         let m: Tensor<3> = mask.clone().reshape([b, l, 1]);
         let rows: Tensor<2> = (x.clone() * m).reshape([b * l, n]);

@@ -469,6 +469,53 @@ fn tiny_models_train_resume_and_export() {
         )
     );
 
+    // --- q4 weights fitted with GPTQ to sequences the model samples itself: every layer's
+    // output error on those inputs is at most plain rounding's, and the pack samples ---
+    let fitted = fresh("shapes-q4.nsp");
+    let log = run(&[
+        "export",
+        "--var",
+        s(&var_a.join("var.safetensors")),
+        "--vae",
+        s(&vae),
+        "--quant",
+        "q4",
+        "--var-calibration",
+        "8",
+        "--out",
+        s(&fitted),
+        "--no-report",
+    ]);
+    let fits: Vec<(f64, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split(": output error ").nth(1)?;
+            let (gptq, rest) = rest.split_once(" (rounded to nearest with the max|x| scale: ")?;
+            Some((gptq.parse().ok()?, rest.split(';').next()?.parse().ok()?))
+        })
+        .collect();
+    // Per block: attn.mat_qkv, attn.proj, ffn.fc1, ffn.fc2, ada_lin.1; then head_nm, head.
+    assert_eq!(fits.len(), 2 * 5 + 2, "{log}");
+    for (gptq, nearest) in &fits {
+        assert!(gptq <= nearest, "{log}");
+    }
+    let (header, _) = nextscale::pack::read_header(&std::fs::read(&fitted).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        header.meta.get("var_calibration").map(String::as_str),
+        Some("GPTQ over 8 sampled sequences")
+    );
+    run(&[
+        "sample",
+        "--pack",
+        s(&fitted),
+        "--class",
+        "1",
+        "--out",
+        s(&fresh("sample-q4.png")),
+    ]);
+
     // --- the project's quality numbers: a classifier, held-out reconstruction, samples ---
     let held_out = fresh("shapes-test");
     run(&[

@@ -52,6 +52,17 @@ impl SelfAttention {
         bias: Option<Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        self.proj.forward(self.mix(x, bias, cache))
+    }
+
+    /// [`Self::forward`] without the output projection: the heads' outputs, merged `[B, L, C]`
+    /// (the input of `proj`).
+    pub fn mix(
+        &self,
+        x: Tensor<3>,
+        bias: Option<Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, l, c] = x.dims();
         let h = self.num_heads;
         let d = c / h;
@@ -85,7 +96,6 @@ impl SelfAttention {
             cache.v = Some(v.clone());
         }
         let logits = batched_matmul(q, k.swap_dims(2, 3)); // [B, H, Lq, Lk]
-        let out = attention_merge(masked_softmax(logits, bias), v); // [B, Lq, C]
-        self.proj.forward(out)
+        attention_merge(masked_softmax(logits, bias), v) // [B, Lq, C]
     }
 }

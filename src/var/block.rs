@@ -82,9 +82,29 @@ impl AdaLnSelfAttn {
         attn_bias: Option<Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        self.forward_traced(x, m, attn_bias, cache, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], showing `trace` the input of each of the block's linear layers under
+    /// its name in the block (`attn.mat_qkv`, `attn.proj`, `ffn.fc1`, `ffn.fc2`), e.g. to fit
+    /// quantized weights to what the layers see.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        m: &Modulation,
+        attn_bias: Option<Tensor<4>>,
+        cache: Option<&mut KvCache>,
+        trace: &mut dyn FnMut(&str, &Tensor<3>),
+    ) -> Tensor<3> {
         let h = ada_layer_norm(x.clone(), m.scale1.clone(), m.shift1.clone(), self.norm_eps);
-        let x = x + self.attn.forward(h, attn_bias, cache) * m.gamma1.clone();
+        trace("attn.mat_qkv", &h);
+        let a = self.attn.mix(h, attn_bias, cache);
+        trace("attn.proj", &a);
+        let x = x + self.attn.proj.forward(a) * m.gamma1.clone();
         let h = ada_layer_norm(x.clone(), m.scale2.clone(), m.shift2.clone(), self.norm_eps);
-        x.clone() + self.ffn.forward(h) * m.gamma2.clone()
+        trace("ffn.fc1", &h);
+        let g = gelu_tanh(self.ffn.fc1.forward(h));
+        trace("ffn.fc2", &g);
+        x.clone() + self.ffn.fc2.forward(g) * m.gamma2.clone()
     }
 }

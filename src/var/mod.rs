@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::nn::{Linear, tensor};
 use crate::params::{Init, ParamSource, Scope};
 
+/// What [`Var::forward_teacher_traced`] calls the residual stream between blocks.
+pub const RESIDUAL: &str = "residual";
+
 pub use attention::KvCache;
 pub use block::{AdaLnSelfAttn, Modulation};
 pub use head::AdaLnBeforeHead;
@@ -253,22 +256,44 @@ impl Var {
         x_wo_first: Tensor<3>,
         mut hidden: Option<&mut Vec<Tensor<3>>>,
     ) -> Tensor<3> {
+        self.forward_teacher_traced(cond, x_wo_first, &mut |name, x| {
+            if let (RESIDUAL, Some(h)) = (name, hidden.as_deref_mut()) {
+                h.push(x.clone());
+            }
+        })
+    }
+
+    /// [`Self::forward_teacher_cond`], showing `trace` the residual stream before block 0 and
+    /// after every block (named [`RESIDUAL`]), and the input of every linear layer after the
+    /// embedding under the layer's state-dict name: `blocks.{i}.attn.mat_qkv`, `….attn.proj`,
+    /// `….ffn.fc1`, `….ffn.fc2`, `head`, and `[B, 1, C]` for the modulations
+    /// `blocks.{i}.ada_lin.1` and `head_nm.ada_lin.1`, which see only the condition.
+    pub fn forward_teacher_traced(
+        &self,
+        cond: Tensor<2>,
+        x_wo_first: Tensor<3>,
+        trace: &mut dyn FnMut(&str, &Tensor<3>),
+    ) -> Tensor<3> {
         let device = x_wo_first.device();
         let sos = cond.clone().unsqueeze_dim::<3>(1) + self.pos_start.val();
         let x = Tensor::cat(vec![sos, self.word_embed.forward(x_wo_first)], 1);
         let mut x = x + self.lvl_pos(&device);
-        if let Some(h) = hidden.as_deref_mut() {
-            h.push(x.clone());
-        }
+        trace(RESIDUAL, &x);
         let bias = self.block_causal_bias(&device);
-        for block in &self.blocks {
+        let ada_in = crate::nn::silu(cond.clone()).unsqueeze_dim::<3>(1);
+        for (i, block) in self.blocks.iter().enumerate() {
+            trace(&format!("blocks.{i}.ada_lin.1"), &ada_in);
             let m = block.modulation(cond.clone());
-            x = block.forward(x, &m, Some(bias.clone()), None);
-            if let Some(h) = hidden.as_deref_mut() {
-                h.push(x.clone());
-            }
+            x = block.forward_traced(x, &m, Some(bias.clone()), None, &mut |n, t| {
+                trace(&format!("blocks.{i}.{n}"), t)
+            });
+            trace(RESIDUAL, &x);
         }
-        self.logits(x, &self.head_nm.modulation(cond))
+        trace("head_nm.ada_lin.1", &ada_in);
+        let (scale, shift) = self.head_nm.modulation(cond);
+        let h = self.head_nm.forward(x, scale, shift);
+        trace("head", &h);
+        self.head.forward(h)
     }
 
     fn logits(&self, x: Tensor<3>, m: &(Tensor<3>, Tensor<3>)) -> Tensor<3> {

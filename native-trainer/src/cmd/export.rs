@@ -75,6 +75,12 @@ pub struct ExportArgs {
     /// Without it, every weight is rounded to nearest.
     #[arg(long, requires = "text_encoder")]
     text_calibration: Option<PathBuf>,
+    /// Fit the VAR's q8/q4 linear weights with GPTQ to the inputs they see on N sequences the
+    /// f32 model samples itself at the pack's settings (with its condition and with the null
+    /// one, CFG's two halves). Conditions: the classes in turn, or for a text-conditioned VAR,
+    /// N of the --text-calibration prompts (else --report-prompts), evenly spaced.
+    #[arg(long, conflicts_with = "lora")]
+    var_calibration: Option<usize>,
     /// Recommended guidance strength, stored in the pack: the default of `sample`,
     /// `generate()` and the demo page for this model (with --top-k and --top-p).
     #[arg(long, requires_all = ["top_k", "top_p"])]
@@ -418,20 +424,40 @@ pub fn run(a: ExportArgs) -> Result<()> {
         })
         .collect();
     let params: usize = with_storage.iter().map(|t| t.2.len()).sum();
-    let mut calibrated = match &a.text_calibration {
-        Some(p) => {
-            let model = minilm.context("--text-calibration needs a MiniLM --text-encoder")?;
-            let (tensors, prompts) = calibrate_text(model, p, &with_storage, &device)?;
-            if tensors.keys().any(|k| k.starts_with("text.encoder.")) {
-                meta.insert(
-                    "text_calibration".into(),
-                    format!("GPTQ over {prompts} prompts"),
-                );
-            }
-            tensors
+    let mut calibrated = BTreeMap::new();
+    if let Some(n) = a.var_calibration {
+        let conds = var_calibration_conditions(&a, &var_model, minilm.as_ref(), n, &device)?;
+        let opts = match &extras.sampling {
+            Some(r) => r.options(0),
+            None => SampleOptions::default(),
+        };
+        let tensors = calibrate_var(
+            &var_model,
+            &vae_model.quantize,
+            conds,
+            &opts,
+            &with_storage,
+            &device,
+        )?;
+        if !tensors.is_empty() {
+            meta.insert(
+                "var_calibration".into(),
+                format!("GPTQ over {n} sampled sequences"),
+            );
         }
-        None => BTreeMap::new(),
-    };
+        calibrated.extend(tensors);
+    }
+    if let Some(p) = &a.text_calibration {
+        let model = minilm.context("--text-calibration needs a MiniLM --text-encoder")?;
+        let (tensors, prompts) = calibrate_text(model, p, &with_storage, &device)?;
+        if tensors.keys().any(|k| k.starts_with("text.encoder.")) {
+            meta.insert(
+                "text_calibration".into(),
+                format!("GPTQ over {prompts} prompts"),
+            );
+        }
+        calibrated.extend(tensors);
+    }
     let encoded: Vec<EncodedTensor> = with_storage
         .into_iter()
         .map(|(name, shape, values, storage)| EncodedTensor {
@@ -547,6 +573,129 @@ fn calibrate_text(
         t0.elapsed().as_secs_f64()
     );
     Ok((out, prompts.len()))
+}
+
+/// The condition rows `[n, C]` that `--var-calibration` samples for: classes in turn, or the
+/// f32 encoder's embeddings of `n` evenly spaced calibration prompts.
+fn var_calibration_conditions(
+    a: &ExportArgs,
+    var: &Var,
+    minilm: Option<&nextscale::text::MiniLm>,
+    n: usize,
+    device: &Device,
+) -> Result<Tensor<2>> {
+    if n == 0 {
+        bail!("--var-calibration needs at least one sequence");
+    }
+    if var.text_dim() == 0 {
+        let labels: Vec<usize> = (0..n).map(|i| i % var.num_classes.max(1)).collect();
+        return Ok(var.class_embedding(var.labels(&labels, device)?));
+    }
+    let file = a
+        .text_calibration
+        .as_ref()
+        .or(a.report_prompts.as_ref())
+        .context("--var-calibration of a text-conditioned VAR needs prompts: --text-calibration or --report-prompts")?;
+    let model = minilm
+        .context("--var-calibration of a text-conditioned VAR needs a MiniLM --text-encoder")?;
+    let prompts = read_prompts(file)?;
+    let picked: Vec<&str> = (0..n)
+        .map(|i| prompts[i * prompts.len() / n].as_str())
+        .collect();
+    let mut rows = Vec::new();
+    for chunk in picked.chunks(64) {
+        rows.push(var.text_condition(model.embed(chunk, device)?)?);
+    }
+    Ok(Tensor::cat(rows, 0))
+}
+
+/// GPTQ codes for the VAR's q8/q4 linear weights that have a traced input
+/// ([`Var::forward_teacher_traced`]), fitted to the f32 model's inputs on sequences it samples
+/// for `conds` (each also run with the null condition); keyed by tensor name. Every layer is
+/// fitted to the f32 model's activations (not block by block on the quantized ones).
+fn calibrate_var(
+    var: &Var,
+    quantizer: &nextscale::vqvae::VectorQuantizer,
+    conds: Tensor<2>,
+    opts: &SampleOptions,
+    tensors: &[(String, Vec<usize>, Vec<f32>, Storage)],
+    device: &Device,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let t0 = Instant::now();
+    let n = conds.dims()[0];
+    let mut grams: BTreeMap<String, crate::gptq::Gram> = BTreeMap::new();
+    let pns = var.patch_nums.0.clone();
+    for (bi, start) in (0..n).step_by(16).enumerate() {
+        let b = 16.min(n - start);
+        let cond = conds.clone().narrow(0, start, b);
+        let rows = Tensor::cat(vec![cond.clone(), var.null_condition(b)], 0);
+        let opts = SampleOptions {
+            seed: opts.seed.wrapping_add(bi as u64),
+            ..opts.clone()
+        };
+        let g = block_on(nextscale::sampler::generate_with_condition(
+            var,
+            quantizer,
+            rows,
+            &opts,
+            &mut NoHooks,
+        ))?;
+        let mut idx = Vec::new();
+        let mut begin = 0;
+        for &p in &pns {
+            let flat: Vec<i64> = g
+                .tokens
+                .iter()
+                .flat_map(|t| t[begin..begin + p * p].iter().map(|&x| x as i64))
+                .collect();
+            idx.push(Tensor::<2, Int>::from_data(
+                TensorData::new(flat, [b, p * p]),
+                device,
+            ));
+            begin += p * p;
+        }
+        let x = quantizer.idx_to_var_input(&idx);
+        for c in [cond, var.null_condition(b)] {
+            var.forward_teacher_traced(c, x.clone(), &mut |name, t| {
+                if name == nextscale::var::RESIDUAL {
+                    return;
+                }
+                let [tb, tl, tc] = t.dims();
+                grams
+                    .entry(name.to_string())
+                    .or_insert_with(|| crate::gptq::Gram::new(tc))
+                    .add(t, &Tensor::ones([tb, tl], device), tb * tl);
+            });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, shape, values, storage) in tensors {
+        let Some(gram) = name.strip_suffix(".weight").and_then(|l| grams.get(l)) else {
+            continue;
+        };
+        if !matches!(storage, Storage::Q8 | Storage::Q4) || shape.len() != 2 {
+            continue;
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        if !cols.is_multiple_of(nextscale::pack::BLOCK) {
+            eprintln!(
+                "  {name}: rounded to nearest (its {cols} inputs are not whole blocks of {})",
+                nextscale::pack::BLOCK
+            );
+            continue;
+        }
+        let (bytes, r) = crate::gptq::quantize(values, rows, cols, gram, *storage)?;
+        eprintln!(
+            "  {name}: output error {:.2e} (rounded to nearest with the max|x| scale: {:.2e}; {} tokens)",
+            r.gptq, r.nearest, gram.tokens
+        );
+        out.insert(name.clone(), bytes);
+    }
+    eprintln!(
+        "VAR calibration (GPTQ over {n} sampled sequences): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(out)
 }
 
 /// Prompts from a file: one per line, or the "text" fields of a `metadata.jsonl` (a JSON
