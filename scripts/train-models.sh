@@ -21,6 +21,7 @@ bash scripts/data/fetch.sh emoji-flat >/dev/null
 mkdir -p "$RUNS" models docs/models
 # Shipped sampling settings (docs/MODELS.md).
 SAMPLING=(--cfg 3 --top-k 50 --top-p 0.9)
+PACK_ARGS=()
 # How emoji packs are compared (docs/MODELS.md): the judge over seeds 0-2, on the held-out
 # captions and on 300 training captions.
 judge_emoji() {
@@ -34,14 +35,17 @@ judge_emoji() {
 }
 # The shipped emoji pack's export: q8 model, q4 text encoder fitted to the training captions
 # with GPTQ (its embedding cosine to f32 over every training caption is printed), and the
-# settings the demo page and the CLI default to. Args: VAR VQ-VAE OUT.
+# settings the demo page and the CLI default to. Args: VAR VQ-VAE OUT [export args].
 pack_emoji() {
   local E="$DATA/emoji-flat"
   "$B" export --var "$1" --vae "$2" --text-encoder "$MINILM" \
     --quant q8 --text-quant q4 --report-prompts "$E/train-captions/metadata.jsonl" \
     --text-calibration "$E/train-captions/metadata.jsonl" \
-    "${SAMPLING[@]}" --default-prompt "grinning face" --out "$3"
+    "${SAMPLING[@]}" --default-prompt "grinning face" --out "$3" "${@:4}"
 }
+# The export of the deeper VARs (docs/MODELS.md, "More depth"): every VAR matrix fitted with
+# GPTQ to 256 sequences the model samples itself, and the AdaLN matrices at q4.
+FITTED=(--var-calibration 256 --keep '^blocks\.[0-9]+\.ada_lin\.1\.weight=q4')
 # The 16 everyday prompts of docs/MODELS.md, four samples each. Args: PACK OUT.
 everyday_grid() {
   local everyday=() p
@@ -66,10 +70,10 @@ fork_emoji_var() {
     --set train.sample_every=10000 --text-encoder "$MINILM" --device "$DEVICE" "$@"
 }
 # A VAR packed with a VQ-VAE as $RUNS/emoji-flat/NAME.nsp, judged, and its everyday grid drawn
-# beside it. Args: NAME VAR VAE.
+# beside it. Args: NAME VAR VAE [export args].
 pack_and_judge() {
   local P="$RUNS/emoji-flat/$1"
-  pack_emoji "$2" "$3" "$P.nsp"
+  pack_emoji "$2" "$3" "$P.nsp" "${@:4}"
   judge_emoji "$P.nsp"
   everyday_grid "$P.nsp" "$P-grid16.png"
 }
@@ -77,7 +81,7 @@ pack_and_judge() {
 # both), 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread each; then,
 # unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork stops the script.
 # Args: quadruples NAME INIT BALANCE DEEPEN (the run is $RUNS/emoji-flat/var-NAME, the pack
-# emoji-NAME; DEEPEN blocks are added on top of INIT's, 0 for none).
+# emoji-NAME; DEEPEN blocks are added on top of INIT's, 0 for none). PACK_ARGS: more export args.
 emoji_v3_forks() {
   local R="$RUNS/emoji-flat" pids=() names=() p n deepen
   local P="$R/emoji-tn0.nsp"
@@ -93,7 +97,7 @@ emoji_v3_forks() {
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || return 0
   emoji_classifier 800 "$R/classifier.safetensors"
-  for n in "${names[@]}"; do pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P"; done
+  for n in "${names[@]}"; do pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P" "${PACK_ARGS[@]}"; done
 }
 
 if [ "$what" = digits ] || [ "$what" = all ]; then
@@ -196,7 +200,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # again (the no-noise control of emoji-text-noise); the VQ-VAE's decoder fine-tuned alone
   # (emoji-vq-decoder), which leaves every token as it was; then 2,000 more VAR steps from
   # that pack's q8 weights (emoji-coarse at balance 1), and 2,000 more the same way
-  # (emoji-coarse-even, its control).
+  # (emoji-coarse-even, its control); then two blocks added on top, each starting as the
+  # identity, and 2,000 more steps (emoji-deeper, depth 6), packed with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -208,7 +213,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # The control's pack, then 2,000 more steps from its q8 weights (emoji-coarse, balance 1).
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse
   NATIVE_TRAINER="$B" FROMS=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse-even
-  pack_emoji "$R/var-v4-sb1-sb1/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp
+  NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
+  pack_emoji "$R/var-v5-sb1-d6/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -442,11 +448,14 @@ if [ "$what" = emoji-even-more ]; then
 fi
 
 if [ "$what" = emoji-deeper ]; then
-  # An experiment (docs/MODELS.md, "More depth"): the shipped VAR with blocks added on top
+  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "More depth"): the
+  # previous VAR (emoji-coarse-even's control; run that first) with blocks added on top
   # (train-var --deepen; each starts as the identity), trained 2,000 steps like emoji-even-more
   # (its control, the same steps at depth 4), side by side, one thread each. DEPTHS picks the
-  # added blocks (default "2 4": depth 6 and depth 8). JUDGE=0 trains only.
+  # added blocks (default "2 4": depth 6, shipped since 2026-12-04, and depth 8). Packed with the FITTED export, which
+  # keeps depth 6 under 16 MB. JUDGE=0 trains only.
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  PACK_ARGS=("${FITTED[@]}")
   forks=()
   for d in ${DEPTHS:-2 4}; do
     forks+=("v5-sb1-d$((4 + d))" "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 "$d")
