@@ -19,7 +19,19 @@ pub struct Ffn {
 
 impl Ffn {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+        self.forward_traced(x, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], showing `trace` the inputs of `ffn.fc1` and `ffn.fc2`.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        trace: &mut dyn FnMut(&str, &Tensor<3>),
+    ) -> Tensor<3> {
+        trace("ffn.fc1", &x);
+        let g = gelu_tanh(self.fc1.forward(x));
+        trace("ffn.fc2", &g);
+        self.fc2.forward(g)
     }
 }
 
@@ -102,9 +114,6 @@ impl AdaLnSelfAttn {
         trace("attn.proj", &a);
         let x = x + self.attn.proj.forward(a) * m.gamma1.clone();
         let h = ada_layer_norm(x.clone(), m.scale2.clone(), m.shift2.clone(), self.norm_eps);
-        trace("ffn.fc1", &h);
-        let g = gelu_tanh(self.ffn.fc1.forward(h));
-        trace("ffn.fc2", &g);
-        x.clone() + self.ffn.fc2.forward(g) * m.gamma2.clone()
+        x.clone() + self.ffn.forward_traced(h, trace) * m.gamma2.clone()
     }
 }

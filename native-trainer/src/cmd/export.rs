@@ -584,8 +584,9 @@ fn var_calibration_conditions(
     n: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
-    if n == 0 {
-        bail!("--var-calibration needs at least one sequence");
+    const MAX_SEQUENCES: usize = 65_536;
+    if n == 0 || n > MAX_SEQUENCES {
+        bail!("--var-calibration takes 1 to {MAX_SEQUENCES} sequences, not {n}");
     }
     if var.text_dim() == 0 {
         let labels: Vec<usize> = (0..n).map(|i| i % var.num_classes.max(1)).collect();
@@ -598,6 +599,7 @@ fn var_calibration_conditions(
         .context("--var-calibration of a text-conditioned VAR needs prompts: --text-calibration or --report-prompts")?;
     let model = minilm
         .context("--var-calibration of a text-conditioned VAR needs a MiniLM --text-encoder")?;
+    // Not empty: read_prompts refuses a file without prompts.
     let prompts = read_prompts(file)?;
     let picked: Vec<&str> = (0..n)
         .map(|i| prompts[i * prompts.len() / n].as_str())
