@@ -93,6 +93,34 @@ pub struct Report {
     pub nearest: f64,
 }
 
+/// [`quantize`] for tensor `name` of a pack being written, with its output error printed:
+/// `None` when it is not a q8/q4 matrix, or (printed) when its inputs are not whole blocks of
+/// [`BLOCK`] and it is left to rounding.
+pub fn fit_matrix(
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+    gram: &Gram,
+    storage: Storage,
+) -> Result<Option<Vec<u8>>> {
+    if !matches!(storage, Storage::Q8 | Storage::Q4) || shape.len() != 2 {
+        return Ok(None);
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    if !cols.is_multiple_of(BLOCK) {
+        eprintln!(
+            "  {name}: rounded to nearest (its {cols} inputs are not whole blocks of {BLOCK})"
+        );
+        return Ok(None);
+    }
+    let (bytes, r) = quantize(values, rows, cols, gram, storage)?;
+    eprintln!(
+        "  {name}: output error {:.2e} (rounded to nearest with the max|x| scale: {:.2e}; {} tokens)",
+        r.gptq, r.nearest, gram.tokens
+    );
+    Ok(Some(bytes))
+}
+
 /// Quantizes `w` (`[rows, cols]`, PyTorch's `[out, in]`) for inputs with Gram matrix `gram`
 /// (`cols × cols`); returns the stored bytes.
 pub fn quantize(

@@ -49,6 +49,15 @@ fn fresh(name: &str) -> PathBuf {
 }
 
 /// `(step, value)` of a column of `metrics.csv`.
+/// The VAR depth a run folder's config.toml records.
+fn recorded_depth(run: &Path) -> i64 {
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    table["model"]["depth"]
+        .as_integer()
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
 fn column(run: &Path, name: &str) -> Vec<(u64, f64)> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
@@ -329,13 +338,7 @@ fn tiny_models_train_resume_and_export() {
     );
     run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     // config.toml records the architecture trained (the init's), not the one asked for.
-    let recorded: toml::Table =
-        toml::from_str(&std::fs::read_to_string(var_bal.join("config.toml")).unwrap()).unwrap();
-    assert_eq!(
-        recorded["model"]["depth"].as_integer(),
-        Some(2),
-        "{recorded}"
-    );
+    assert_eq!(recorded_depth(&var_bal), 2);
     let pns = nextscale::Checkpoint::open(&init)
         .unwrap()
         .recorded_patch_nums()
@@ -378,13 +381,7 @@ fn tiny_models_train_resume_and_export() {
     );
     let err = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("VAR depth 3"), "{err}");
-    let recorded: toml::Table =
-        toml::from_str(&std::fs::read_to_string(var_deep.join("config.toml")).unwrap()).unwrap();
-    assert_eq!(
-        recorded["model"]["depth"].as_integer(),
-        Some(3),
-        "{recorded}"
-    );
+    assert_eq!(recorded_depth(&var_deep), 3);
     let trained = nextscale::Checkpoint::open(var_deep.join("var.safetensors")).unwrap();
     let depth = nextscale::var::infer_config(&trained, None).unwrap().depth;
     assert_eq!(depth, 3);

@@ -541,22 +541,11 @@ fn calibrate_text(
                 let Some((_, shape, values, storage)) = tensors.iter().find(|t| t.0 == key) else {
                     bail!("the pack has no `{key}`");
                 };
-                if !matches!(storage, Storage::Q8 | Storage::Q4) {
+                let Some(bytes) = crate::gptq::fit_matrix(&key, shape, values, gram, *storage)?
+                else {
                     continue;
-                }
+                };
                 let (rows, cols) = (shape[0], shape[1]);
-                if !cols.is_multiple_of(nextscale::pack::BLOCK) {
-                    eprintln!(
-                        "  {key}: rounded to nearest (its {cols} inputs are not whole blocks of {})",
-                        nextscale::pack::BLOCK
-                    );
-                    continue;
-                }
-                let (bytes, r) = crate::gptq::quantize(values, rows, cols, gram, *storage)?;
-                eprintln!(
-                    "  {key}: output error {:.2e} (rounded to nearest with the max|x| scale: {:.2e}; {} tokens)",
-                    r.gptq, r.nearest, gram.tokens
-                );
                 let deq = nextscale::pack::decode(&bytes, *storage, rows * cols);
                 let w = Tensor::<2>::from_data(TensorData::new(deq, [rows, cols]), device);
                 let linear = model.bert.layers[layer]
@@ -675,23 +664,9 @@ fn calibrate_var(
         let Some(gram) = name.strip_suffix(".weight").and_then(|l| grams.get(l)) else {
             continue;
         };
-        if !matches!(storage, Storage::Q8 | Storage::Q4) || shape.len() != 2 {
-            continue;
+        if let Some(bytes) = crate::gptq::fit_matrix(name, shape, values, gram, *storage)? {
+            out.insert(name.clone(), bytes);
         }
-        let (rows, cols) = (shape[0], shape[1]);
-        if !cols.is_multiple_of(nextscale::pack::BLOCK) {
-            eprintln!(
-                "  {name}: rounded to nearest (its {cols} inputs are not whole blocks of {})",
-                nextscale::pack::BLOCK
-            );
-            continue;
-        }
-        let (bytes, r) = crate::gptq::quantize(values, rows, cols, gram, *storage)?;
-        eprintln!(
-            "  {name}: output error {:.2e} (rounded to nearest with the max|x| scale: {:.2e}; {} tokens)",
-            r.gptq, r.nearest, gram.tokens
-        );
-        out.insert(name.clone(), bytes);
     }
     eprintln!(
         "VAR calibration (GPTQ over {n} sampled sequences): {:.1} s",
