@@ -149,6 +149,30 @@ pub struct Generated {
     pub f_hat: Tensor<4>,
 }
 
+impl Generated {
+    /// The tokens as per-scale maps `[B, pn²]` (as `VqVae::img_to_idx` gives them), e.g. for
+    /// `VectorQuantizer::idx_to_var_input` and a teacher-forced pass over the samples.
+    pub fn scale_maps(
+        &self,
+        patch_nums: &crate::PatchNums,
+        device: &burn::tensor::Device,
+    ) -> Vec<Tensor<2, Int>> {
+        let b = self.tokens.len();
+        patch_nums
+            .begin_ends()
+            .into_iter()
+            .map(|(begin, end)| {
+                let flat: Vec<i64> = self
+                    .tokens
+                    .iter()
+                    .flat_map(|t| t[begin..end].iter().map(|&x| x as i64))
+                    .collect();
+                Tensor::from_data(TensorData::new(flat, [b, end - begin]), device)
+            })
+            .collect()
+    }
+}
+
 /// Generates token maps for `labels` (one image each; use the null class for unconditional).
 pub async fn generate(
     var: &Var,

@@ -294,7 +294,9 @@ fn pipelines_keep_pack_weights_packed_on_every_device() {
 
 /// The traced teacher-forced forward (what `export --var-calibration` fits quantized weights
 /// to) gives the same logits as the plain one, and shows the input of every linear layer after
-/// the embedding under its state-dict name, with the layer's input width.
+/// the embedding under its state-dict name, with the layer's input width. Each traced input is
+/// what its layer takes: the head on its traced input gives the logits, `fc1` on its input
+/// (after GELU) gives `fc2`'s, and `ada_lin` on its input gives the block's modulations.
 #[test]
 fn traced_teacher_forward_shows_every_layer_input() {
     use nextscale::burn::tensor::{Distribution, Int, Tensor};
@@ -309,8 +311,9 @@ fn traced_teacher_forward_shows_every_layer_input() {
     );
     let cond = var.class_embedding(labels.clone());
     let mut seen = BTreeMap::new();
+    let mut inputs = BTreeMap::new();
     let mut residuals = 0;
-    let traced = var.forward_teacher_traced(cond, x.clone(), &mut |name, t| {
+    let traced = var.forward_teacher_traced(cond.clone(), x.clone(), &mut |name, t| {
         if name == nextscale::var::RESIDUAL {
             residuals += 1;
         } else {
@@ -318,8 +321,40 @@ fn traced_teacher_forward_shows_every_layer_input() {
                 seen.insert(name.to_string(), t.dims()).is_none(),
                 "{name} twice"
             );
+            inputs.insert(name.to_string(), t.clone());
         }
     });
+    let host = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
+    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{what}: max difference {worst}");
+    };
+    close(
+        host(var.head.forward(inputs["head"].clone())),
+        host(traced.clone()),
+        "head(traced input) = logits",
+    );
+    let b1 = &var.blocks[1];
+    close(
+        host(nextscale::nn::gelu_tanh(
+            b1.ffn.fc1.forward(inputs["blocks.1.ffn.fc1"].clone()),
+        )),
+        host(inputs["blocks.1.ffn.fc2"].clone()),
+        "GELU(fc1(its input)) = fc2's input",
+    );
+    let m = b1.modulation(cond);
+    let ada = b1.ada_lin.forward(inputs["blocks.1.ada_lin.1"].clone()); // [B, 1, 6C]
+    let c = cfg.embed_dim;
+    close(
+        host(ada.slice([0..2, 0..1, 2 * c..3 * c])),
+        host(m.scale1),
+        "ada_lin(its input) = the modulations",
+    );
     let plain = var.forward_teacher(labels, x, None);
     assert_eq!(
         traced.into_data().try_into_vec::<f32>().unwrap(),

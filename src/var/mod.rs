@@ -290,15 +290,19 @@ impl Var {
             trace(RESIDUAL, &x);
         }
         trace("head_nm.ada_lin.1", &ada_in);
-        let (scale, shift) = self.head_nm.modulation(cond);
-        let h = self.head_nm.forward(x, scale, shift);
-        trace("head", &h);
-        self.head.forward(h)
+        self.logits(x, &self.head_nm.modulation(cond), trace)
     }
 
-    fn logits(&self, x: Tensor<3>, m: &(Tensor<3>, Tensor<3>)) -> Tensor<3> {
-        self.head
-            .forward(self.head_nm.forward(x, m.0.clone(), m.1.clone()))
+    /// The head on the last block's output, showing `trace` its input (`head`).
+    fn logits(
+        &self,
+        x: Tensor<3>,
+        m: &(Tensor<3>, Tensor<3>),
+        trace: &mut dyn FnMut(&str, &Tensor<3>),
+    ) -> Tensor<3> {
+        let h = self.head_nm.forward(x, m.0.clone(), m.1.clone());
+        trace("head", &h);
+        self.head.forward(h)
     }
 
     /// Starts KV-cached inference for the condition rows `cond` `[N, C]` (for CFG: the
@@ -335,7 +339,7 @@ impl Var {
         {
             x = block.forward(x, m, None, Some(cache));
         }
-        self.logits(x, &state.head_mod)
+        self.logits(x, &state.head_mod, &mut |_, _| {})
     }
 
     /// Embeds the next scale's input `next` `[B, n, Cv]` (scale `si`) and duplicates it

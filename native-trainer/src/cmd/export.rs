@@ -615,7 +615,6 @@ fn calibrate_var(
     let t0 = Instant::now();
     let n = conds.dims()[0];
     let mut grams: BTreeMap<String, crate::gptq::Gram> = BTreeMap::new();
-    let pns = var.patch_nums.0.clone();
     for (bi, start) in (0..n).step_by(16).enumerate() {
         let b = 16.min(n - start);
         let cond = conds.clone().narrow(0, start, b);
@@ -631,21 +630,7 @@ fn calibrate_var(
             &opts,
             &mut NoHooks,
         ))?;
-        let mut idx = Vec::new();
-        let mut begin = 0;
-        for &p in &pns {
-            let flat: Vec<i64> = g
-                .tokens
-                .iter()
-                .flat_map(|t| t[begin..begin + p * p].iter().map(|&x| x as i64))
-                .collect();
-            idx.push(Tensor::<2, Int>::from_data(
-                TensorData::new(flat, [b, p * p]),
-                device,
-            ));
-            begin += p * p;
-        }
-        let x = quantizer.idx_to_var_input(&idx);
+        let x = quantizer.idx_to_var_input(&g.scale_maps(&var.patch_nums, device));
         for c in [cond, var.null_condition(b)] {
             var.forward_teacher_traced(c, x.clone(), &mut |name, t| {
                 if name == nextscale::var::RESIDUAL {
@@ -842,25 +827,9 @@ pub fn report(
         total: 0,
     };
     block_on(qp.generate(&labels, &opts, &mut replay))?;
-    let idx: Vec<Tensor<2, Int>> = {
-        let mut v = Vec::new();
-        let mut begin = 0;
-        for &p in &cfg.patch_nums.0 {
-            let n = p * p;
-            let flat: Vec<i64> = g_ref
-                .tokens
-                .iter()
-                .flat_map(|t| t[begin..begin + n].iter().map(|&x| x as i64))
-                .collect();
-            v.push(Tensor::from_data(
-                TensorData::new(flat, [labels.len(), n]),
-                &device,
-            ));
-            begin += n;
-        }
-        v
-    };
-    let x = f32p.quantizer().idx_to_var_input(&idx);
+    let x = f32p
+        .quantizer()
+        .idx_to_var_input(&g_ref.scale_maps(&cfg.patch_nums, &device));
     let lab: Tensor<1, Int> = Tensor::from_data(
         TensorData::new(vec![labels[0] as i64, null as i64], [2]),
         &device,
