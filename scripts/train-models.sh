@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -461,6 +461,28 @@ if [ "$what" = emoji-deeper ]; then
     forks+=("v5-sb1-d$((4 + d))" "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 "$d")
   done
   emoji_v3_forks "${forks[@]}"
+fi
+
+if [ "$what" = emoji-deeper-more ]; then
+  # An experiment (docs/MODELS.md, "More depth, longer"): the shipped depth-6 VAR (emoji-deeper's
+  # var-v5-sb1-d6; run that first) trained 2,000 more steps from a fresh warm-up, at the peak
+  # learning rate it had and at a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and
+  # stopped: it undid the training), side by side, one thread each; then, unless JUDGE=0,
+  # packed with the FITTED export and judged.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  pids=()
+  for lr in ${LRS:-1e-3 3e-4}; do
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" "$R/var-v5-sb1-d6/var.safetensors" \
+      "$R/var-v6-d6-lr$lr" 2000 "$lr" --set train.scale_balance=1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  [ "${JUDGE:-1}" = 1 ] || exit 0
+  emoji_classifier 800 "$R/classifier.safetensors"
+  for lr in ${LRS:-1e-3 3e-4}; do
+    pack_and_judge "emoji-v6-d6-lr$lr" "$R/var-v6-d6-lr$lr/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+  done
 fi
 
 if [ "$what" = emoji-text-noise-clean ]; then

@@ -5,6 +5,9 @@
 #                                      MIT; images Apache-2.0) with emojibase-data labels and
 #                                      emojilib keywords as captions (the shipped emoji model);
 #                                      see scripts/data/emoji-flat.mjs for the layout
+#   $DATA/emoji-flat/groups/train-styles/  the training emoji in three art styles (Noto, Twemoji
+#                                      CC-BY 4.0, Fluent Flat MIT), for the judge only; see
+#                                      scripts/data/emoji-styles.mjs
 #   $DATA/emoji/{train,test}/          Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, MIT) with
 #                                      emojibase-data labels as captions; test = 10 % of emoji
 #   $DATA/emoji/train-base/            the train split without skin-tone variants
@@ -13,7 +16,7 @@
 #   $DATA/digits-text/                 MNIST with many phrasings per digit as captions (the digits
 #                                      text adapter); see scripts/data/digits-text.mjs
 #   $DATA/fashion-mnist/               Fashion-MNIST IDX files (Debian dataset-fashion-mnist)
-# usage: scripts/data/fetch.sh [emoji-flat|emoji|mnist|digits-text|fashion|all]   (prints $DATA)
+# usage: scripts/data/fetch.sh [emoji-flat|emoji-styles|emoji|mnist|digits-text|fashion|all]   (prints $DATA)
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 DATA="${NEXTSCALE_DATA:-$NEXTSCALE_CACHE/data}"
@@ -35,6 +38,15 @@ if [ "$what" = emoji-flat ] || [ "$what" = all ]; then
     base="$(npm_unpack emojibase-data@17.0.0)"
     lib="$(npm_unpack emojilib@4.0.3)"
     node "$ROOT/scripts/data/emoji-flat.mjs" "$img" "$base" "$lib" "$DATA/emoji-flat" >&2
+  fi
+fi
+if [ "$what" = emoji-styles ] || [ "$what" = all ]; then
+  if [ ! -d "$DATA/emoji-flat/groups/train-styles" ]; then
+    bash "$0" emoji-flat >/dev/null
+    tw="$(npm_unpack emoji-datasource-twitter@16.0.0)"
+    fl="$(npm_unpack @iconify-json/fluent-emoji-flat@1.2.6)"
+    rv="$(npm_unpack @resvg/resvg-js-linux-x64-gnu@2.6.2)"
+    node "$ROOT/scripts/data/emoji-styles.mjs" "$tw" "$fl" "$rv" "$DATA/emoji-flat" >&2
   fi
 fi
 if [ "$what" = emoji ] || [ "$what" = all ]; then
