@@ -454,7 +454,7 @@ if [ "$what" = emoji-deeper ]; then
   # previous VAR (emoji-coarse-even's control; run that first) with blocks added on top
   # (train-var --deepen; each starts as the identity), trained 2,000 steps like emoji-even-more
   # (its control, the same steps at depth 4), side by side, one thread each. DEPTHS picks the
-  # added blocks (default "2 4": depth 6, shipped since 2026-12-04, and depth 8). Packed with
+  # added blocks (default "2 4": depth 6, which emoji-deeper-more trains on, and depth 8). Packed with
   # the FITTED export, which keeps depth 6 under 16 MB. JUDGE=0 trains only.
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   PACK_ARGS=("${FITTED[@]}")
