@@ -78,21 +78,22 @@ pack_and_judge() {
   everyday_grid "$P.nsp" "$P-grid16.png"
 }
 # Forks of the emoji VAR on the tokens of the emoji-tn0 pack's VQ-VAE (emoji-coarse makes
-# both), 2,000 steps each from a fresh warm-up to 1e-3, side by side, one thread each; then,
-# unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork stops the script.
-# Args: quadruples NAME INIT BALANCE DEEPEN (the run is $RUNS/emoji-flat/var-NAME, the pack
-# emoji-NAME; DEEPEN blocks are added on top of INIT's, 0 for none). PACK_ARGS: more export args.
+# both), 2,000 steps each from a fresh warm-up to a peak learning rate, side by side, one
+# thread each; then, unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork
+# stops the script. Args: quintuples NAME INIT BALANCE DEEPEN LR (the run is
+# $RUNS/emoji-flat/var-NAME, the pack emoji-NAME; DEEPEN blocks are added on top of INIT's,
+# 0 for none; LR the peak). PACK_ARGS: more export args.
 emoji_v3_forks() {
   local R="$RUNS/emoji-flat" pids=() names=() p n deepen
   local P="$R/emoji-tn0.nsp"
-  while [ "$#" -ge 4 ]; do
+  while [ "$#" -ge 5 ]; do
     deepen=()
     [ "$4" = 0 ] || deepen=(--deepen "$4")
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" 2000 1e-3 \
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" 2000 "$5" \
       --set train.scale_balance="$3" "${deepen[@]}" &
     pids+=($!)
     names+=("$1")
-    shift 4
+    shift 5
   done
   for p in "${pids[@]}"; do wait "$p"; done
   [ "${JUDGE:-1}" = 1 ] || return 0
@@ -420,7 +421,7 @@ if [ "$what" = emoji-coarse ]; then
   [ -s "$R/tokens-v3/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" --out "$R/tokens-v3" \
     --device "$DEVICE" && touch "$R/tokens-v3/done"; }
   forks=()
-  for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb" 0); done
+  for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb" 0 1e-3); done
   emoji_v3_forks "${forks[@]}"
 fi
 
@@ -436,7 +437,7 @@ if [ "$what" = emoji-coarse-even ]; then
   forks=()
   for sb in ${FROMS:-1 1.5}; do
     [ -s "$R/var-v3-sb$sb/var.safetensors" ] || { echo "run emoji-coarse first (BALANCES=$sb)" >&2; exit 1; }
-    forks+=("v4-sb$sb-sb1" "$R/var-v3-sb$sb/var.safetensors" 1 0)
+    forks+=("v4-sb$sb-sb1" "$R/var-v3-sb$sb/var.safetensors" 1 0 1e-3)
   done
   emoji_v3_forks "${forks[@]}"
 fi
@@ -446,7 +447,7 @@ if [ "$what" = emoji-even-more ]; then
   # (the balance-1 control of emoji-coarse-even; run that first) trained 2,000 more steps the
   # same way, one thread. JUDGE=0 trains only.
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  emoji_v3_forks v5-sb1 "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 0
+  emoji_v3_forks v5-sb1 "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 0 1e-3
 fi
 
 if [ "$what" = emoji-deeper ]; then
@@ -460,7 +461,7 @@ if [ "$what" = emoji-deeper ]; then
   PACK_ARGS=("${FITTED[@]}")
   forks=()
   for d in ${DEPTHS:-2 4}; do
-    forks+=("v5-sb1-d$((4 + d))" "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 "$d")
+    forks+=("v5-sb1-d$((4 + d))" "$RUNS/emoji-flat/var-v4-sb1-sb1/var.safetensors" 1 "$d" 1e-3)
   done
   emoji_v3_forks "${forks[@]}"
 fi
@@ -472,20 +473,13 @@ if [ "$what" = emoji-deeper-more ]; then
   # a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and stopped: it undid the training),
   # side by side, one thread each; then, unless JUDGE=0, packed with the FITTED export and
   # judged. FROM and TO name the runs (default v5-sb1-d6 and v6-d6: var-FROM → var-TO-lrLR).
-  R="$RUNS/emoji-flat" from="${FROM:-v5-sb1-d6}" to="${TO:-v6-d6}"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
-  pids=()
+  PACK_ARGS=("${FITTED[@]}")
+  forks=()
   for lr in ${LRS:-1e-3 3e-4}; do
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" "$R/var-$from/var.safetensors" \
-      "$R/var-$to-lr$lr" 2000 "$lr" --set train.scale_balance=1 &
-    pids+=($!)
+    forks+=("${TO:-v6-d6}-lr$lr" "$RUNS/emoji-flat/var-${FROM:-v5-sb1-d6}/var.safetensors" 1 0 "$lr")
   done
-  for p in "${pids[@]}"; do wait "$p"; done
-  [ "${JUDGE:-1}" = 1 ] || exit 0
-  emoji_classifier 800 "$R/classifier.safetensors"
-  for lr in ${LRS:-1e-3 3e-4}; do
-    pack_and_judge "emoji-$to-lr$lr" "$R/var-$to-lr$lr/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
-  done
+  emoji_v3_forks "${forks[@]}"
 fi
 
 if [ "$what" = emoji-judge-styles ]; then

@@ -35,7 +35,7 @@ const nameByCode = new Map(Object.entries(read(flPkg, 'chars.json')).map(([c, n]
 
 const fluentPng = (file) => {
   const name = nameByCode.get(norm(file.replace(/\.png$/, '')));
-  const icon = name && (icons.icons[name] ?? icons.icons[icons.aliases?.[name]?.parent]);
+  const icon = name && icons.icons[name];
   if (!icon) return null;
   const w = icon.width ?? icons.width;
   const h = icon.height ?? icons.height;
@@ -44,7 +44,10 @@ const fluentPng = (file) => {
   return new Resvg(svg, JSON.stringify(opts)).render().asPng();
 };
 
-const dir = path.join(out, 'groups', 'train-styles');
+// Laid out beside the final folder and renamed into place at the end, so an interrupted run
+// never looks finished to fetch.sh (which checks that the folder exists).
+const final = path.join(out, 'groups', 'train-styles');
+const dir = `${final}.partial`;
 const flDir = path.join(out, 'styles', 'fluent');
 fs.rmSync(dir, { recursive: true, force: true });
 fs.mkdirSync(flDir, { recursive: true });
@@ -68,7 +71,9 @@ for (const r of rows.filter((r) => r.split === 'train')) {
     counts.fl += 1;
   } else missing.fl += 1;
 }
+fs.rmSync(final, { recursive: true, force: true });
+fs.renameSync(dir, final);
 console.log(
   `emoji styles: ${counts.noto} Noto, ${counts.tw} Twemoji (${missing.tw} missing), ` +
-    `${counts.fl} Fluent Flat (${missing.fl} missing) training images in ${dir}`,
+    `${counts.fl} Fluent Flat (${missing.fl} missing) training images in ${final}`,
 );

@@ -6,8 +6,8 @@
 #                                      emojilib keywords as captions (the shipped emoji model);
 #                                      see scripts/data/emoji-flat.mjs for the layout
 #   $DATA/emoji-flat/groups/train-styles/  the training emoji in three art styles (Noto, Twemoji
-#                                      CC-BY 4.0, Fluent Flat MIT), for the judge only; see
-#                                      scripts/data/emoji-styles.mjs
+#                                      CC-BY 4.0, Fluent Flat MIT), for a judge experiment
+#                                      only (not part of "all"); see scripts/data/emoji-styles.mjs
 #   $DATA/emoji/{train,test}/          Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, MIT) with
 #                                      emojibase-data labels as captions; test = 10 % of emoji
 #   $DATA/emoji/train-base/            the train split without skin-tone variants
@@ -40,7 +40,7 @@ if [ "$what" = emoji-flat ] || [ "$what" = all ]; then
     node "$ROOT/scripts/data/emoji-flat.mjs" "$img" "$base" "$lib" "$DATA/emoji-flat" >&2
   fi
 fi
-if [ "$what" = emoji-styles ] || [ "$what" = all ]; then
+if [ "$what" = emoji-styles ]; then
   if [ ! -d "$DATA/emoji-flat/groups/train-styles" ]; then
     bash "$0" emoji-flat >/dev/null
     tw="$(npm_unpack emoji-datasource-twitter@16.0.0)"
