@@ -76,8 +76,11 @@ stamp "1a. emoji preset, native-trainer on $DEV"
 "$B" train-var --tokens "$W/tok64" --vae "$W/vq/vqvae.safetensors" --out "$W/var" --preset emoji "${common[@]}" >>"$LOG" 2>&1
 NS_VQ=$(mean img_per_s "$W/vq/metrics.csv")
 NS_VAR=$(mean tok_per_s "$W/var/metrics.csv")
+# each figure is logged as soon as it exists, so a run cut short keeps what it measured
+say "nextscale, emoji VQ-VAE: $NS_VQ images/s; emoji VAR: $NS_VAR tokens/s"
 stamp "1a. emoji preset, PyTorch on $DEV"
-PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset emoji --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG")
+PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset emoji --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
+  || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
 say "$PT"
 PT_VQ=$(echo "$PT" | awk '/VQ-VAE/ {print $(NF-3)}')
 PT_VAR=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
@@ -88,8 +91,10 @@ stamp "1b. d$DEPTH VAR, batch 32, native-trainer on $DEV"
 "$B" train-var --tokens "$W/tok256" --vae "$W/vq-official.safetensors" --out "$W/var-d" --preset d16 "${dsize[@]}" \
   --batch-size 32 "${common[@]}" >>"$LOG" 2>&1
 NS_D=$(mean tok_per_s "$W/var-d/metrics.csv")
+say "nextscale, d$DEPTH VAR, batch 32: $NS_D tokens/s"
 stamp "1b. d$DEPTH VAR, batch 32, PyTorch on $DEV"
-PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batch 32 --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG")
+PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batch 32 --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
+  || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
 say "$PT"
 PT_D=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
 
@@ -104,9 +109,11 @@ for seed in 0 1 2 3; do
   d=$(sed -nE 's/^decoded in ([0-9.]+) s.*/\1/p' "$W/sample.log")
   # seed 0 warms up (kernel compilation), as PyTorch's first image does
   [ "$seed" = 0 ] || NS_S+=("$(awk -v s="$s" -v d="$d" 'BEGIN{printf "%.3f", s + d}')")
+  say "nextscale, d$DEPTH image, seed $seed: sampled in $s s, decoded in $d s"
 done
 stamp "2. d$DEPTH sampling, PyTorch on $DEV"
-PT=$("$PY" "$ROOT/bench/pytorch_sample.py" "$REPO" --depth "$DEPTH" --device "$DEV" --threads "$(nproc)" 2>>"$LOG")
+PT=$("$PY" "$ROOT/bench/pytorch_sample.py" "$REPO" --depth "$DEPTH" --device "$DEV" --threads "$(nproc)" 2>>"$LOG") \
+  || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
 say "$PT"
 PT_S=$(echo "$PT" | sed -nE 's/^seconds per image: ([0-9.]+).*/\1/p')
 

@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -480,6 +480,26 @@ if [ "$what" = emoji-deeper-more ]; then
     forks+=("${TO:-v6-d6}-lr$lr" "$RUNS/emoji-flat/var-${FROM:-v5-sb1-d6}/var.safetensors" 1 0 "$lr")
   done
   emoji_v3_forks "${forks[@]}"
+fi
+
+if [ "$what" = emoji-cuda ]; then
+  # The shipped depth-6 VAR (var-v6-d6-lr1e-3) trained on on a GPU (docs/MODELS.md, "On a
+  # GPU"): batch 64, a fresh warm-up to 1e-3 and linear decay over STEPS (default 528, what
+  # fitted into the H200 lease of 2026-12-04); then packed with the FITTED export and judged.
+  # Run it with DEVICE=cuda and the CUDA build (native-trainer/scripts/build-cuda.sh) where
+  # cargo is at hand. The measured run was scripts/gpu-lease.sh on a machine without cargo, the
+  # same train-var command; its run folder was unpacked into $RUNS/emoji-flat/var-TO (TO,
+  # default v7-d6-cuda-b64), which this target then packs and judges without training again.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  to="${TO:-v7-d6-cuda-b64}"
+  [ -s "$R/var-$to/var.safetensors" ] || fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" \
+    "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/var-$to" "${STEPS:-528}" 1e-3 --batch-size 64 \
+    --set train.scale_balance=1 --set train.eval_every=500
+  if [ "${JUDGE:-1}" = 1 ]; then
+    emoji_classifier 800 "$R/classifier.safetensors"
+    pack_and_judge "emoji-$to" "$R/var-$to/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+  fi
 fi
 
 if [ "$what" = emoji-judge-styles ]; then

@@ -53,6 +53,9 @@ touch "$DEST/.tracel-llvm-installed"
 "$DEST/bin/llvm-config" --version >/dev/null
 
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$ARCH_LIB"
+# Without nvcc here, cudarc would bind the newest CUDA API it knows (13.4); the GPU machines'
+# driver 580 is CUDA 13.0, so bind that unless told otherwise (never set it empty).
+export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
 cd "$ROOT"
 cargo build --release -p native-trainer --no-default-features --features cuda
 echo "built $CARGO_TARGET_DIR/release/native-trainer (CUDA)"

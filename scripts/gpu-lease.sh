@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# What one short lease of a GPU machine runs, in order (no cargo and no network there; at most
+# 64 MiB travels): first the GPU check (scripts/gpu-check.sh: burn-CUDA against the official
+# PyTorch modules), then CUDA training of the shipped emoji VAR, in forks side by side, sized
+# to end before the lease does. Everything the machine needs travels in one ignored folder:
+#
+#   DIR/native-trainer.xz   native-trainer built by native-trainer/scripts/build-cuda.sh, stripped, xz
+#   DIR/VAR/                a checkout of the official VAR code (for the PyTorch side)
+#   DIR/tokens.tar.xz       the emoji VAR's token shards and their cached caption embeddings
+#                           (a folder tokens/, compressed: 11.4 MB become 6.6)
+#   DIR/init.safetensors    the VAR the forks start from (the shipped one, f32)
+#   DIR/minilm/             MiniLM's config.json and vocab.txt: with a placeholder of the model's
+#                           length they key the embedding cache, so the 91 MB encoder stays home
+#   models/emoji.nsp        (tracked) the VQ-VAE the tokens came from
+#
+#   OUT=dir scripts/gpu-lease.sh DIR
+#   env: DEADLINE (s from the start by which training must end, default 540), CHECK_S (the GPU
+#   check's box, default 300), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
+#   FORKS ("NAME:BATCH:LR ..."), CHECK_ARGS (more gpu-check.sh arguments).
+#
+# Each fork trains from DIR/init.safetensors exactly as emoji-deeper-more does on the CPU (a
+# fresh warm-up to its peak, linear decay; scripts/train-models.sh), at its own batch size and
+# peak. A 25-step probe of all forks together measures their rates; the real runs then get as
+# many steps as fit before DEADLINE. OUT gets gpu-check.json/.log, lease.log and one tar per fork
+# (var.safetensors, metrics.csv, config.toml).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+D="$(cd "${1:?usage: OUT=dir scripts/gpu-lease.sh DIR}" && pwd)"
+OUT="${OUT:?set OUT}"
+DEADLINE="${DEADLINE:-540}"
+CHECK_S="${CHECK_S:-300}"
+DEV="${DEV:-cuda}"
+MODEL_LEN="${MODEL_LEN:-90868376}"
+FORKS="${FORKS:-b64:64:1e-3}"
+T0=$(date +%s)
+W=/tmp/lease
+mkdir -p "$W" "$OUT"
+LOG="$OUT/lease.log"
+say() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$LOG"; }
+
+# xz, or Python's lzma where the machine has no xz
+unxz() { if command -v xz >/dev/null; then xz -dc; else
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)'; fi; }
+if [ -n "${BIN:-}" ]; then B="$BIN"; else
+  B="$W/native-trainer"
+  unxz < "$D/native-trainer.xz" > "$B" && chmod +x "$B" || { say "unpacking failed"; exit 1; }
+fi
+if [ "$DEV" = cuda ]; then
+  # NVRTC from PyTorch's pip wheels; CUDA headers from the toolkit, else from the wheels
+  NV=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)
+  for d in "$NV"/nvidia/cu13/lib "$NV"/nvidia/cuda_nvrtc/lib; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
+  [ -f "$CUDA_PATH/include/cuda.h" ] || [ ! -f "$NV/nvidia/cu13/include/cuda.h" ] || export CUDA_PATH="$NV/nvidia/cu13"
+  { nvidia-smi; ls "$NV"/nvidia/*/lib 2>&1 | head -40; ls "$CUDA_PATH/include" | head -5; } >>"$LOG" 2>&1
+fi
+say "binary ready ($DEV); LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+
+# 1. The GPU check, boxed: its log grows under OUT even if the box closes first.
+timeout "$CHECK_S" bash "$ROOT/scripts/gpu-check.sh" --bin "$B" --repo "$D/VAR" --device "$DEV" \
+  --out "$OUT/gpu-check.json" ${CHECK_ARGS:-}
+say "gpu check: exit $?"
+
+# 2. The emoji forks.
+unxz < "$D/tokens.tar.xz" | tar -C "$W" -x || { say "unpacking the tokens failed"; exit 1; }
+mkdir -p "$W/minilm"
+cp "$D"/minilm/* "$W/minilm/"
+truncate -s "$MODEL_LEN" "$W/minilm/model.safetensors"
+fork() { # NAME BATCH LR STEPS [train-var args]
+  "$B" train-var --tokens "$W/tokens" --vae "$ROOT/models/emoji.nsp" --out "$W/$1" --preset emoji \
+    --init "$D/init.safetensors" --steps "$4" --batch-size "$2" --set train.lr="$3" \
+    --set train.log_every=25 --set train.ckpt_every=100000 --set train.eval_every=500 \
+    --set train.sample_every=1000000 --set train.scale_balance=1 \
+    --text-encoder "$W/minilm" --device "$DEV" "${@:5}" > "$W/$1.log" 2>&1
+}
+# tokens per second over the logged intervals after the first (the first holds kernel compiles)
+rate() { awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="tok_per_s") k=i; next} {n++; if(n>1){s+=$k; m++}} END{if(m) printf "%.1f", s/m; else print 0}' "$1"; }
+pids=()
+for f in $FORKS; do
+  IFS=: read -r n b lr <<<"$f"
+  (fork "probe-$n" "$b" "$lr" 25 --set train.log_every=5; true) &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+left=$((DEADLINE - ($(date +%s) - T0) - 30))
+say "probes done; ${left} s left for training"
+pids=()
+for f in $FORKS; do
+  IFS=: read -r n b lr <<<"$f"
+  r=$(rate "$W/probe-$n/metrics.csv")
+  # 507 tokens per image; 85 % of the time left, the rest for compiling and writing
+  steps=$(awk -v r="$r" -v b="$b" -v t="$left" 'BEGIN{s=int(r / (b * 507) * t * 0.85); print (s < 100 ? 0 : s)}')
+  say "fork $n: batch $b, peak $lr, probe $r tok/s -> $steps steps"
+  [ "$steps" -gt 0 ] || { tail -5 "$W/probe-$n.log" | tee -a "$LOG"; continue; }
+  fork "$n" "$b" "$lr" "$steps" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || say "a fork failed"; done
+for f in $FORKS; do
+  IFS=: read -r n b lr <<<"$f"
+  [ -s "$W/$n/var.safetensors" ] || { say "fork $n left no model"; tail -5 "$W/$n.log" 2>/dev/null | tee -a "$LOG"; continue; }
+  tail -3 "$W/$n/metrics.csv" >>"$LOG"
+  tar -C "$W/$n" -cf "$OUT/fork-$n.tar" var.safetensors metrics.csv config.toml
+done
+say "done"
