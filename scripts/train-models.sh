@@ -203,7 +203,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # that pack's q8 weights (emoji-coarse at balance 1), and 2,000 more the same way
   # (emoji-coarse-even, its control); then two blocks added on top, each starting as the
   # identity, and 2,000 more steps (emoji-deeper, depth 6), and 2,000 more again from a fresh
-  # warm-up to 1e-3 (emoji-deeper-more), packed with the FITTED export.
+  # warm-up to 1e-3 (emoji-deeper-more), and 528 more at batch 64 (emoji-cuda: measured on an
+  # H200; on the CPU it is the same command, slower), packed with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -217,7 +218,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" FROMS=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse-even
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
   NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
-  pack_emoji "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
+  NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
+  pack_emoji "$R/var-v7-d6-cuda-b64/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -467,7 +469,8 @@ if [ "$what" = emoji-deeper ]; then
 fi
 
 if [ "$what" = emoji-deeper-more ]; then
-  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "More depth, longer"): the
+  # A step of the shipped chain (emoji-cuda trains on from it), and an experiment
+  # (docs/MODELS.md, "More depth, longer"): the
   # depth-6 VAR of emoji-deeper (var-v5-sb1-d6; run that first) trained 2,000 more steps from
   # a fresh warm-up, at the peak learning rate it had (1e-3, shipped since 2026-12-04) and at
   # a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and stopped: it undid the training),
@@ -483,8 +486,8 @@ if [ "$what" = emoji-deeper-more ]; then
 fi
 
 if [ "$what" = emoji-cuda ]; then
-  # The shipped depth-6 VAR (var-v6-d6-lr1e-3) trained on on a GPU (docs/MODELS.md, "On a
-  # GPU"): batch 64, a fresh warm-up to 1e-3 and linear decay over STEPS (default 528, what
+  # The shipped VAR's last step (since 2026-12-04): the depth-6 VAR of emoji-deeper-more
+  # (var-v6-d6-lr1e-3) trained on on a GPU (docs/MODELS.md, "On a GPU"): batch 64, a fresh warm-up to 1e-3 and linear decay over STEPS (default 528, what
   # fitted into the H200 lease of 2026-12-04); then packed with the FITTED export and judged.
   # Run it with DEVICE=cuda and the CUDA build (native-trainer/scripts/build-cuda.sh) where
   # cargo is at hand. The measured run was scripts/gpu-lease.sh on a machine without cargo, the
