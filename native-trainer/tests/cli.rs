@@ -63,6 +63,31 @@ fn greedy_tokens_equal_the_official_run() {
     );
 }
 
+/// `--warmup` samples the images once untimed before the timed run; the run after it samples
+/// the same tokens as a run without it (top-k 900: every token drawn from the seed's stream).
+#[test]
+fn a_warm_up_leaves_the_samples_unchanged() {
+    let g = golden_dir();
+    let sample = |warmup: bool, name: &str| {
+        let tokens = tmp(name);
+        let mut cmd = bin();
+        cmd.args(["sample", "--class", "3,7", "--top-k", "900", "--seed", "5"])
+            .arg("--var")
+            .arg(g.join("var_d2_random.safetensors"))
+            .arg("--vae")
+            .arg(g.join("vqvae_quant_parts.safetensors"))
+            .arg("--tokens-out")
+            .arg(&tokens);
+        if warmup {
+            cmd.arg("--warmup");
+        }
+        let log = run(&mut cmd);
+        assert_eq!(log.contains("warm-up: sampled"), warmup, "{log}");
+        std::fs::read(&tokens).unwrap()
+    };
+    assert_eq!(sample(true, "warm.json"), sample(false, "cold.json"));
+}
+
 #[test]
 fn samples_a_png_with_the_generated_vqvae() {
     let g = golden_dir();

@@ -15,6 +15,11 @@ pub struct SampleArgs {
     model: ModelArgs,
     #[command(flatten)]
     generate: GenerateArgs,
+    /// Sample (and decode) the same images once first, untimed, so that the times reported
+    /// leave out one-time costs such as a GPU backend compiling its kernels (for benchmarks:
+    /// scripts/gpu-check.sh). The images are the same as without it.
+    #[arg(long)]
+    warmup: bool,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
@@ -32,6 +37,17 @@ pub fn run(a: SampleArgs) -> Result<()> {
         bail!("--prompt needs a text encoder: this model file has none, give --text-encoder");
     }
     let opts = a.generate.sampling.options(&pipe);
+    if a.warmup {
+        let t = Instant::now();
+        let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
+        if pipe.can_decode() {
+            block_on(pipe.decode(&g))?;
+        }
+        eprintln!(
+            "warm-up: sampled and decoded in {:.3} s (not counted below)",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let t1 = Instant::now();
     let g = block_on(pipe.generate_with(&conds, &opts, &mut progress()))?;
     eprintln!(
