@@ -16,7 +16,10 @@
 #   OUT=dir scripts/gpu-lease.sh DIR
 #   env: DEADLINE (s from the start by which training must end, default 540), CHECK_S (the GPU
 #   check's box, default 300), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
-#   FORKS ("NAME:BATCH:LR ..."), CHECK_ARGS (more gpu-check.sh arguments).
+#   FORKS ("NAME:BATCH:LR ...", default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh
+#   arguments), BIN (a native-trainer to use instead of DIR's).
+# The H200 lease of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") ran
+# `DEADLINE=495 CHECK_S=380 scripts/gpu-lease.sh .dev`, init = var-v6-d6-lr1e-3's weights.
 #
 # Each fork trains from DIR/init.safetensors exactly as emoji-deeper-more does on the CPU (a
 # fresh warm-up to its peak, linear decay; scripts/train-models.sh), at its own batch size and
