@@ -36,9 +36,9 @@ dev = torch.device(a.device)
 torch.manual_seed(0)
 vae, var = build_vae_var(device=dev, depth=a.depth, flash_if_available=True, fused_if_available=True)
 # build_vae_var turns off the layers' own initialisation for speed and then initialises the VAR
-# alone (the VQ-VAE's weights normally come from its checkpoint), so the VQ-VAE keeps whatever
-# memory it was given: zeros from a fresh page on the CPU, leftovers on a GPU, where NaN in its
-# codebook made the sampled probabilities NaN (an H200, 2026-12-04). Give it random values too.
+# alone (the VQ-VAE's weights normally come from its checkpoint), so the VQ-VAE's convolutions
+# keep never-initialised (torch.empty) memory, which can hold anything, NaN included: on an
+# H200 (2026-12-04) the sampled probabilities were NaN. Give every VQ-VAE parameter random values.
 with torch.no_grad():
     for p in vae.parameters():
         p.normal_(0.0, 0.02)

@@ -105,10 +105,11 @@ for seed in 1 2 3; do
   # --warmup: each process samples and decodes the image once untimed first (kernel
   # compilation happens there), as PyTorch's script does before its timed images
   "$B" sample --pack "$W/d.nsp" --class 207 --cfg 4 --top-k 900 --top-p 0.96 --seed "$seed" --device "$DEV" \
-    --warmup --out "$W/s$seed.png" > "$W/sample.log" 2>&1
+    --warmup --out "$W/s$seed.png" > "$W/sample.log" 2>&1 || { cat "$W/sample.log" >> "$LOG"; say "sample failed"; exit 1; }
   cat "$W/sample.log" >> "$LOG"
   s=$(sed -nE 's/^sampled 1 image\(s\) in ([0-9.]+) s.*/\1/p' "$W/sample.log")
   d=$(sed -nE 's/^decoded in ([0-9.]+) s.*/\1/p' "$W/sample.log")
+  [ -n "$s" ] && [ -n "$d" ] || { say "no times in sample's output"; exit 1; }
   NS_S+=("$(awk -v s="$s" -v d="$d" 'BEGIN{printf "%.3f", s + d}')")
   say "nextscale, d$DEPTH image, seed $seed: sampled in $s s, decoded in $d s"
 done

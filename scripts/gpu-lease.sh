@@ -18,8 +18,9 @@
 #   check's box, default 300), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
 #   FORKS ("NAME:BATCH:LR ...", default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh
 #   arguments), BIN (a native-trainer to use instead of DIR's).
-# The H200 lease of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") ran
-# `DEADLINE=495 CHECK_S=380 scripts/gpu-lease.sh .dev`, init = var-v6-d6-lr1e-3's weights.
+# The H200 run of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") was
+# `DEADLINE=495 CHECK_S=380 OUT=<out> scripts/gpu-lease.sh DIR`, DIR laid out as above with
+# var-v6-d6-lr1e-3's weights as init.safetensors.
 #
 # Each fork trains from DIR/init.safetensors exactly as emoji-deeper-more does on the CPU (a
 # fresh warm-up to its peak, linear decay; scripts/train-models.sh), at its own batch size and
@@ -28,7 +29,7 @@
 # (var.safetensors, metrics.csv, config.toml).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-D="$(cd "${1:?usage: OUT=dir scripts/gpu-lease.sh DIR}" && pwd)"
+D="$(cd "${1:?usage: OUT=dir scripts/gpu-lease.sh DIR}" && pwd)" || exit 2
 OUT="${OUT:?set OUT}"
 DEADLINE="${DEADLINE:-540}"
 CHECK_S="${CHECK_S:-300}"
@@ -37,6 +38,7 @@ MODEL_LEN="${MODEL_LEN:-90868376}"
 FORKS="${FORKS:-b64:64:1e-3}"
 T0=$(date +%s)
 W=/tmp/lease
+rm -rf "$W" # a rerun must not resume the last run's probes
 mkdir -p "$W" "$OUT"
 LOG="$OUT/lease.log"
 say() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$LOG"; }
@@ -78,7 +80,8 @@ fork() { # NAME BATCH LR STEPS [train-var args]
     --text-encoder "$W/minilm" --device "$DEV" "${@:5}" > "$W/$1.log" 2>&1
 }
 # tokens per second over the logged intervals after the first (the first holds kernel compiles)
-rate() { awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="tok_per_s") k=i; next} {n++; if(n>1){s+=$k; m++}} END{if(m) printf "%.1f", s/m; else print 0}' "$1"; }
+# (validation rows leave it empty)
+rate() { awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="tok_per_s") k=i; next} $k!=""{n++; if(n>1){s+=$k; m++}} END{if(m) printf "%.1f", s/m; else print 0}' "$1"; }
 pids=()
 for f in $FORKS; do
   IFS=: read -r n b lr <<<"$f"
@@ -96,14 +99,20 @@ for f in $FORKS; do
   steps=$(awk -v r="$r" -v b="$b" -v t="$left" 'BEGIN{s=int(r / (b * 507) * t * 0.85); print (s < 100 ? 0 : s)}')
   say "fork $n: batch $b, peak $lr, probe $r tok/s -> $steps steps"
   [ "$steps" -gt 0 ] || { tail -5 "$W/probe-$n.log" | tee -a "$LOG"; continue; }
-  fork "$n" "$b" "$lr" "$steps" &
+  # boxed too: a fork that overruns still comes back with its log and metrics
+  timeout "$((DEADLINE - ($(date +%s) - T0)))" bash -c "$(declare -f fork); B='$B' W='$W' D='$D' \
+    ROOT='$ROOT' DEV='$DEV' fork '$n' '$b' '$lr' '$steps'" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || say "a fork failed"; done
 for f in $FORKS; do
   IFS=: read -r n b lr <<<"$f"
-  [ -s "$W/$n/var.safetensors" ] || { say "fork $n left no model"; tail -5 "$W/$n.log" 2>/dev/null | tee -a "$LOG"; continue; }
-  tail -3 "$W/$n/metrics.csv" >>"$LOG"
-  tar -C "$W/$n" -cf "$OUT/fork-$n.tar" var.safetensors metrics.csv config.toml
+  [ -d "$W/$n" ] || continue
+  cp "$W/$n.log" "$W/$n/train.log" 2>/dev/null
+  files=()
+  for x in var.safetensors metrics.csv config.toml train.log; do [ -s "$W/$n/$x" ] && files+=("$x"); done
+  [ -s "$W/$n/var.safetensors" ] || say "fork $n left no model (it ran out of time or failed: see train.log in its tar)"
+  tail -3 "$W/$n/metrics.csv" >>"$LOG" 2>/dev/null
+  tar -C "$W/$n" -cf "$OUT/fork-$n.tar" "${files[@]}"
 done
 say "done"

@@ -487,17 +487,19 @@ fi
 
 if [ "$what" = emoji-cuda ]; then
   # The shipped VAR's last step (since 2026-12-04): the depth-6 VAR of emoji-deeper-more
-  # (var-v6-d6-lr1e-3) trained on on a GPU (docs/MODELS.md, "On a GPU"): batch 64, a fresh warm-up to 1e-3 and linear decay over STEPS (default 528, what
-  # fitted into the H200 lease of 2026-12-04); then packed with the FITTED export and judged.
-  # Run it with DEVICE=cuda and the CUDA build (native-trainer/scripts/build-cuda.sh) where
-  # cargo is at hand. The measured run was scripts/gpu-lease.sh on a machine without cargo, the
-  # same train-var command; its run folder was unpacked into $RUNS/emoji-flat/var-TO (TO,
-  # default v7-d6-cuda-b64), which this target then packs and judges without training again.
+  # (var-v6-d6-lr1e-3) trained further on a GPU (docs/MODELS.md, "On a GPU"): batch 64, a
+  # fresh warm-up to 1e-3 and linear decay over CUDA_STEPS (default 528, what fitted into the
+  # H200 run of 2026-12-04); then packed with the FITTED export and judged. Run it with
+  # DEVICE=cuda and the CUDA build (native-trainer/scripts/build-cuda.sh) where cargo is at
+  # hand; on the CPU it trains the same way, slower, and not bit for bit as on a GPU. The
+  # measured run was scripts/gpu-lease.sh on a machine without cargo, with the same training
+  # settings; its run folder was unpacked into $RUNS/emoji-flat/var-TO (TO, default
+  # v7-d6-cuda-b64), which this target then packs and judges without training again.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v7-d6-cuda-b64}"
   [ -s "$R/var-$to/var.safetensors" ] || fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" \
-    "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/var-$to" "${STEPS:-528}" 1e-3 --batch-size 64 \
+    "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" 1e-3 --batch-size 64 \
     --set train.scale_balance=1 --set train.eval_every=500
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"

@@ -113,8 +113,8 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// [`gelu_tanh`] as burn's ops, the form every backend but the CPU runs. `z` is capped at 40
 /// before `exp`: from about x < −10 `exp(z)` overflows to ∞, and under autodiff the division's
 /// gradient (0) times `exp`'s (∞) is NaN. The cap changes no value that matters (below
-/// x ≈ −7.2, where it applies, GELU is within 1e-16 of 0) and gives those inputs a zero
-/// gradient through `z`, as the function has there.
+/// x ≈ −7.35, where it applies, the output is x·e⁻⁴⁰, under 5e-18·|x|, where GELU is nearer
+/// 0 still) and gives those inputs a zero gradient through `z`, as the function has there.
 pub fn gelu_tanh_ops<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const K: f64 = -2.0 * GELU_C as f64;
     let z = (x.clone() + x.clone() * x.clone() * x.clone() * GELU_A as f64) * K;
