@@ -43,13 +43,8 @@ if [ -z "$B" ]; then
   (cd "$ROOT" && cargo build --release --locked -p native-trainer --quiet)
   B="$CARGO_TARGET_DIR/release/native-trainer"
 fi
-if [ "$DEV" = cuda ]; then
-  if [ -z "${CUDA_PATH:-}" ]; then export CUDA_PATH=/usr/local/cuda; fi
-  NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia, "__path__") else nvidia.__file__))' 2>/dev/null || true)
-  for d in "$NV"/nvidia/cu13/lib "$NV"/nvidia/cuda_nvrtc/lib; do
-    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  done
-fi
+source "$ROOT/scripts/gpu-env.sh"
+if [ "$DEV" = cuda ]; then cuda_env; fi
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 LOG="${OUT%.json}.log"
@@ -57,9 +52,6 @@ LOG="${OUT%.json}.log"
 say() { echo "$*" | tee -a "$LOG"; }
 t0=$(date +%s)
 stamp() { say "[$(( $(date +%s) - t0 )) s] $*"; }
-mean() { # column, metrics.csv: the mean of the logged intervals after the first
-  awk -F, -v c="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} $k!=""{n++; if(n>1){s+=$k; m++}} END{if(m) printf "%.1f", s/m; else print "null"}' "$2"
-}
 common=(--steps "$STEPS" --set train.log_every=5 --set train.eval_every=100000 --set train.sample_every=100000
   --set train.ckpt_every=100000 --device "$DEV")
 dsize=(--set "model.depth=$DEPTH" --set "model.embed_dim=$((64 * DEPTH))" --set "model.num_heads=$DEPTH")
@@ -74,8 +66,8 @@ stamp "1a. emoji preset, native-trainer on $DEV"
 "$B" train-vqvae --data "$W/s64" --out "$W/vq" --preset emoji "${common[@]}" >>"$LOG" 2>&1
 "$B" prepare --data "$W/s64" --vae "$W/vq/vqvae.safetensors" --out "$W/tok64" --device "$DEV" >>"$LOG" 2>&1
 "$B" train-var --tokens "$W/tok64" --vae "$W/vq/vqvae.safetensors" --out "$W/var" --preset emoji "${common[@]}" >>"$LOG" 2>&1
-NS_VQ=$(mean img_per_s "$W/vq/metrics.csv")
-NS_VAR=$(mean tok_per_s "$W/var/metrics.csv")
+NS_VQ=$(metrics_mean img_per_s "$W/vq/metrics.csv")
+NS_VAR=$(metrics_mean tok_per_s "$W/var/metrics.csv")
 # each figure is logged as soon as it exists, so a run cut short keeps what it measured
 say "nextscale, emoji VQ-VAE: $NS_VQ images/s; emoji VAR: $NS_VAR tokens/s"
 stamp "1a. emoji preset, PyTorch on $DEV"
@@ -90,7 +82,7 @@ stamp "1b. d$DEPTH VAR, batch 32, native-trainer on $DEV"
 "$B" prepare --data "$W/s256" --vae "$W/vq-official.safetensors" --out "$W/tok256" --device "$DEV" >>"$LOG" 2>&1
 "$B" train-var --tokens "$W/tok256" --vae "$W/vq-official.safetensors" --out "$W/var-d" --preset d16 "${dsize[@]}" \
   --batch-size 32 "${common[@]}" >>"$LOG" 2>&1
-NS_D=$(mean tok_per_s "$W/var-d/metrics.csv")
+NS_D=$(metrics_mean tok_per_s "$W/var-d/metrics.csv")
 say "nextscale, d$DEPTH VAR, batch 32: $NS_D tokens/s"
 stamp "1b. d$DEPTH VAR, batch 32, PyTorch on $DEV"
 PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batch 32 --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \

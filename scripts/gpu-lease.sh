@@ -50,15 +50,10 @@ if [ -n "${BIN:-}" ]; then B="$BIN"; else
   B="$W/native-trainer"
   unxz < "$D/native-trainer.xz" > "$B" && chmod +x "$B" || { say "unpacking failed"; exit 1; }
 fi
+source "$ROOT/scripts/gpu-env.sh"
 if [ "$DEV" = cuda ]; then
-  # NVRTC from PyTorch's pip wheels; CUDA headers from the toolkit, else from the wheels
-  NV=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)
-  for d in "$NV"/nvidia/cu13/lib "$NV"/nvidia/cuda_nvrtc/lib; do
-    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  done
-  export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
-  [ -f "$CUDA_PATH/include/cuda.h" ] || [ ! -f "$NV/nvidia/cu13/include/cuda.h" ] || export CUDA_PATH="$NV/nvidia/cu13"
-  { nvidia-smi; ls "$NV"/nvidia/*/lib 2>&1 | head -40; ls "$CUDA_PATH/include" | head -5; } >>"$LOG" 2>&1
+  cuda_env
+  { nvidia-smi; ls "$CUDA_PATH/include" | head -5; } >>"$LOG" 2>&1
 fi
 say "binary ready ($DEV); LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
@@ -72,16 +67,13 @@ unxz < "$D/tokens.tar.xz" | tar -C "$W" -x || { say "unpacking the tokens failed
 mkdir -p "$W/minilm"
 cp "$D"/minilm/* "$W/minilm/"
 truncate -s "$MODEL_LEN" "$W/minilm/model.safetensors"
-fork() { # NAME BATCH LR STEPS [train-var args]
-  "$B" train-var --tokens "$W/tokens" --vae "$ROOT/models/emoji.nsp" --out "$W/$1" --preset emoji \
+fork() { # NAME BATCH LR STEPS [train-var args]; BOX: seconds before it is stopped (0: never)
+  timeout "${BOX:-0}" "$B" train-var --tokens "$W/tokens" --vae "$ROOT/models/emoji.nsp" --out "$W/$1" --preset emoji \
     --init "$D/init.safetensors" --steps "$4" --batch-size "$2" --set train.lr="$3" \
     --set train.log_every=25 --set train.ckpt_every=100000 --set train.eval_every=500 \
     --set train.sample_every=1000000 --set train.scale_balance=1 \
     --text-encoder "$W/minilm" --device "$DEV" "${@:5}" > "$W/$1.log" 2>&1
 }
-# tokens per second over the logged intervals after the first (the first holds kernel compiles)
-# (validation rows leave it empty)
-rate() { awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="tok_per_s") k=i; next} $k!=""{n++; if(n>1){s+=$k; m++}} END{if(m) printf "%.1f", s/m; else print 0}' "$1"; }
 pids=()
 for f in $FORKS; do
   IFS=: read -r n b lr <<<"$f"
@@ -94,14 +86,14 @@ say "probes done; ${left} s left for training"
 pids=()
 for f in $FORKS; do
   IFS=: read -r n b lr <<<"$f"
-  r=$(rate "$W/probe-$n/metrics.csv")
-  # 507 tokens per image; 85 % of the time left, the rest for compiling and writing
+  r=$(metrics_mean tok_per_s "$W/probe-$n/metrics.csv")
+  # 507 tokens per image; 85 % of the time left, the rest for compiling and writing ("null",
+  # a probe that logged nothing, counts as 0 and skips the fork)
   steps=$(awk -v r="$r" -v b="$b" -v t="$left" 'BEGIN{s=int(r / (b * 507) * t * 0.85); print (s < 100 ? 0 : s)}')
   say "fork $n: batch $b, peak $lr, probe $r tok/s -> $steps steps"
   [ "$steps" -gt 0 ] || { tail -5 "$W/probe-$n.log" | tee -a "$LOG"; continue; }
   # boxed too: a fork that overruns still comes back with its log and metrics
-  timeout "$((DEADLINE - ($(date +%s) - T0)))" bash -c "$(declare -f fork); B='$B' W='$W' D='$D' \
-    ROOT='$ROOT' DEV='$DEV' fork '$n' '$b' '$lr' '$steps'" &
+  BOX=$((DEADLINE - ($(date +%s) - T0))) fork "$n" "$b" "$lr" "$steps" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || say "a fork failed"; done
