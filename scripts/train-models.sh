@@ -495,11 +495,12 @@ if [ "$what" = emoji-cuda ]; then
   # measured run was scripts/gpu-lease.sh on a machine without cargo, with the same training
   # settings; its run folder was unpacked into $RUNS/emoji-flat/var-TO (TO, default
   # v7-d6-cuda-b64), which this target then packs and judges without training again.
+  # FROM (default v6-d6-lr1e-3) names the run it starts from.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v7-d6-cuda-b64}"
   [ -s "$R/var-$to/var.safetensors" ] || fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" \
-    "$R/var-v6-d6-lr1e-3/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" 1e-3 --batch-size 64 \
+    "$R/var-${FROM:-v6-d6-lr1e-3}/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" 1e-3 --batch-size 64 \
     --set train.scale_balance=1 --set train.eval_every=500
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
