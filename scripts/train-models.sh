@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -502,6 +502,24 @@ if [ "$what" = emoji-cuda ]; then
   [ -s "$R/var-$to/var.safetensors" ] || fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" \
     "$R/var-${FROM:-v6-d6-lr1e-3}/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" 1e-3 --batch-size 64 \
     --set train.scale_balance=1 --set train.eval_every=500
+  if [ "${JUDGE:-1}" = 1 ]; then
+    emoji_classifier 800 "$R/classifier.safetensors"
+    pack_and_judge "emoji-$to" "$R/var-$to/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+  fi
+fi
+
+if [ "$what" = emoji-soup ]; then
+  # The mean of the weights of several emoji VARs trained from one starting point (a model
+  # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the shipped GPU round
+  # and the CPU round after it), TO names the mean's run (var-TO). Then packed with the FITTED
+  # export and judged, unless JUDGE=0.
+  R="$RUNS/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  to="${TO:-v8-soup}"
+  inputs=()
+  for run in ${SOUP:-v7-d6-cuda-b64 v8-d6-lr1e-3}; do inputs+=("$R/var-$run/var.safetensors"); done
+  mkdir -p "$R/var-$to"
+  "$B" average "${inputs[@]}" --out "$R/var-$to/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
     pack_and_judge "emoji-$to" "$R/var-$to/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"

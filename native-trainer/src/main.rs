@@ -71,6 +71,8 @@ enum Command {
     EvalVqvae(cmd::eval_vqvae::EvalVqVaeArgs),
     /// Generate from a model and score the samples with a classifier: accuracy and Fréchet distance.
     Evaluate(cmd::evaluate::EvaluateArgs),
+    /// Average the weights of several runs of one model (a model soup) into one state dict.
+    Average(cmd::average::AverageArgs),
     /// Write test fixtures, e.g. the procedural VQ-VAE of the golden vectors.
     Fixture(cmd::fixture::FixtureArgs),
 }
@@ -97,6 +99,7 @@ fn main() {
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::EvalVqvae(a) => cmd::eval_vqvae::run(a),
         Command::Evaluate(a) => cmd::evaluate::run(a),
+        Command::Average(a) => cmd::average::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

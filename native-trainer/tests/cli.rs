@@ -447,3 +447,73 @@ fn a_repacked_pack_carries_its_recommended_settings() {
     );
     assert!(err.contains("give --class or --prompt"), "{err}");
 }
+
+/// `average` writes the element-wise mean of two state dicts (float tensors; the integer ones
+/// kept), a file averaged with itself is unchanged, and mismatched inputs are refused.
+#[test]
+fn average_is_the_mean_of_its_inputs() {
+    let (a, b) = (tmp("avg-a.safetensors"), tmp("avg-b.safetensors"));
+    run(bin()
+        .args(["fixture", "tiny", "--seed", "1", "--out"])
+        .arg(&a));
+    run(bin()
+        .args(["fixture", "tiny", "--seed", "2", "--out"])
+        .arg(&b));
+    let (ab, aa) = (tmp("avg-ab.safetensors"), tmp("avg-aa.safetensors"));
+    run(bin().arg("average").arg(&a).arg(&b).arg("--out").arg(&ab));
+    run(bin().arg("average").arg(&a).arg(&a).arg("--out").arg(&aa));
+    let open = |p: &PathBuf| nextscale::Checkpoint::open(p).unwrap();
+    let (ca, cb, cab, caa) = (open(&a), open(&b), open(&ab), open(&aa));
+    let keys: Vec<&str> = ca.keys().collect();
+    assert_eq!(keys, cab.keys().collect::<Vec<_>>());
+    let (mut floats, mut differ) = (0, 0);
+    for k in keys {
+        assert_eq!(ca.shape(k), cab.shape(k), "{k}");
+        if let Ok(v) = ca.read_i64(k) {
+            assert_eq!(v, cab.read_i64(k).unwrap(), "{k}");
+            continue;
+        }
+        let (x, y) = (ca.read_f32(k).unwrap().data, cb.read_f32(k).unwrap().data);
+        let m = cab.read_f32(k).unwrap().data;
+        for i in 0..x.len() {
+            let want = ((f64::from(x[i]) + f64::from(y[i])) / 2.0) as f32;
+            assert_eq!(m[i].to_bits(), want.to_bits(), "{k}[{i}]");
+        }
+        assert_eq!(caa.read_f32(k).unwrap().data, x, "{k}");
+        floats += 1;
+        differ += usize::from(x != y);
+    }
+    assert!(
+        floats > 10 && differ > 10,
+        "{floats} float tensors, {differ} differ"
+    );
+    // Same tokens from the file averaged with itself as from the file.
+    let tokens = |var: &PathBuf, out: &str| {
+        run(bin()
+            .args(["sample", "--class", "3", "--seed", "5", "--tokens-out"])
+            .arg(tmp(out))
+            .arg("--var")
+            .arg(var));
+        std::fs::read_to_string(tmp(out)).unwrap()
+    };
+    assert_eq!(tokens(&a, "avg-a.json"), tokens(&aa, "avg-aa.json"));
+    // A different model is refused by name, and one input is not enough.
+    let err = fail(
+        bin()
+            .arg("average")
+            .arg(&a)
+            .arg(golden_dir().join("var_d2_random.safetensors"))
+            .arg("--out")
+            .arg(tmp("avg-bad.safetensors")),
+    );
+    assert!(err.contains("does not hold the same tensors"), "{err}");
+    assert!(!tmp("avg-bad.safetensors").exists());
+    let out = bin()
+        .arg("average")
+        .arg(&a)
+        .arg("--out")
+        .arg(tmp("avg-one.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -3,6 +3,7 @@
 //! (option groups), `tokens.rs` (token shards), `train_loop.rs`, `var_task.rs` and `var_steps.rs`
 //! (training), `data.rs`, `run.rs`, `classifier.rs`, …
 
+pub mod average;
 pub mod edit;
 pub mod embed_text;
 pub mod eval_vqvae;

@@ -1,0 +1,124 @@
+//! `native-trainer average`: the element-wise mean of several state dicts of one model (a
+//! uniform "model soup", Wortsman et al. 2022). Runs fine-tuned from one starting point tend to
+//! stay in one basin of the loss, and their mean can beat each of them; it costs no training.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use nextscale::Checkpoint;
+use nextscale::state_dict::{Entry, Values, write_safetensors};
+
+#[derive(Args, Debug)]
+pub struct AverageArgs {
+    /// Two or more state dicts (safetensors, e.g. runs' `var.safetensors`) with the same
+    /// tensor names and shapes.
+    #[arg(required = true, num_args = 2..)]
+    inputs: Vec<PathBuf>,
+    /// The mean, as safetensors: every float tensor the mean of the inputs' (stored as F32),
+    /// every integer tensor as it is (it must be equal in all); the first input's metadata.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: AverageArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if a.inputs.len() < 2 {
+        bail!("average needs at least two state dicts");
+    }
+    let cks = a
+        .inputs
+        .iter()
+        .map(|p| Checkpoint::open(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let first = &cks[0];
+    let names: Vec<&str> = first.keys().collect();
+    for (ck, path) in cks.iter().zip(&a.inputs).skip(1) {
+        let other: Vec<&str> = ck.keys().collect();
+        if other != names {
+            let missing = names.iter().find(|k| !ck.contains(k));
+            let extra = other.iter().find(|k| !first.contains(k));
+            bail!(
+                "{} does not hold the same tensors as {} ({})",
+                path.display(),
+                a.inputs[0].display(),
+                match (missing, extra) {
+                    (Some(k), _) => format!("`{k}` is missing"),
+                    (_, Some(k)) => format!("`{k}` is extra"),
+                    _ => "their names differ".into(),
+                }
+            );
+        }
+        for k in &names {
+            if ck.shape(k) != first.shape(k) {
+                bail!(
+                    "tensor `{k}` has shape {:?} in {} but {:?} in {}",
+                    ck.shape(k).unwrap_or_default(),
+                    path.display(),
+                    first.shape(k).unwrap_or_default(),
+                    a.inputs[0].display()
+                );
+            }
+        }
+    }
+    let n = cks.len() as f64;
+    let mut entries = Vec::with_capacity(names.len());
+    let (mut floats, mut ints) = (0usize, 0usize);
+    for k in &names {
+        let shape = first.shape(k).unwrap_or_default().to_vec();
+        if let Ok((_, v)) = first.read_i64(k) {
+            for (ck, path) in cks.iter().zip(&a.inputs).skip(1) {
+                let (_, w) = ck
+                    .read_i64(k)
+                    .with_context(|| format!("tensor `{k}` of {}", path.display()))?;
+                if w != v {
+                    bail!(
+                        "integer tensor `{k}` differs between {} and {}: integers are not averaged",
+                        a.inputs[0].display(),
+                        path.display()
+                    );
+                }
+            }
+            ints += 1;
+            entries.push(Entry {
+                name: k.to_string(),
+                shape,
+                values: Values::I64(v),
+            });
+            continue;
+        }
+        let mut sum: Vec<f64> = Vec::new();
+        for (ck, path) in cks.iter().zip(&a.inputs) {
+            let t = ck
+                .read_f32(k)
+                .with_context(|| format!("tensor `{k}` of {}", path.display()))?;
+            if sum.is_empty() {
+                sum = t.data.iter().map(|&x| f64::from(x)).collect();
+            } else {
+                sum.iter_mut()
+                    .zip(&t.data)
+                    .for_each(|(s, &x)| *s += f64::from(x));
+            }
+        }
+        floats += 1;
+        entries.push(Entry::f32(
+            k.to_string(),
+            shape,
+            sum.into_iter().map(|s| (s / n) as f32).collect(),
+        ));
+    }
+    let mut meta: BTreeMap<String, String> = first.metadata().clone();
+    meta.insert("averaged_from".into(), cks.len().to_string());
+    let mut bytes = Vec::new();
+    write_safetensors(&mut bytes, &entries, Some(&meta))?;
+    crate::run::write_atomic(&a.out, &bytes)?;
+    eprintln!(
+        "averaged {} state dicts ({floats} float tensors, {ints} integer tensors kept) into {} in {:.2} s",
+        cks.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
