@@ -204,7 +204,9 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # (emoji-coarse-even, its control); then two blocks added on top, each starting as the
   # identity, and 2,000 more steps (emoji-deeper, depth 6), and 2,000 more again from a fresh
   # warm-up to 1e-3 (emoji-deeper-more), and 528 more at batch 64 (emoji-cuda: measured on an
-  # H200; on the CPU it is the same command, slower), packed with the FITTED export.
+  # H200; on the CPU it is the same command, slower); then two more rounds from that VAR on the
+  # CPU, side by side (2,000 steps at batch 16 and 528 at batch 64, one thread each), and the
+  # mean of the three (emoji-soup), packed with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -219,7 +221,15 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
   NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
-  pack_emoji "$R/var-v7-d6-cuda-b64/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
+  NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6 LRS=1e-3 JUDGE=0 RAYON_NUM_THREADS=1 \
+    bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
+  NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6-b64 JUDGE=0 RAYON_NUM_THREADS=1 \
+    bash "$ROOT/scripts/train-models.sh" emoji-cuda &
+  wait -n
+  wait -n
+  NATIVE_TRAINER="$B" SOUP="v7-d6-cuda-b64 v8-d6-lr1e-3 v8-d6-b64" TO=v8-soup3 JUDGE=0 \
+    bash "$ROOT/scripts/train-models.sh" emoji-soup
+  pack_emoji "$R/var-v8-soup3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -510,9 +520,10 @@ fi
 
 if [ "$what" = emoji-soup ]; then
   # The mean of the weights of several emoji VARs trained from one starting point (a model
-  # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the shipped GPU round
-  # and the CPU round after it), TO names the mean's run (var-TO). Then packed with the FITTED
-  # export and judged, unless JUDGE=0.
+  # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the GPU round and the
+  # CPU round after it), TO names the mean's run (var-TO, default v8-soup). Then packed with
+  # the FITTED export and judged, unless JUDGE=0. The shipped VAR is
+  # SOUP="v7-d6-cuda-b64 v8-d6-lr1e-3 v8-d6-b64" TO=v8-soup3.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v8-soup}"
