@@ -517,3 +517,76 @@ fn average_is_the_mean_of_its_inputs() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `average` over three synthetic state dicts: the mean divides by three, integer tensors and
+/// the first file's metadata are kept (with the count of inputs); files that are not the same
+/// model (integers, shapes or identifying metadata differ) are refused and nothing is written.
+#[test]
+fn average_of_three_keeps_integers_and_metadata_and_refuses_other_models() {
+    use nextscale::state_dict::{Entry, Values, write_safetensors};
+    let write = |name: &str, w: [f32; 3], n: Vec<i64>, rows: usize, scales: &str| {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("format".to_string(), "nextscale-var".to_string());
+        meta.insert("patch_nums".to_string(), scales.to_string());
+        meta.insert("step".to_string(), name.to_string());
+        let entries = vec![
+            Entry::f32("w", vec![rows, 1], w[..rows].to_vec()),
+            Entry {
+                name: "n".into(),
+                shape: vec![n.len()],
+                values: Values::I64(n),
+            },
+        ];
+        let path = tmp(&format!("avg3-{name}.safetensors"));
+        let mut bytes = Vec::new();
+        write_safetensors(&mut bytes, &entries, Some(&meta)).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let a = write("a", [1.0, 2.0, -3.0], vec![7, 8], 3, "[1,2]");
+    let b = write("b", [2.0, 0.5, 0.0], vec![7, 8], 3, "[1,2]");
+    let c = write("c", [0.5, 1.0, 4.0], vec![7, 8], 3, "[1,2]");
+    let out = tmp("avg3-out.safetensors");
+    run(bin()
+        .arg("average")
+        .args([&a, &b, &c])
+        .arg("--out")
+        .arg(&out));
+    let m = nextscale::Checkpoint::open(&out).unwrap();
+    let want: Vec<f32> = [3.5f64, 3.5, 1.0]
+        .iter()
+        .map(|s| (s / 3.0) as f32)
+        .collect();
+    assert_eq!(m.read_f32("w").unwrap().data, want);
+    assert_eq!(m.read_i64("n").unwrap(), (vec![2], vec![7, 8]));
+    assert_eq!(m.metadata().get("step").map(String::as_str), Some("a"));
+    assert_eq!(
+        m.metadata().get("patch_nums").map(String::as_str),
+        Some("[1,2]")
+    );
+    assert_eq!(
+        m.metadata().get("averaged_from").map(String::as_str),
+        Some("3")
+    );
+    // Not one model: each refused by name, with no output file.
+    let bad = [
+        (
+            write("ints", [1.0, 2.0, 3.0], vec![7, 9], 3, "[1,2]"),
+            "integer tensor `n` differs",
+        ),
+        (
+            write("shape", [1.0, 2.0, 3.0], vec![7, 8], 2, "[1,2]"),
+            "tensor `w` has shape",
+        ),
+        (
+            write("scales", [1.0, 2.0, 3.0], vec![7, 8], 3, "[1,3]"),
+            "metadata `patch_nums` differs",
+        ),
+    ];
+    for (i, (other, msg)) in bad.iter().enumerate() {
+        let o = tmp(&format!("avg3-bad{i}.safetensors"));
+        let err = fail(bin().arg("average").arg(&a).arg(other).arg("--out").arg(&o));
+        assert!(err.contains(msg), "{msg}: {err}");
+        assert!(!o.exists());
+    }
+}

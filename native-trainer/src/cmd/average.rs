@@ -11,6 +11,9 @@ use clap::Args;
 use nextscale::Checkpoint;
 use nextscale::state_dict::{Entry, Values, write_safetensors};
 
+/// Metadata that must be equal in every input.
+const IDENTITY: &[&str] = &["format", "patch_nums", "class_names"];
+
 #[derive(Args, Debug)]
 pub struct AverageArgs {
     /// Two or more state dicts (safetensors, e.g. runs' `var.safetensors`) with the same
@@ -18,7 +21,8 @@ pub struct AverageArgs {
     #[arg(required = true, num_args = 2..)]
     inputs: Vec<PathBuf>,
     /// The mean, as safetensors: every float tensor the mean of the inputs' (stored as F32),
-    /// every integer tensor as it is (it must be equal in all); the first input's metadata.
+    /// every integer tensor kept (stored as I64; it must be equal in all); the first input's
+    /// metadata, with `averaged_from` set to the number of inputs.
     #[arg(long)]
     out: PathBuf,
 }
@@ -36,6 +40,21 @@ pub fn run(a: AverageArgs) -> Result<()> {
     let first = &cks[0];
     let names: Vec<&str> = first.keys().collect();
     for (ck, path) in cks.iter().zip(&a.inputs).skip(1) {
+        // What says which model a state dict is beyond its shapes: its format, its scales
+        // and its class names (two class models with the same shapes but classes in another
+        // order must not be averaged).
+        for key in IDENTITY {
+            let (x, y) = (first.metadata().get(*key), ck.metadata().get(*key));
+            if x != y {
+                bail!(
+                    "{} and {} are not the same model: their metadata `{key}` differs ({} / {})",
+                    a.inputs[0].display(),
+                    path.display(),
+                    x.map_or("absent", String::as_str),
+                    y.map_or("absent", String::as_str)
+                );
+            }
+        }
         let other: Vec<&str> = ck.keys().collect();
         if other != names {
             let missing = names.iter().find(|k| !ck.contains(k));
