@@ -78,8 +78,8 @@ pack_and_judge() {
   everyday_grid "$P.nsp" "$P-grid16.png"
 }
 # Forks of the emoji VAR on the tokens of the emoji-tn0 pack's VQ-VAE (emoji-coarse makes
-# both), 2,000 steps each from a fresh warm-up to a peak learning rate, side by side, one
-# thread each; then, unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork
+# both), FORK_STEPS steps each (default 2,000) from a fresh warm-up to a peak learning rate,
+# side by side, one thread each; then, unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork
 # stops the script. Args: quintuples NAME INIT BALANCE DEEPEN LR (the run is
 # $RUNS/emoji-flat/var-NAME, the pack emoji-NAME; DEEPEN blocks are added on top of INIT's,
 # 0 for none; LR the peak). PACK_ARGS: more export args.
@@ -89,7 +89,7 @@ emoji_v3_forks() {
   while [ "$#" -ge 5 ]; do
     deepen=()
     [ "$4" = 0 ] || deepen=(--deepen "$4")
-    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" 2000 "$5" \
+    RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-v3" "$P" "$2" "$R/var-$1" "${FORK_STEPS:-2000}" "$5" \
       --set train.scale_balance="$3" "${deepen[@]}" &
     pids+=($!)
     names+=("$1")
@@ -221,12 +221,16 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
   NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
+  # The two rounds side by side; a failed round stops the chain (the other one runs on to its
+  # end, and a rerun resumes both).
   NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6 LRS=1e-3 JUDGE=0 RAYON_NUM_THREADS=1 \
     bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
+  round_a=$!
   NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6-b64 JUDGE=0 RAYON_NUM_THREADS=1 \
     bash "$ROOT/scripts/train-models.sh" emoji-cuda &
-  wait -n
-  wait -n
+  round_b=$!
+  wait "$round_a"
+  wait "$round_b"
   NATIVE_TRAINER="$B" SOUP="v7-d6-cuda-b64 v8-d6-lr1e-3 v8-d6-b64" TO=v8-soup3 JUDGE=0 \
     bash "$ROOT/scripts/train-models.sh" emoji-soup
   pack_emoji "$R/var-v8-soup3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
