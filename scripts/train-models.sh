@@ -206,7 +206,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # warm-up to 1e-3 (emoji-deeper-more), and 528 more at batch 64 (emoji-cuda: measured on an
   # H200; on the CPU it is the same command, slower); then two more rounds from that VAR on the
   # CPU, side by side (2,000 steps at batch 16 and 528 at batch 64, one thread each), and the
-  # mean of the three (emoji-soup), packed with the FITTED export.
+  # mean of the three (emoji-soup); then the same again from that mean at half the steps
+  # (1,000 and 264), and the mean of those three, packed with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -221,19 +222,24 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
   NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
   NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
-  # The two rounds side by side; a failed round stops the chain (the other one runs on to its
-  # end, and a rerun resumes both).
-  NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6 LRS=1e-3 JUDGE=0 RAYON_NUM_THREADS=1 \
-    bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
-  round_a=$!
-  NATIVE_TRAINER="$B" FROM=v7-d6-cuda-b64 TO=v8-d6-b64 JUDGE=0 RAYON_NUM_THREADS=1 \
-    bash "$ROOT/scripts/train-models.sh" emoji-cuda &
-  round_b=$!
-  wait "$round_a"
-  wait "$round_b"
-  NATIVE_TRAINER="$B" SOUP="v7-d6-cuda-b64 v8-d6-lr1e-3 v8-d6-b64" TO=v8-soup3 JUDGE=0 \
-    bash "$ROOT/scripts/train-models.sh" emoji-soup
-  pack_emoji "$R/var-v8-soup3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
+  # Two rounds from FROM side by side, then the mean of FROM and both (var-TO-soup3). A failed
+  # round stops the chain (the other one runs on to its end, and a rerun resumes both).
+  # Args: FROM TO STEPS_B16 STEPS_B64.
+  soup_round() {
+    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6" LRS=1e-3 FORK_STEPS="$3" JUDGE=0 RAYON_NUM_THREADS=1 \
+      bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
+    local round_a=$!
+    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6-b64" CUDA_STEPS="$4" JUDGE=0 RAYON_NUM_THREADS=1 \
+      bash "$ROOT/scripts/train-models.sh" emoji-cuda &
+    local round_b=$!
+    wait "$round_a"
+    wait "$round_b"
+    NATIVE_TRAINER="$B" SOUP="$1 $2-d6-lr1e-3 $2-d6-b64" TO="$2-soup3" JUDGE=0 \
+      bash "$ROOT/scripts/train-models.sh" emoji-soup
+  }
+  soup_round v7-d6-cuda-b64 v8 2000 528
+  soup_round v8-soup3 v9 1000 264
+  pack_emoji "$R/var-v9-soup3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
