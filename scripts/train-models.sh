@@ -539,7 +539,6 @@ if [ "$what" = emoji-soup ]; then
   to="${TO:-v8-soup}"
   inputs=()
   for run in ${SOUP:-v7-d6-cuda-b64 v8-d6-lr1e-3}; do inputs+=("$R/var-$run/var.safetensors"); done
-  mkdir -p "$R/var-$to"
   "$B" average "${inputs[@]}" --out "$R/var-$to/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"

@@ -28,10 +28,8 @@ pub struct AverageArgs {
 }
 
 pub fn run(a: AverageArgs) -> Result<()> {
+    // clap has already refused fewer than two inputs (`num_args = 2..`).
     let t0 = Instant::now();
-    if a.inputs.len() < 2 {
-        bail!("average needs at least two state dicts");
-    }
     let cks = a
         .inputs
         .iter()
@@ -57,17 +55,18 @@ pub fn run(a: AverageArgs) -> Result<()> {
         }
         let other: Vec<&str> = ck.keys().collect();
         if other != names {
-            let missing = names.iter().find(|k| !ck.contains(k));
-            let extra = other.iter().find(|k| !first.contains(k));
-            bail!(
-                "{} does not hold the same tensors as {} ({})",
-                path.display(),
-                a.inputs[0].display(),
-                match (missing, extra) {
-                    (Some(k), _) => format!("`{k}` is missing"),
-                    (_, Some(k)) => format!("`{k}` is extra"),
-                    _ => "their names differ".into(),
+            // Both lists are sorted and distinct, so one of them holds a name the other lacks.
+            let why = match names.iter().find(|k| !ck.contains(k)) {
+                Some(k) => format!("`{k}` is missing"),
+                None => {
+                    let extra = other.iter().find(|k| !first.contains(k));
+                    format!("`{}` is extra", extra.unwrap_or(&"?"))
                 }
+            };
+            bail!(
+                "{} does not hold the same tensors as {} ({why})",
+                path.display(),
+                a.inputs[0].display()
             );
         }
         for k in &names {
