@@ -532,8 +532,8 @@ if [ "$what" = emoji-soup ]; then
   # The mean of the weights of several emoji VARs trained from one starting point (a model
   # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the GPU round and the
   # CPU round after it), TO names the mean's run (var-TO, default v8-soup). Then packed with
-  # the FITTED export and judged, unless JUDGE=0. The shipped VAR is
-  # SOUP="v7-d6-cuda-b64 v8-d6-lr1e-3 v8-d6-b64" TO=v8-soup3.
+  # the FITTED export and judged, unless JUDGE=0. The shipped VAR is the second of two such
+  # means (soup_round in the emoji chain): SOUP="v8-soup3 v9-d6-lr1e-3 v9-d6-b64" TO=v9-soup3.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v8-soup}"
