@@ -9,8 +9,9 @@
 # times do not depend on values, and nothing needs downloading.
 #
 #   scripts/gpu-check.sh --bin BIN --repo OFFICIAL_VAR [--device cuda] [--depth 16] [--steps 20]
-#                        [--out gpu-check.json]
+#                        [--out gpu-check.json] [--skip-train]
 #
+# --skip-train runs part 2 alone (its training figures are then null in the report).
 # --bin is a native-trainer built with `native-trainer/scripts/build-cuda.sh` (it travels
 # compressed: `xz -T0 -9`, about 25 MB); --repo a checkout of the official VAR code (its
 # `models/`). Without --bin, the script builds the CPU binary here: with `--device cpu --depth 2
@@ -25,6 +26,7 @@ DEV=cuda
 DEPTH=16
 STEPS=20
 OUT=gpu-check.json
+TRAIN=1
 PY="${PYTHON:-python3}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --depth) DEPTH="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --skip-train) TRAIN=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +60,8 @@ common=(--steps "$STEPS" --set train.log_every=5 --set train.eval_every=100000 -
 dsize=(--set "model.depth=$DEPTH" --set "model.embed_dim=$((64 * DEPTH))" --set "model.num_heads=$DEPTH")
 
 say "machine: $(uname -m), $(nproc) cores; GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo none); $(date -u +%FT%TZ)"
+NS_VQ="" NS_VAR="" NS_D="" PT_VQ="" PT_VAR="" PT_D="" TORCH=""
+if [ "$TRAIN" = 1 ]; then
 stamp "data and fixtures"
 "$B" fixture shapes --out "$W/s64" --n 32 --size 64 >>"$LOG" 2>&1
 "$B" fixture shapes --out "$W/s256" --n 8 --size 256 >>"$LOG" 2>&1
@@ -89,6 +94,7 @@ PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batc
   || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
 say "$PT"
 PT_D=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
+fi
 
 stamp "2. d$DEPTH sampling, native-trainer on $DEV"
 "$B" fixture official --depth "$DEPTH" --quant f16 --out "$W/d.nsp" >>"$LOG" 2>&1
@@ -110,6 +116,7 @@ PT=$("$PY" "$ROOT/bench/pytorch_sample.py" "$REPO" --depth "$DEPTH" --device "$D
   || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
 say "$PT"
 PT_S=$(echo "$PT" | sed -nE 's/^seconds per image: ([0-9.]+).*/\1/p')
+[ -n "$TORCH" ] || TORCH=$(echo "$PT" | sed -n 's/^torch \([^,]*\),.*/\1/p')
 
 stamp "report"
 NS_S_MED=$(printf '%s\n' "${NS_S[@]}" | sort -n | sed -n 2p)
