@@ -239,7 +239,20 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   }
   soup_round v7-d6-cuda-b64 v8 2000 528
   soup_round v8-soup3 v9 1000 264
-  pack_emoji "$R/var-v9-soup3/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
+  # The third round (docs/MODELS.md, "A third soup"): a CPU round at batch 16 (as in
+  # soup_round) and three GPU forks (the H200 lease of 2026-12-04, evening: FORKS="b64:64:1e-3
+  # b128:128:1e-3 b64lo:64:5e-4", the b128 fork again alone), then the mean of the five.
+  # Hours here on the CPU; minutes with DEVICE=cuda.
+  NATIVE_TRAINER="$B" FROM=v9-soup3 TO=v10-d6 LRS=1e-3 FORK_STEPS=1000 JUDGE=0 \
+    bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
+  for fork in b64:64:1e-3:572 b64lo:64:5e-4:568 b128:128:1e-3:458; do
+    IFS=: read -r name batch lr steps <<<"$fork"
+    NATIVE_TRAINER="$B" FROM=v9-soup3 TO="v10-gpu-$name" CUDA_BATCH="$batch" CUDA_LR="$lr" \
+      CUDA_STEPS="$steps" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
+  done
+  NATIVE_TRAINER="$B" SOUP="v9-soup3 v10-d6-lr1e-3 v10-gpu-b64 v10-gpu-b64lo v10-gpu-b128" TO=v10-soup5 \
+    JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-soup
+  pack_emoji "$R/var-v10-soup5/var.safetensors" "$R/emoji-tn0.nsp" models/emoji.nsp "${FITTED[@]}"
   "$B" eval-vqvae --vae "$R/vq2-dec/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-v2.png
   "$B" evaluate --pack models/emoji.nsp --classifier "$R/classifier.safetensors" --real "$E/test" \
     --reference "$E/train" "${SAMPLING[@]}" --rank --grid docs/models/emoji-samples-test-prompts.png
@@ -515,13 +528,14 @@ if [ "$what" = emoji-cuda ]; then
   # measured run was scripts/gpu-lease.sh on a machine without cargo, with the same training
   # settings; its run folder was unpacked into $RUNS/emoji-flat/var-TO (TO, default
   # v7-d6-cuda-b64), which this target then packs and judges without training again.
-  # FROM (default v6-d6-lr1e-3) names the run it starts from.
+  # FROM (default v6-d6-lr1e-3) names the run it starts from; CUDA_BATCH (default 64) and
+  # CUDA_LR (the peak, default 1e-3) are the fork's, as FORKS sets them in gpu-lease.sh.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v7-d6-cuda-b64}"
   [ -s "$R/var-$to/var.safetensors" ] || fork_emoji_var "$R/tokens-v3" "$R/emoji-tn0.nsp" \
-    "$R/var-${FROM:-v6-d6-lr1e-3}/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" 1e-3 --batch-size 64 \
-    --set train.scale_balance=1 --set train.eval_every=500
+    "$R/var-${FROM:-v6-d6-lr1e-3}/var.safetensors" "$R/var-$to" "${CUDA_STEPS:-528}" "${CUDA_LR:-1e-3}" \
+    --batch-size "${CUDA_BATCH:-64}" --set train.scale_balance=1 --set train.eval_every=500
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
     pack_and_judge "emoji-$to" "$R/var-$to/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
@@ -532,8 +546,9 @@ if [ "$what" = emoji-soup ]; then
   # The mean of the weights of several emoji VARs trained from one starting point (a model
   # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the GPU round and the
   # CPU round after it), TO names the mean's run (var-TO, default v8-soup). Then packed with
-  # the FITTED export and judged, unless JUDGE=0. The shipped VAR is the second of two such
-  # means (soup_round in the emoji chain): SOUP="v8-soup3 v9-d6-lr1e-3 v9-d6-b64" TO=v9-soup3.
+  # the FITTED export and judged, unless JUDGE=0. The shipped VAR is the third of three such
+  # means (the end of the emoji chain): SOUP="v9-soup3 v10-d6-lr1e-3 v10-gpu-b64
+  # v10-gpu-b64lo v10-gpu-b128" TO=v10-soup5.
   R="$RUNS/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   to="${TO:-v8-soup}"
