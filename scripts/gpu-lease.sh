@@ -15,7 +15,7 @@
 #
 #   OUT=dir scripts/gpu-lease.sh DIR
 #   env: DEADLINE (s from the start by which training must end, default 540), CHECK_S (the GPU
-#   check's box, default 300), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
+#   check's box, default 300), PROBE_S (the probes' box, default 45), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
 #   FORKS ("NAME:BATCH:LR ...", default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh
 #   arguments), BIN (a native-trainer to use instead of DIR's).
 # The H200 run of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") was
@@ -24,8 +24,9 @@
 #
 # Each fork trains from DIR/init.safetensors exactly as emoji-deeper-more does on the CPU (a
 # fresh warm-up to its peak, linear decay; scripts/train-models.sh), at its own batch size and
-# peak. A 25-step probe of all forks together measures their rates; the real runs then get as
-# many steps as fit before DEADLINE. OUT gets gpu-check.json/.log, lease.log and one tar per fork
+# peak. A probe of all forks side by side for PROBE_S seconds measures their rates while they
+# share the GPU, as the real runs will; the real runs then get as many steps as fit before
+# DEADLINE. OUT gets gpu-check.json/.log, lease.log and one tar per fork
 # (var.safetensors, metrics.csv, config.toml).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,7 @@ D="$(cd "${1:?usage: OUT=dir scripts/gpu-lease.sh DIR}" && pwd)" || exit 2
 OUT="${OUT:?set OUT}"
 DEADLINE="${DEADLINE:-540}"
 CHECK_S="${CHECK_S:-300}"
+PROBE_S="${PROBE_S:-45}"
 DEV="${DEV:-cuda}"
 MODEL_LEN="${MODEL_LEN:-90868376}"
 FORKS="${FORKS:-b64:64:1e-3}"
@@ -74,10 +76,14 @@ fork() { # NAME BATCH LR STEPS [train-var args]; BOX: seconds before it is stopp
     --set train.sample_every=1000000 --set train.scale_balance=1 \
     --text-encoder "$W/minilm" --device "$DEV" "${@:5}" > "$W/$1.log" 2>&1
 }
+# The probes are boxed in time, not in steps: with a step count the larger batches finish
+# last, partly alone, and overestimate their rate (the H200 run of 2026-12-04, evening: a
+# batch-128 fork beside two batch-64 ones was sized from a rate it did not get, and ran out
+# of time). The step count only has to outlast the box.
 pids=()
 for f in $FORKS; do
   IFS=: read -r n b lr <<<"$f"
-  (fork "probe-$n" "$b" "$lr" 25 --set train.log_every=5; true) &
+  (BOX="$PROBE_S" fork "probe-$n" "$b" "$lr" 100000 --set train.log_every=5; true) &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
