@@ -62,38 +62,38 @@ dsize=(--set "model.depth=$DEPTH" --set "model.embed_dim=$((64 * DEPTH))" --set 
 say "machine: $(uname -m), $(nproc) cores; GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo none); $(date -u +%FT%TZ)"
 NS_VQ="" NS_VAR="" NS_D="" PT_VQ="" PT_VAR="" PT_D="" TORCH=""
 if [ "$TRAIN" = 1 ]; then
-stamp "data and fixtures"
-"$B" fixture shapes --out "$W/s64" --n 32 --size 64 >>"$LOG" 2>&1
-"$B" fixture shapes --out "$W/s256" --n 8 --size 256 >>"$LOG" 2>&1
-"$B" fixture vqvae --out "$W/vq-official.safetensors" >>"$LOG" 2>&1
+  stamp "data and fixtures"
+  "$B" fixture shapes --out "$W/s64" --n 32 --size 64 >>"$LOG" 2>&1
+  "$B" fixture shapes --out "$W/s256" --n 8 --size 256 >>"$LOG" 2>&1
+  "$B" fixture vqvae --out "$W/vq-official.safetensors" >>"$LOG" 2>&1
 
-stamp "1a. emoji preset, native-trainer on $DEV"
-"$B" train-vqvae --data "$W/s64" --out "$W/vq" --preset emoji "${common[@]}" >>"$LOG" 2>&1
-"$B" prepare --data "$W/s64" --vae "$W/vq/vqvae.safetensors" --out "$W/tok64" --device "$DEV" >>"$LOG" 2>&1
-"$B" train-var --tokens "$W/tok64" --vae "$W/vq/vqvae.safetensors" --out "$W/var" --preset emoji "${common[@]}" >>"$LOG" 2>&1
-NS_VQ=$(metrics_mean img_per_s "$W/vq/metrics.csv")
-NS_VAR=$(metrics_mean tok_per_s "$W/var/metrics.csv")
-# each figure is logged as soon as it exists, so a run cut short keeps what it measured
-say "nextscale, emoji VQ-VAE: $NS_VQ images/s; emoji VAR: $NS_VAR tokens/s"
-stamp "1a. emoji preset, PyTorch on $DEV"
-PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset emoji --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
-  || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
-say "$PT"
-PT_VQ=$(echo "$PT" | awk '/VQ-VAE/ {print $(NF-3)}')
-PT_VAR=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
-TORCH=$(echo "$PT" | sed -n 's/^torch \([^,]*\),.*/\1/p')
+  stamp "1a. emoji preset, native-trainer on $DEV"
+  "$B" train-vqvae --data "$W/s64" --out "$W/vq" --preset emoji "${common[@]}" >>"$LOG" 2>&1
+  "$B" prepare --data "$W/s64" --vae "$W/vq/vqvae.safetensors" --out "$W/tok64" --device "$DEV" >>"$LOG" 2>&1
+  "$B" train-var --tokens "$W/tok64" --vae "$W/vq/vqvae.safetensors" --out "$W/var" --preset emoji "${common[@]}" >>"$LOG" 2>&1
+  NS_VQ=$(metrics_mean img_per_s "$W/vq/metrics.csv")
+  NS_VAR=$(metrics_mean tok_per_s "$W/var/metrics.csv")
+  # each figure is logged as soon as it exists, so a run cut short keeps what it measured
+  say "nextscale, emoji VQ-VAE: $NS_VQ images/s; emoji VAR: $NS_VAR tokens/s"
+  stamp "1a. emoji preset, PyTorch on $DEV"
+  PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset emoji --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
+    || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
+  say "$PT"
+  PT_VQ=$(echo "$PT" | awk '/VQ-VAE/ {print $(NF-3)}')
+  PT_VAR=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
+  TORCH=$(echo "$PT" | sed -n 's/^torch \([^,]*\),.*/\1/p')
 
-stamp "1b. d$DEPTH VAR, batch 32, native-trainer on $DEV"
-"$B" prepare --data "$W/s256" --vae "$W/vq-official.safetensors" --out "$W/tok256" --device "$DEV" >>"$LOG" 2>&1
-"$B" train-var --tokens "$W/tok256" --vae "$W/vq-official.safetensors" --out "$W/var-d" --preset d16 "${dsize[@]}" \
-  --batch-size 32 "${common[@]}" >>"$LOG" 2>&1
-NS_D=$(metrics_mean tok_per_s "$W/var-d/metrics.csv")
-say "nextscale, d$DEPTH VAR, batch 32: $NS_D tokens/s"
-stamp "1b. d$DEPTH VAR, batch 32, PyTorch on $DEV"
-PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batch 32 --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
-  || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
-say "$PT"
-PT_D=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
+  stamp "1b. d$DEPTH VAR, batch 32, native-trainer on $DEV"
+  "$B" prepare --data "$W/s256" --vae "$W/vq-official.safetensors" --out "$W/tok256" --device "$DEV" >>"$LOG" 2>&1
+  "$B" train-var --tokens "$W/tok256" --vae "$W/vq-official.safetensors" --out "$W/var-d" --preset d16 "${dsize[@]}" \
+    --batch-size 32 "${common[@]}" >>"$LOG" 2>&1
+  NS_D=$(metrics_mean tok_per_s "$W/var-d/metrics.csv")
+  say "nextscale, d$DEPTH VAR, batch 32: $NS_D tokens/s"
+  stamp "1b. d$DEPTH VAR, batch 32, PyTorch on $DEV"
+  PT=$("$PY" "$ROOT/bench/pytorch_train_step.py" "$REPO" --preset "d$DEPTH" --batch 32 --device "$DEV" --threads "$(nproc)" --steps "$STEPS" 2>>"$LOG") \
+    || say "PyTorch failed (exit $?; its error is in $LOG): its figures are null"
+  say "$PT"
+  PT_D=$(echo "$PT" | awk '/official VAR/ {print $(NF-3)}')
 fi
 
 stamp "2. d$DEPTH sampling, native-trainer on $DEV"
@@ -134,7 +134,7 @@ def f(x):
         return None
 rep = {
     "machine": open("$LOG").readline().strip(),
-    "device": "$DEV", "torch": "$TORCH", "steps": $STEPS, "depth": $DEPTH,
+    "device": "$DEV", "torch": "$TORCH" or None, "steps": $STEPS if $TRAIN else None, "depth": $DEPTH,
     "ratio_means": "above 1: nextscale is faster (throughputs: nextscale / PyTorch; times: PyTorch / nextscale)",
     "train": {
         "emoji_vqvae_images_per_s": {"nextscale": f("$NS_VQ"), "pytorch": f("$PT_VQ"), "ratio": r("$NS_VQ", "$PT_VQ")},

@@ -207,7 +207,9 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   # H200; on the CPU it is the same command, slower); then two more rounds from that VAR on the
   # CPU, side by side (2,000 steps at batch 16 and 528 at batch 64, one thread each), and the
   # mean of the three (emoji-soup); then the same again from that mean at half the steps
-  # (1,000 and 264), and the mean of those three, packed with the FITTED export.
+  # (1,000 and 264), and the mean of those three; then from that mean 1,000 more steps on the
+  # CPU and three GPU forks (emoji-cuda), and the mean of those four and their start, packed
+  # with the FITTED export.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -221,7 +223,7 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   NATIVE_TRAINER="$B" FROMS=1 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-coarse-even
   NATIVE_TRAINER="$B" DEPTHS=2 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper
   NATIVE_TRAINER="$B" LRS=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-deeper-more
-  NATIVE_TRAINER="$B" JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
+  NATIVE_TRAINER="$B" CUDA_BATCH=64 CUDA_LR=1e-3 JUDGE=0 bash "$ROOT/scripts/train-models.sh" emoji-cuda
   # Two rounds from FROM side by side, then the mean of FROM and both (var-TO-soup3). A failed
   # round stops the chain (the other one runs on to its end, and a rerun resumes both).
   # Args: FROM TO STEPS_B16 STEPS_B64.
@@ -229,7 +231,7 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
     NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6" LRS=1e-3 FORK_STEPS="$3" JUDGE=0 RAYON_NUM_THREADS=1 \
       bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
     local round_a=$!
-    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6-b64" CUDA_STEPS="$4" JUDGE=0 RAYON_NUM_THREADS=1 \
+    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6-b64" CUDA_STEPS="$4" CUDA_BATCH=64 CUDA_LR=1e-3 JUDGE=0 RAYON_NUM_THREADS=1 \
       bash "$ROOT/scripts/train-models.sh" emoji-cuda &
     local round_b=$!
     wait "$round_a"
@@ -519,7 +521,7 @@ if [ "$what" = emoji-deeper-more ]; then
 fi
 
 if [ "$what" = emoji-cuda ]; then
-  # The shipped VAR's last step (since 2026-12-04): the depth-6 VAR of emoji-deeper-more
+  # A step of the shipped chain (2026-12-04): the depth-6 VAR of emoji-deeper-more
   # (var-v6-d6-lr1e-3) trained further on a GPU (docs/MODELS.md, "On a GPU"): batch 64, a
   # fresh warm-up to 1e-3 and linear decay over CUDA_STEPS (default 528, what fitted into the
   # H200 run of 2026-12-04); then packed with the FITTED export and judged. Run it with
