@@ -8,6 +8,7 @@
 # Debian's. Kernels are compiled at run time by NVRTC (the `cuda` feature selects it).
 #
 #   native-trainer/scripts/build-cuda.sh            # → $CARGO_TARGET_DIR/release/native-trainer
+#   FEATURES=cuda-autotune native-trainer/scripts/build-cuda.sh   # the same with burn's autotuning
 #
 # At run time the binary needs the NVIDIA driver (libcuda.so.1), libnvrtc.so.13 on
 # LD_LIBRARY_PATH and the CUDA headers under $CUDA_PATH/include (see docs/TRAINING.md).
@@ -57,5 +58,6 @@ export RUSTFLAGS="${RUSTFLAGS:-} -L native=$ARCH_LIB"
 # driver 580 is CUDA 13.0, so bind that unless told otherwise (never set it empty).
 export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
 cd "$ROOT"
-cargo build --release -p native-trainer --no-default-features --features cuda
-echo "built $CARGO_TARGET_DIR/release/native-trainer (CUDA)"
+# FEATURES=cuda-autotune adds burn's autotuning (native-trainer/Cargo.toml)
+cargo build --release -p native-trainer --no-default-features --features "${FEATURES:-cuda}"
+echo "built $CARGO_TARGET_DIR/release/native-trainer (CUDA, features ${FEATURES:-cuda})"
