@@ -15,9 +15,10 @@
 #
 #   OUT=dir scripts/gpu-lease.sh DIR
 #   env: DEADLINE (s from the start by which training must end, default 540), CHECK_S (the GPU
-#   check's box, default 300; 0 skips the check), PROBE_S (the probes' box, default 45), DEV (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes),
-#   FORKS ("NAME:BATCH:LR ...", default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh
-#   arguments), BIN (a native-trainer to use instead of DIR's).
+#   check's box, default 300; 0 skips the check), PROBE_S (the probes' box, default 45), DEV
+#   (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes), FORKS ("NAME:BATCH:LR ...",
+#   default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh arguments), BIN (a native-trainer to
+#   use instead of DIR's).
 # The H200 run of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") was
 # `DEADLINE=495 CHECK_S=380 OUT=<out> scripts/gpu-lease.sh DIR`, DIR laid out as above with
 # var-v6-d6-lr1e-3's weights as init.safetensors.
@@ -26,8 +27,8 @@
 # fresh warm-up to its peak, linear decay; scripts/train-models.sh), at its own batch size and
 # peak. A probe of all forks side by side for PROBE_S seconds measures their rates while they
 # share the GPU, as the real runs will; the real runs then get as many steps as fit before
-# DEADLINE. OUT gets gpu-check.json/.log, lease.log and one tar per fork
-# (var.safetensors, metrics.csv, config.toml).
+# DEADLINE. OUT gets gpu-check.json/.log, lease.log and one tar per fork (var.safetensors,
+# metrics.csv, config.toml).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 D="$(cd "${1:?usage: OUT=dir scripts/gpu-lease.sh DIR}" && pwd)" || exit 2

@@ -79,8 +79,8 @@ pack_and_judge() {
 }
 # Forks of the emoji VAR on the tokens of the emoji-tn0 pack's VQ-VAE (emoji-coarse makes
 # both), FORK_STEPS steps each (default 2,000) from a fresh warm-up to a peak learning rate,
-# side by side, one thread each; then, unless JUDGE=0, each packed with that VQ-VAE and judged. A failed fork
-# stops the script. Args: quintuples NAME INIT BALANCE DEEPEN LR (the run is
+# side by side, one thread each; then, unless JUDGE=0, each packed with that VQ-VAE and
+# judged. A failed fork stops the script. Args: quintuples NAME INIT BALANCE DEEPEN LR (the run is
 # $RUNS/emoji-flat/var-NAME, the pack emoji-NAME; DEEPEN blocks are added on top of INIT's,
 # 0 for none; LR the peak). PACK_ARGS: more export args.
 emoji_v3_forks() {
@@ -231,8 +231,8 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
     NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6" LRS=1e-3 FORK_STEPS="$3" JUDGE=0 RAYON_NUM_THREADS=1 \
       bash "$ROOT/scripts/train-models.sh" emoji-deeper-more &
     local round_a=$!
-    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6-b64" CUDA_STEPS="$4" CUDA_BATCH=64 CUDA_LR=1e-3 JUDGE=0 RAYON_NUM_THREADS=1 \
-      bash "$ROOT/scripts/train-models.sh" emoji-cuda &
+    NATIVE_TRAINER="$B" FROM="$1" TO="$2-d6-b64" CUDA_STEPS="$4" CUDA_BATCH=64 CUDA_LR=1e-3 \
+      JUDGE=0 RAYON_NUM_THREADS=1 bash "$ROOT/scripts/train-models.sh" emoji-cuda &
     local round_b=$!
     wait "$round_a"
     wait "$round_b"
