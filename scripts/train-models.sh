@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -560,6 +560,46 @@ if [ "$what" = emoji-soup ]; then
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
     pack_and_judge "emoji-$to" "$R/var-$to/var.safetensors" "$R/emoji-tn0.nsp" "${FITTED[@]}"
+  fi
+fi
+
+if [ "$what" = emoji-low-lr ]; then
+  # An experiment (docs/MODELS.md, "What limits the images"): forks of the shipped VAR at a
+  # low learning rate, and their means with it (model soups that stay near it). They start
+  # from the shipped pack's q8 weights, on tokens of its own VQ-VAE (the measured runs did: the
+  # f32 soup was on a machine since gone): 400 steps at batch 64, a fresh warm-up to each peak
+  # of LRS (default 2e-4 1e-4) and linear decay, balance 1, one thread each, side by side.
+  # Then the means: the shipped VAR with the first fork (var-v12-pack-2e-4) and with all
+  # (var-v12-soup3). JUDGE=0 trains only.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  P=models/emoji.nsp
+  [ -s "$R/tokens-pack/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" \
+    --out "$R/tokens-pack" --device "$DEVICE" && touch "$R/tokens-pack/done"; }
+  # The shipped VAR as safetensors, for `average`: train-var takes no zero-step run, and one
+  # step at lr 1e-30 leaves the loaded weights as they are (it samples the pack's tokens).
+  [ -s "$R/var-v12-pack/var.safetensors" ] || "$B" train-var --tokens "$R/tokens-pack" --vae "$P" \
+    --out "$R/var-v12-pack" --preset emoji --init "$P" --steps 1 --set train.lr=1e-30 \
+    --batch-size 2 --set train.scale_balance=1 --text-encoder "$MINILM" --device "$DEVICE"
+  names=() pids=()
+  for lr in ${LRS:-2e-4 1e-4}; do
+    n="v12-lowlr$lr"
+    names+=("$n")
+    [ -s "$R/var-$n/var.safetensors" ] || { RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-pack" "$P" \
+      "$P" "$R/var-$n" 400 "$lr" --batch-size 64 --set train.scale_balance=1 \
+      --set train.eval_every=200 & pids+=($!); }
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  inputs=("$R/var-v12-pack/var.safetensors")
+  for n in "${names[@]}"; do inputs+=("$R/var-$n/var.safetensors"); done
+  "$B" average "${inputs[@]:0:2}" --out "$R/var-v12-pack-2e-4/var.safetensors"
+  "$B" average "${inputs[@]}" --out "$R/var-v12-soup3/var.safetensors"
+  if [ "${JUDGE:-1}" = 1 ]; then
+    emoji_classifier 800 "$R/classifier.safetensors"
+    for n in "${names[@]}" v12-pack-2e-4 v12-soup3; do
+      pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P" "${FITTED[@]}"
+    done
   fi
 fi
 
