@@ -567,15 +567,16 @@ if [ "$what" = emoji-low-lr ]; then
   # An experiment (docs/MODELS.md, "What limits the images"): forks of the shipped VAR at a
   # low learning rate, and their means with it (model soups that stay near it). They start
   # from the shipped pack's q8 weights, on tokens of its own VQ-VAE (the measured runs did: the
-  # f32 soup was on a machine since gone): 400 steps at batch 64, a fresh warm-up to each peak
+  # f32 soup's checkpoint is not kept): 400 steps at batch 64, a fresh warm-up to each peak
   # of LRS (default 2e-4 1e-4) and linear decay, balance 1, one thread each, side by side.
   # Then the means: the shipped VAR with the first fork (var-v12-pack-2e-4) and with all
-  # (var-v12-soup3). JUDGE=0 trains only.
+  # (var-v12-soup3). Judged with them: the shipped VAR as the forks start (var-v12-pack),
+  # exported again, the control. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P=models/emoji.nsp
-  [ -s "$R/tokens-pack/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" \
+  [ -e "$R/tokens-pack/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" \
     --out "$R/tokens-pack" --device "$DEVICE" && touch "$R/tokens-pack/done"; }
   # The shipped VAR as safetensors, for `average`: train-var takes no zero-step run, and one
   # step at lr 1e-30 leaves the loaded weights as they are (it samples the pack's tokens).
@@ -597,7 +598,7 @@ if [ "$what" = emoji-low-lr ]; then
   "$B" average "${inputs[@]}" --out "$R/var-v12-soup3/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
-    for n in "${names[@]}" v12-pack-2e-4 v12-soup3; do
+    for n in v12-pack "${names[@]}" v12-pack-2e-4 v12-soup3; do
       pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P" "${FITTED[@]}"
     done
   fi
