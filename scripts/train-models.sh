@@ -53,6 +53,13 @@ everyday_grid() {
     car "deciduous tree" fire star ghost guitar hamburger; do everyday+=(--prompt "$p"); done
   "$B" sample --pack "$1" "${everyday[@]}" --n 4 --cols 4 --seed 0 --out "$2"
 }
+# Tokenizes once: `prepare` into OUT with the given args, then OUT/done marks it finished (a
+# rerun skips it). Args: OUT [prepare args].
+prepare_once() {
+  local out="$1"
+  shift
+  [ -e "$out/done" ] || { "$B" prepare "$@" --out "$out" && touch "$out/done"; }
+}
 # The judge of the emoji packs: a classifier of the nine emoji groups, trained on the training
 # emoji (kept when present). Args: STEPS OUT.
 emoji_classifier() {
@@ -105,7 +112,7 @@ if [ "$what" = digits ] || [ "$what" = all ]; then
   R="$RUNS/digits"
   M="$DATA/mnist"
   "$B" train-vqvae --data "$M/train-images-idx3-ubyte" --out "$R/vq" --preset digits --steps 700 --device "$DEVICE"
-  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$M/train-images-idx3-ubyte" --vae "$R/vq/vqvae.safetensors" --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  prepare_once "$R/tokens" --data "$M/train-images-idx3-ubyte" --vae "$R/vq/vqvae.safetensors" --device "$DEVICE"
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset digits --device "$DEVICE"
   [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$M/train-images-idx3-ubyte" \
     --test "$M/t10k-images-idx3-ubyte" --size 32 --steps 800 --out "$R/classifier.safetensors" --device "$DEVICE"
@@ -134,7 +141,7 @@ if [ "$what" = digits-text ] || [ "$what" = all ]; then
   T="$(bash scripts/data/fetch.sh digits-text)/digits-text"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   mkdir -p "$R"
-  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$T/train" --vae models/digits.nsp --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  prepare_once "$R/tokens" --data "$T/train" --vae models/digits.nsp --device "$DEVICE"
   "$B" train-adapter --var models/digits.nsp --vae models/digits.nsp --tokens "$R/tokens" \
     --text-encoder "$MINILM" --out "$R/adapter" --preset digits --stop-after 1000 --device "$DEVICE"
   "$B" export --var models/digits.nsp --vae models/digits.nsp --adapter "$R/adapter/adapter.safetensors" \
@@ -151,13 +158,13 @@ if [ "$what" = digits-fashion ] || [ "$what" = all ]; then
   R="$RUNS/digits-fashion"
   F="$(bash scripts/data/fetch.sh fashion)/fashion-mnist"
   mkdir -p "$R"
-  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$F/train-images-idx3-ubyte.gz" --vae models/digits.nsp \
-    --out "$R/tokens" --limit 15000 --device "$DEVICE" && touch "$R/tokens/done"; }
+  prepare_once "$R/tokens" --data "$F/train-images-idx3-ubyte.gz" --vae models/digits.nsp \
+    --limit 15000 --device "$DEVICE"
   [ -s "$R/classifier.safetensors" ] || "$B" train-classifier --data "$F/train-images-idx3-ubyte.gz" \
     --test "$F/t10k-images-idx3-ubyte.gz" --size 32 --steps 800 --out "$R/classifier.safetensors" --device "$DEVICE"
   # 15,000 real digits are replayed beside the new classes, so the updates keep the digits.
-  [ -s "$R/replay-tokens/done" ] || { "$B" prepare --data "$DATA/mnist/train-images-idx3-ubyte" --vae models/digits.nsp \
-    --out "$R/replay-tokens" --limit 15000 --device "$DEVICE" && touch "$R/replay-tokens/done"; }
+  prepare_once "$R/replay-tokens" --data "$DATA/mnist/train-images-idx3-ubyte" \
+    --vae models/digits.nsp --limit 15000 --device "$DEVICE"
   "$B" train-lora --var models/digits.nsp --vae models/digits.nsp --tokens "$R/tokens" --replay "$R/replay-tokens" \
     --out "$R/lora" --preset digits --device "$DEVICE"
   "$B" export --var models/digits.nsp --vae models/digits.nsp --lora "$R/lora/lora.safetensors" --quant q8 \
@@ -184,7 +191,7 @@ if [ "$what" = emoji-v1 ]; then
   # The shipped VQ-VAE is step 700 of the 900-step schedule (stopped there for CPU time).
   "$B" train-vqvae --data "$E/train" --out "$R/vq" --preset emoji --init "$R/emoji-3d.nsp" --stop-after 700 --device "$DEVICE"
   # The VAR learns every caption of every training emoji (label, short names, keywords).
-  [ -s "$R/tokens/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq/vqvae.safetensors" --out "$R/tokens" --device "$DEVICE" && touch "$R/tokens/done"; }
+  prepare_once "$R/tokens" --data "$E/train-captions" --vae "$R/vq/vqvae.safetensors" --device "$DEVICE"
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset emoji \
     --text-encoder "$MINILM" --device "$DEVICE"
   emoji_classifier 800 "$R/classifier.safetensors"
@@ -286,8 +293,7 @@ if [ "$what" = emoji-vq-long ]; then
     --set train.ckpt_every=50 --device "$DEVICE"
   "$B" eval-vqvae --vae "$R/vq-long/vqvae.safetensors" --data "$E/test" --grid docs/models/emoji-recon-vq-long.png
   # Its tokens, and the shipped VAR trained further on them (3,000 steps, peak lr 1e-3), packed.
-  [ -s "$R/tokens2/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq-long/vqvae.safetensors" \
-    --out "$R/tokens2" --device "$DEVICE" && touch "$R/tokens2/done"; }
+  prepare_once "$R/tokens2" --data "$E/train-captions" --vae "$R/vq-long/vqvae.safetensors" --device "$DEVICE"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   "$B" train-var --tokens "$R/tokens2" --vae "$R/vq-long/vqvae.safetensors" --out "$R/var-vq2" --preset emoji \
     --init "$R/var/var.safetensors" --text-encoder "$MINILM" --steps 3000 \
@@ -321,8 +327,7 @@ if [ "$what" = emoji-sub50 ]; then
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   [ -d "$S" ] || python3 scripts/data/emoji-subset.py "$E" "$S" 50 0
   mkdir -p "$W"
-  [ -s "$W/tokens/done" ] || { "$B" prepare --data "$S/train-captions" --vae "$R/vq-long/vqvae.safetensors" \
-    --out "$W/tokens" --device "$DEVICE" && touch "$W/tokens/done"; }
+  prepare_once "$W/tokens" --data "$S/train-captions" --vae "$R/vq-long/vqvae.safetensors" --device "$DEVICE"
   "$B" train-var --tokens "$W/tokens" --vae "$R/vq-long/vqvae.safetensors" --out "$W/var" --preset emoji \
     --init "$R/var-vq2/var.safetensors" --text-encoder "$MINILM" --steps 600 --set train.lr=0.001 \
     --set train.warmup_steps=20 --set train.eval_every=200 --set train.sample_every=600 --device "$DEVICE"
@@ -349,8 +354,7 @@ if [ "$what" = emoji-v2 ]; then
   "$B" train-vqvae --data "$E/train" --out "$R/vq2" --preset emoji --init "$R/emoji-v1.nsp" --steps 5000 \
     --set train.lr=1e-3 --set train.eval_every=500 --set train.sample_every=2500 --set train.ckpt_every=100 \
     --device "$DEVICE"
-  [ -s "$R/tokens-v2/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$R/vq2/vqvae.safetensors" \
-    --out "$R/tokens-v2" --device "$DEVICE" && touch "$R/tokens-v2/done"; }
+  prepare_once "$R/tokens-v2" --data "$E/train-captions" --vae "$R/vq2/vqvae.safetensors" --device "$DEVICE"
   emoji_classifier 800 "$R/classifier.safetensors"
   "$B" train-var --tokens "$R/tokens-v2" --vae "$R/vq2/vqvae.safetensors" --out "$R/var-v2" --preset emoji \
     --set model.depth=4 --set model.embed_dim=128 --set model.num_heads=4 --steps 30000 \
@@ -455,8 +459,7 @@ if [ "$what" = emoji-coarse ]; then
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P="$R/emoji-tn0.nsp"
   [ -s "$P" ] || pack_emoji "$R/var-v2-sb1-tn0/var.safetensors" "$R/vq2-dec/vqvae.safetensors" "$P"
-  [ -s "$R/tokens-v3/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" --out "$R/tokens-v3" \
-    --device "$DEVICE" && touch "$R/tokens-v3/done"; }
+  prepare_once "$R/tokens-v3" --data "$E/train-captions" --vae "$P" --device "$DEVICE"
   forks=()
   for sb in ${BALANCES:-1 1.5}; do forks+=("v3-sb$sb" "$P" "$sb" 0 1e-3); done
   emoji_v3_forks "${forks[@]}"
@@ -569,15 +572,14 @@ if [ "$what" = emoji-low-lr ]; then
   # from the shipped pack's q8 weights, on tokens of its own VQ-VAE (the measured runs did: the
   # f32 soup's checkpoint is not kept): 400 steps at batch 64, a fresh warm-up to each peak
   # of LRS (default 2e-4 1e-4) and linear decay, balance 1, one thread each, side by side.
-  # Then the means: the shipped VAR with the first fork (var-v12-pack-2e-4) and with all
-  # (var-v12-soup3). Judged with them: the shipped VAR as the forks start (var-v12-pack),
+  # Then the means: the shipped VAR with the first fork (var-v12-pack-PEAK, e.g.
+  # var-v12-pack-2e-4) and with all (var-v12-soup3). Judged with them: the shipped VAR as the forks start (var-v12-pack),
   # exported again, the control. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P=models/emoji.nsp
-  [ -e "$R/tokens-pack/done" ] || { "$B" prepare --data "$E/train-captions" --vae "$P" \
-    --out "$R/tokens-pack" --device "$DEVICE" && touch "$R/tokens-pack/done"; }
+  prepare_once "$R/tokens-pack" --data "$E/train-captions" --vae "$P" --device "$DEVICE"
   # The shipped VAR as safetensors, for `average`: train-var takes no zero-step run, and one
   # step at lr 1e-30 leaves the loaded weights as they are (it samples the pack's tokens).
   [ -s "$R/var-v12-pack/var.safetensors" ] || "$B" train-var --tokens "$R/tokens-pack" --vae "$P" \
@@ -594,11 +596,12 @@ if [ "$what" = emoji-low-lr ]; then
   for pid in "${pids[@]}"; do wait "$pid"; done
   inputs=("$R/var-v12-pack/var.safetensors")
   for n in "${names[@]}"; do inputs+=("$R/var-$n/var.safetensors"); done
-  "$B" average "${inputs[@]:0:2}" --out "$R/var-v12-pack-2e-4/var.safetensors"
+  pair="v12-pack-${names[0]#v12-lowlr}"
+  "$B" average "${inputs[@]:0:2}" --out "$R/var-$pair/var.safetensors"
   "$B" average "${inputs[@]}" --out "$R/var-v12-soup3/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then
     emoji_classifier 800 "$R/classifier.safetensors"
-    for n in v12-pack "${names[@]}" v12-pack-2e-4 v12-soup3; do
+    for n in v12-pack "${names[@]}" "$pair" v12-soup3; do
       pack_and_judge "emoji-$n" "$R/var-$n/var.safetensors" "$P" "${FITTED[@]}"
     done
   fi
