@@ -580,11 +580,9 @@ if [ "$what" = emoji-low-lr ]; then
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P=models/emoji.nsp
   prepare_once "$R/tokens-pack" --data "$E/train-captions" --vae "$P" --device "$DEVICE"
-  # The shipped VAR as safetensors, for `average`: train-var takes no zero-step run, and one
-  # step at lr 1e-30 leaves the loaded weights as they are (it samples the pack's tokens).
-  [ -s "$R/var-v12-pack/var.safetensors" ] || "$B" train-var --tokens "$R/tokens-pack" --vae "$P" \
-    --out "$R/var-v12-pack" --preset emoji --init "$P" --steps 1 --set train.lr=1e-30 \
-    --batch-size 2 --set train.scale_balance=1 --text-encoder "$MINILM" --device "$DEVICE"
+  # The shipped VAR as safetensors (dequantized, as the forks start), the control.
+  mkdir -p "$R/var-v12-pack"
+  "$B" average "$P" --out "$R/var-v12-pack/var.safetensors"
   names=() pids=()
   for lr in ${LRS:-2e-4 1e-4}; do
     n="v12-lowlr$lr"

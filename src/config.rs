@@ -97,6 +97,21 @@ impl PatchNums {
             .flat_map(|(si, p)| std::iter::repeat_n(si, p * p))
             .collect()
     }
+    /// The additive block-causal mask `[L × L]`, row-major: 0 where `lvl(key) ≤ lvl(query)`,
+    /// −∞ elsewhere (the official `attn_bias_for_masking`).
+    pub fn block_causal_mask(&self) -> Vec<f32> {
+        let lv = self.token_levels();
+        let l = lv.len();
+        let mut m = vec![0f32; l * l];
+        for i in 0..l {
+            for j in 0..l {
+                if lv[j] > lv[i] {
+                    m[i * l + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        m
+    }
 
     /// Finds the list whose token count is `total`: the 256/512/1024 lists, or a prefix
     /// of the 256 px list (small models). Used when a checkpoint carries no config.

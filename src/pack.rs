@@ -461,24 +461,38 @@ impl Pack {
     }
 
     /// One model of the pack as an f32 checkpoint: the VAR (`"var"`: every tensor outside the
-    /// VQ-VAE, text encoder and adapter) or the VQ-VAE (`"vae"`), with the pack's patch list
-    /// (and the VAR's class names) as metadata, as the trainer writes them. To fine-tune,
+    /// VQ-VAE, text encoder and adapter, plus the official buffers) or the VQ-VAE (`"vae"`), with its format, the pack's
+    /// patch list (and the VAR's class names) as metadata, as the trainer writes them. To fine-tune,
     /// adapt or re-export a shipped model from its pack.
     pub fn model_checkpoint(&self, part: &str) -> Result<crate::Checkpoint> {
         let others = ["vae.", "text.", "adapter.", "lora."];
         let entries: Vec<Entry> = match part {
             "vae" => self.tensors_with_prefix("vae.")?,
-            "var" => self
-                .header
-                .tensors
-                .iter()
-                .filter(|t| !others.iter().any(|p| t.name.starts_with(p)))
-                .map(|t| Ok(Entry::f32(&t.name, t.shape.clone(), self.read(&t.name)?)))
-                .collect::<Result<_>>()?,
+            "var" => {
+                let mut e = self
+                    .header
+                    .tensors
+                    .iter()
+                    .filter(|t| !others.iter().any(|p| t.name.starts_with(p)))
+                    .map(|t| Ok(Entry::f32(&t.name, t.shape.clone(), self.read(&t.name)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                // A pack leaves out the buffers the model recomputes; a state dict has them.
+                let v = &self.header.var;
+                e.extend(crate::var::buffers(&v.patch_nums, v.depth, v.embed_dim));
+                e
+            }
             _ => return Err(Error::invalid(format!("a pack holds no model `{part}`"))),
         };
         let mut meta = BTreeMap::new();
         let json = |v: &[_]| serde_json::to_string(v).unwrap_or_default();
+        // The names the trainer writes in its own checkpoints, so a pack's model and a run's
+        // are recognised as the same kind of model (e.g. by `native-trainer average`).
+        let format = if part == "vae" {
+            "nextscale-vqvae"
+        } else {
+            "nextscale-var"
+        };
+        meta.insert("format".to_string(), format.to_string());
         meta.insert(
             "patch_nums".to_string(),
             json(&self.header.var.patch_nums.0[..]),

@@ -508,14 +508,107 @@ fn average_is_the_mean_of_its_inputs() {
     );
     assert!(err.contains("does not hold the same tensors"), "{err}");
     assert!(!tmp("avg-bad.safetensors").exists());
+    // One input is written as it is; none is refused by the parser.
+    let one = tmp("avg-one.safetensors");
+    run(bin().arg("average").arg(&a).arg("--out").arg(&one));
+    let c1 = open(&one);
+    for k in ca.keys().filter(|k| ca.read_i64(k).is_err()) {
+        assert_eq!(
+            c1.read_f32(k).unwrap().data,
+            ca.read_f32(k).unwrap().data,
+            "{k}"
+        );
+    }
     let out = bin()
-        .arg("average")
-        .arg(&a)
-        .arg("--out")
-        .arg(tmp("avg-one.safetensors"))
+        .args(["average", "--out"])
+        .arg(tmp("avg-none.safetensors"))
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// `average` reads a pack's models (dequantized, the VAR with the official buffers a state dict
+/// carries): a q8 pack's VAR and VQ-VAE, extracted, sample the pack's tokens, and a pack
+/// averages with a state dict of the same model.
+#[test]
+fn average_reads_the_models_of_a_pack() {
+    let tiny = tmp("avgp-tiny.safetensors");
+    run(bin()
+        .args(["fixture", "tiny", "--seed", "3", "--out"])
+        .arg(&tiny));
+    let pack = tmp("avgp.nsp");
+    run(bin()
+        .args(["export", "--quant", "q8", "--no-report", "--var"])
+        .arg(&tiny)
+        .arg("--out")
+        .arg(&pack));
+    let (var, vae) = (tmp("avgp-var.safetensors"), tmp("avgp-vae.safetensors"));
+    run(bin().arg("average").arg(&pack).arg("--out").arg(&var));
+    run(bin()
+        .arg("average")
+        .arg(&pack)
+        .args(["--part", "vae", "--out"])
+        .arg(&vae));
+    let open = |p: &PathBuf| nextscale::Checkpoint::open(p).unwrap();
+    let (ct, cv, cq) = (open(&tiny), open(&var), open(&vae));
+    let mut want_var: Vec<String> = ct
+        .keys()
+        .filter(|k| !k.starts_with("vae."))
+        .map(String::from)
+        .collect();
+    want_var.extend(["lvl_1L", "attn_bias_for_masking"].map(String::from));
+    let depth = ct
+        .keys()
+        .filter(|k| k.ends_with(".attn.proj.weight"))
+        .count();
+    want_var.extend((0..depth).map(|i| format!("blocks.{i}.attn.zero_k_bias")));
+    want_var.sort();
+    assert_eq!(cv.keys().collect::<Vec<_>>(), want_var);
+    let want_vae: Vec<&str> = ct.keys().filter_map(|k| k.strip_prefix("vae.")).collect();
+    assert_eq!(cq.keys().collect::<Vec<_>>(), want_vae);
+    assert_eq!(
+        cv.metadata().get("format").map(String::as_str),
+        Some("nextscale-var")
+    );
+    assert_eq!(
+        cq.metadata().get("format").map(String::as_str),
+        Some("nextscale-vqvae")
+    );
+    let tokens = |src: &[&std::ffi::OsStr], out: &str| {
+        run(bin()
+            .args(["sample", "--class", "2", "--seed", "4", "--tokens-out"])
+            .arg(tmp(out))
+            .args(src));
+        std::fs::read_to_string(tmp(out)).unwrap()
+    };
+    assert_eq!(
+        tokens(&["--pack".as_ref(), pack.as_os_str()], "avgp-a.json"),
+        tokens(
+            &[
+                "--var".as_ref(),
+                var.as_os_str(),
+                "--vae".as_ref(),
+                vae.as_os_str()
+            ],
+            "avgp-b.json"
+        )
+    );
+    // A pack and a state dict of the same model average together (here: the mean of equals).
+    let mixed = tmp("avgp-mixed.safetensors");
+    run(bin()
+        .arg("average")
+        .arg(&pack)
+        .arg(&var)
+        .arg("--out")
+        .arg(&mixed));
+    let cm = open(&mixed);
+    for k in cv.keys().filter(|k| cv.read_i64(k).is_err()) {
+        assert_eq!(
+            cm.read_f32(k).unwrap().data,
+            cv.read_f32(k).unwrap().data,
+            "{k}"
+        );
+    }
 }
 
 /// `average` over three synthetic state dicts: the mean divides by three, integer tensors and

@@ -112,29 +112,15 @@ impl Var {
         )
     }
 
-    /// The official state dict: every parameter plus the buffers `lvl_1L` (int64),
-    /// `attn_bias_for_masking` and `blocks.*.attn.zero_k_bias`.
+    /// The official state dict: every parameter plus the buffers (see [`buffers`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn state_dict(&self) -> Result<Vec<crate::state_dict::Entry>> {
-        use crate::state_dict::{Entry, Values};
         let mut out = crate::state_dict::parameters(self)?;
-        let lv = self.token_levels();
-        let l = lv.len();
-        out.push(Entry {
-            name: "lvl_1L".into(),
-            shape: vec![1, l],
-            values: Values::I64(lv.iter().map(|&v| v as i64).collect()),
-        });
-        let m = self.block_causal_values();
-        out.push(Entry::f32("attn_bias_for_masking", vec![1, 1, l, l], m));
-        let c = self.embed_dim();
-        for i in 0..self.blocks.len() {
-            out.push(Entry::f32(
-                format!("blocks.{i}.attn.zero_k_bias"),
-                vec![c],
-                vec![0.0; c],
-            ));
-        }
+        out.extend(buffers(
+            &self.patch_nums,
+            self.blocks.len(),
+            self.embed_dim(),
+        ));
         Ok(out)
     }
 
@@ -150,22 +136,6 @@ impl Var {
     /// Scale index of every token of the sequence.
     fn token_levels(&self) -> Vec<usize> {
         self.patch_nums.token_levels()
-    }
-
-    /// The additive block-causal mask `[L × L]`, row-major: 0 where `lvl(key) ≤ lvl(query)`,
-    /// −∞ elsewhere (the official `attn_bias_for_masking`).
-    fn block_causal_values(&self) -> Vec<f32> {
-        let lv = self.token_levels();
-        let l = lv.len();
-        let mut m = vec![0f32; l * l];
-        for i in 0..l {
-            for j in 0..l {
-                if lv[j] > lv[i] {
-                    m[i * l + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        m
     }
 
     /// Checks class ids (the null class included) and uploads them.
@@ -235,7 +205,7 @@ impl Var {
     /// The additive block-causal mask `[1, 1, L, L]`: 0 where `lvl(key) ≤ lvl(query)`, −∞ elsewhere.
     pub fn block_causal_bias(&self, device: &Device) -> Tensor<4> {
         let l = self.sequence_len();
-        tensor(self.block_causal_values(), [1, 1, l, l], device)
+        tensor(self.patch_nums.block_causal_mask(), [1, 1, l, l], device)
     }
 
     /// Teacher-forced forward: `labels` `[B]`, `x_wo_first` `[B, L−1, Cv]` → logits `[B, L, V]`.
@@ -431,4 +401,37 @@ pub fn infer_config(ck: &Checkpoint, patch_nums: Option<PatchNums>) -> Result<Va
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The official VAR's buffers, which the model recomputes and its state dicts carry:
+/// `lvl_1L` (int64, the scale of every token), `attn_bias_for_masking` (the block-causal mask)
+/// and `blocks.*.attn.zero_k_bias` (zeros).
+pub fn buffers(
+    patch_nums: &PatchNums,
+    depth: usize,
+    embed_dim: usize,
+) -> Vec<crate::state_dict::Entry> {
+    use crate::state_dict::{Entry, Values};
+    let lv = patch_nums.token_levels();
+    let l = lv.len();
+    let mut out = vec![
+        Entry {
+            name: "lvl_1L".into(),
+            shape: vec![1, l],
+            values: Values::I64(lv.iter().map(|&v| v as i64).collect()),
+        },
+        Entry::f32(
+            "attn_bias_for_masking",
+            vec![1, 1, l, l],
+            patch_nums.block_causal_mask(),
+        ),
+    ];
+    out.extend((0..depth).map(|i| {
+        Entry::f32(
+            format!("blocks.{i}.attn.zero_k_bias"),
+            vec![embed_dim],
+            vec![0.0; embed_dim],
+        )
+    }));
+    out
 }

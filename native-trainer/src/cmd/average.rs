@@ -1,6 +1,9 @@
 //! `native-trainer average`: the element-wise mean of several state dicts of one model (a
 //! uniform "model soup", Wortsman et al. 2022). Runs fine-tuned from one starting point tend to
 //! stay in one basin of the loss, and their mean can beat each of them; it costs no training.
+//! Inputs may be packs (their weights dequantized) and runs' checkpoints (their model without
+//! the optimizer state); the mean of one input is that input as safetensors, which is how a
+//! pack's VAR becomes the `--init` of a run or an ingredient of a soup.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,10 +19,14 @@ const IDENTITY: &[&str] = &["format", "patch_nums", "class_names"];
 
 #[derive(Args, Debug)]
 pub struct AverageArgs {
-    /// Two or more state dicts (safetensors, e.g. runs' `var.safetensors`) with the same
-    /// tensor names and shapes.
-    #[arg(required = true, num_args = 2..)]
+    /// State dicts of one model, with the same tensor names and shapes: safetensors (e.g. runs'
+    /// `var.safetensors`), runs' checkpoints (`checkpoints/step-N.safetensors`: the model
+    /// only) or packs (the model named by --part, dequantized). One input is written as it is.
+    #[arg(required = true, num_args = 1..)]
     inputs: Vec<PathBuf>,
+    /// Which model of a pack to read: `var` or `vae` (ignored for other files).
+    #[arg(long, default_value = "var", value_parser = ["var", "vae"])]
+    part: String,
     /// The mean, as safetensors: every float tensor the mean of the inputs' (stored as F32),
     /// every integer tensor kept (stored as I64; it must be equal in all); the first input's
     /// metadata, with `averaged_from` set to the number of inputs.
@@ -28,13 +35,13 @@ pub struct AverageArgs {
 }
 
 pub fn run(a: AverageArgs) -> Result<()> {
-    // clap has already refused fewer than two inputs (`num_args = 2..`).
+    // clap has already refused no inputs (`num_args = 1..`).
     let t0 = Instant::now();
-    let cks = a
+    let cks: Vec<Checkpoint> = a
         .inputs
         .iter()
-        .map(|p| Checkpoint::open(p).with_context(|| format!("reading {}", p.display())))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|p| crate::run::open_model(p, &a.part))
+        .collect::<Result<_>>()?;
     let first = &cks[0];
     let names: Vec<&str> = first.keys().collect();
     for (ck, path) in cks.iter().zip(&a.inputs).skip(1) {
@@ -133,7 +140,7 @@ pub fn run(a: AverageArgs) -> Result<()> {
     write_safetensors(&mut bytes, &entries, Some(&meta))?;
     crate::run::write_atomic(&a.out, &bytes)?;
     eprintln!(
-        "averaged {} state dicts ({floats} float tensors, {ints} integer tensors kept) into {} in {:.2} s",
+        "averaged {} state dict(s) ({floats} float tensors, {ints} integer tensors kept) into {} in {:.2} s",
         cks.len(),
         a.out.display(),
         t0.elapsed().as_secs_f64()
