@@ -344,8 +344,12 @@ pub(crate) fn caption_embeddings(
     Ok((all, dim))
 }
 
-/// Mean CE and accuracy on (up to 8 batches of) the validation items, with the model's
-/// conditions for each batch from `cond`.
+/// How many validation items are scored: the first `VAL_ITEMS` held-out ones, whatever the
+/// batch size, so that runs with different batch sizes report comparable validation figures.
+pub(crate) const VAL_ITEMS: usize = 256;
+
+/// Mean CE and accuracy on the first [`VAL_ITEMS`] validation items, in batches of `b`, with
+/// the model's conditions for each batch from `cond`.
 pub(crate) fn validate(
     var: &Var,
     vae: &VqVae,
@@ -356,7 +360,7 @@ pub(crate) fn validate(
     cond: impl Fn(&[usize]) -> Result<Tensor<2>>,
 ) -> Result<(f64, f64)> {
     let (mut ces, mut cors) = (Vec::new(), Vec::new());
-    for chunk in val_idx.chunks(b).take(8) {
+    for chunk in val_idx[..val_idx.len().min(VAL_ITEMS)].chunks(b) {
         let items: Vec<(usize, bool)> = chunk.iter().map(|&i| (i, false)).collect();
         let (_, ce, cor) = forward(
             var,

@@ -365,6 +365,38 @@ fn tiny_models_train_resume_and_export() {
         );
     }
 
+    // --- VAR: validation scores the same items at any batch size (it once scored up to 8
+    // batches, so a run at batch 1 saw a few items and one at 16 saw all) ---
+    let val_at = |batch: &str| {
+        let dir = fresh(&format!("var-val-b{batch}"));
+        let mut args = var_args(&dir);
+        args[steps] = "1".into();
+        args.extend(
+            [
+                "--init",
+                s(&init),
+                "--batch-size",
+                batch,
+                "--set",
+                "train.lr=1e-30",
+                "--set",
+                "train.val_fraction=0.9",
+                "--set",
+                "train.eval_every=1",
+            ]
+            .map(String::from),
+        );
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let v = column(&dir, "val_loss");
+        assert_eq!(v.len(), 1, "one validation in {}", dir.display());
+        v[0].1
+    };
+    let (v1, v16) = (val_at("1"), val_at("16"));
+    assert!(
+        (v1 - v16).abs() < 1e-4 * v16,
+        "validation loss {v1} at batch 1, {v16} at batch 16"
+    );
+
     // --- VAR: --deepen puts a block on top of the init's; stopped at step 5, the same command
     // resumes from the run's own (deeper) checkpoint ---
     let var_deep = fresh("var-deep");
