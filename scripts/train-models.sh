@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -627,6 +627,36 @@ if [ "$what" = emoji-swa ]; then
       pack_and_judge "emoji-$m" "$R/var-$m/var.safetensors" "$P" "${FITTED[@]}"
     done
   fi
+fi
+
+if [ "$what" = tokenizer-noise ]; then
+  # A diagnostic (docs/MODELS.md, "What limits the images"): how much each shipped VAR depends
+  # on the exact weights of its VQ-VAE. The pack's VQ-VAE (dequantized) is moved by noise of q8
+  # rounding's size; the training images are tokenized by both, the tokens compared, and the
+  # pack's VAR validated on both (the first 256 held-out sequences, after one step at lr
+  # 1e-30, which leaves the weights as they are). Needs numpy.
+  W="$RUNS/tokenizer-noise"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  mkdir -p "$W"
+  for m in emoji digits; do
+    P="models/$m.nsp"
+    if [ "$m" = emoji ]; then
+      data="$DATA/emoji-flat/train-captions" more=(--text-encoder "$MINILM")
+    else
+      data="$DATA/mnist/train-images-idx3-ubyte" more=()
+    fi
+    "$B" average "$P" --part vae --out "$W/$m-vae.safetensors"
+    python3 scripts/vqvae-noise.py perturb "$W/$m-vae.safetensors" "$W/$m-vae-noise.safetensors" 1
+    prepare_once "$W/$m-tokens" --data "$data" --vae "$P" --device "$DEVICE"
+    prepare_once "$W/$m-tokens-noise" --data "$data" --vae "$W/$m-vae-noise.safetensors" --device "$DEVICE"
+    python3 scripts/vqvae-noise.py compare "$W/$m-tokens" "$W/$m-tokens-noise"
+    for t in tokens tokens-noise; do
+      rm -rf "$W/$m-val-$t"
+      "$B" train-var --tokens "$W/$m-$t" --vae "$P" --init "$P" --preset "$m" --out "$W/$m-val-$t" \
+        --steps 1 --batch-size 64 --set train.lr=1e-30 --set train.eval_every=1 "${more[@]}" \
+        --device "$DEVICE" 2>&1 | grep 'validation loss'
+    done
+  done
 fi
 
 if [ "$what" = emoji-judge ]; then
