@@ -633,8 +633,8 @@ if [ "$what" = tokenizer-noise ]; then
   # A diagnostic (docs/MODELS.md, "What limits the images"): how much each shipped VAR depends
   # on the exact weights of its VQ-VAE. The pack's VQ-VAE (dequantized) is moved by noise of q8
   # rounding's size; the training images are tokenized by both, the tokens compared, and the
-  # pack's VAR validated on both (the first 256 held-out sequences, after one step at lr
-  # 1e-30, which leaves the weights as they are). Needs numpy.
+  # pack's VAR validated on both (`--validate-only`: the first 256 held-out sequences, nothing
+  # trained). Needs numpy.
   W="$RUNS/tokenizer-noise"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   mkdir -p "$W"
@@ -651,10 +651,8 @@ if [ "$what" = tokenizer-noise ]; then
     prepare_once "$W/$m-tokens-noise" --data "$data" --vae "$W/$m-vae-noise.safetensors" --device "$DEVICE"
     python3 scripts/vqvae-noise.py compare "$W/$m-tokens" "$W/$m-tokens-noise"
     for t in tokens tokens-noise; do
-      rm -rf "$W/$m-val-$t"
       "$B" train-var --tokens "$W/$m-$t" --vae "$P" --init "$P" --preset "$m" --out "$W/$m-val-$t" \
-        --steps 1 --batch-size 64 --set train.lr=1e-30 --set train.eval_every=1 "${more[@]}" \
-        --device "$DEVICE" 2>&1 | grep 'validation loss'
+        --validate-only "${more[@]}" --device "$DEVICE"
     done
   done
 fi

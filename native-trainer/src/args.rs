@@ -380,6 +380,20 @@ pub struct CommonTrainArgs {
     /// Stop after this step even if `steps` is larger (the run stays resumable).
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Only validate the model the run would start from (the run's newest checkpoint, else
+    /// `--init`) and print the figures as JSON; nothing is trained or saved.
+    #[arg(long, conflicts_with = "stop_after")]
+    pub validate_only: bool,
+}
+
+impl CommonTrainArgs {
+    /// Where the run stops.
+    pub fn until(&self) -> crate::train_loop::Until {
+        crate::train_loop::Until {
+            stop_after: self.stop_after,
+            validate_only: self.validate_only,
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

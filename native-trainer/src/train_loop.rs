@@ -87,17 +87,33 @@ pub trait Task {
     }
 }
 
-/// Trains `task` until `train.steps` (or `stop_after`), resuming from the run's newest
-/// readable checkpoint.
-pub fn run<T: Task>(
-    task: &mut T,
-    run: &RunDir,
-    tc: &TrainConfig,
-    stop_after: Option<u64>,
-) -> Result<()> {
+/// Where a run stops: at `train.steps`, earlier at `stop_after`, or before training at all
+/// (`validate_only`: the starting model validated, the figures printed as JSON).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Until {
+    pub stop_after: Option<u64>,
+    pub validate_only: bool,
+}
+
+/// Trains `task` until `train.steps` (or `until`), resuming from the run's newest readable
+/// checkpoint.
+pub fn run<T: Task>(task: &mut T, run: &RunDir, tc: &TrainConfig, until: Until) -> Result<()> {
     let start = task.start(run.resume::<T::State>()?)?;
+    if until.validate_only {
+        let Some((vals, note)) = task.evaluate(start, true, None)? else {
+            bail!("nothing to validate on: no item is held out (raise train.val_fraction)");
+        };
+        eprintln!("{note}");
+        let mut out = serde_json::Map::new();
+        out.insert("step".into(), start.into());
+        for (k, v) in vals {
+            out.insert(k, v.into());
+        }
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
     let file = format!("{}.safetensors", T::KIND);
-    let end = tc.steps.min(stop_after.unwrap_or(u64::MAX));
+    let end = tc.steps.min(until.stop_after.unwrap_or(u64::MAX));
     if start >= end {
         eprintln!("nothing to do: the run is at step {start} of {}", tc.steps);
         return Ok(());

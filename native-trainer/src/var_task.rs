@@ -93,10 +93,10 @@ struct Setup<'a> {
     pub plain: &'a Device,
     /// With autodiff (training).
     pub autodiff: &'a Device,
-    pub stop_after: Option<u64>,
+    pub until: crate::train_loop::Until,
 }
 
-/// Trains `task` on its token set until `train.steps` (or `stop_after`), resuming from the
+/// Trains `task` on its token set until `train.steps` (or `until`), resuming from the
 /// run's checkpoint; `devices` are the plain one (validation, samples) and the autodiff one.
 pub fn run<T: VarTask>(
     task: &T,
@@ -104,7 +104,7 @@ pub fn run<T: VarTask>(
     train: &TrainConfig,
     vae: &VqVae,
     (plain, autodiff): (&Device, &Device),
-    stop_after: Option<u64>,
+    until: crate::train_loop::Until,
 ) -> Result<()> {
     let s = Setup {
         run,
@@ -113,7 +113,7 @@ pub fn run<T: VarTask>(
         vae,
         plain,
         autodiff,
-        stop_after,
+        until,
     };
     let (train_idx, val_idx) = s.set.split(s.train.val_fraction);
     eprintln!(
@@ -123,7 +123,7 @@ pub fn run<T: VarTask>(
         train_idx.len(),
         val_idx.len()
     );
-    let (run, tc, stop_after) = (s.run, s.train, s.stop_after);
+    let (run, tc, until) = (s.run, s.train, s.until);
     let mut l = VarLoop {
         task,
         model: None,
@@ -138,7 +138,7 @@ pub fn run<T: VarTask>(
         ),
         s,
     };
-    crate::train_loop::run(&mut l, run, tc, stop_after)
+    crate::train_loop::run(&mut l, run, tc, until)
 }
 
 /// A [`VarTask`] as a task of the shared loop.

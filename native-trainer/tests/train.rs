@@ -144,6 +144,16 @@ fn tiny_models_train_resume_and_export() {
     );
     let psnr = column(&vq_a, "val_psnr");
     assert_eq!(psnr.len(), 1, "one validation at step 60");
+    // --validate-only on the finished run validates its last checkpoint again: the same
+    // figure as logged, printed as JSON, and nothing trained.
+    args.push("--validate-only");
+    let v = run_json(&args);
+    assert_eq!(v["step"], 60, "{v}");
+    let again = v["val_psnr"].as_f64().unwrap();
+    assert!(
+        (again - psnr[0].1).abs() < 1e-6 * psnr[0].1,
+        "{again} vs {psnr:?}"
+    );
     for f in [
         "vqvae.safetensors",
         "curves.png",
@@ -365,12 +375,12 @@ fn tiny_models_train_resume_and_export() {
         );
     }
 
-    // --- VAR: validation scores the same items at any batch size (it once scored up to 8
-    // batches, so a run at batch 1 saw a few items and one at 16 saw all) ---
+    // --- VAR: --validate-only validates the starting model (here the init) without training,
+    // and validation scores the same items at any batch size (it once scored up to 8 batches,
+    // so a run at batch 1 saw a few items and one at 16 saw all) ---
     let val_at = |batch: &str| {
         let dir = fresh(&format!("var-val-b{batch}"));
         let mut args = var_args(&dir);
-        args[steps] = "1".into();
         args.extend(
             [
                 "--init",
@@ -378,24 +388,29 @@ fn tiny_models_train_resume_and_export() {
                 "--batch-size",
                 batch,
                 "--set",
-                "train.lr=1e-30",
-                "--set",
                 "train.val_fraction=0.9",
-                "--set",
-                "train.eval_every=1",
+                "--validate-only",
             ]
             .map(String::from),
         );
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        let v = column(&dir, "val_loss");
-        assert_eq!(v.len(), 1, "one validation in {}", dir.display());
-        v[0].1
+        let v = run_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(v["step"], 0, "{v}");
+        assert!(!dir.join("var.safetensors").exists(), "nothing is saved");
+        v["val_loss"].as_f64().unwrap()
     };
     let (v1, v16) = (val_at("1"), val_at("16"));
     assert!(
         (v1 - v16).abs() < 1e-4 * v16,
         "validation loss {v1} at batch 1, {v16} at batch 16"
     );
+    // On a finished run it validates the last checkpoint: the figure logged at its last step.
+    let mut again = var_args(&var_a);
+    again.push("--validate-only".into());
+    let v = run_json(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(v["step"], 80, "{v}");
+    let logged = column(&var_a, "val_loss").last().unwrap().1;
+    let now = v["val_loss"].as_f64().unwrap();
+    assert!((now - logged).abs() < 1e-5 * logged, "{now} vs {logged}");
 
     // --- VAR: --deepen puts a block on top of the init's; stopped at step 5, the same command
     // resumes from the run's own (deeper) checkpoint ---

@@ -156,5 +156,5 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         cfg,
         seed: tc.seed,
     };
-    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.until())
 }

@@ -289,5 +289,5 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
         set,
         seed: tc.seed,
     };
-    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.until())
 }

@@ -191,7 +191,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         conditional,
         set,
     };
-    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.stop_after)
+    crate::var_task::run(&task, &run, &tc, &vae, (&plain, &ad), a.common.until())
 }
 
 /// The whole VAR, trained from scratch or from `--init`.

@@ -136,7 +136,7 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         plain,
         ad,
     };
-    crate::train_loop::run(&mut task, &run, &tc, a.common.stop_after)
+    crate::train_loop::run(&mut task, &run, &tc, a.common.until())
 }
 
 /// The VQ-VAE (and, with `train.gan_weight`, its patch discriminator) as a task of the
