@@ -381,7 +381,8 @@ pub struct CommonTrainArgs {
     #[arg(long)]
     pub stop_after: Option<u64>,
     /// Only validate the model the run would start from (the run's newest checkpoint, else
-    /// `--init`) and print the figures as JSON; nothing is trained or saved.
+    /// `--init`) and print the figures as JSON: the folder is only read (it need not exist,
+    /// and a run training in it goes on); nothing is trained or written.
     #[arg(long, conflicts_with = "stop_after")]
     pub validate_only: bool,
 }

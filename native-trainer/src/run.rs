@@ -22,8 +22,9 @@ use nextscale::state_dict::{Entry, write_safetensors};
 pub struct RunDir {
     pub root: PathBuf,
     /// Held open for the life of the run: an OS advisory lock (released by the kernel when
-    /// the process ends, however it ends), so two runs never share a folder.
-    _lock: std::fs::File,
+    /// the process ends, however it ends), so two runs never share a folder. None when the
+    /// folder is only read ([`RunDir::read_only`]).
+    _lock: Option<std::fs::File>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
@@ -96,6 +97,7 @@ impl RunDir {
     /// Opens (or creates) the run folder for `config` (TOML text). A folder made with a
     /// different configuration is refused, so a rerun cannot silently mix two runs; only
     /// `steps` may change (to train longer).
+    #[cfg(test)]
     pub fn open(root: &Path, config: &str, kind: &str) -> Result<Self> {
         Self::open_or_update(root, config, None, kind)
     }
@@ -167,8 +169,65 @@ impl RunDir {
         write_atomic(&cfg_path, config.as_bytes())?;
         Ok(Self {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// The run folder for reading only (`--validate-only`): nothing is created, locked or
+    /// rewritten, so a run training in it goes on undisturbed (its checkpoints are written
+    /// atomically). A folder of another kind of run is refused; a missing one has no
+    /// checkpoints.
+    pub fn read_only(root: &Path, kind: &str) -> Result<Self> {
+        let marker = root.join("KIND");
+        if marker.is_file() {
+            let k = std::fs::read_to_string(&marker)?;
+            if k.trim() != kind {
+                bail!("{} is a {} run, not {kind}", root.display(), k.trim());
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: None,
+        })
+    }
+
+    /// With `--validate-only`, refuses what would validate nothing meaningful: no held-out
+    /// item, or a fresh model (no checkpoint in the folder and no starting weights: `--init`,
+    /// or the frozen model an adapter or LoRA run starts from).
+    pub fn check_validate_only(
+        &self,
+        common: &crate::args::CommonTrainArgs,
+        starts_from_weights: bool,
+        held_out: usize,
+    ) -> Result<()> {
+        if !common.validate_only {
+            return Ok(());
+        }
+        if held_out == 0 {
+            bail!("nothing to validate on: no item is held out (raise train.val_fraction)");
+        }
+        if !starts_from_weights && self.checkpoints()?.is_empty() {
+            bail!(
+                "nothing to validate: {} has no checkpoint and no --init was given",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The run folder of a training command: opened for training (see
+    /// [`RunDir::open_or_update`]), or read only with `--validate-only`.
+    pub fn for_command(
+        common: &crate::args::CommonTrainArgs,
+        config: &str,
+        older: Option<&str>,
+        kind: &str,
+    ) -> Result<Self> {
+        if common.validate_only {
+            Self::read_only(&common.out, kind)
+        } else {
+            Self::open_or_update(&common.out, config, older, kind)
+        }
     }
 
     fn ckpt_dir(&self) -> PathBuf {
@@ -178,6 +237,9 @@ impl RunDir {
     /// Checkpoints present, `(step, path)`, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<(u64, PathBuf)>> {
         let mut v = Vec::new();
+        if !self.ckpt_dir().is_dir() {
+            return Ok(v);
+        }
         for e in std::fs::read_dir(self.ckpt_dir())? {
             let p = e?.path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -506,6 +568,28 @@ mod tests {
         let d = std::env::temp_dir().join(format!("nextscale-run-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_folder_read_only_is_not_touched_and_may_be_in_use() {
+        let missing = tmp("read-only-missing");
+        let r = RunDir::read_only(&missing, "var").unwrap();
+        assert!(r.checkpoints().unwrap().is_empty());
+        assert!(!missing.exists(), "nothing is created");
+        let d = tmp("read-only");
+        let training = RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+        std::fs::write(d.join("checkpoints/step-00000003.safetensors"), b"x").unwrap();
+        let config = std::fs::read_to_string(d.join("config.toml")).unwrap();
+        // The lock is held by the training run; reading goes on beside it.
+        let r = RunDir::read_only(&d, "var").unwrap();
+        assert_eq!(r.checkpoints().unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(d.join("config.toml")).unwrap(),
+            config
+        );
+        let e = RunDir::read_only(&d, "lora").err().unwrap().to_string();
+        assert!(e.contains("is a var run, not lora"), "{e}");
+        drop(training);
     }
 
     #[test]

@@ -497,7 +497,7 @@ fn average_is_the_mean_of_its_inputs() {
         std::fs::read_to_string(tmp(out)).unwrap()
     };
     assert_eq!(tokens(&a, "avg-a.json"), tokens(&aa, "avg-aa.json"));
-    // A different model is refused by name, and one input is not enough.
+    // A different model is refused by name.
     let err = fail(
         bin()
             .arg("average")
@@ -524,7 +524,12 @@ fn average_is_the_mean_of_its_inputs() {
         .arg(tmp("avg-none.safetensors"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("<INPUTS>..."),
+        "{err}"
+    );
+    assert!(!tmp("avg-none.safetensors").exists());
 }
 
 /// `average` reads a pack's models (dequantized, the VAR with the official buffers a state dict

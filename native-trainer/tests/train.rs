@@ -395,13 +395,22 @@ fn tiny_models_train_resume_and_export() {
         );
         let v = run_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(v["step"], 0, "{v}");
-        assert!(!dir.join("var.safetensors").exists(), "nothing is saved");
+        assert!(!dir.exists(), "nothing is written");
         v["val_loss"].as_f64().unwrap()
     };
     let (v1, v16) = (val_at("1"), val_at("16"));
     assert!(
         (v1 - v16).abs() < 1e-4 * v16,
         "validation loss {v1} at batch 1, {v16} at batch 16"
+    );
+    // A fresh model (no checkpoint, no --init) is not validated.
+    let mut fresh_model = var_args(&fresh("var-val-none"));
+    fresh_model.push("--validate-only".into());
+    let out = bin().args(&fresh_model).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has no checkpoint and no --init"),
+        "{err}"
     );
     // On a finished run it validates the last checkpoint: the figure logged at its last step.
     let mut again = var_args(&var_a);
@@ -498,6 +507,24 @@ fn tiny_models_train_resume_and_export() {
     ]);
     let img = std::fs::read(&png).unwrap();
     assert!(img.starts_with(b"\x89PNG"), "a PNG was written");
+    // The pack's VAR and the run's own state dict are one model to `average` (format, scales
+    // and class names agree), as when a soup mixes a shipped pack with runs trained from it.
+    let soup = fresh("pack-and-run.safetensors");
+    run(&[
+        "average",
+        s(&pack),
+        s(&var_a.join("var.safetensors")),
+        "--out",
+        s(&soup),
+    ]);
+    assert_eq!(
+        nextscale::Checkpoint::open(&soup)
+            .unwrap()
+            .metadata()
+            .get("averaged_from")
+            .map(String::as_str),
+        Some("2")
+    );
     let (header, _) = nextscale::pack::read_header(&std::fs::read(&pack).unwrap())
         .unwrap()
         .unwrap();

@@ -142,7 +142,7 @@ pub fn run(a: TrainAdapterArgs) -> Result<()> {
         alpha: mc.alpha,
         beta: mc.beta,
     };
-    let run = RunDir::open(&a.common.out, &text, "adapter")?;
+    let run = RunDir::for_command(&a.common, &text, None, "adapter")?;
     eprintln!(
         "adapter {dim} → {} → {} on a frozen VAR d{} ({} classes)",
         mc.hidden, cfg.embed_dim, vcfg_var.depth, vcfg_var.num_classes,

@@ -262,7 +262,7 @@ pub fn run(a: TrainLoraArgs) -> Result<()> {
         set.append(rs, 0)
             .with_context(|| format!("adding {}", r.display()))?;
     }
-    let run = RunDir::open(&a.common.out, &text, "lora")?;
+    let run = RunDir::for_command(&a.common, &text, None, "lora")?;
     eprintln!(
         "LoRA rank {} (alpha {}) on {:?} of a frozen VAR d{} ({} classes{})",
         cfg.rank,

@@ -160,11 +160,12 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         ] {
             model.insert(key.into(), value);
         }
-        RunDir::open_or_update(&a.common.out, &toml::to_string(&table)?, Some(&text), "var")?
+        RunDir::for_command(&a.common, &toml::to_string(&table)?, Some(&text), "var")?
     } else {
-        RunDir::open(&a.common.out, &text, "var")?
+        RunDir::for_command(&a.common, &text, None, "var")?
     };
     let (train_idx, val_idx) = set.split(tc.val_fraction);
+    run.check_validate_only(&a.common, a.init.is_some(), val_idx.len())?;
     eprintln!(
         "tokens: {} sequences of {} ({} train, {} validation), {}, VAR depth {} width {} ({:.1} M parameters)",
         set.len(),

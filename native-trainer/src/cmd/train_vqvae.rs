@@ -114,7 +114,8 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         train_idx.len(),
         val_idx.len()
     );
-    let run = RunDir::open(&a.common.out, &text, "vqvae")?;
+    let run = RunDir::for_command(&a.common, &text, None, "vqvae")?;
+    run.check_validate_only(&a.common, a.init.is_some(), val_idx.len())?;
     let v = cfg.vocab_size;
     let mut task = VqTask {
         loader: Loader::new(&ds, train_idx, size, tc.flip, tc.seed),
