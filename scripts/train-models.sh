@@ -608,26 +608,30 @@ fi
 
 if [ "$what" = emoji-swa ]; then
   # An experiment (docs/MODELS.md, "What limits the images"): one fork of the shipped VAR at a
-  # constant learning rate after the warm-up (SWA_LR, default 5e-4), batch 64, 800 steps,
-  # balance 1, one thread, a checkpoint every 50 steps (all kept); then the mean of its
-  # checkpoints from step 400 on (stochastic weight averaging, Izmailov et al. 2018), alone and
-  # with the shipped VAR, each packed and judged. JUDGE=0 trains only.
+  # constant learning rate after the warm-up (SWA_LR, default 5e-4), batch 64, SWA_STEPS steps
+  # (default 800), balance 1, one thread, a checkpoint every 50 steps (all kept); then the mean
+  # of its checkpoints from half-way on (stochastic weight averaging, Izmailov et al. 2018),
+  # alone and with the shipped VAR, each packed and judged. JUDGE=0 trains only.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   P=models/emoji.nsp
   n="v12-swa${SWA_LR:-5e-4}"
+  steps="${SWA_STEPS:-800}"
+  [ "$steps" = 800 ] || n="$n-$steps"
+  keep=$((steps / 50 + 1))
+  [ "$keep" -ge 20 ] || keep=20
   prepare_once "$R/tokens-pack" --data "$E/train-captions" --vae "$P" --device "$DEVICE"
   # Rerun, it resumes an interrupted fork or finds nothing to do.
   RAYON_NUM_THREADS=1 fork_emoji_var "$R/tokens-pack" "$P" \
-    "$P" "$R/var-$n" 800 "${SWA_LR:-5e-4}" --batch-size 64 --set train.scale_balance=1 \
-    --set train.lr_end=1 --set train.ckpt_every=50 --set train.keep_last=20 --set train.eval_every=200
+    "$P" "$R/var-$n" "$steps" "${SWA_LR:-5e-4}" --batch-size 64 --set train.scale_balance=1 \
+    --set train.lr_end=1 --set train.ckpt_every=50 --set train.keep_last="$keep" --set train.eval_every=200
   cks=()
-  for s in $(seq 400 50 800); do cks+=("$R/var-$n/checkpoints/step-$(printf %08d "$s").safetensors"); done
+  for s in $(seq $((steps / 2)) 50 "$steps"); do cks+=("$R/var-$n/checkpoints/step-$(printf %08d "$s").safetensors"); done
   "$B" average "${cks[@]}" --out "$R/var-$n-avg/var.safetensors"
   "$B" average "$P" "$R/var-$n-avg/var.safetensors" --out "$R/var-$n-avg-pack/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then
-    for m in "$n" "$n-avg" "$n-avg-pack"; do
+    for m in "$n-avg" "$n-avg-pack" "$n"; do
       pack_and_judge "emoji-$m" "$R/var-$m/var.safetensors" "$P" "${FITTED[@]}"
     done
   fi
