@@ -627,7 +627,8 @@ if [ "$what" = emoji-swa ]; then
     "$P" "$R/var-$n" "$steps" "${SWA_LR:-5e-4}" --batch-size 64 --set train.scale_balance=1 \
     --set train.lr_end=1 --set train.ckpt_every=50 --set train.keep_last="$keep" --set train.eval_every=200
   cks=()
-  for s in $(seq $((steps / 2)) 50 "$steps"); do cks+=("$R/var-$n/checkpoints/step-$(printf %08d "$s").safetensors"); done
+  # Checkpoints are at multiples of 50: the mean takes those from half-way on.
+  for s in $(seq $(((steps / 2 + 49) / 50 * 50)) 50 "$steps"); do cks+=("$R/var-$n/checkpoints/step-$(printf %08d "$s").safetensors"); done
   "$B" average "${cks[@]}" --out "$R/var-$n-avg/var.safetensors"
   "$B" average "$P" "$R/var-$n-avg/var.safetensors" --out "$R/var-$n-avg-pack/var.safetensors"
   if [ "${JUDGE:-1}" = 1 ]; then

@@ -381,8 +381,8 @@ pub struct CommonTrainArgs {
     #[arg(long)]
     pub stop_after: Option<u64>,
     /// Only validate the model the run would start from (the run's newest checkpoint, else
-    /// `--init`) and print the figures as JSON: the folder is only read (it need not exist,
-    /// and a run training in it goes on); nothing is trained or written.
+    /// `--init` or the frozen model) and print the figures as JSON: the run folder is only
+    /// read (it need not exist, and a run training in it goes on); nothing is trained.
     #[arg(long, conflicts_with = "stop_after")]
     pub validate_only: bool,
 }

@@ -175,14 +175,38 @@ impl RunDir {
 
     /// The run folder for reading only (`--validate-only`): nothing is created, locked or
     /// rewritten, so a run training in it goes on undisturbed (its checkpoints are written
-    /// atomically). A folder of another kind of run is refused; a missing one has no
-    /// checkpoints.
-    pub fn read_only(root: &Path, kind: &str) -> Result<Self> {
+    /// atomically). A missing folder has no checkpoints. A folder of another kind of run is
+    /// refused, and so is one whose recorded configuration (or `older`, as in
+    /// [`RunDir::open_or_update`]) differs from `config` in what validation depends on: the
+    /// model, `train.val_fraction` (which items are held out) and `train.recon`; training-only
+    /// settings (steps, batch size, learning rate…) may differ.
+    pub fn read_only(root: &Path, config: &str, older: Option<&str>, kind: &str) -> Result<Self> {
         let marker = root.join("KIND");
         if marker.is_file() {
             let k = std::fs::read_to_string(&marker)?;
             if k.trim() != kind {
                 bail!("{} is a {} run, not {kind}", root.display(), k.trim());
+            }
+        }
+        let cfg_path = root.join("config.toml");
+        if cfg_path.is_file() {
+            let recorded = std::fs::read_to_string(&cfg_path)?;
+            let view = |s: &str| -> Result<Vec<Option<toml::Value>>> {
+                let t: toml::Table = toml::from_str(s)?;
+                let train = t.get("train").and_then(toml::Value::as_table);
+                Ok(vec![
+                    t.get("model").cloned(),
+                    train.and_then(|tr| tr.get("val_fraction")).cloned(),
+                    train.and_then(|tr| tr.get("recon")).cloned(),
+                ])
+            };
+            let r = view(&recorded)?;
+            let fits = r == view(config)? || older.map(view).transpose()?.is_some_and(|o| o == r);
+            if !fits {
+                bail!(
+                    "{} was made with a different model, train.val_fraction or train.recon; give the run's own settings to validate it\n--- in the folder:\n{recorded}\n--- now:\n{config}",
+                    root.display()
+                );
             }
         }
         Ok(Self {
@@ -224,7 +248,7 @@ impl RunDir {
         kind: &str,
     ) -> Result<Self> {
         if common.validate_only {
-            Self::read_only(&common.out, kind)
+            Self::read_only(&common.out, config, older, kind)
         } else {
             Self::open_or_update(&common.out, config, older, kind)
         }
@@ -573,21 +597,40 @@ mod tests {
     #[test]
     fn a_folder_read_only_is_not_touched_and_may_be_in_use() {
         let missing = tmp("read-only-missing");
-        let r = RunDir::read_only(&missing, "var").unwrap();
+        let cfg = "[model]\ndepth = 2\n[train]\nsteps = 1\nval_fraction = 0.1\n";
+        let r = RunDir::read_only(&missing, cfg, None, "var").unwrap();
         assert!(r.checkpoints().unwrap().is_empty());
         assert!(!missing.exists(), "nothing is created");
         let d = tmp("read-only");
-        let training = RunDir::open(&d, "[train]\nsteps = 1\n", "var").unwrap();
+        let training = RunDir::open(&d, cfg, "var").unwrap();
         std::fs::write(d.join("checkpoints/step-00000003.safetensors"), b"x").unwrap();
         let config = std::fs::read_to_string(d.join("config.toml")).unwrap();
         // The lock is held by the training run; reading goes on beside it.
-        let r = RunDir::read_only(&d, "var").unwrap();
+        // Training-only settings may differ; what validation depends on may not.
+        let other_batch =
+            "[model]\ndepth = 2\n[train]\nsteps = 5\nbatch_size = 3\nval_fraction = 0.1\n";
+        let r = RunDir::read_only(&d, other_batch, None, "var").unwrap();
         assert_eq!(r.checkpoints().unwrap().len(), 1);
         assert_eq!(
             std::fs::read_to_string(d.join("config.toml")).unwrap(),
             config
         );
-        let e = RunDir::read_only(&d, "lora").err().unwrap().to_string();
+        for other in [
+            "[model]\ndepth = 3\n[train]\nsteps = 1\nval_fraction = 0.1\n",
+            "[model]\ndepth = 2\n[train]\nsteps = 1\nval_fraction = 0.5\n",
+        ] {
+            let e = RunDir::read_only(&d, other, None, "var")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("was made with a different model"), "{e}");
+            // ... unless it is what an earlier build recorded for the same run.
+            RunDir::read_only(&d, other, Some(cfg), "var").unwrap();
+        }
+        let e = RunDir::read_only(&d, cfg, None, "lora")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("is a var run, not lora"), "{e}");
         drop(training);
     }
