@@ -607,8 +607,8 @@ if [ "$what" = emoji-low-lr ]; then
 fi
 
 if [ "$what" = emoji-swa ]; then
-  # An experiment (docs/MODELS.md, "What limits the images"): one fork of the shipped VAR at a
-  # constant learning rate after the warm-up (SWA_LR, default 5e-4), batch 64, SWA_STEPS steps
+  # An experiment, not adopted (docs/MODELS.md, "Averaging one run's checkpoints"): one fork
+  # of the shipped VAR at a constant learning rate after the warm-up (SWA_LR, default 5e-4), batch 64, SWA_STEPS steps
   # (default 800), balance 1, one thread, a checkpoint every 50 steps (all kept); then the mean
   # of its checkpoints from half-way on (stochastic weight averaging, Izmailov et al. 2018),
   # alone and with the shipped VAR, each packed and judged. JUDGE=0 trains only.
