@@ -583,7 +583,6 @@ if [ "$what" = emoji-low-lr ]; then
   P=models/emoji.nsp
   prepare_once "$R/tokens-pack" --data "$E/train-captions" --vae "$P" --device "$DEVICE"
   # The shipped VAR as safetensors (dequantized, as the forks start), the control.
-  mkdir -p "$R/var-v12-pack"
   "$B" average "$P" --out "$R/var-v12-pack/var.safetensors"
   names=() pids=()
   for lr in ${LRS:-2e-4 1e-4}; do

@@ -89,7 +89,7 @@ pub trait Task {
 
 /// Where a run stops: at `train.steps`, earlier at `stop_after`, or before training at all
 /// (`validate_only`: the starting model validated, the figures printed as JSON).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Until {
     pub stop_after: Option<u64>,
     pub validate_only: bool,

@@ -34,6 +34,23 @@ fn run(cmd: &mut Command) -> String {
     err
 }
 
+/// The tiny fixture model (seed `seed`) at `NAME.safetensors` and its q8 pack at `NAME.nsp`.
+fn tiny_q8_pack(name: &str, seed: &str) -> (PathBuf, PathBuf) {
+    let (model, pack) = (
+        tmp(&format!("{name}.safetensors")),
+        tmp(&format!("{name}.nsp")),
+    );
+    run(bin()
+        .args(["fixture", "tiny", "--seed", seed, "--out"])
+        .arg(&model));
+    run(bin()
+        .args(["export", "--quant", "q8", "--no-report", "--var"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&pack));
+    (model, pack)
+}
+
 #[test]
 fn greedy_tokens_equal_the_official_run() {
     let g = golden_dir();
@@ -396,16 +413,7 @@ fn edit_keeps_the_masked_source_and_refuses_bad_requests() {
 /// `export --from-pack` rewrites the recommended settings; `sample` then uses them.
 #[test]
 fn a_repacked_pack_carries_its_recommended_settings() {
-    let model = tmp("repack-tiny.safetensors");
-    run(bin()
-        .args(["fixture", "tiny", "--seed", "1", "--out"])
-        .arg(&model));
-    let p1 = tmp("repack-1.nsp");
-    run(bin()
-        .args(["export", "--quant", "q8", "--no-report", "--var"])
-        .arg(&model)
-        .arg("--out")
-        .arg(&p1));
+    let (_, p1) = tiny_q8_pack("repack-1", "1");
     let p2 = tmp("repack-2.nsp");
     run(bin()
         .args([
@@ -537,16 +545,7 @@ fn average_is_the_mean_of_its_inputs() {
 /// averages with a state dict of the same model.
 #[test]
 fn average_reads_the_models_of_a_pack() {
-    let tiny = tmp("avgp-tiny.safetensors");
-    run(bin()
-        .args(["fixture", "tiny", "--seed", "3", "--out"])
-        .arg(&tiny));
-    let pack = tmp("avgp.nsp");
-    run(bin()
-        .args(["export", "--quant", "q8", "--no-report", "--var"])
-        .arg(&tiny)
-        .arg("--out")
-        .arg(&pack));
+    let (tiny, pack) = tiny_q8_pack("avgp", "3");
     let (var, vae) = (tmp("avgp-var.safetensors"), tmp("avgp-vae.safetensors"));
     run(bin().arg("average").arg(&pack).arg("--out").arg(&var));
     run(bin()
