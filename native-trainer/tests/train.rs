@@ -708,3 +708,46 @@ fn tiny_models_train_resume_and_export() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the classifier sees 16×16 images"), "{err}");
 }
+
+/// A VQ-VAE run that holds nothing out logs no validation figures (it once logged the
+/// training images' reconstruction as `val_*`), still draws its sample grid from training
+/// images, and says so at the start.
+#[test]
+fn vqvae_without_held_out_images_logs_no_validation() {
+    let data = fresh("shapes-all-train");
+    run(&[
+        "fixture",
+        "shapes",
+        "--out",
+        s(&data),
+        "--n",
+        "8",
+        "--size",
+        "32",
+    ]);
+    let out = fresh("vq-no-val");
+    let log = run(&[
+        "train-vqvae",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--set",
+        "train.val_fraction=0",
+        "--set",
+        "train.eval_every=1",
+        "--set",
+        "train.sample_every=2",
+        "--set",
+        "train.log_every=1",
+    ]);
+    assert!(log.contains("nothing is held out"), "{log}");
+    assert!(!log.contains("validation recon"), "{log}");
+    assert_eq!(column(&out, "recon").len(), 2, "training is still logged");
+    assert!(column(&out, "val_psnr").is_empty(), "no validation figure");
+    assert!(out.join("samples/step-00000002.png").is_file());
+}

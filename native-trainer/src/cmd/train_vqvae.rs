@@ -114,6 +114,9 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         train_idx.len(),
         val_idx.len()
     );
+    if val_idx.is_empty() && !a.common.validate_only {
+        eprintln!("nothing is held out (train.val_fraction): no validation figures will be logged");
+    }
     let run = RunDir::for_command(&a.common, &text, None, "vqvae")?;
     run.check_validate_only(&a.common, a.init.is_some(), val_idx.len())?;
     let v = cfg.vocab_size;
@@ -346,11 +349,18 @@ impl Task for VqTask<'_> {
         sample: Option<&Path>,
     ) -> Result<Option<(Values, String)>> {
         let size = self.size;
+        // With nothing held out there is no validation; a sample grid still shows training
+        // images and their reconstructions.
+        let held_out = !self.val_idx.is_empty();
+        let validate = validate && held_out;
+        if !validate && sample.is_none() {
+            return Ok(None);
+        }
         let plain_model = self.model.as_ref().expect("started").valid();
-        let subset = if self.val_idx.is_empty() {
-            &self.loader.subset
-        } else {
+        let subset = if held_out {
             &self.val_idx
+        } else {
+            &self.loader.subset
         };
         let ev = evaluate(
             &plain_model,
