@@ -251,6 +251,99 @@ fn text_conditioned_var_adapter_and_lora() {
     let (rtn, gptq) = (cosine(false), cosine(true));
     assert!(gptq > rtn && gptq > 0.98, "GPTQ {gptq}, nearest {rtn}");
 
+    // `evaluate` on the text pack: one prompt per caption, judged by a classifier of the
+    // shapes, ranked against every real image, and written out per image with `--items`.
+    let clf = fresh("shapes-classifier.safetensors");
+    run(&[
+        "train-classifier",
+        "--data",
+        s(&cls),
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--out",
+        s(&clf),
+    ]);
+    let judged = fresh("judged");
+    std::fs::create_dir_all(&judged).unwrap();
+    let mut rows = String::new();
+    for line in meta.lines().step_by(8) {
+        let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = r["file_name"].as_str().unwrap().to_string();
+        let shape = file
+            .trim_start_matches("images/")
+            .split('-')
+            .next()
+            .unwrap()
+            .to_string();
+        r["shape"] = shape.into();
+        let dest = judged.join(file.trim_start_matches("images/"));
+        std::fs::copy(cap.join(&file), &dest).unwrap();
+        r["file_name"] = file.trim_start_matches("images/").into();
+        rows.push_str(&format!("{r}\n"));
+    }
+    std::fs::write(judged.join("metadata.jsonl"), &rows).unwrap();
+    let items = fresh("items.jsonl");
+    let gptq_pack = items.with_file_name("gptq.nsp");
+    let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
+        .args([
+            "evaluate",
+            "--pack",
+            s(&gptq_pack),
+            "--classifier",
+            s(&clf),
+            "--real",
+            s(&judged),
+            "--label-field",
+            "shape",
+            "--rank",
+            "--items",
+            s(&items),
+            "--batch",
+            "3",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    assert_eq!(report["generated"], 8);
+    assert_eq!(report["ranking"]["candidates"], 8);
+    let (mut right, mut top1) = (0, 0);
+    for (i, (item, want)) in lines.iter().zip(rows.lines()).enumerate() {
+        let want: serde_json::Value = serde_json::from_str(want).unwrap();
+        assert_eq!(item["index"], i);
+        assert_eq!(item["prompt"], want["text"]);
+        assert_eq!(item["file_name"], want["file_name"]);
+        assert_eq!(item["want"], want["shape"]);
+        right += usize::from(item["seen"] == item["want"]);
+        let r = item["rank_pixels"].as_u64().unwrap();
+        assert!(
+            (1..=8).contains(&r) && item["rank_features"].as_u64().is_some(),
+            "{item}"
+        );
+        top1 += usize::from(r == 1);
+    }
+    // The per-image lines add up to the report's figures.
+    assert_eq!(
+        report["accuracy_generated"].as_f64().unwrap(),
+        right as f64 / 8.0
+    );
+    assert_eq!(
+        report["ranking"]["pixels_16x16"]["top1"].as_f64().unwrap(),
+        top1 as f64 / 8.0
+    );
+
     // --- adapter on a frozen class-conditional VAR ---
     let base = fresh("base");
     let mut a = vec![

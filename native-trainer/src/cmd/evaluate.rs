@@ -67,6 +67,11 @@ pub struct EvaluateArgs {
     /// classifier's features: top-1, top-5 and the median rank of the right image.
     #[arg(long)]
     rank: bool,
+    /// Also write one JSON line per generated image to this file: its prompt (or class), the
+    /// class it should show and the one the classifier sees, and with `--rank` the right
+    /// image's file and its rank by pixels and by features (1 = the nearest).
+    #[arg(long)]
+    items: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
     /// `--real` (at most `--limit`) from this half (top, bottom, left or right), with their own
     /// class, and judge the completions.
@@ -104,9 +109,9 @@ fn pooled(imgs: &[f32], s: usize) -> Vec<f32> {
 }
 
 /// For each query row, the rank (1 = best) of `want[i]` among the candidate rows by L2
-/// distance; returns (top-1, top-5, median rank).
-fn retrieval(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> (f64, f64, f64) {
-    let mut ranks: Vec<usize> = query
+/// distance.
+fn ranks(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> Vec<usize> {
+    query
         .chunks_exact(d)
         .zip(want)
         .map(|(q, &w)| {
@@ -114,10 +119,15 @@ fn retrieval(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> (f64, f6
             let target = dist(&cands[w * d..(w + 1) * d]);
             1 + cands.chunks_exact(d).filter(|c| dist(c) < target).count()
         })
-        .collect();
+        .collect()
+}
+
+/// Top-1, top-5 and the median of ranks from [`ranks`].
+fn summary(ranks: &[usize]) -> (f64, f64, f64) {
     let n = ranks.len().max(1) as f64;
     let top = |k: usize| ranks.iter().filter(|&&r| r <= k).count() as f64 / n;
     let (t1, t5) = (top(1), top(5));
+    let mut ranks = ranks.to_vec();
     ranks.sort_unstable();
     let median = ranks.get(ranks.len() / 2).copied().unwrap_or(0) as f64;
     (t1, t5, median)
@@ -190,6 +200,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     let text_mode = pipe.takes_prompts();
     let first = a.first_class.unwrap_or(0);
     let mut rank_data: Option<(Vec<f32>, Vec<usize>)> = None;
+    // Text models: the real image each prompt names (for `--items`).
+    let mut item_files: Vec<String> = Vec::new();
     let (prompts, targets, real_imgs, real_labels): (
         Vec<String>,
         Vec<usize>,
@@ -223,6 +235,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             let path = a.real.join(field("file_name")?);
             let img = image::open(&path).with_context(|| format!("reading {}", path.display()))?;
             prompts.push(caption.to_string());
+            item_files.push(field("file_name")?.to_string());
             targets.push(label);
             imgs.extend(crate::data::to_chw(&img, size).map_err(anyhow::Error::msg)?);
             labels.push(label);
@@ -406,12 +419,16 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         }
         None => None,
     };
+    let mut item_ranks: Option<(Vec<usize>, Vec<usize>)> = None;
     let ranking = match &rank_data {
         Some((cands, want)) => {
             let d = 3 * 16 * 16;
-            let (p1, p5, pm) = retrieval(&pooled(&gen_imgs, size), &pooled(cands, size), want, d);
+            let pixel = ranks(&pooled(&gen_imgs, size), &pooled(cands, size), want, d);
             let (_, cf) = clf.run(cands, &device)?;
-            let (f1, f5, fm) = retrieval(&gf, &cf, want, FEATURES);
+            let feature = ranks(&gf, &cf, want, FEATURES);
+            let (p1, p5, pm) = summary(&pixel);
+            let (f1, f5, fm) = summary(&feature);
+            item_ranks = Some((pixel, feature));
             json!({
                 "candidates": cands.len() / per,
                 "chance_top1": per as f64 / cands.len() as f64,
@@ -421,6 +438,29 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         }
         None => serde_json::Value::Null,
     };
+    if let Some(path) = &a.items {
+        let mut out = String::new();
+        for i in 0..n {
+            let mut row = json!({
+                "index": i,
+                "want": clf.class_names[targets[i]],
+                "seen": clf.class_names[gen_pred[i]],
+            });
+            if text_mode {
+                row["prompt"] = json!(prompts[i]);
+                row["file_name"] = json!(item_files[i]);
+            } else {
+                row["class"] = json!(first + targets[i]);
+            }
+            if let Some((pixel, feature)) = &item_ranks {
+                row["rank_pixels"] = json!(pixel[i]);
+                row["rank_features"] = json!(feature[i]);
+            }
+            out.push_str(&serde_json::to_string(&row)?);
+            out.push('\n');
+        }
+        crate::run::write_atomic(path, out.as_bytes())?;
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
