@@ -334,6 +334,15 @@ fn text_conditioned_var_adapter_and_lora() {
         );
         top1 += usize::from(r == 1);
     }
+    let per_class = report["per_class"].as_array().unwrap();
+    let real: u64 = per_class.iter().map(|c| c["real"].as_u64().unwrap()).sum();
+    let real_right: f64 = per_class
+        .iter()
+        .map(|c| c["real"].as_f64().unwrap() * c["accuracy_real"].as_f64().unwrap())
+        .sum();
+    assert_eq!(real, 8, "{report}");
+    let overall = report["accuracy_real"].as_f64().unwrap();
+    assert!((real_right / 8.0 - overall).abs() < 1e-9, "{report}");
     // The per-image lines add up to the report's figures.
     assert_eq!(
         report["accuracy_generated"].as_f64().unwrap(),

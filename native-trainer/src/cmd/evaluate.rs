@@ -388,8 +388,13 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         .map(|c| {
             let idx: Vec<usize> = (0..n).filter(|&i| targets[i] == c).collect();
             let ok = idx.iter().filter(|&&i| gen_pred[i] == c).count();
+            // The judge on the real images of the class: where it is blind, so is `accuracy`.
+            let real: Vec<usize> = (0..n_real).filter(|&i| real_labels[i] == c).collect();
+            let real_ok = real.iter().filter(|&&i| real_pred[i] == c).count();
             json!({"class": clf.class_names[c], "generated": idx.len(),
-                   "accuracy": ok as f64 / idx.len().max(1) as f64})
+                   "accuracy": ok as f64 / idx.len().max(1) as f64,
+                   "real": real.len(),
+                   "accuracy_real": real_ok as f64 / real.len().max(1) as f64})
         })
         .collect();
     let fd = frechet_distance(&gf, &rf, FEATURES);
