@@ -19,7 +19,7 @@
 #   (cuda; cpu for the dry run), MODEL_LEN (the encoder's bytes), FORKS ("NAME:BATCH:LR ...",
 #   default b64:64:1e-3), CHECK_ARGS (more gpu-check.sh arguments), BIN (a native-trainer to
 #   use instead of DIR's).
-# The H200 run of 2026-12-04 (docs/BENCHMARKS.md, docs/MODELS.md "On a GPU") was
+# The H200 run of 2026-12-04 (docs/BENCHMARKS.md, docs/EMOJI-LOG.md "On a GPU") was
 # `DEADLINE=495 CHECK_S=380 OUT=<out> scripts/gpu-lease.sh DIR`, DIR laid out as above with
 # var-v6-d6-lr1e-3's weights as init.safetensors.
 #

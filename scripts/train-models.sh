@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build),
 #        EMOJI_JUDGE=classifier (default: the committed models/judges/emoji-groups.safetensors)
 set -euo pipefail
@@ -48,7 +48,7 @@ pack_emoji() {
     --text-calibration "$E/train-captions/metadata.jsonl" \
     "${SAMPLING[@]}" --default-prompt "grinning face" --out "$3" "${@:4}"
 }
-# The export of the deeper VARs (docs/MODELS.md, "More depth"): every VAR matrix fitted with
+# The export of the deeper VARs (docs/EMOJI-LOG.md, "More depth"): every VAR matrix fitted with
 # GPTQ to 256 sequences the model samples itself, and the AdaLN matrices at q4.
 FITTED=(--var-calibration 256 --keep '^blocks\.[0-9]+\.ada_lin\.1\.weight=q4')
 # The 16 everyday prompts of docs/MODELS.md, four samples each. Args: PACK OUT.
@@ -198,7 +198,7 @@ if [ "$what" = emoji-v1 ]; then
   prepare_once "$R/tokens" --data "$E/train-captions" --vae "$R/vq/vqvae.safetensors" --device "$DEVICE"
   "$B" train-var --tokens "$R/tokens" --vae "$R/vq/vqvae.safetensors" --out "$R/var" --preset emoji \
     --text-encoder "$MINILM" --device "$DEVICE"
-  # The judge of that day (its row in docs/MODELS.md); packs are now judged with the committed one.
+  # The judge of that day (its row in docs/EMOJI-LOG.md); packs are now judged with the committed one.
   emoji_classifier 800 "$R/judge-v1.safetensors"
   pack_emoji "$R/var/var.safetensors" "$R/vq/vqvae.safetensors" "$R/emoji-v1-rebuilt.nsp"
   "$B" eval-vqvae --vae "$R/vq/vqvae.safetensors" --data "$E/test"
@@ -253,7 +253,7 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
   }
   soup_round v7-d6-cuda-b64 v8 2000 528
   soup_round v8-soup3 v9 1000 264
-  # The third round (docs/MODELS.md, "A third soup"): a CPU round at batch 16 (as in
+  # The third round (docs/EMOJI-LOG.md, "A third soup"): a CPU round at batch 16 (as in
   # soup_round) and three GPU forks (the H200 lease of 2026-12-04, evening: FORKS="b64:64:1e-3
   # b128:128:1e-3 b64lo:64:5e-4", the b128 fork again alone), then the mean of the five.
   # Hours here on the CPU; minutes with DEVICE=cuda.
@@ -278,7 +278,7 @@ if [ "$what" = emoji ] || [ "$what" = all ]; then
 fi
 
 if [ "$what" = emoji-more ]; then
-  # An experiment, not shipped (docs/MODELS.md): 2,000 more VAR steps from the shipped step
+  # An experiment, not shipped (docs/EMOJI-LOG.md): 2,000 more VAR steps from the shipped step
   # 2,400 at a lower peak rate. (The measured run was started with --steps 2800 and resumed at
   # step 300 with --steps 2000; the rate differs by under 2 % over those first 300 steps.)
   R="$RUNS/emoji-flat"
@@ -289,7 +289,7 @@ if [ "$what" = emoji-more ]; then
 fi
 
 if [ "$what" = emoji-vq-long ]; then
-  # In progress, not shipped (docs/MODELS.md): the shipped emoji VQ-VAE trained 3,000 more steps
+  # In progress, not shipped (docs/EMOJI-LOG.md): the shipped emoji VQ-VAE trained 3,000 more steps
   # with the faster convolution kernels, toward the 26 dB the issue asks for.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
@@ -309,7 +309,7 @@ if [ "$what" = emoji-vq-long ]; then
 fi
 
 if [ "$what" = emoji-long ]; then
-  # Judged, not shipped (docs/MODELS.md): the VAR of emoji-vq-long trained for many more passes
+  # Judged, not shipped (docs/EMOJI-LOG.md): the VAR of emoji-vq-long trained for many more passes
   # over all captions (9,000 steps, about 33 passes; hours on two cores, minutes on a GPU).
   # Resumable: rerun the same command. Then the pack (GPTQ text encoder) and the judge.
   R="$RUNS/emoji-flat"
@@ -323,7 +323,7 @@ if [ "$what" = emoji-long ]; then
 fi
 
 if [ "$what" = emoji-sub50 ]; then
-  # A diagnostic, not shipped (docs/MODELS.md): the VAR of emoji-vq-long trained 600 more steps
+  # A diagnostic, not shipped (docs/EMOJI-LOG.md): the VAR of emoji-vq-long trained 600 more steps
   # on 50 emoji only (136 captions, each seen about 70 times), then judged on those 50.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"
@@ -345,7 +345,7 @@ if [ "$what" = emoji-sub50 ]; then
 fi
 
 if [ "$what" = emoji-v2 ]; then
-  # In progress (docs/MODELS.md): the second flat-emoji chain, sized for hours of training.
+  # In progress (docs/EMOJI-LOG.md): the second flat-emoji chain, sized for hours of training.
   # The VQ-VAE of the pack shipped until 2026-12-03 (git 9f74435) trained 5,000 more steps;
   # its tokens; the run's own judge; then a wider VAR (depth 4, width 128, 1.4 M parameters)
   # from scratch on a 30,000-step schedule (about 110 passes over the captions). Every step
@@ -369,13 +369,13 @@ if [ "$what" = emoji-v2 ]; then
     || cp "$R/var-v2/checkpoints/step-00014200.safetensors" "$R/var-v2-s14200.safetensors"
   [ "${JUDGE:-1}" = 1 ] || exit 0
   # Where the VAR stands (its last checkpoint), against the pack it started from, with this
-  # run's judge; docs/MODELS.md's mid-schedule rows are STOP_AFTER=4200, 6600, 10400 and 13400.
+  # run's judge; docs/EMOJI-LOG.md's mid-schedule rows are STOP_AFTER=4200, 6600, 10400 and 13400.
   judge_emoji "$R/emoji-v1.nsp"
   pack_and_judge emoji-v2 "$R/var-v2/var.safetensors" "$R/vq2/vqvae.safetensors"
 fi
 
 if [ "$what" = emoji-v2-balance ]; then
-  # An experiment (docs/MODELS.md): does weighing the coarse scales more (train.scale_balance)
+  # An experiment (docs/EMOJI-LOG.md): does weighing the coarse scales more (train.scale_balance)
   # make the emoji-v2 VAR draw its own emoji? Three forks of emoji-v2's step-14,200 checkpoint
   # (run emoji-v2 with STOP_AFTER=14200 first), 2,000 steps each, the learning rate warming up
   # over 50 steps to 1e-3 and decaying linearly to 5 %: the official loss (balance 0, the
@@ -406,7 +406,7 @@ if [ "$what" = emoji-v2-balance ]; then
 fi
 
 if [ "$what" = emoji-balanced-more ]; then
-  # The shipped emoji VAR (docs/MODELS.md, "Longer at balance 1"): the balance-1 fork of
+  # The shipped emoji VAR (docs/EMOJI-LOG.md, "Longer at balance 1"): the balance-1 fork of
   # emoji-v2-balance trained 3,000 more steps the same way, from a fresh warm-up to 1e-3;
   # resumable; judged like the shipped pack at its end (JUDGE=0 trains only). The measured run
   # was started with --steps 6000 and resumed at step 1,100 with --steps 3000: over its first
@@ -421,7 +421,7 @@ if [ "$what" = emoji-balanced-more ]; then
 fi
 
 if [ "$what" = emoji-text-noise ]; then
-  # An experiment (docs/MODELS.md, "Noise on the captions"): does noise on the caption
+  # An experiment (docs/EMOJI-LOG.md, "Noise on the captions"): does noise on the caption
   # embeddings (train.text_noise) help prompts the model never saw? Forks of the VAR of
   # emoji-balanced-more, 2,000 steps each from a fresh warm-up to 1e-3 at balance 1: no noise
   # (the control, shipped since 2026-12-03), σ = 0.25 and σ = 0.5. One thread each (the
@@ -451,7 +451,7 @@ if [ "$what" = emoji-text-noise ]; then
 fi
 
 if [ "$what" = emoji-coarse ]; then
-  # A step of the shipped VAR, and an experiment (docs/MODELS.md, "Weighing the coarse scales
+  # A step of the shipped VAR, and an experiment (docs/EMOJI-LOG.md, "Weighing the coarse scales
   # more"): the VAR's layout goes wrong at the first scales, so do the coarse scales need more
   # of the loss? Two forks of the control's pack, 2,000 steps each from a fresh warm-up to
   # 1e-3, side by side, one thread each: balance 1 (the recipe of the last rounds; shipped
@@ -470,7 +470,7 @@ if [ "$what" = emoji-coarse ]; then
 fi
 
 if [ "$what" = emoji-coarse-even ]; then
-  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "Coarse first, then
+  # The shipped VAR's last step, and an experiment (docs/EMOJI-LOG.md, "Coarse first, then
   # even"): both forks of emoji-coarse (run it first) trained 2,000 more steps at balance 1,
   # from a fresh warm-up to 1e-3, side by side, one thread each. From balance 1.5 it is a
   # schedule (coarse scales first, then every scale the same); from balance 1 it is the
@@ -487,7 +487,7 @@ if [ "$what" = emoji-coarse-even ]; then
 fi
 
 if [ "$what" = emoji-even-more ]; then
-  # An experiment, not shipped (docs/MODELS.md, "Coarse first, then even"): the shipped VAR
+  # An experiment, not shipped (docs/EMOJI-LOG.md, "Coarse first, then even"): the shipped VAR
   # (the balance-1 control of emoji-coarse-even; run that first) trained 2,000 more steps the
   # same way, one thread. JUDGE=0 trains only.
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
@@ -495,7 +495,7 @@ if [ "$what" = emoji-even-more ]; then
 fi
 
 if [ "$what" = emoji-deeper ]; then
-  # The shipped VAR's last step, and an experiment (docs/MODELS.md, "More depth"): the
+  # The shipped VAR's last step, and an experiment (docs/EMOJI-LOG.md, "More depth"): the
   # previous VAR (emoji-coarse-even's control; run that first) with blocks added on top
   # (train-var --deepen; each starts as the identity), trained 2,000 steps like emoji-even-more
   # (its control, the same steps at depth 4), side by side, one thread each. DEPTHS picks the
@@ -512,7 +512,7 @@ fi
 
 if [ "$what" = emoji-deeper-more ]; then
   # A step of the shipped chain (emoji-cuda trains on from it), and an experiment
-  # (docs/MODELS.md, "More depth, longer"): the
+  # (docs/EMOJI-LOG.md, "More depth, longer"): the
   # depth-6 VAR of emoji-deeper (var-v5-sb1-d6; run that first) trained 2,000 more steps from
   # a fresh warm-up, at the peak learning rate it had (1e-3, shipped since 2026-12-04) and at
   # a lower one (LRS, default "1e-3 3e-4"; 2e-3 was tried and stopped: it undid the training),
@@ -529,7 +529,7 @@ fi
 
 if [ "$what" = emoji-cuda ]; then
   # A step of the shipped chain (2026-12-04): the depth-6 VAR of emoji-deeper-more
-  # (var-v6-d6-lr1e-3) trained further on a GPU (docs/MODELS.md, "On a GPU"): batch 64, a
+  # (var-v6-d6-lr1e-3) trained further on a GPU (docs/EMOJI-LOG.md, "On a GPU"): batch 64, a
   # fresh warm-up to 1e-3 and linear decay over CUDA_STEPS (default 528, what fitted into the
   # H200 run of 2026-12-04); then packed with the FITTED export and judged. Run it with
   # DEVICE=cuda and the CUDA build (native-trainer/scripts/build-cuda.sh) where cargo is at
@@ -552,7 +552,7 @@ fi
 
 if [ "$what" = emoji-soup ]; then
   # The mean of the weights of several emoji VARs trained from one starting point (a model
-  # soup; docs/MODELS.md, "A model soup"): SOUP lists their runs (default the GPU round and the
+  # soup; docs/EMOJI-LOG.md, "A model soup"): SOUP lists their runs (default the GPU round and the
   # CPU round after it), TO names the mean's run (var-TO, default v8-soup). Then packed with
   # the FITTED export and judged, unless JUDGE=0. The shipped VAR is the third of three such
   # means (the end of the emoji chain): SOUP="v9-soup3 v10-d6-lr1e-3 v10-gpu-b64
@@ -569,7 +569,7 @@ if [ "$what" = emoji-soup ]; then
 fi
 
 if [ "$what" = emoji-low-lr ]; then
-  # An experiment (docs/MODELS.md, "What limits the images"): forks of the shipped VAR at a
+  # An experiment (docs/EMOJI-LOG.md, "What limits the images"): forks of the shipped VAR at a
   # low learning rate, and their means with it (model soups that stay near it). They start
   # from the shipped pack's q8 weights, on tokens of its own VQ-VAE (the measured runs did: the
   # f32 soup's checkpoint is not kept): 400 steps at batch 64, a fresh warm-up to each peak
@@ -606,7 +606,7 @@ if [ "$what" = emoji-low-lr ]; then
 fi
 
 if [ "$what" = emoji-swa ]; then
-  # An experiment, not adopted (docs/MODELS.md, "Averaging one run's checkpoints"): one fork
+  # An experiment, not adopted (docs/EMOJI-LOG.md, "Averaging one run's checkpoints"): one fork
   # of the shipped VAR at a constant learning rate after the warm-up (SWA_LR, default 5e-4), batch 64, SWA_STEPS steps
   # (default 800), balance 1, one thread, a checkpoint every 50 steps (all kept); then the mean
   # of its checkpoints from half-way on (stochastic weight averaging, Izmailov et al. 2018),
@@ -638,7 +638,7 @@ if [ "$what" = emoji-swa ]; then
 fi
 
 if [ "$what" = tokenizer-noise ]; then
-  # A diagnostic (docs/MODELS.md, "What limits the images"): how much each shipped VAR depends
+  # A diagnostic (docs/EMOJI-LOG.md, "What limits the images"): how much each shipped VAR depends
   # on the exact weights of its VQ-VAE. The pack's VQ-VAE (dequantized) is moved by noise of q8
   # rounding's size; the training images are tokenized by both, the tokens compared, and the
   # pack's VAR validated on both (`--validate-only`: the first 256 held-out sequences, nothing
@@ -668,6 +668,28 @@ if [ "$what" = tokenizer-noise ]; then
   done
 fi
 
+if [ "$what" = emoji-breakdown ]; then
+  # What a pack draws, by kind of prompt (docs/MODELS.md, "What it draws, by kind of prompt"):
+  # every training label and held-out label at seeds 0-2, every training caption at seed 0,
+  # one JSON line per image, grouped by scripts/emoji-breakdown.py; and the picture of six
+  # training emoji per group. PACK (default models/emoji.nsp) is judged with EMOJI_JUDGE.
+  E="$DATA/emoji-flat"
+  PACK="${PACK:-models/emoji.nsp}"
+  W="$RUNS/emoji-flat/breakdown"
+  mkdir -p "$W"
+  for seed in 0 1 2; do
+    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/train" --rank --seed "$seed" \
+      --items "$W/train-$seed.jsonl" > "$W/train-$seed.json"
+    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/test" --reference "$E/train" \
+      --rank --seed "$seed" --items "$W/test-$seed.jsonl" > "$W/test-$seed.json"
+  done
+  "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/train-captions" --rank --seed 0 \
+    --items "$W/captions.jsonl" > "$W/captions.json"
+  python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/train-{0,1,2}.jsonl --captions "$W/captions.jsonl"
+  python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/test-{0,1,2}.jsonl
+  python3 scripts/emoji-by-group.py "$B" "$PACK" "$E" "$W/by-group.png"
+fi
+
 if [ "$what" = emoji-judge ]; then
   # The committed judge's recorded command (models/judges/emoji-groups.safetensors was made by
   # it on the 2-core VM, 2026-12-04: 66.9 % of the real held-out emoji in the right group),
@@ -677,7 +699,7 @@ if [ "$what" = emoji-judge ]; then
 fi
 
 if [ "$what" = emoji-judge-styles ]; then
-  # An experiment, not adopted (docs/MODELS.md, "A judge from three art styles"): the judge
+  # An experiment, not adopted (docs/EMOJI-LOG.md, "A judge from three art styles"): the judge
   # trained on the training emoji in three art styles (Noto, Twemoji, Fluent Flat) for 3,000
   # and 6,000 steps, scored on the held-out Noto emoji like the shipped judge, one thread.
   E="$(bash scripts/data/fetch.sh emoji-styles)/emoji-flat"
@@ -688,7 +710,7 @@ if [ "$what" = emoji-judge-styles ]; then
 fi
 
 if [ "$what" = emoji-text-noise-clean ]; then
-  # An experiment, not shipped (docs/MODELS.md, "Noise on the captions"): the σ = 0.25 fork of
+  # An experiment, not shipped (docs/EMOJI-LOG.md, "Noise on the captions"): the σ = 0.25 fork of
   # emoji-text-noise trained 500 more steps without noise (warm-up to 3e-4, two threads), to
   # sharpen the training prompts while keeping what the noise gave the held-out ones.
   R="$RUNS/emoji-flat"
@@ -724,7 +746,7 @@ if [ "$what" = emoji-vq-gan ]; then
 fi
 
 if [ "$what" = emoji-wide ]; then
-  # An experiment, not shipped (docs/MODELS.md): a wider VAR (depth 4, width 128, 1.4 M
+  # An experiment, not shipped (docs/EMOJI-LOG.md): a wider VAR (depth 4, width 128, 1.4 M
   # parameters) from scratch on the same tokens, 2,000 steps, then judged like the shipped pack.
   R="$RUNS/emoji-flat"
   E="$DATA/emoji-flat"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How much a VAR depends on the exact weights of its VQ-VAE (docs/MODELS.md, "What limits
+"""How much a VAR depends on the exact weights of its VQ-VAE (docs/EMOJI-LOG.md, "What limits
 the images"; run by `scripts/train-models.sh tokenizer-noise`).
 
   vqvae-noise.py perturb SRC DST SEED   moves every tensor that a q8 export stores as q8 codes
