@@ -352,6 +352,41 @@ fn text_conditioned_var_adapter_and_lora() {
         report["ranking"]["pixels_16x16"]["top1"].as_f64().unwrap(),
         top1 as f64 / 8.0
     );
+    // A run's checkpoints are judged without exporting them: the f32 VAR, its VQ-VAE and the
+    // sentence encoder, at the settings given.
+    let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
+        .args([
+            "evaluate",
+            "--var",
+            s(&var),
+            "--vae",
+            s(&vae),
+            "--text-encoder",
+            s(&enc),
+            "--classifier",
+            s(&clf),
+            "--real",
+            s(&judged),
+            "--label-field",
+            "shape",
+            "--limit",
+            "2",
+            "--cfg",
+            "2",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["generated"], &report["cfg"]),
+        (&2.into(), &2.0.into()),
+        "{report}"
+    );
 
     // --- adapter on a frozen class-conditional VAR ---
     let base = fresh("base");

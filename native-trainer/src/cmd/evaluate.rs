@@ -9,21 +9,22 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use nextscale::Condition;
 use nextscale::edit::{EditPlan, Half, Region};
 use nextscale::readback::block_on;
 use nextscale::sampler::{NoHooks, SampleOptions};
-use nextscale::{Condition, Pipeline};
 use serde_json::json;
 
-use crate::args::SamplingArgs;
+use crate::args::{ModelArgs, SamplingArgs};
 use crate::classifier::{FEATURES, Trained, argmax_rows, labelled_images};
 use crate::data::Dataset;
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    /// The model as a pack.
-    #[arg(long)]
-    pack: PathBuf,
+    /// The model: a pack, or a run's checkpoints (`--var`, `--vae`, `--text-encoder`) to judge
+    /// a run while it trains without exporting it.
+    #[command(flatten)]
+    model: ModelArgs,
     /// A classifier from `train-classifier`, trained on real images of the model's size.
     #[arg(long)]
     classifier: PathBuf,
@@ -81,9 +82,6 @@ pub struct EvaluateArgs {
     /// alone carry the digit?
     #[arg(long, requires = "keep_half")]
     unconditional: bool,
-    /// cpu, vulkan or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 /// 16×16 box means of `[3, s, s]` images (`s` a multiple of 16): a pixel-space descriptor
@@ -172,16 +170,9 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1");
     }
-    let kind: nextscale::device::BackendKind = a.device.parse()?;
-    let device = nextscale::device::init_device(kind)?;
-    let bytes = std::fs::read(&a.pack).with_context(|| format!("reading {}", a.pack.display()))?;
-    let pipe = Pipeline::from_bytes(bytes, &device)
-        .with_context(|| format!("loading {}", a.pack.display()))?;
+    let (pipe, device) = a.model.load()?;
     if !pipe.can_decode() {
-        bail!(
-            "{} has no VQ-VAE decoder: nothing to look at",
-            a.pack.display()
-        );
+        bail!("the model has no VQ-VAE decoder (give --vae): nothing to look at");
     }
     let clf = Trained::open(&a.classifier, &device)?;
     let size = pipe.image_size();
