@@ -319,7 +319,7 @@ fn text_conditioned_var_adapter_and_lora() {
     assert_eq!(lines.len(), 8);
     assert_eq!(report["generated"], 8);
     assert_eq!(report["ranking"]["candidates"], 8);
-    let (mut right, mut top1) = (0, 0);
+    let (mut right, mut top1, mut feature_top1) = (0, 0, 0);
     for (i, (item, want)) in lines.iter().zip(rows.lines()).enumerate() {
         let want: serde_json::Value = serde_json::from_str(want).unwrap();
         assert_eq!(item["index"], i);
@@ -333,12 +333,13 @@ fn text_conditioned_var_adapter_and_lora() {
             "{item}"
         );
         top1 += usize::from(r == 1);
+        feature_top1 += usize::from(item["rank_features"] == 1);
     }
     let per_class = report["per_class"].as_array().unwrap();
     let real: u64 = per_class.iter().map(|c| c["real"].as_u64().unwrap()).sum();
     let real_right: f64 = per_class
         .iter()
-        .map(|c| c["real"].as_f64().unwrap() * c["accuracy_real"].as_f64().unwrap())
+        .map(|c| c["real"].as_f64().unwrap() * c["accuracy_real"].as_f64().unwrap_or(0.0))
         .sum();
     assert_eq!(real, 8, "{report}");
     let overall = report["accuracy_real"].as_f64().unwrap();
@@ -351,6 +352,12 @@ fn text_conditioned_var_adapter_and_lora() {
     assert_eq!(
         report["ranking"]["pixels_16x16"]["top1"].as_f64().unwrap(),
         top1 as f64 / 8.0
+    );
+    assert_eq!(
+        report["ranking"]["classifier_features"]["top1"]
+            .as_f64()
+            .unwrap(),
+        feature_top1 as f64 / 8.0
     );
     // A run's checkpoints are judged without exporting them: the f32 VAR, its VQ-VAE and the
     // sentence encoder, at the settings given.

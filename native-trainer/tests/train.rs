@@ -643,6 +643,7 @@ fn tiny_models_train_resume_and_export() {
     assert_eq!(report["images"], 32);
     assert!(report["psnr_db"].as_f64().unwrap() > 10.0, "{report}");
 
+    let items = fresh("items.jsonl");
     let report = run_json(&[
         "evaluate",
         "--pack",
@@ -657,8 +658,33 @@ fn tiny_models_train_resume_and_export() {
         "3",
         "--seed",
         "4",
+        "--items",
+        s(&items),
     ]);
     assert_eq!(report["mode"], "classes");
+    // --items: one line per image, in class order, adding up to the report's accuracy.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    let right = lines.iter().filter(|l| l["seen"] == l["want"]).count();
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            (&l["index"], &l["class"]),
+            (&i.into(), &(i / 3).into()),
+            "{l}"
+        );
+        assert!(
+            l.get("rank_pixels").is_none() && l.get("prompt").is_none(),
+            "{l}"
+        );
+    }
+    assert_eq!(
+        report["accuracy_generated"].as_f64().unwrap(),
+        right as f64 / 12.0
+    );
     // Unset sampling options are the pack's recommended ones, as in `sample`.
     assert_eq!(
         (&report["cfg"], &report["top_k"], &report["top_p"]),

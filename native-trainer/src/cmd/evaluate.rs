@@ -68,9 +68,11 @@ pub struct EvaluateArgs {
     /// classifier's features: top-1, top-5 and the median rank of the right image.
     #[arg(long)]
     rank: bool,
-    /// Also write one JSON line per generated image to this file: its prompt (or class), the
-    /// class it should show and the one the classifier sees, and with `--rank` the right
-    /// image's file and its rank by pixels and by features (1 = the nearest).
+    /// Also write one JSON line per generated image to this file: the class it should show
+    /// and the one the classifier sees; for text models its prompt and the file of the real
+    /// image the prompt describes (with `--rank`, that image's rank among all the real ones by
+    /// pixels and by features, 1 = the nearest); for class models the class asked for (with
+    /// `--keep-half`, also the index of the real image completed).
     #[arg(long)]
     items: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
@@ -382,10 +384,12 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             // The judge on the real images of the class: where it is blind, so is `accuracy`.
             let real: Vec<usize> = (0..n_real).filter(|&i| real_labels[i] == c).collect();
             let real_ok = real.iter().filter(|&&i| real_pred[i] == c).count();
+            // A share of nothing is no figure: null, not 0.
+            let share = |k: usize, of: usize| (of > 0).then(|| k as f64 / of as f64);
             json!({"class": clf.class_names[c], "generated": idx.len(),
-                   "accuracy": ok as f64 / idx.len().max(1) as f64,
+                   "accuracy": share(ok, idx.len()),
                    "real": real.len(),
-                   "accuracy_real": real_ok as f64 / real.len().max(1) as f64})
+                   "accuracy_real": share(real_ok, real.len())})
         })
         .collect();
     let fd = frechet_distance(&gf, &rf, FEATURES);
@@ -435,6 +439,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         None => serde_json::Value::Null,
     };
     if let Some(path) = &a.items {
+        // With --keep-half, the real images completed (as generated above).
+        let completed = a
+            .keep_half
+            .as_ref()
+            .map(|_| spaced(real_labels.len(), a.limit));
         let mut out = String::new();
         for i in 0..n {
             let mut row = json!({
@@ -447,6 +456,10 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                 row["file_name"] = json!(item_files[i]);
             } else {
                 row["class"] = json!(first + targets[i]);
+                if let Some(picks) = &completed {
+                    row["real_index"] = json!(picks[i]);
+                    row["unconditional"] = json!(a.unconditional);
+                }
             }
             if let Some((pixel, feature)) = &item_ranks {
                 row["rank_pixels"] = json!(pixel[i]);
