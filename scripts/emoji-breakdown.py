@@ -2,93 +2,133 @@
 """Breaks `native-trainer evaluate --rank --items` lines down by emoji group and by kind of
 caption (docs/MODELS.md, "What it draws, by kind of prompt").
 
-usage: emoji-breakdown.py CAPTIONS_JSON LABELS_ITEMS... [--captions ALL_CAPTIONS_ITEMS]
+usage: emoji-breakdown.py CAPTIONS_JSON ITEMS... [--captions ALL_CAPTIONS_ITEMS]
 
 CAPTIONS_JSON is the data folder's captions.json (`scripts/data/fetch.sh emoji-flat`): each
-emoji's file, group and captions, its label first. LABELS_ITEMS are `--items` files of one
+emoji's file, split, group and captions, its label first. ITEMS are `--items` files of one
 pack over the same prompts at different seeds (e.g. the training split, whose prompts are the
-labels). ALL_CAPTIONS_ITEMS is one `--items` file over every training caption.
+emoji's labels); the report each `evaluate` printed, saved beside its items as the same name
+with `.json` for `.jsonl`, gives the judge's accuracy on the real emoji of each group.
+ALL_CAPTIONS_ITEMS is one `--items` file over every training caption (`--real
+train-captions`), broken down by kind of caption.
 """
 import collections
 import json
+import os
 import statistics
 import sys
 
 
 def read_items(path):
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        if "rank_pixels" not in r or "prompt" not in r:
+            sys.exit(f"{path}: lines need prompts and ranks (a text pack, `evaluate --rank --items`)")
+    return rows
 
 
 def pct(x):
-    return f"{100 * x:.1f} %"
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def judge_on_real(items_path):
+    """The judge's accuracy on the real images of each class, from the report beside the items."""
+    report = os.path.splitext(items_path)[0] + ".json"
+    if not os.path.exists(report):
+        return {}
+    with open(report) as f:
+        per_class = json.load(f).get("per_class", [])
+    return {c["class"]: c.get("accuracy_real") for c in per_class}
 
 
 def main(argv):
-    if len(argv) < 3:
-        sys.exit(__doc__)
-    caps_path, rest = argv[1], argv[2:]
+    args = argv[1:]
     all_caps = None
-    if "--captions" in rest:
-        i = rest.index("--captions")
-        all_caps = rest[i + 1]
-        rest = rest[:i] + rest[i + 2:]
-    emoji = {e["file"]: e for e in json.load(open(caps_path))}
-    seeds = [read_items(p) for p in rest]
+    if "--captions" in args:
+        i = args.index("--captions")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        all_caps = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    if len(args) < 2:
+        sys.exit(__doc__)
+    caps_path, item_paths = args[0], args[1:]
+    with open(caps_path) as f:
+        emoji = {e["file"]: e for e in json.load(f)}
+    seeds = [read_items(p) for p in item_paths]
     n = len(seeds[0])
     for s in seeds:
         if [r["prompt"] for r in s] != [r["prompt"] for r in seeds[0]]:
             sys.exit("the items files do not hold the same prompts in the same order")
+    real = judge_on_real(item_paths[0])
 
     # Per emoji: over the seeds, how often the right emoji is the nearest by pixels, in the
-    # top 5, and in the right group.
+    # nearest 5, and in the right group.
     rows = []
     for i in range(n):
         r0 = seeds[0][i]
         ranks = [s[i]["rank_pixels"] for s in seeds]
         rows.append({
-            "file": r0["file_name"], "prompt": r0["prompt"], "group": r0["want"],
+            "group": r0["want"],
             "top1": sum(r == 1 for r in ranks) / len(ranks),
             "top5": sum(r <= 5 for r in ranks) / len(ranks),
             "group_ok": sum(s[i]["seen"] == s[i]["want"] for s in seeds) / len(seeds),
             "always": all(r == 1 for r in ranks), "never": all(r > 5 for r in ranks),
-            "median_rank": statistics.median(ranks),
         })
     by_group = collections.defaultdict(list)
     for r in rows:
         by_group[r["group"]].append(r)
 
-    print(f"{n} prompts, {len(seeds)} seed(s)\n")
-    print("| group | emoji | the nearest by pixels (top-1) | in the top 5 | at every seed | never in the top 5 | right group (judge) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"{n} prompts, {len(seeds)} seed(s); ranks among the real images of the folder\n")
+    print("| group | emoji | nearest (top-1) | in the nearest 5 | nearest at every seed "
+          "| never in the nearest 5 | right group (judge) | the judge on the real ones |")
+    print("|---|---|---|---|---|---|---|---|")
     order = sorted(by_group, key=lambda g: -statistics.mean(r["top1"] for r in by_group[g]))
+    n_real = {g: len(v) for g, v in by_group.items()}
     for g in order + ["all"]:
         rs = rows if g == "all" else by_group[g]
         m = lambda k: statistics.mean(float(r[k]) for r in rs)
+        if g == "all":
+            known = [g2 for g2 in by_group if real.get(g2) is not None]
+            on_real = (sum(real[g2] * n_real[g2] for g2 in known) / sum(n_real[g2] for g2 in known)
+                       if known else None)
+        else:
+            on_real = real.get(g)
         name = "**all**" if g == "all" else g
-        print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} | {pct(m('never'))} | {pct(m('group_ok'))} |")
+        print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} "
+              f"| {pct(m('never'))} | {pct(m('group_ok'))} | {pct(on_real)} |")
 
     if all_caps:
         items = read_items(all_caps)
-        label_of = {f: e["captions"][0] for f, e in emoji.items()}
-        count = collections.Counter(r["prompt"] for r in items)
+        train = [e for e in emoji.values() if e["split"] == "train"]
+        names = collections.Counter(c for e in train for c in set(e["captions"]))
+        label_of = {e["file"]: e["captions"][0] for e in train}
         kinds = collections.defaultdict(list)
         for r in items:
-            if r["prompt"] == label_of.get(r["file_name"]):
-                kind = "the emoji's label (e.g. \"red apple\")"
-            elif count[r["prompt"]] > 1:
-                kind = "a keyword shared by two emoji"
+            if names[r["prompt"]] > 1:
+                kind = "a caption naming two or three emoji (e.g. \"tree\"), each row asking for one"
+            elif r["prompt"] == label_of.get(r["file_name"]):
+                kind = "the emoji's label (e.g. \"red apple\", \"flag: Japan\")"
             else:
-                kind = "another name or keyword of one emoji"
+                kind = "another name or keyword of one emoji (e.g. \"car\")"
             kinds[kind].append(r)
         print(f"\n{len(items)} training captions, seed 0\n")
-        print("| caption | captions | the nearest by pixels (top-1) | in the top 5 | median rank |")
+        print("| caption | rows | nearest (top-1) | in the nearest 5 | median rank |")
         print("|---|---|---|---|---|")
         for k, rs in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
             t1 = statistics.mean(r["rank_pixels"] == 1 for r in rs)
             t5 = statistics.mean(r["rank_pixels"] <= 5 for r in rs)
             med = statistics.median(r["rank_pixels"] for r in rs)
             print(f"| {k} | {len(rs)} | {pct(t1)} | {pct(t5)} | {med:g} |")
+        shared = collections.defaultdict(list)
+        for r in items:
+            if names[r["prompt"]] > 1:
+                shared[r["prompt"]].append(r)
+        if shared:
+            hit = statistics.mean(any(r["rank_pixels"] == 1 for r in v) for v in shared.values())
+            print(f"\n{len(shared)} captions name two or three emoji; for {pct(hit)} of them the image "
+                  "of at least one row is the nearest to the emoji that row asks for")
 
 
 if __name__ == "__main__":

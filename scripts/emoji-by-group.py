@@ -5,8 +5,10 @@ pack's image for its label below (`native-trainer sample`, one image per label, 
 
     python3 scripts/emoji-by-group.py NATIVE_TRAINER PACK EMOJI_FLAT_DIR OUT.png
 
-EMOJI_FLAT_DIR is the `emoji-flat` folder of `scripts/data/fetch.sh` (its captions.json and
-train/). Needs Pillow.
+It also prints, for each image, the rank of its own emoji among all the training emoji by
+16×16 pixel means (1 = the nearest; the measure of `evaluate --rank`), so the picture shows
+what the figures mean. EMOJI_FLAT_DIR is the `emoji-flat` folder of `scripts/data/fetch.sh`
+(its captions.json and train/). Needs numpy and Pillow.
 """
 import collections
 import json
@@ -15,8 +17,11 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 from PIL import Image
 
+if len(sys.argv) != 5:
+    sys.exit(__doc__)
 B, PACK, DATA, OUT = sys.argv[1:5]
 PER = 6
 entries = json.load(open(os.path.join(DATA, 'captions.json')))
@@ -25,7 +30,25 @@ for e in sorted(entries, key=lambda e: e['file']):
     if e['split'] == 'train':
         by_group[e['group']].append(e)
 groups = sorted(by_group)
+if any(len(by_group[g]) < PER for g in groups):
+    sys.exit(f"every group needs at least {PER} training emoji")
 picks = [[g[i * len(g) // PER] for i in range(PER)] for g in (by_group[k] for k in groups)]
+
+
+def real(file, size):
+    im = Image.open(os.path.join(DATA, 'train', file)).convert('RGBA')
+    flat = Image.new('RGBA', im.size, 'white')
+    flat.alpha_composite(im)
+    return flat.convert('RGB').resize((size, size), Image.LANCZOS)
+
+
+def means16(im):
+    """16×16 box means per channel, as `evaluate --rank` takes them."""
+    a = np.asarray(im, dtype=np.float64)
+    s = a.shape[0]
+    f = s // 16
+    return a.reshape(16, f, 16, f, 3).mean(axis=(1, 3)).transpose(2, 0, 1).ravel()
+
 
 with tempfile.TemporaryDirectory() as tmp:
     made = os.path.join(tmp, 'made.png')
@@ -34,20 +57,26 @@ with tempfile.TemporaryDirectory() as tmp:
     for row in picks:
         for e in row:
             args += ['--prompt', e['captions'][0]]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gen = Image.open(made).convert('RGB')
-    size = gen.width // PER
-    pad = size // 8
-    sheet = Image.new('RGB', (PER * size, len(groups) * (2 * size + pad)), 'white')
-    for r, row in enumerate(picks):
-        y = r * (2 * size + pad)
-        for c, e in enumerate(row):
-            real = Image.open(os.path.join(DATA, 'train', e['file'])).convert('RGBA')
-            flat = Image.new('RGBA', real.size, 'white')
-            flat.alpha_composite(real)
-            sheet.paste(flat.convert('RGB').resize((size, size), Image.LANCZOS), (c * size, y))
-            tile = gen.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
-            sheet.paste(tile, (c * size, y + size))
-    sheet.save(OUT, optimize=True)
-for g, row in zip(groups, picks):
-    print(f"{g}: " + ", ".join(e['captions'][0] for e in row))
+size = gen.width // PER
+train = by_group and sorted(e['file'] for g in groups for e in by_group[g])
+cands = np.stack([means16(real(f, size)) for f in train])
+pad = size // 8
+sheet = Image.new('RGB', (PER * size, len(groups) * (2 * size + pad)), 'white')
+nearest = 0
+for r, (g, row) in enumerate(zip(groups, picks)):
+    y = r * (2 * size + pad)
+    ranks = []
+    for c, e in enumerate(row):
+        sheet.paste(real(e['file'], size), (c * size, y))
+        tile = gen.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
+        sheet.paste(tile, (c * size, y + size))
+        d = ((cands - means16(tile)) ** 2).sum(axis=1)
+        rank = 1 + int((d < d[train.index(e['file'])]).sum())
+        ranks.append(rank)
+        nearest += rank == 1
+    print(f"{g}: " + ", ".join(f"{e['captions'][0]} ({k})" for e, k in zip(row, ranks)))
+sheet.save(OUT, optimize=True)
+print(f"{nearest} of {len(groups) * PER} images are the nearest of all {len(train)} training emoji "
+      "to their own (by 16×16 pixel means)")

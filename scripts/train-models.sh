@@ -672,19 +672,24 @@ if [ "$what" = emoji-breakdown ]; then
   # What a pack draws, by kind of prompt (docs/MODELS.md, "What it draws, by kind of prompt"):
   # every training label and held-out label at seeds 0-2, every training caption at seed 0,
   # one JSON line per image, grouped by scripts/emoji-breakdown.py; and the picture of six
-  # training emoji per group. PACK (default models/emoji.nsp) is judged with EMOJI_JUDGE.
+  # training emoji per group. PACK (default models/emoji.nsp) is judged with EMOJI_JUDGE at the
+  # shipped settings. Reports already written are kept (delete the folder to redo them).
   E="$DATA/emoji-flat"
   PACK="${PACK:-models/emoji.nsp}"
   W="$RUNS/emoji-flat/breakdown"
   mkdir -p "$W"
+  judge_items() { # NAME evaluate-args...
+    local name="$1"; shift
+    [ -s "$W/$name.json" ] && return 0
+    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
+      --items "$W/$name.jsonl" "$@" > "$W/$name.json.tmp"
+    mv "$W/$name.json.tmp" "$W/$name.json"
+  }
   for seed in 0 1 2; do
-    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/train" --rank --seed "$seed" \
-      --items "$W/train-$seed.jsonl" > "$W/train-$seed.json"
-    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/test" --reference "$E/train" \
-      --rank --seed "$seed" --items "$W/test-$seed.jsonl" > "$W/test-$seed.json"
+    judge_items "train-$seed" --real "$E/train" --seed "$seed"
+    judge_items "test-$seed" --real "$E/test" --reference "$E/train" --seed "$seed"
   done
-  "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" --real "$E/train-captions" --rank --seed 0 \
-    --items "$W/captions.jsonl" > "$W/captions.json"
+  judge_items captions --real "$E/train-captions" --seed 0
   python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/train-{0,1,2}.jsonl --captions "$W/captions.jsonl"
   python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/test-{0,1,2}.jsonl
   python3 scripts/emoji-by-group.py "$B" "$PACK" "$E" "$W/by-group.png"
