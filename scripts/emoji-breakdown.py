@@ -3,6 +3,7 @@
 caption (docs/MODELS.md, "What it draws, by kind of prompt").
 
 usage: emoji-breakdown.py CAPTIONS_JSON ITEMS... [--captions ALL_CAPTIONS_ITEMS]
+                          [--embed NATIVE_TRAINER MINILM_DIR]
 
 CAPTIONS_JSON is the data folder's captions.json (`scripts/data/fetch.sh emoji-flat`): each
 emoji's file, split, group and captions, its label first. ITEMS are `--items` files of one
@@ -10,7 +11,10 @@ pack over the same prompts at different seeds (e.g. the training split, whose pr
 emoji's labels); the report each `evaluate` printed, saved beside its items as the same name
 with `.json` for `.jsonl`, gives the judge's accuracy on the real emoji of each group.
 ALL_CAPTIONS_ITEMS is one `--items` file over every training caption (`--real
-train-captions`), broken down by kind of caption.
+train-captions`), broken down by kind of caption. With --embed, each prompt is embedded with
+the sentence encoder (`native-trainer embed-text`, unit length) and the tables gain how close
+each prompt lies to its nearest other prompt (cosine): are the prompts that fail the ones
+whose names the encoder hardly tells apart? Needs numpy.
 """
 import collections
 import json
@@ -42,8 +46,31 @@ def judge_on_real(items_path):
     return {c["class"]: c.get("accuracy_real") for c in per_class}
 
 
+def nearest_cosines(trainer, minilm, prompts):
+    """For each prompt, the cosine of its embedding to the nearest other prompt's."""
+    import subprocess
+    import numpy as np
+    rows = []
+    for i in range(0, len(prompts), 500):
+        out = subprocess.run([trainer, "embed-text", "--text-encoder", minilm, *prompts[i:i + 500]],
+                             capture_output=True, text=True, check=True).stdout
+        rows += json.loads(out)
+    x = np.array(rows, dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.max(axis=1).tolist()
+
+
 def main(argv):
     args = argv[1:]
+    embed = None
+    if "--embed" in args:
+        i = args.index("--embed")
+        if i + 2 >= len(args):
+            sys.exit(__doc__)
+        embed = args[i + 1:i + 3]
+        args = args[:i] + args[i + 3:]
     all_caps = None
     if "--captions" in args:
         i = args.index("--captions")
@@ -62,6 +89,7 @@ def main(argv):
         if [r["prompt"] for r in s] != [r["prompt"] for r in seeds[0]]:
             sys.exit("the items files do not hold the same prompts in the same order")
     real = judge_on_real(item_paths[0])
+    cos = nearest_cosines(*embed, [r["prompt"] for r in seeds[0]]) if embed else [None] * n
 
     # Per emoji: over the seeds, how often the right emoji is the nearest by pixels, in the
     # nearest 5, and in the right group.
@@ -75,6 +103,7 @@ def main(argv):
             "top5": sum(r <= 5 for r in ranks) / len(ranks),
             "group_ok": sum(s[i]["seen"] == s[i]["want"] for s in seeds) / len(seeds),
             "always": all(r == 1 for r in ranks), "never": all(r > 5 for r in ranks),
+            "cos": cos[i],
         })
     by_group = collections.defaultdict(list)
     for r in rows:
@@ -82,8 +111,9 @@ def main(argv):
 
     print(f"{n} prompts, {len(seeds)} seed(s); ranks among the real images of the folder\n")
     print("| group | emoji | nearest (top-1) | in the nearest 5 | nearest at every seed "
-          "| never in the nearest 5 | right group (judge) | the judge on the real ones |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| never in the nearest 5 | right group (judge) | the judge on the real ones |"
+          + (" nearest other prompt, median cosine |" if embed else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if embed else ""))
     order = sorted(by_group, key=lambda g: -statistics.mean(r["top1"] for r in by_group[g]))
     n_real = {g: len(v) for g, v in by_group.items()}
     for g in order + ["all"]:
@@ -96,8 +126,18 @@ def main(argv):
         else:
             on_real = real.get(g)
         name = "**all**" if g == "all" else g
+        cos_col = f" {statistics.median(r['cos'] for r in rs):.3f} |" if embed else ""
         print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} "
-              f"| {pct(m('never'))} | {pct(m('group_ok'))} | {pct(on_real)} |")
+              f"| {pct(m('never'))} | {pct(m('group_ok'))} | {pct(on_real)} |{cos_col}")
+    if embed:
+        # Nearest (top-1) by how close a prompt lies to its nearest other prompt, in quarters.
+        ranked = sorted(rows, key=lambda r: r["cos"])
+        print("\n| nearest other prompt, cosine | prompts | nearest (top-1) |")
+        print("|---|---|---|")
+        for q in range(4):
+            part = ranked[q * n // 4:(q + 1) * n // 4]
+            print(f"| {part[0]['cos']:.3f}–{part[-1]['cos']:.3f} | {len(part)} "
+                  f"| {pct(statistics.mean(r['top1'] for r in part))} |")
 
     if all_caps:
         items = read_items(all_caps)

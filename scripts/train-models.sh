@@ -690,7 +690,9 @@ if [ "$what" = emoji-breakdown ]; then
     judge_items "test-$seed" --real "$E/test" --reference "$E/train" --seed "$seed"
   done
   judge_items captions --real "$E/train-captions" --seed 0
-  python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/train-{0,1,2}.jsonl --captions "$W/captions.jsonl"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/train-{0,1,2}.jsonl --captions "$W/captions.jsonl" \
+    --embed "$B" "$MINILM"
   python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/test-{0,1,2}.jsonl
   python3 scripts/emoji-by-group.py "$B" "$PACK" "$E" "$W/by-group.png"
 fi
