@@ -34,6 +34,20 @@ fn run_status(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs a command that must succeed and print one JSON report on stdout.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "native-trainer {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
 fn run(args: &[&str]) -> String {
     let (ok, err) = run_status(args);
     assert!(ok, "native-trainer {args:?} failed:\n{err}");
@@ -286,31 +300,22 @@ fn text_conditioned_var_adapter_and_lora() {
     std::fs::write(judged.join("metadata.jsonl"), &rows).unwrap();
     let items = fresh("items.jsonl");
     let gptq_pack = items.with_file_name("gptq.nsp");
-    let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
-        .args([
-            "evaluate",
-            "--pack",
-            s(&gptq_pack),
-            "--classifier",
-            s(&clf),
-            "--real",
-            s(&judged),
-            "--label-field",
-            "shape",
-            "--rank",
-            "--items",
-            s(&items),
-            "--batch",
-            "3",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&[
+        "evaluate",
+        "--pack",
+        s(&gptq_pack),
+        "--classifier",
+        s(&clf),
+        "--real",
+        s(&judged),
+        "--label-field",
+        "shape",
+        "--rank",
+        "--items",
+        s(&items),
+        "--batch",
+        "3",
+    ]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
         .unwrap()
         .lines()
@@ -361,34 +366,25 @@ fn text_conditioned_var_adapter_and_lora() {
     );
     // A run's checkpoints are judged without exporting them: the f32 VAR, its VQ-VAE and the
     // sentence encoder, at the settings given.
-    let out = Command::new(env!("CARGO_BIN_EXE_native-trainer"))
-        .args([
-            "evaluate",
-            "--var",
-            s(&var),
-            "--vae",
-            s(&vae),
-            "--text-encoder",
-            s(&enc),
-            "--classifier",
-            s(&clf),
-            "--real",
-            s(&judged),
-            "--label-field",
-            "shape",
-            "--limit",
-            "2",
-            "--cfg",
-            "2",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&[
+        "evaluate",
+        "--var",
+        s(&var),
+        "--vae",
+        s(&vae),
+        "--text-encoder",
+        s(&enc),
+        "--classifier",
+        s(&clf),
+        "--real",
+        s(&judged),
+        "--label-field",
+        "shape",
+        "--limit",
+        "2",
+        "--cfg",
+        "2",
+    ]);
     assert_eq!(
         (&report["generated"], &report["cfg"]),
         (&2.into(), &2.0.into()),
