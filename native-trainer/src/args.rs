@@ -59,7 +59,8 @@ impl ModelArgs {
             }
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             let loaded = if nextscale::pack::Pack::is_pack(&bytes) {
-                let mut pack = nextscale::pack::Pack::from_bytes(bytes)?;
+                let mut pack = nextscale::pack::Pack::from_bytes(bytes)
+                    .with_context(|| format!("loading {}", p.display()))?;
                 if self.dequantize {
                     pack.keep_packed(false);
                 }

@@ -344,7 +344,7 @@ fn text_conditioned_var_adapter_and_lora() {
     let real: u64 = per_class.iter().map(|c| c["real"].as_u64().unwrap()).sum();
     let real_right: f64 = per_class
         .iter()
-        .map(|c| c["real"].as_f64().unwrap() * c["accuracy_real"].as_f64().unwrap_or(0.0))
+        .map(|c| c["real"].as_f64().unwrap() * c["accuracy_real"].as_f64().unwrap())
         .sum();
     assert_eq!(real, 8, "{report}");
     let overall = report["accuracy_real"].as_f64().unwrap();
@@ -389,6 +389,30 @@ fn text_conditioned_var_adapter_and_lora() {
         (&report["generated"], &report["cfg"]),
         (&2.into(), &2.0.into()),
         "{report}"
+    );
+    assert_eq!(report["mode"], "prompts");
+    // Two prompts of four shapes: a class with no image has no share, not 0.
+    for c in report["per_class"].as_array().unwrap() {
+        assert_eq!(c["accuracy"].is_null(), c["generated"] == 0, "{c}");
+        assert_eq!(c["accuracy_real"].is_null(), c["real"] == 0, "{c}");
+    }
+    // A text-conditioned VAR without its sentence encoder is refused with the reason.
+    let (ok, err) = run_status(&[
+        "evaluate",
+        "--var",
+        s(&var),
+        "--vae",
+        s(&vae),
+        "--classifier",
+        s(&clf),
+        "--real",
+        s(&judged),
+        "--label-field",
+        "shape",
+    ]);
+    assert!(
+        !ok && err.contains("give its sentence encoder with --text-encoder"),
+        "{err}"
     );
 
     // --- adapter on a frozen class-conditional VAR ---

@@ -676,10 +676,9 @@ fn tiny_models_train_resume_and_export() {
             (&i.into(), &(i / 3).into()),
             "{l}"
         );
-        assert!(
-            l.get("rank_pixels").is_none() && l.get("prompt").is_none(),
-            "{l}"
-        );
+        for absent in ["rank_pixels", "prompt", "real_index", "unconditional"] {
+            assert!(l.get(absent).is_none(), "{absent}: {l}");
+        }
     }
     assert_eq!(
         report["accuracy_generated"].as_f64().unwrap(),
@@ -705,6 +704,39 @@ fn tiny_models_train_resume_and_export() {
     let gen_acc = report["accuracy_generated"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&gen_acc), "{report}");
 
+    // --keep-half completions name the real image each one completed (evenly spaced over
+    // the 32 held-out images) and whether the class was withheld.
+    let report = run_json(&[
+        "evaluate",
+        "--pack",
+        s(&pack),
+        "--classifier",
+        s(&clf),
+        "--real",
+        s(&held_out),
+        "--keep-half",
+        "top",
+        "--limit",
+        "4",
+        "--unconditional",
+        "--items",
+        s(&items),
+    ]);
+    assert_eq!(report["mode"], "completion");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let picked: Vec<u64> = lines
+        .iter()
+        .map(|l| l["real_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(picked, [0, 8, 16, 24]);
+    assert!(
+        lines.iter().all(|l| l["unconditional"] == true),
+        "{lines:?}"
+    );
     // A classifier for another image size is refused with a message, not a crash.
     let wrong = fresh("classifier-16.safetensors");
     run(&[

@@ -72,7 +72,8 @@ pub struct EvaluateArgs {
     /// and the one the classifier sees; for text models its prompt and the file of the real
     /// image the prompt describes (with `--rank`, that image's rank among all the real ones by
     /// pixels and by features, 1 = the nearest); for class models the class asked for (with
-    /// `--keep-half`, also the index of the real image completed).
+    /// `--keep-half`, also the index of the real image completed among the readable images of
+    /// `--real`, and whether it was completed without its class).
     #[arg(long)]
     items: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
@@ -174,7 +175,12 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     }
     let (pipe, device) = a.model.load()?;
     if !pipe.can_decode() {
-        bail!("the model has no VQ-VAE decoder (give --vae): nothing to look at");
+        bail!(
+            "the model has no VQ-VAE decoder (with --var, give a full VQ-VAE to --vae): nothing to look at"
+        );
+    }
+    if pipe.var_config().text_dim > 0 && pipe.text_encoder().is_none() {
+        bail!("the VAR is text-conditioned: give its sentence encoder with --text-encoder");
     }
     let clf = Trained::open(&a.classifier, &device)?;
     let size = pipe.image_size();
@@ -479,7 +485,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             "generated": n,
             "real": n_real,
             "accuracy_generated": acc(&gen_pred, &targets),
-            "accuracy_real": acc(&real_pred, &real_labels[..n_real]),
+            "accuracy_real": (n_real > 0).then(|| acc(&real_pred, &real_labels[..n_real])),
             "frechet_distance": fd,
             "frechet_distance_reference_vs_real": fd_reference,
             "per_class": per_class,
