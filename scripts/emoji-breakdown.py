@@ -52,9 +52,11 @@ def nearest_cosines(trainer, minilm, prompts):
     import numpy as np
     rows = []
     for i in range(0, len(prompts), 500):
-        out = subprocess.run([trainer, "embed-text", "--text-encoder", minilm, *prompts[i:i + 500]],
-                             capture_output=True, text=True, check=True).stdout
-        rows += json.loads(out)
+        done = subprocess.run([trainer, "embed-text", "--text-encoder", minilm, *prompts[i:i + 500]],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{trainer} embed-text failed:\n{done.stderr}")
+        rows += json.loads(done.stdout)
     x = np.array(rows, dtype=np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     sim = x @ x.T
@@ -129,7 +131,7 @@ def main(argv):
         cos_col = f" {statistics.median(r['cos'] for r in rs):.3f} |" if embed else ""
         print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} "
               f"| {pct(m('never'))} | {pct(m('group_ok'))} | {pct(on_real)} |{cos_col}")
-    if embed:
+    if embed and n >= 4:
         # Nearest (top-1) by how close a prompt lies to its nearest other prompt, in quarters.
         ranked = sorted(rows, key=lambda r: r["cos"])
         print("\n| nearest other prompt, cosine | prompts | nearest (top-1) |")

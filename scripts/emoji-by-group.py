@@ -57,10 +57,14 @@ with tempfile.TemporaryDirectory() as tmp:
     for row in picks:
         for e in row:
             args += ['--prompt', e['captions'][0]]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{B} sample failed:\n{done.stderr}")
     gen = Image.open(made).convert('RGB')
 size = gen.width // PER
-train = by_group and sorted(e['file'] for g in groups for e in by_group[g])
+if size % 16:
+    sys.exit(f"images of {size} px: the 16×16 means need a multiple of 16")
+train = sorted(e['file'] for g in groups for e in by_group[g])
 cands = np.stack([means16(real(f, size)) for f in train])
 pad = size // 8
 sheet = Image.new('RGB', (PER * size, len(groups) * (2 * size + pad)), 'white')

@@ -700,8 +700,10 @@ if [ "$what" = emoji-swa-images ]; then
   judge_var swa1e-3-mean "$R/var-v12-swa1e-3-400-avg/var.safetensors"
   for f in "$W"/*.json; do
     python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); v = json.loads(open(sys.argv[2]).read());
-print(sys.argv[3], "validation loss %.3f, token acc. %.1f %%, nearest %.1f %%, top-5 %.1f %%" % (v["val_loss"],
-  100 * v["val_acc"], 100 * d["ranking"]["pixels_16x16"]["top1"], 100 * d["ranking"]["pixels_16x16"]["top5"]))' \
+px = d["ranking"]["pixels_16x16"];
+print(sys.argv[3], "validation loss %.3f, token acc. %.1f %%, nearest %.1f %%, top-5 %.1f %%, right group %.1f %%, FD %.2f"
+  % (v["val_loss"], 100 * v["val_acc"], 100 * px["top1"], 100 * px["top5"], 100 * d["accuracy_generated"],
+     d["frechet_distance"]))' \
       "$f" "${f%.json}.val" "$(basename "${f%.json}")"
   done
 fi
@@ -714,13 +716,14 @@ if [ "$what" = emoji-breakdown ]; then
   # shipped settings. Reports already written are kept (delete the folder to redo them).
   E="$DATA/emoji-flat"
   PACK="${PACK:-models/emoji.nsp}"
-  W="$RUNS/emoji-flat/breakdown"
+  # One folder per pack file name, so another PACK never reuses these reports.
+  W="$RUNS/emoji-flat/breakdown-$(basename "$PACK" .nsp)"
   mkdir -p "$W"
   judge_items() { # NAME evaluate-args...
     local name="$1"; shift
     [ -s "$W/$name.json" ] && return 0
     "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
-      --items "$W/$name.jsonl" "$@" > "$W/$name.json.tmp"
+      --items "$W/$name.jsonl" --device "$DEVICE" "$@" > "$W/$name.json.tmp"
     mv "$W/$name.json.tmp" "$W/$name.json"
   }
   for seed in 0 1 2; do
