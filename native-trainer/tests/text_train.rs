@@ -63,6 +63,15 @@ fn fresh(name: &str) -> PathBuf {
     d
 }
 
+/// The JSON values of a JSON Lines file (`evaluate --items`).
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -316,11 +325,7 @@ fn text_conditioned_var_adapter_and_lora() {
         "--batch",
         "3",
     ]);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&items);
     assert_eq!(lines.len(), 8);
     assert_eq!(report["generated"], 8);
     assert_eq!(report["ranking"]["candidates"], 8);

@@ -75,6 +75,15 @@ fn column(run: &Path, name: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The JSON values of a JSON Lines file (`evaluate --items`).
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -663,11 +672,7 @@ fn tiny_models_train_resume_and_export() {
     ]);
     assert_eq!(report["mode"], "classes");
     // --items: one line per image, in class order, adding up to the report's accuracy.
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&items);
     assert_eq!(lines.len(), 12);
     let right = lines.iter().filter(|l| l["seen"] == l["want"]).count();
     for (i, l) in lines.iter().enumerate() {
@@ -723,11 +728,7 @@ fn tiny_models_train_resume_and_export() {
         s(&items),
     ]);
     assert_eq!(report["mode"], "completion");
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&items)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&items);
     let picked: Vec<u64> = lines
         .iter()
         .map(|l| l["real_index"].as_u64().unwrap())
