@@ -343,6 +343,12 @@ fn text_conditioned_var_adapter_and_lora() {
             "{item}"
         );
         top1 += usize::from(r == 1);
+        // The nearest image by pixels is the right one exactly when the rank is 1.
+        assert_eq!(
+            r == 1,
+            item["nearest_pixels"] == item["file_name"],
+            "{item}"
+        );
         feature_top1 += usize::from(item["rank_features"] == 1);
     }
     let per_class = report["per_class"].as_array().unwrap();

@@ -71,9 +71,10 @@ pub struct EvaluateArgs {
     /// Also write one JSON line per generated image to this file: the class it should show
     /// and the one the classifier sees; for text models its prompt and the file of the real
     /// image the prompt describes (with `--rank`, that image's rank among all the real ones by
-    /// pixels and by features, 1 = the nearest); for class models the class asked for (with
-    /// `--keep-half`, also the index of the real image completed among the readable images of
-    /// `--real`, and whether it was completed without its class).
+    /// pixels and by features, 1 = the nearest, and the file of the image nearest by pixels);
+    /// for class models the class asked for (with `--keep-half`, also the index of the real
+    /// image completed among the readable images of `--real`, and whether it was completed
+    /// without its class).
     #[arg(long)]
     items: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
@@ -119,6 +120,22 @@ fn ranks(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> Vec<usize> {
             let dist = |c: &[f32]| -> f32 { q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum() };
             let target = dist(&cands[w * d..(w + 1) * d]);
             1 + cands.chunks_exact(d).filter(|c| dist(c) < target).count()
+        })
+        .collect()
+}
+
+/// For each query row, the index of the nearest candidate row by L2 distance.
+fn nearest(query: &[f32], cands: &[f32], d: usize) -> Vec<usize> {
+    query
+        .chunks_exact(d)
+        .map(|q| {
+            let dist = |c: &[f32]| -> f32 { q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum() };
+            cands
+                .chunks_exact(d)
+                .map(dist)
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(i, _)| i)
         })
         .collect()
 }
@@ -198,7 +215,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     // the real images to compare against.
     let text_mode = pipe.takes_prompts();
     let first = a.first_class.unwrap_or(0);
-    let mut rank_data: Option<(Vec<f32>, Vec<usize>)> = None;
+    // With --rank: the candidate images, each prompt's own among them, and their files.
+    let mut rank_data: Option<(Vec<f32>, Vec<usize>, Vec<String>)> = None;
     // Text models: the real image each prompt names (for `--items`).
     let mut item_files: Vec<String> = Vec::new();
     let (prompts, targets, real_imgs, real_labels): (
@@ -260,7 +278,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                     files.iter().position(|x| x == f).expect("listed")
                 })
                 .collect();
-            rank_data = Some((cands, want));
+            rank_data = Some((cands, want, files));
         }
         (prompts, targets, imgs, labels)
     } else {
@@ -425,16 +443,22 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut item_ranks: Option<(Vec<usize>, Vec<usize>)> = None;
+    let mut item_ranks: Option<(Vec<usize>, Vec<usize>, Vec<usize>)> = None;
     let ranking = match &rank_data {
-        Some((cands, want)) => {
+        Some((cands, want, _)) => {
             let d = 3 * 16 * 16;
-            let pixel = ranks(&pooled(&gen_imgs, size), &pooled(cands, size), want, d);
+            let (gen_pooled, cand_pooled) = (pooled(&gen_imgs, size), pooled(cands, size));
+            let pixel = ranks(&gen_pooled, &cand_pooled, want, d);
             let (_, cf) = clf.run(cands, &device)?;
             let feature = ranks(&gf, &cf, want, FEATURES);
             let (p1, p5, pm) = summary(&pixel);
             let (f1, f5, fm) = summary(&feature);
-            item_ranks = Some((pixel, feature));
+            let closest = if a.items.is_some() {
+                nearest(&gen_pooled, &cand_pooled, d)
+            } else {
+                Vec::new()
+            };
+            item_ranks = Some((pixel, feature, closest));
             json!({
                 "candidates": cands.len() / per,
                 "chance_top1": per as f64 / cands.len() as f64,
@@ -467,9 +491,12 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                     row["unconditional"] = json!(a.unconditional);
                 }
             }
-            if let Some((pixel, feature)) = &item_ranks {
+            if let (Some((pixel, feature, closest)), Some((_, _, files))) =
+                (&item_ranks, &rank_data)
+            {
                 row["rank_pixels"] = json!(pixel[i]);
                 row["rank_features"] = json!(feature[i]);
+                row["nearest_pixels"] = json!(files[closest[i]]);
             }
             out.push_str(&serde_json::to_string(&row)?);
             out.push('\n');
