@@ -131,6 +131,16 @@ def main(argv):
         cos_col = f" {statistics.median(r['cos'] for r in rs):.3f} |" if embed else ""
         print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} "
               f"| {pct(m('never'))} | {pct(m('group_ok'))} | {pct(on_real)} |{cos_col}")
+    if all("nearest_pixels" in r for r in seeds[0]):
+        # What a miss draws instead (first items file): the image nearest by pixels, its group.
+        print("\n| group | misses (seed of the first file) | nearest is of the same group | distinct images drawn instead |")
+        print("|---|---|---|---|")
+        for g in order:
+            miss = [r for r in seeds[0] if r["want"] == g and r["rank_pixels"] != 1]
+            if not miss:
+                continue
+            same = statistics.mean(emoji.get(r["nearest_pixels"], {}).get("group") == g for r in miss)
+            print(f"| {g} | {len(miss)} | {pct(same)} | {len(set(r['nearest_pixels'] for r in miss))} |")
     if embed and n >= 4:
         # Nearest (top-1) by how close a prompt lies to its nearest other prompt, in quarters.
         ranked = sorted(rows, key=lambda r: r["cos"])
