@@ -215,20 +215,16 @@ impl RunDir {
         })
     }
 
-    /// With `--validate-only`, refuses what would validate nothing meaningful: no held-out
-    /// item, or a fresh model (no checkpoint in the folder and no starting weights: `--init`,
-    /// or the frozen model an adapter or LoRA run starts from).
+    /// With `--validate-only`, refuses a fresh model (no checkpoint in the folder and no
+    /// starting weights: `--init`, or the frozen model an adapter or LoRA run starts from).
+    /// A run with no held-out item is refused by the training loop, for every kind of run.
     pub fn check_validate_only(
         &self,
         common: &crate::args::CommonTrainArgs,
         starts_from_weights: bool,
-        held_out: usize,
     ) -> Result<()> {
         if !common.validate_only {
             return Ok(());
-        }
-        if held_out == 0 {
-            bail!("nothing to validate on: no item is held out (raise train.val_fraction)");
         }
         if !starts_from_weights && self.checkpoints()?.is_empty() {
             bail!(

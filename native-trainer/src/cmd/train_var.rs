@@ -165,7 +165,7 @@ pub fn run(a: TrainVarArgs) -> Result<()> {
         RunDir::for_command(&a.common, &text, None, "var")?
     };
     let (train_idx, val_idx) = set.split(tc.val_fraction);
-    run.check_validate_only(&a.common, a.init.is_some(), val_idx.len())?;
+    run.check_validate_only(&a.common, a.init.is_some())?;
     eprintln!(
         "tokens: {} sequences of {} ({} train, {} validation), {}, VAR depth {} width {} ({:.1} M parameters)",
         set.len(),

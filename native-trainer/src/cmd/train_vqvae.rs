@@ -118,7 +118,7 @@ pub fn run(a: TrainVqVaeArgs) -> Result<()> {
         eprintln!("nothing is held out (train.val_fraction): no validation figures will be logged");
     }
     let run = RunDir::for_command(&a.common, &text, None, "vqvae")?;
-    run.check_validate_only(&a.common, a.init.is_some(), val_idx.len())?;
+    run.check_validate_only(&a.common, a.init.is_some())?;
     let v = cfg.vocab_size;
     let mut task = VqTask {
         loader: Loader::new(&ds, train_idx, size, tc.flip, tc.seed),
