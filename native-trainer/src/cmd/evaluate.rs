@@ -111,33 +111,24 @@ fn pooled(imgs: &[f32], s: usize) -> Vec<f32> {
 }
 
 /// For each query row, the rank (1 = best) of `want[i]` among the candidate rows by L2
-/// distance.
-fn ranks(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> Vec<usize> {
+/// distance, and the index of the nearest candidate: one pass over the distances.
+fn ranks(query: &[f32], cands: &[f32], want: &[usize], d: usize) -> (Vec<usize>, Vec<usize>) {
     query
         .chunks_exact(d)
         .zip(want)
         .map(|(q, &w)| {
-            let dist = |c: &[f32]| -> f32 { q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum() };
-            let target = dist(&cands[w * d..(w + 1) * d]);
-            1 + cands.chunks_exact(d).filter(|c| dist(c) < target).count()
-        })
-        .collect()
-}
-
-/// For each query row, the index of the nearest candidate row by L2 distance.
-fn nearest(query: &[f32], cands: &[f32], d: usize) -> Vec<usize> {
-    query
-        .chunks_exact(d)
-        .map(|q| {
-            let dist = |c: &[f32]| -> f32 { q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum() };
-            cands
+            let dist: Vec<f32> = cands
                 .chunks_exact(d)
-                .map(dist)
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map_or(0, |(i, _)| i)
+                .map(|c| q.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum())
+                .collect();
+            let target = dist[w];
+            let rank = 1 + dist.iter().filter(|&&x| x < target).count();
+            let nearest = (0..dist.len())
+                .min_by(|&i, &j| dist[i].total_cmp(&dist[j]))
+                .unwrap_or(w);
+            (rank, nearest)
         })
-        .collect()
+        .unzip()
 }
 
 /// Top-1, top-5 and the median of ranks from [`ranks`].
@@ -447,17 +438,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     let ranking = match &rank_data {
         Some((cands, want, _)) => {
             let d = 3 * 16 * 16;
-            let (gen_pooled, cand_pooled) = (pooled(&gen_imgs, size), pooled(cands, size));
-            let pixel = ranks(&gen_pooled, &cand_pooled, want, d);
+            let (pixel, closest) = ranks(&pooled(&gen_imgs, size), &pooled(cands, size), want, d);
             let (_, cf) = clf.run(cands, &device)?;
-            let feature = ranks(&gf, &cf, want, FEATURES);
+            let (feature, _) = ranks(&gf, &cf, want, FEATURES);
             let (p1, p5, pm) = summary(&pixel);
             let (f1, f5, fm) = summary(&feature);
-            let closest = if a.items.is_some() {
-                nearest(&gen_pooled, &cand_pooled, d)
-            } else {
-                Vec::new()
-            };
             item_ranks = Some((pixel, feature, closest));
             json!({
                 "candidates": cands.len() / per,
