@@ -37,13 +37,16 @@ def pct(x):
 
 
 def judge_on_real(items_path):
-    """The judge's accuracy on the real images of each class, from the report beside the items."""
+    """The judge's accuracy on the real images, by class and over all ("all"), from the report
+    beside the items."""
     report = os.path.splitext(items_path)[0] + ".json"
     if not os.path.exists(report):
         return {}
     with open(report) as f:
-        per_class = json.load(f).get("per_class", [])
-    return {c["class"]: c.get("accuracy_real") for c in per_class}
+        r = json.load(f)
+    real = {c["class"]: c.get("accuracy_real") for c in r.get("per_class", [])}
+    real["all"] = r.get("accuracy_real")
+    return real
 
 
 def nearest_cosines(trainer, minilm, prompts):
@@ -117,16 +120,10 @@ def main(argv):
           + (" nearest other prompt, median cosine |" if embed else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if embed else ""))
     order = sorted(by_group, key=lambda g: -statistics.mean(r["top1"] for r in by_group[g]))
-    n_real = {g: len(v) for g, v in by_group.items()}
     for g in order + ["all"]:
         rs = rows if g == "all" else by_group[g]
         m = lambda k: statistics.mean(float(r[k]) for r in rs)
-        if g == "all":
-            known = [g2 for g2 in by_group if real.get(g2) is not None]
-            on_real = (sum(real[g2] * n_real[g2] for g2 in known) / sum(n_real[g2] for g2 in known)
-                       if known else None)
-        else:
-            on_real = real.get(g)
+        on_real = real.get(g)
         name = "**all**" if g == "all" else g
         cos_col = f" {statistics.median(r['cos'] for r in rs):.3f} |" if embed else ""
         print(f"| {name} | {len(rs)} | {pct(m('top1'))} | {pct(m('top5'))} | {pct(m('always'))} "
