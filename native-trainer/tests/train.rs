@@ -785,7 +785,7 @@ fn vqvae_without_held_out_images_logs_no_validation() {
         "32",
     ]);
     let out = fresh("vq-no-val");
-    let log = run(&[
+    let mut args = vec![
         "train-vqvae",
         "--data",
         s(&data),
@@ -803,36 +803,16 @@ fn vqvae_without_held_out_images_logs_no_validation() {
         "train.sample_every=2",
         "--set",
         "train.log_every=1",
-    ]);
+    ];
+    let log = run(&args);
     assert!(log.contains("nothing is held out"), "{log}");
     assert!(!log.contains("validation recon"), "{log}");
     assert_eq!(column(&out, "recon").len(), 2, "training is still logged");
     assert!(column(&out, "val_psnr").is_empty(), "no validation figure");
     assert!(out.join("samples/step-00000002.png").is_file());
     // Validating that run is refused: nothing is held out to validate on.
-    let o = bin()
-        .args([
-            "train-vqvae",
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--preset",
-            "tiny",
-            "--steps",
-            "2",
-            "--set",
-            "train.val_fraction=0",
-            "--set",
-            "train.eval_every=1",
-            "--set",
-            "train.sample_every=2",
-            "--set",
-            "train.log_every=1",
-            "--validate-only",
-        ])
-        .output()
-        .expect("runs");
+    args.push("--validate-only");
+    let o = bin().args(&args).output().expect("runs");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("no item is held out"),
