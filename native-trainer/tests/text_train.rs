@@ -309,6 +309,7 @@ fn text_conditioned_var_adapter_and_lora() {
     std::fs::write(judged.join("metadata.jsonl"), &rows).unwrap();
     let items = fresh("items.jsonl");
     let gptq_pack = items.with_file_name("gptq.nsp");
+    let images = fresh("judged-images");
     let report = run_json(&[
         "evaluate",
         "--pack",
@@ -322,6 +323,8 @@ fn text_conditioned_var_adapter_and_lora() {
         "--rank",
         "--items",
         s(&items),
+        "--images",
+        s(&images),
         "--batch",
         "3",
     ]);
@@ -350,7 +353,43 @@ fn text_conditioned_var_adapter_and_lora() {
             "{item}"
         );
         feature_top1 += usize::from(item["rank_features"] == 1);
+        // `--images` wrote the very image that was ranked, numbered like its line across
+        // batches of 3: the real image nearest to the file by 16×16 means is `nearest_pixels`.
+        let png = image::open(images.join(format!("{i:05}.png")))
+            .unwrap()
+            .to_rgb8();
+        let nearest = (0..8)
+            .map(|j| {
+                let real: serde_json::Value =
+                    serde_json::from_str(rows.lines().nth(j).unwrap()).unwrap();
+                let file = real["file_name"].as_str().unwrap().to_string();
+                let real = image::open(judged.join(&file)).unwrap().to_rgba8();
+                assert_eq!(real.dimensions(), png.dimensions(), "{file}");
+                let d: f64 = (0..16 * 16 * 3)
+                    .map(|o| {
+                        let (c, by, bx) = (o % 3, (o / 3 / 16) as u32, (o / 3 % 16) as u32);
+                        let f = png.width() / 16;
+                        let (mut g, mut r) = (0.0, 0.0);
+                        for y in by * f..(by + 1) * f {
+                            for x in bx * f..(bx + 1) * f {
+                                g += f64::from(png.get_pixel(x, y)[c]);
+                                // Composited on white, as the trainer reads it.
+                                let p = real.get_pixel(x, y);
+                                let a = f64::from(p[3]) / 255.0;
+                                r += a * f64::from(p[c]) + (1.0 - a) * 255.0;
+                            }
+                        }
+                        (g - r) * (g - r)
+                    })
+                    .sum();
+                (d, file)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap()
+            .1;
+        assert_eq!(item["nearest_pixels"], nearest.as_str(), "{item}");
     }
+    assert!(!images.join("00008.png").exists());
     let per_class = report["per_class"].as_array().unwrap();
     let real: u64 = per_class.iter().map(|c| c["real"].as_u64().unwrap()).sum();
     let real_right: f64 = per_class

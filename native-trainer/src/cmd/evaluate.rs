@@ -77,6 +77,11 @@ pub struct EvaluateArgs {
     /// without its class).
     #[arg(long)]
     items: Option<PathBuf>,
+    /// Also write each generated image to this folder as `NNNNN.png`, numbered like the lines
+    /// of `--items` (e.g. to judge the images with another tool, as
+    /// `scripts/emoji-inception-judge.py` does).
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
     /// `--real` (at most `--limit`) from this half (top, bottom, left or right), with their own
     /// class, and judge the completions.
@@ -310,6 +315,9 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         bail!("nothing to generate");
     }
 
+    if let Some(dir) = &a.images {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let t0 = Instant::now();
     let mut gen_imgs = Vec::with_capacity(n * 3 * size * size);
     for (bi, start) in (0..n).step_by(a.batch).enumerate() {
@@ -355,8 +363,11 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             let ids: Vec<usize> = targets[start..end].iter().map(|&c| first + c).collect();
             block_on(pipe.generate(&ids, &o, &mut NoHooks))?
         };
-        for im in block_on(pipe.decode(&g))? {
-            gen_imgs.extend(chw(&im));
+        for (j, im) in block_on(pipe.decode(&g))?.iter().enumerate() {
+            if let Some(dir) = &a.images {
+                crate::args::save_png(im, &dir.join(format!("{:05}.png", start + j)))?;
+            }
+            gen_imgs.extend(chw(im));
         }
         eprintln!("generated {end}/{n} ({:.1} s)", t0.elapsed().as_secs_f64());
     }
