@@ -210,8 +210,23 @@ pub fn chart(
 /// A chart: a title and labelled point series.
 pub type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
 
-/// Panels side by side, written as one PNG.
+/// Panels side by side, written as one PNG. Series without points are left out of their
+/// panel's legend, and panels without points are left out (a run with nothing held out has no
+/// validation panel), unless no panel has any.
 pub fn curves(path: &Path, panels: &[Panel]) -> Result<()> {
+    let drawn: Vec<Panel> = panels
+        .iter()
+        .map(|(title, series)| {
+            let some: Vec<_> = series
+                .iter()
+                .filter(|(_, p)| !p.is_empty())
+                .cloned()
+                .collect();
+            (*title, some)
+        })
+        .filter(|(_, series)| !series.is_empty())
+        .collect();
+    let panels = if drawn.is_empty() { panels } else { &drawn };
     let (w, h) = (420i64, 260i64);
     let mut img = RgbImage::from_pixel(
         (w * panels.len() as i64) as u32,
@@ -260,4 +275,28 @@ fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
         image::ImageFormat::Png,
     )?;
     crate::run::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_without_points_are_left_out() {
+        let dir = std::env::temp_dir().join(format!("nextscale-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("curves.png");
+        let points = vec![(0.0, 1.0), (1.0, 0.5)];
+        let panels: Vec<Panel> = vec![
+            ("LOSS", vec![("TRAIN", points.clone()), ("VAL", vec![])]),
+            ("VALIDATION", vec![("PSNR", vec![])]),
+            ("USAGE", vec![("TRAIN", points)]),
+        ];
+        curves(&path, &panels).unwrap();
+        assert_eq!(image::open(&path).unwrap().width(), 2 * 420);
+        // Nothing to draw at all: the empty panels still make a picture.
+        curves(&path, &panels[1..2]).unwrap();
+        assert_eq!(image::open(&path).unwrap().width(), 420);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -809,6 +809,9 @@ fn vqvae_without_held_out_images_logs_no_validation() {
     assert!(!log.contains("validation recon"), "{log}");
     assert_eq!(column(&out, "recon").len(), 2, "training is still logged");
     assert!(column(&out, "val_psnr").is_empty(), "no validation figure");
+    // Its curves leave out the validation PSNR panel: two panels of 420 pixels, not three.
+    let curves = image::open(out.join("curves.png")).unwrap();
+    assert_eq!(curves.width(), 2 * 420);
     assert!(out.join("samples/step-00000002.png").is_file());
     // Validating that run is refused: nothing is held out to validate on.
     args.push("--validate-only");
