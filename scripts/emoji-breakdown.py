@@ -55,7 +55,7 @@ def nearest_cosines(trainer, minilm, prompts):
     import numpy as np
     rows = []
     for i in range(0, len(prompts), 500):
-        done = subprocess.run([trainer, "embed-text", "--text-encoder", minilm, *prompts[i:i + 500]],
+        done = subprocess.run([trainer, "embed-text", "--text-encoder", minilm, "--", *prompts[i:i + 500]],
                               capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{trainer} embed-text failed:\n{done.stderr}")

@@ -32,7 +32,7 @@ group = {e['file']: e['group'] for e in entries}
 def embed(prompts):
     rows = []
     for i in range(0, len(prompts), 500):
-        out = subprocess.run([B, 'embed-text', '--text-encoder', MINILM, *prompts[i:i + 500]],
+        out = subprocess.run([B, 'embed-text', '--text-encoder', MINILM, '--', *prompts[i:i + 500]],
                              capture_output=True, text=True, check=True).stdout
         rows += json.loads(out)
     return np.array(rows, dtype=np.float64)
