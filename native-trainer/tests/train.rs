@@ -648,9 +648,49 @@ fn tiny_models_train_resume_and_export() {
         "the shape classifier should beat chance (0.25) clearly: {acc}"
     );
 
-    let report = run_json(&["eval-vqvae", "--vae", s(&vae), "--data", s(&held_out)]);
+    let recon = fresh("shapes-recon");
+    let report = run_json(&[
+        "eval-vqvae",
+        "--vae",
+        s(&vae),
+        "--data",
+        s(&held_out),
+        "--images",
+        s(&recon),
+    ]);
     assert_eq!(report["images"], 32);
-    assert!(report["psnr_db"].as_f64().unwrap() > 10.0, "{report}");
+    let psnr = report["psnr_db"].as_f64().unwrap();
+    assert!(psnr > 10.0, "{report}");
+    // --images: one PNG per image, named by its index and file (the four class folders reuse
+    // file names), that measures as the report does against its original.
+    let mut names: Vec<String> = std::fs::read_dir(&recon)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 32, "{names:?}");
+    let mut originals: Vec<PathBuf> = Vec::new();
+    for class in ["circle", "cross", "square", "triangle"] {
+        originals.extend((0..8).map(|k| held_out.join(class).join(format!("{k:04}.png"))));
+    }
+    let mut err = 0.0;
+    for (i, (name, original)) in names.iter().zip(&originals).enumerate() {
+        let stem = original.file_stem().unwrap().to_string_lossy();
+        assert_eq!(name, &format!("{i:05}-{stem}.png"));
+        let a = image::open(recon.join(name)).unwrap().to_rgb8();
+        let b = image::open(original).unwrap().to_rgb8();
+        err += a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| ((f64::from(x) - f64::from(y)) / 255.0).powi(2))
+            .sum::<f64>();
+    }
+    let from_files = -10.0 * (err / (32.0 * 32.0 * 32.0 * 3.0)).log10();
+    assert!(
+        (from_files - psnr).abs() < 0.2,
+        "{from_files} dB from the files, {psnr} reported"
+    );
 
     let items = fresh("items.jsonl");
     let report = run_json(&[

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use nextscale::VqVae;
 use serde_json::json;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Source};
 
 #[derive(Args, Debug)]
 pub struct EvalVqVaeArgs {
@@ -25,6 +25,11 @@ pub struct EvalVqVaeArgs {
     /// Write originals (odd rows) above their reconstructions (even rows) as a PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Also write each reconstruction to this folder as `NNNNN-NAME.png`: the image's index in
+    /// the data set and its file name without extension (`NNNNN.png` for IDX files), e.g. to
+    /// ask another judge how recognisable the tokenizer leaves each image.
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -53,6 +58,35 @@ pub fn run(a: EvalVqVaeArgs) -> Result<()> {
             tiles.extend_from_slice(&e.recons[r.start * per..r.end * per]);
         }
         crate::plot::grid(p, &tiles, size, cols.min(k))?;
+    }
+    if let Some(dir) = &a.images {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let per = 3 * size * size;
+        for (k, &i) in e.items.iter().enumerate() {
+            let name = match &ds.items[i].source {
+                Source::File(p) => format!(
+                    "{i:05}-{}.png",
+                    p.file_stem().unwrap_or_default().to_string_lossy()
+                ),
+                Source::Idx(j) => format!("{j:05}.png"),
+            };
+            let x = &e.recons[k * per..(k + 1) * per];
+            let data = (0..size * size)
+                .flat_map(|p| {
+                    (0..3).map(move |c| {
+                        ((x[c * size * size + p] + 1.0) * 127.5)
+                            .round()
+                            .clamp(0.0, 255.0) as u8
+                    })
+                })
+                .collect();
+            let im = nextscale::image::RgbImage {
+                width: size,
+                height: size,
+                data,
+            };
+            crate::args::save_png(&im, &dir.join(name))?;
+        }
     }
     println!(
         "{}",

@@ -538,6 +538,8 @@ pub struct Eval {
     pub usage: f64,
     pub originals: Vec<f32>,
     pub recons: Vec<f32>,
+    /// The items of the dataset that decoded, in the order of `originals` and `recons`.
+    pub items: Vec<usize>,
 }
 
 /// Reconstructs up to `max` images of `subset` through the full token path
@@ -554,9 +556,11 @@ pub fn evaluate(
     max: usize,
 ) -> Result<Eval> {
     let mut originals = Vec::new();
+    let mut items = Vec::new();
     for &i in subset.iter().take(max) {
         if let Ok(img) = ds.load(i, size) {
             originals.extend(img);
+            items.push(i);
         }
     }
     let n = originals.len() / (3 * size * size);
@@ -599,5 +603,6 @@ pub fn evaluate(
         usage: used.iter().filter(|&&u| u).count() as f64 / cfg.vocab_size as f64,
         originals,
         recons,
+        items,
     })
 }
