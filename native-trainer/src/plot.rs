@@ -178,8 +178,13 @@ pub fn chart(
         ((px + pw) as f64, (py + ph) as f64),
         black,
     );
+    // Colours follow a series' place in the panel; series without points get no legend row.
+    let mut row = 0;
     for (i, (label, p)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
+        if p.is_empty() {
+            continue;
+        }
         let p: Vec<&(f64, f64)> = p.iter().filter(|q| q.1.is_finite()).collect();
         for w2 in p.windows(2) {
             line(
@@ -196,7 +201,8 @@ pub fn chart(
             }
         }
         let lx = px + pw - 110;
-        let ly = py + 4 + 10 * i as i64;
+        let ly = py + 4 + 10 * row;
+        row += 1;
         line(
             img,
             (lx as f64, ly as f64 + 3.0),
@@ -211,20 +217,13 @@ pub fn chart(
 pub type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
 
 /// Panels side by side, written as one PNG. Series without points are left out of their
-/// panel's legend, and panels without points are left out (a run with nothing held out has no
-/// validation panel), unless no panel has any.
+/// panel's legend (the others keep their colours), and panels without points are left out (a
+/// run with nothing held out has no validation panel), unless no panel has any.
 pub fn curves(path: &Path, panels: &[Panel]) -> Result<()> {
     let drawn: Vec<Panel> = panels
         .iter()
-        .map(|(title, series)| {
-            let some: Vec<_> = series
-                .iter()
-                .filter(|(_, p)| !p.is_empty())
-                .cloned()
-                .collect();
-            (*title, some)
-        })
-        .filter(|(_, series)| !series.is_empty())
+        .filter(|(_, series)| series.iter().any(|(_, p)| !p.is_empty()))
+        .cloned()
         .collect();
     let panels = if drawn.is_empty() { panels } else { &drawn };
     let (w, h) = (420i64, 260i64);
@@ -294,6 +293,15 @@ mod tests {
         ];
         curves(&path, &panels).unwrap();
         assert_eq!(image::open(&path).unwrap().width(), 2 * 420);
+        // A series keeps its colour when one before it has no points.
+        let later = vec![(
+            "LOSS",
+            vec![("VAL", vec![]), ("TRAIN", vec![(0.0, 1.0), (1.0, 0.5)])],
+        )];
+        curves(&path, &later).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let count = |c: Rgb<u8>| img.pixels().filter(|&&p| p == c).count();
+        assert!(count(COLORS[1]) > 0 && count(COLORS[0]) == 0);
         // Nothing to draw at all: the empty panels still make a picture.
         curves(&path, &panels[1..2]).unwrap();
         assert_eq!(image::open(&path).unwrap().width(), 420);

@@ -38,6 +38,9 @@ pub struct EvalVqVaeArgs {
 pub fn run(a: EvalVqVaeArgs) -> Result<()> {
     let kind: nextscale::device::BackendKind = a.device.parse()?;
     let device = nextscale::device::init_device(kind)?;
+    if let Some(dir) = &a.images {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let ck = crate::run::open_model(&a.vae, "vae")?;
     let pn = ck.recorded_patch_nums()?;
     let cfg = nextscale::vqvae::infer_config(&ck, pn)?;
@@ -60,7 +63,6 @@ pub fn run(a: EvalVqVaeArgs) -> Result<()> {
         crate::plot::grid(p, &tiles, size, cols.min(k))?;
     }
     if let Some(dir) = &a.images {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let per = 3 * size * size;
         for (k, &i) in e.items.iter().enumerate() {
             let name = match &ds.items[i].source {
