@@ -30,6 +30,7 @@ Needs numpy, pillow, scipy and scikit-learn (`pip install numpy pillow scikit-le
 and npm.
 """
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -62,15 +63,18 @@ def rgb(path, size=64):
 
 
 def features(paths, cache, node_modules, jobs):
-    """Inception features of `paths` (rows in order), cached in `cache` (.f32 + .json)."""
-    names = [str(p) for p in paths]
-    index = cache.with_suffix(".json")
-    if cache.exists() and index.exists() and json.loads(index.read_text()) == names:
-        return np.fromfile(cache, dtype="<f4").reshape(len(names), WIDTH)
+    """Inception features of `paths` (rows in order), cached in `cache` (.f32 + .json). The
+    cache is used only for the same images (by content) and the same feature script."""
+    if not paths:
+        sys.exit(f"{cache.name}: no images")
     images = np.stack([rgb(p) for p in paths])
+    key = {"paths": [str(p) for p in paths],
+           "images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
+           "script_sha256": hashlib.sha256((ROOT / "scripts/inception-features.cjs").read_bytes()).hexdigest()}
+    index = cache.with_suffix(".json")
+    if cache.exists() and index.exists() and json.loads(index.read_text()) == key:
+        return np.fromfile(cache, dtype="<f4").reshape(len(paths), WIDTH)
     n, size = images.shape[0], images.shape[1]
-    if images.shape[1:] != (size, size, 3):
-        sys.exit(f"{cache.name}: images must be square and of one size")
     env = dict(os.environ, NODE_PATH=str(node_modules))
     parts = []
     for k, chunk in enumerate(np.array_split(np.arange(n), max(1, min(jobs, n)))):
@@ -90,7 +94,7 @@ def features(paths, cache, node_modules, jobs):
         out.unlink()
     x = np.concatenate(rows)
     x.tofile(cache)
-    index.write_text(json.dumps(names))
+    index.write_text(json.dumps(key))
     return x
 
 
@@ -99,7 +103,9 @@ def unit_rows(x):
 
 
 def rank_of(query, cands, want):
-    """1-based rank of cands[want[i]] among all cands by cosine distance to query[i]."""
+    """1-based rank of cands[want[i]] among all cands by cosine distance to query[i]; a
+    candidate exactly as near as the right one does not count against it (20 training emoji
+    have the very same features as another one)."""
     sims = unit_rows(query) @ unit_rows(cands).T
     own = sims[np.arange(len(want)), want]
     return 1 + (sims > own[:, None]).sum(axis=1)
@@ -132,12 +138,15 @@ def table(jobs, s, rows, groups, real_test, real_all):
     lines = []
     for g in groups + ["all"]:
         mine = [i for i in items if g in ("all", group_of[i["file_name"]])]
+        if not mine:
+            continue
         emoji = len({i["file_name"] for i in mine})
         cell = lambda k: f"{100 * k / len(mine):.1f} %"
         line = (f"| {g} | {emoji} | {cell(sum(i['rank'] == 1 for i in mine))} | "
                 f"{cell(sum(i['rank'] <= 5 for i in mine))} | {cell(sum(i['seen'] == group_of[i['file_name']] for i in mine))} |")
         if s == "test":
-            line += f" {100 * (real_all if g == 'all' else real_test[g]):.1f} % |"
+            real = real_all if g == "all" else real_test.get(g)
+            line += f" {100 * real:.1f} % |" if real is not None else " |"
         lines.append(line)
     return head + "\n".join(lines)
 
@@ -185,16 +194,24 @@ def main():
     folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(real["train"], y["train"]))
     # The choice costs about 15 minutes: its scores are kept in OUT/choice.json (delete it to
     # choose again).
+    # They are kept only for the same training features, folds and feature sets.
     kept = a.out / "choice.json"
-    choices = {tuple(k): v for k, v in json.loads(kept.read_text())} if kept.exists() else {}
+    fingerprint = hashlib.sha256(real["train"].tobytes() + style_x.tobytes() + repr(SETS).encode()
+                                 + np.concatenate([f for pair in folds for f in pair]).tobytes()).hexdigest()
+    old = json.loads(kept.read_text()) if kept.exists() else {}
+    same = isinstance(old, dict) and old.get("fingerprint") == fingerprint
+    scores = {tuple(k): v for k, v in old["scores"]} if same else {}
+    choices = {}
     for name, cols in SETS.items():
         for styles in (False, True):
             for c in (0.01, 0.1):
-                if (name, styles, c) not in choices:
-                    choices[(name, styles, c)] = float(np.mean([
+                if (name, styles, c) not in scores:
+                    scores[(name, styles, c)] = float(np.mean([
                         (judge_from(fit, cols, c, styles).predict(real["train"][held][:, cols])
                          == y["train"][held]).mean() for fit, held in folds]))
-                    kept.write_text(json.dumps([[list(k), v] for k, v in choices.items()]))
+                    kept.write_text(json.dumps({"fingerprint": fingerprint,
+                                                "scores": [[list(k), v] for k, v in scores.items()]}))
+                choices[(name, styles, c)] = scores[(name, styles, c)]
                 print(f"cross-validated on the training emoji: {name}, {'three styles' if styles else 'Noto'}, "
                       f"C={c}: {100 * choices[(name, styles, c)]:.1f} %", file=sys.stderr)
     name, styles, c = max(choices, key=choices.get)
@@ -251,16 +268,20 @@ def main():
     if a.recon:
         report["reconstructions"] = {}
         for s in ("train", "test"):
-            files = {r["file"]: i for i, r in enumerate(split[s])}
+            files = {pathlib.Path(r["file"]).stem: i for i, r in enumerate(split[s])}
             paths = sorted((a.recon / s).glob("*.png"))
-            want_row = np.array([files[p.name.split("-", 1)[1]] for p in paths])
+            if not paths:
+                sys.exit(f"{a.recon / s}: no reconstructions (native-trainer eval-vqvae --images)")
+            want_row = np.array([files[p.stem.split("-", 1)[1]] for p in paths])
             rec = features(paths, a.out / f"recon-{s}.f32", node_modules, a.jobs)
             pred, want = judge.predict(rec[:, cols]), y[s][want_row]
             ranks = rank_of(rec[:, cols], real[s][:, cols], want_row)
             report["reconstructions"][s] = {
                 "images": len(paths), "right_group": float((pred == want).mean()),
                 "nearest_top1": float((ranks == 1).mean()), "nearest_top5": float((ranks <= 5).mean()),
-                "candidates": len(files)}
+                "candidates": len(files),
+                "per_group": {g: float((pred[want == i] == i).mean()) for i, g in enumerate(groups)
+                              if (want == i).any()}}
             print(f"reconstructions of the real {s} emoji: right group {100 * (pred == want).mean():.1f} %, "
                   f"nearest {100 * (ranks == 1).mean():.1f} %, top-5 {100 * (ranks <= 5).mean():.1f} % "
                   f"of {len(files)}", file=sys.stderr)

@@ -7,7 +7,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 DEST="$NEXTSCALE_CACHE/inception"
-if [ -f "$DEST/node_modules/nsfwjs/package.json" ] && [ -f "$DEST/node_modules/@tensorflow/tfjs-backend-wasm/package.json" ]; then
+if [ -f "$DEST/node_modules/nsfwjs/package.json" ] && [ -f "$DEST/node_modules/@tensorflow/tfjs/package.json" ] \
+  && [ -f "$DEST/node_modules/@tensorflow/tfjs-backend-wasm/package.json" ]; then
   echo "$DEST"
   exit 0
 fi

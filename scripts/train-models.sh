@@ -743,7 +743,7 @@ if [ "$what" = emoji-inception ]; then
   # pretrained features"): every training and held-out label at seeds 0-2, the images written
   # by `evaluate --images`, and the VQ-VAE's reconstructions of the real emoji, then
   # scripts/emoji-inception-judge.py (a linear judge fitted on the real training emoji; cosine
-  # ranks; Fréchet distance). About an hour on two threads, most of
+  # ranks; Fréchet distance). About 75 minutes on two cores, most of
   # it Inception. PACK as for emoji-breakdown; finished reports and features are kept. Needs
   # Node, npm and `pip install numpy pillow scikit-learn`.
   bash scripts/data/fetch.sh emoji-styles >/dev/null # the judge's choice of training images
@@ -765,7 +765,7 @@ if [ "$what" = emoji-inception ]; then
   # The pack's VQ-VAE alone: its reconstructions of the real emoji, the ceiling for the VAR.
   for split in train test; do
     [ -d "$W/recon/$split" ] || "$B" eval-vqvae --vae "$PACK" --data "$E/$split" \
-      --images "$W/recon/$split.tmp" --device "$DEVICE"
+      --images "$W/recon/$split.tmp" --device "$DEVICE" > "$W/recon-$split.json"
     [ -d "$W/recon/$split" ] || mv "$W/recon/$split.tmp" "$W/recon/$split"
   done
   python3 scripts/emoji-inception-judge.py "$E" "$W/judge" --generated "$W" --recon "$W/recon"
