@@ -238,6 +238,21 @@ pub fn curves(path: &Path, panels: &[Panel]) -> Result<()> {
     write_png(path, &img)
 }
 
+/// One `[3, s, s]` image in [−1, 1] as 8-bit RGB (the inverse of the pre-processing, exact for
+/// 8-bit images).
+pub fn rgb_image(x: &[f32], s: usize) -> nextscale::image::RgbImage {
+    let data = (0..s * s)
+        .flat_map(|p| {
+            (0..3).map(move |c| ((x[c * s * s + p].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
+        })
+        .collect();
+    nextscale::image::RgbImage {
+        width: s,
+        height: s,
+        data,
+    }
+}
+
 /// Tiles `[B, 3, S, S]` images in [−1, 1] into a grid of `cols` columns and writes a PNG.
 pub fn grid(path: &Path, images: &[f32], size: usize, cols: usize) -> Result<()> {
     let per = 3 * size * size;

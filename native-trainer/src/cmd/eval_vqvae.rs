@@ -72,21 +72,7 @@ pub fn run(a: EvalVqVaeArgs) -> Result<()> {
                 ),
                 Source::Idx(j) => format!("{j:05}.png"),
             };
-            let x = &e.recons[k * per..(k + 1) * per];
-            let data = (0..size * size)
-                .flat_map(|p| {
-                    (0..3).map(move |c| {
-                        ((x[c * size * size + p] + 1.0) * 127.5)
-                            .round()
-                            .clamp(0.0, 255.0) as u8
-                    })
-                })
-                .collect();
-            let im = nextscale::image::RgbImage {
-                width: size,
-                height: size,
-                data,
-            };
+            let im = crate::plot::rgb_image(&e.recons[k * per..(k + 1) * per], size);
             crate::args::save_png(&im, &dir.join(name))?;
         }
     }

@@ -147,21 +147,6 @@ fn summary(ranks: &[usize]) -> (f64, f64, f64) {
     (t1, t5, median)
 }
 
-/// RGBA bytes from `[3, s, s]` in [−1, 1] (the inverse of the pre-processing, exact for
-/// 8-bit images).
-fn chw_to_rgba(x: &[f32], s: usize) -> Vec<u8> {
-    (0..s * s)
-        .flat_map(|p| {
-            let c = |ch: usize| {
-                ((x[ch * s * s + p] + 1.0) * 127.5)
-                    .round()
-                    .clamp(0.0, 255.0) as u8
-            };
-            [c(0), c(1), c(2), 255]
-        })
-        .collect()
-}
-
 /// `[3, s, s]` in [−1, 1] from a decoded image.
 fn chw(im: &nextscale::image::RgbImage) -> Vec<f32> {
     let (w, h) = (im.width, im.height);
@@ -333,7 +318,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             let picks = spaced(real_labels.len(), a.limit);
             let mut plan: Option<EditPlan> = None;
             for &i in &picks[start..end] {
-                let rgba = chw_to_rgba(&real_imgs[i * per..(i + 1) * per], size);
+                let rgba =
+                    crate::plot::rgb_image(&real_imgs[i * per..(i + 1) * per], size).to_rgba();
                 let view = nextscale::image::RgbaView::new(size, size, &rgba)?;
                 let one = block_on(pipe.plan_edit(&view, &region, 1))?;
                 match &mut plan {
