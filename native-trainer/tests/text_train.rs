@@ -332,6 +332,35 @@ fn text_conditioned_var_adapter_and_lora() {
     assert_eq!(lines.len(), 8);
     assert_eq!(report["generated"], 8);
     assert_eq!(report["ranking"]["candidates"], 8);
+    // 16×16 box means of an image, the real ones composited on white as the trainer reads
+    // them: to check that `--images` wrote the very images that were ranked.
+    let means = |im: &image::RgbaImage| -> Vec<f64> {
+        let f = im.width() / 16;
+        (0..16 * 16 * 3)
+            .map(|o| {
+                let (c, by, bx) = (o % 3, (o / 3 / 16) as u32, (o / 3 % 16) as u32);
+                let mut sum = 0.0;
+                for y in by * f..(by + 1) * f {
+                    for x in bx * f..(bx + 1) * f {
+                        let p = im.get_pixel(x, y);
+                        let a = f64::from(p[3]) / 255.0;
+                        sum += a * f64::from(p[c]) + (1.0 - a) * 255.0;
+                    }
+                }
+                sum
+            })
+            .collect()
+    };
+    let reals: Vec<(String, Vec<f64>)> = rows
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            let file = r["file_name"].as_str().unwrap().to_string();
+            let im = image::open(judged.join(&file)).unwrap().to_rgba8();
+            assert_eq!(im.dimensions(), (32, 32), "{file}");
+            (file, means(&im))
+        })
+        .collect();
     let (mut right, mut top1, mut feature_top1) = (0, 0, 0);
     for (i, (item, want)) in lines.iter().zip(rows.lines()).enumerate() {
         let want: serde_json::Value = serde_json::from_str(want).unwrap();
@@ -355,38 +384,15 @@ fn text_conditioned_var_adapter_and_lora() {
         feature_top1 += usize::from(item["rank_features"] == 1);
         // `--images` wrote the very image that was ranked, numbered like its line across
         // batches of 3: the real image nearest to the file by 16×16 means is `nearest_pixels`.
-        let png = image::open(images.join(format!("{i:05}.png")))
+        let png = image::open(images.join(format!("{i:05}.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (32, 32));
+        let m = means(&png.to_rgba8());
+        let dist = |r: &[f64]| -> f64 { m.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum() };
+        let nearest = &reals
+            .iter()
+            .min_by(|a, b| dist(&a.1).total_cmp(&dist(&b.1)))
             .unwrap()
-            .to_rgb8();
-        let nearest = (0..8)
-            .map(|j| {
-                let real: serde_json::Value =
-                    serde_json::from_str(rows.lines().nth(j).unwrap()).unwrap();
-                let file = real["file_name"].as_str().unwrap().to_string();
-                let real = image::open(judged.join(&file)).unwrap().to_rgba8();
-                assert_eq!(real.dimensions(), png.dimensions(), "{file}");
-                let d: f64 = (0..16 * 16 * 3)
-                    .map(|o| {
-                        let (c, by, bx) = (o % 3, (o / 3 / 16) as u32, (o / 3 % 16) as u32);
-                        let f = png.width() / 16;
-                        let (mut g, mut r) = (0.0, 0.0);
-                        for y in by * f..(by + 1) * f {
-                            for x in bx * f..(bx + 1) * f {
-                                g += f64::from(png.get_pixel(x, y)[c]);
-                                // Composited on white, as the trainer reads it.
-                                let p = real.get_pixel(x, y);
-                                let a = f64::from(p[3]) / 255.0;
-                                r += a * f64::from(p[c]) + (1.0 - a) * 255.0;
-                            }
-                        }
-                        (g - r) * (g - r)
-                    })
-                    .sum();
-                (d, file)
-            })
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .unwrap()
-            .1;
+            .0;
         assert_eq!(item["nearest_pixels"], nearest.as_str(), "{item}");
     }
     assert!(!images.join("00008.png").exists());
