@@ -16,7 +16,7 @@ regions (3,072); the mean of `mixed10` (2,048, the pool that FID reads).
   chosen by 5-fold cross-validation on the training emoji alone (folds by emoji, scored on the
   Noto images), then the judge is scored once on the real held-out emoji.
 - Generated images: DIR holds what `native-trainer evaluate --items DIR/JOB.jsonl --images
-  DIR/JOB` wrote (JOB such as test-0 or train-1). Each image is put in a group by the judge,
+  DIR/JOB` wrote (JOB: train-N or test-N; other files are left alone). Each image is put in a group by the judge,
   and ranked by cosine distance in the judge's features among the real emoji of its split
   (rank 1: its own emoji is the nearest). The Fréchet distance between generated and real
   held-out emoji is given in the `mixed10` pool, with its floor: the mean distance of disjoint
@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -239,6 +240,8 @@ def main():
     if a.generated:
         for items in sorted(a.generated.glob("*.jsonl")):
             job = items.stem
+            if not re.fullmatch(r"(train|test)-\d+", job):
+                continue  # e.g. the breakdown's captions, written without images
             lines = [json.loads(line) for line in items.read_text().splitlines()]
             s = "test" if job.startswith("test") else "train"
             files = {r["file"]: i for i, r in enumerate(split[s])}

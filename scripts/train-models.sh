@@ -708,29 +708,42 @@ print(sys.argv[3], "validation loss %.3f, token acc. %.1f %%, nearest %.1f %%, t
   done
 fi
 
+# What PACK (default models/emoji.nsp) draws for every training and held-out label at seeds
+# 0-2, judged with EMOJI_JUDGE at the shipped settings: one JSON line and one PNG per image, in
+# one folder per pack file name (so another PACK never reuses them), shared by emoji-breakdown
+# and emoji-inception. Reports already written (with their images) are kept.
+emoji_pack_items() { # NAME evaluate-args...
+  local name="$1"; shift
+  [ -s "$W/$name.json" ] && return 0
+  "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
+    --items "$W/$name.jsonl" --device "$DEVICE" "$@" > "$W/$name.json.tmp"
+  mv "$W/$name.json.tmp" "$W/$name.json"
+}
+emoji_pack_labels() {
+  local E="$DATA/emoji-flat" seed split name ref
+  PACK="${PACK:-models/emoji.nsp}"
+  W="$RUNS/emoji-flat/breakdown-$(basename "$PACK" .nsp)"
+  mkdir -p "$W"
+  for seed in 0 1 2; do
+    for split in train test; do
+      name="$split-$seed"
+      # A report from before the images were kept is made again (the same images).
+      [ -d "$W/$name" ] || rm -f "$W/$name.json"
+      ref=(); [ "$split" = test ] && ref=(--reference "$E/train")
+      emoji_pack_items "$name" --real "$E/$split" "${ref[@]}" --seed "$seed" --images "$W/$name"
+    done
+  done
+}
+
 if [ "$what" = emoji-breakdown ]; then
   # What a pack draws, by kind of prompt (docs/MODELS.md, "What it draws, by kind of prompt"):
   # every training label and held-out label at seeds 0-2, every training caption at seed 0,
   # one JSON line per image, grouped by scripts/emoji-breakdown.py; and the picture of six
-  # training emoji per group. PACK (default models/emoji.nsp) is judged with EMOJI_JUDGE at the
-  # shipped settings. Reports already written are kept (delete the folder to redo them).
+  # training emoji per group. PACK as in emoji_pack_labels. Reports already written are kept
+  # (delete the folder to redo them).
   E="$DATA/emoji-flat"
-  PACK="${PACK:-models/emoji.nsp}"
-  # One folder per pack file name, so another PACK never reuses these reports.
-  W="$RUNS/emoji-flat/breakdown-$(basename "$PACK" .nsp)"
-  mkdir -p "$W"
-  judge_items() { # NAME evaluate-args...
-    local name="$1"; shift
-    [ -s "$W/$name.json" ] && return 0
-    "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
-      --items "$W/$name.jsonl" --device "$DEVICE" "$@" > "$W/$name.json.tmp"
-    mv "$W/$name.json.tmp" "$W/$name.json"
-  }
-  for seed in 0 1 2; do
-    judge_items "train-$seed" --real "$E/train" --seed "$seed"
-    judge_items "test-$seed" --real "$E/test" --reference "$E/train" --seed "$seed"
-  done
-  judge_items captions --real "$E/train-captions" --seed 0
+  emoji_pack_labels
+  emoji_pack_items captions --real "$E/train-captions" --seed 0
   MINILM="${NEXTSCALE_MINILM_DIR:-$(bash scripts/fetch-minilm.sh)}"
   python3 scripts/emoji-breakdown.py "$E/captions.json" "$W"/train-{0,1,2}.jsonl --captions "$W/captions.jsonl" \
     --embed "$B" "$MINILM"
@@ -744,25 +757,12 @@ if [ "$what" = emoji-inception ]; then
   # by `evaluate --images`, and the VQ-VAE's reconstructions of the real emoji, then
   # scripts/emoji-inception-judge.py (a linear judge fitted on the real training emoji; cosine
   # ranks; Fréchet distance). About 75 minutes on two cores, most of
-  # it Inception. PACK as for emoji-breakdown; finished reports and features are kept. Needs
+  # it Inception. PACK as in emoji_pack_labels; finished reports and features are kept. Needs
   # Node, npm and `pip install numpy pillow scikit-learn`.
   bash scripts/data/fetch.sh emoji-styles >/dev/null # the judge's choice of training images
   E="$DATA/emoji-flat"
-  PACK="${PACK:-models/emoji.nsp}"
-  W="$RUNS/emoji-flat/inception-$(basename "$PACK" .nsp)"
-  mkdir -p "$W"
-  for seed in 0 1 2; do
-    for split in test train; do
-      name="$split-$seed"
-      [ -s "$W/$name.json" ] && continue
-      ref=(); [ "$split" = test ] && ref=(--reference "$E/train")
-      "$B" evaluate --pack "$PACK" --classifier "$EMOJI_JUDGE" "${SAMPLING[@]}" --rank \
-        --items "$W/$name.jsonl" --images "$W/$name" --real "$E/$split" "${ref[@]}" \
-        --seed "$seed" --device "$DEVICE" > "$W/$name.json.tmp"
-      mv "$W/$name.json.tmp" "$W/$name.json"
-    done
-  done
-  # The pack's VQ-VAE alone: its reconstructions of the real emoji, the ceiling for the VAR.
+  emoji_pack_labels # the images of emoji-breakdown, judged again
+  # The pack's VQ-VAE alone: its reconstructions of the real emoji, the tokenizer's reach.
   for split in train test; do
     [ -d "$W/recon/$split" ] || "$B" eval-vqvae --vae "$PACK" --data "$E/$split" \
       --images "$W/recon/$split.tmp" --device "$DEVICE" > "$W/recon-$split.json"
