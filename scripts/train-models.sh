@@ -727,8 +727,9 @@ emoji_pack_labels() {
   for seed in 0 1 2; do
     for split in train test; do
       name="$split-$seed"
-      # A report from before the images were kept is made again (the same images).
-      [ -d "$W/$name" ] || rm -f "$W/$name.json"
+      # A report from before the images were kept, or images without their report (an
+      # interrupted run), are made again (the same images): --images wants an empty folder.
+      [ -s "$W/$name.json" ] && [ -d "$W/$name" ] || rm -rf "$W/$name" "$W/$name.json"
       ref=(); [ "$split" = test ] && ref=(--reference "$E/train")
       emoji_pack_items "$name" --real "$E/$split" "${ref[@]}" --seed "$seed" --images "$W/$name"
     done
@@ -764,6 +765,7 @@ if [ "$what" = emoji-inception ]; then
   emoji_pack_labels # the images of emoji-breakdown, judged again
   # The pack's VQ-VAE alone: its reconstructions of the real emoji, the tokenizer's reach.
   for split in train test; do
+    [ -d "$W/recon/$split" ] || rm -rf "$W/recon/$split.tmp"
     [ -d "$W/recon/$split" ] || "$B" eval-vqvae --vae "$PACK" --data "$E/$split" \
       --images "$W/recon/$split.tmp" --device "$DEVICE" > "$W/recon-$split.json"
     [ -d "$W/recon/$split" ] || mv "$W/recon/$split.tmp" "$W/recon/$split"

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 
 /// 5×7 glyphs, one byte per row, bit 4 = leftmost pixel.
@@ -238,6 +238,25 @@ pub fn curves(path: &Path, panels: &[Panel]) -> Result<()> {
     write_png(path, &img)
 }
 
+/// Creates `dir` for a command's `--images`, or accepts it if it exists and is empty. A folder
+/// that already holds files is refused: the images of an earlier run would sit beside the new
+/// ones under the same names and numbers, and a reader could not tell them apart.
+pub fn image_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if let Some(entry) = entries.next() {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        anyhow::bail!(
+            "{} already holds files (e.g. {}): choose an empty or new folder for the images, \
+             or delete it first",
+            dir.display(),
+            entry.file_name().to_string_lossy()
+        );
+    }
+    Ok(())
+}
+
 /// One `[3, s, s]` image in [−1, 1] as 8-bit RGB (the inverse of the pre-processing, exact for
 /// 8-bit images).
 pub fn rgb_image(x: &[f32], s: usize) -> nextscale::image::RgbImage {
@@ -320,6 +339,26 @@ mod tests {
         // Nothing to draw at all: the empty panels still make a picture.
         curves(&path, &panels[1..2]).unwrap();
         assert_eq!(image::open(&path).unwrap().width(), 420);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn image_folders_must_be_new_or_empty() {
+        let dir = std::env::temp_dir().join(format!("nextscale-images-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        image_folder(&dir.join("new")).unwrap(); // made
+        image_folder(&dir.join("new")).unwrap(); // empty: accepted
+        std::fs::write(dir.join("new/00000.png"), b"an earlier run").unwrap();
+        let err = image_folder(&dir.join("new")).unwrap_err().to_string();
+        assert!(
+            err.contains("already holds files (e.g. 00000.png)"),
+            "{err}"
+        );
+        // Nothing was deleted.
+        assert_eq!(
+            std::fs::read(dir.join("new/00000.png")).unwrap(),
+            b"an earlier run"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use nextscale::VqVae;
 use serde_json::json;
@@ -25,7 +25,7 @@ pub struct EvalVqVaeArgs {
     /// Write originals (odd rows) above their reconstructions (even rows) as a PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
-    /// Also write each reconstruction to this folder as `NNNNN-NAME.png`: the image's index in
+    /// Also write each reconstruction to this folder (new or empty) as `NNNNN-NAME.png`: the image's index in
     /// the data set and its file name without extension (`NNNNN.png` for IDX files), e.g. to
     /// ask another judge how recognisable the tokenizer leaves each image.
     #[arg(long)]
@@ -39,7 +39,7 @@ pub fn run(a: EvalVqVaeArgs) -> Result<()> {
     let kind: nextscale::device::BackendKind = a.device.parse()?;
     let device = nextscale::device::init_device(kind)?;
     if let Some(dir) = &a.images {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::plot::image_folder(dir)?;
     }
     let ck = crate::run::open_model(&a.vae, "vae")?;
     let pn = ck.recorded_patch_nums()?;

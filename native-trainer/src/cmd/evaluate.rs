@@ -77,7 +77,7 @@ pub struct EvaluateArgs {
     /// without its class).
     #[arg(long)]
     items: Option<PathBuf>,
-    /// Also write each generated image to this folder as `NNNNN.png`, numbered like the lines
+    /// Also write each generated image to this folder (new or empty) as `NNNNN.png`, numbered like the lines
     /// of `--items` (e.g. to judge the images with another tool, as
     /// `scripts/emoji-inception-judge.py` does).
     #[arg(long)]
@@ -301,7 +301,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     }
 
     if let Some(dir) = &a.images {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::plot::image_folder(dir)?;
     }
     let t0 = Instant::now();
     let mut gen_imgs = Vec::with_capacity(n * 3 * size * size);
