@@ -12,8 +12,8 @@ if [ -f "$DEST/node_modules/nsfwjs/package.json" ] && [ -f "$DEST/node_modules/@
   echo "$DEST"
   exit 0
 fi
+# Every package at the version (and checksum) of scripts/inception/package-lock.json.
 mkdir -p "$DEST"
-echo '{"private": true}' > "$DEST/package.json"
-(cd "$DEST" && npm install --no-audit --no-fund --ignore-scripts \
-  nsfwjs@4.4.0 @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0 >&2)
+cp "$ROOT/scripts/inception/package.json" "$ROOT/scripts/inception/package-lock.json" "$DEST/"
+(cd "$DEST" && npm ci --no-audit --no-fund --ignore-scripts >&2)
 echo "$DEST"
