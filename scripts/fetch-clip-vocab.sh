@@ -8,10 +8,7 @@ if [ -f "$DEST" ]; then
   echo "$DEST"
   exit 0
 fi
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq python3-pip >&2
-fi
+ensure_pip "CLIP's vocabulary"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 python3 -m pip download --quiet --no-deps "open-clip-torch==3.2.0" -d "$TMP" >&2

