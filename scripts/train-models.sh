@@ -3,7 +3,7 @@
 # the personalized digits packs models/digits-text.nsp and models/digits-fashion.nsp)
 # from data fetched through the package registries. The numbers in docs/MODELS.md come from
 # this script's commands. Steps finished earlier are skipped (runs resume where they stopped).
-# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-inception|emoji-swa-images|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
+# usage: scripts/train-models.sh [digits|digits-text|digits-fashion|emoji|emoji-more|emoji-wide|emoji-vq-long|emoji-sub50|emoji-long|emoji-v2|emoji-v2-balance|emoji-balanced-more|emoji-text-noise|emoji-text-noise-clean|emoji-coarse|emoji-coarse-even|emoji-even-more|emoji-deeper|emoji-deeper-more|emoji-cuda|emoji-soup|emoji-low-lr|emoji-swa|tokenizer-noise|emoji-breakdown|emoji-pretrained|emoji-swa-images|emoji-judge|emoji-judge-styles|emoji-vq-decoder|emoji-vq-gan|emoji-v1|all]
 #   env: DEVICE=cpu|cuda|vulkan, RUNS=dir, NATIVE_TRAINER=binary (skip the build),
 #        EMOJI_JUDGE=classifier (default: the committed models/judges/emoji-groups.safetensors)
 set -euo pipefail
@@ -711,7 +711,7 @@ fi
 # What PACK (default models/emoji.nsp) draws for every training and held-out label at seeds
 # 0-2, judged with EMOJI_JUDGE at the shipped settings: one JSON line and one PNG per image, in
 # one folder per pack file name (so another PACK never reuses them), shared by emoji-breakdown
-# and emoji-inception. Reports already written (with their images) are kept.
+# and emoji-pretrained. Reports already written (with their images) are kept.
 emoji_pack_items() { # NAME evaluate-args...
   local name="$1"; shift
   [ -s "$W/$name.json" ] && return 0
@@ -752,14 +752,15 @@ if [ "$what" = emoji-breakdown ]; then
   python3 scripts/emoji-by-group.py "$B" "$PACK" "$E" "$W/by-group.png"
 fi
 
-if [ "$what" = emoji-inception ]; then
-  # The pack judged with pretrained Inception-v3 features (docs/MODELS.md, "A second judge:
-  # pretrained features"): every training and held-out label at seeds 0-2, the images written
-  # by `evaluate --images`, and the VQ-VAE's reconstructions of the real emoji, then
-  # scripts/emoji-inception-judge.py (a linear judge fitted on the real training emoji; cosine
-  # ranks; Fréchet distance). About 75 minutes on two cores, most of
-  # it Inception. PACK as in emoji_pack_labels; finished reports and features are kept. Needs
-  # Node, npm and `pip install numpy pillow scikit-learn`.
+if [ "$what" = emoji-pretrained ]; then
+  # The pack judged with features of networks pretrained on ImageNet (docs/MODELS.md, "A second
+  # judge: pretrained features"): every training and held-out label at seeds 0-2, the images
+  # written by `evaluate --images`, and the VQ-VAE's reconstructions of the real emoji, then
+  # scripts/emoji-pretrained-judge.py (Inception-v3 and EfficientNet-Lite features; a linear
+  # judge fitted on the real training emoji; cosine ranks; Fréchet distance). About 90
+  # minutes on two cores, half of it Inception. PACK as in emoji_pack_labels; finished
+  # reports and features are kept. Needs Node, npm and
+  # `pip install numpy pillow scipy scikit-learn`.
   bash scripts/data/fetch.sh emoji-styles >/dev/null # the judge's choice of training images
   E="$DATA/emoji-flat"
   emoji_pack_labels # the images of emoji-breakdown, judged again
@@ -770,7 +771,7 @@ if [ "$what" = emoji-inception ]; then
       --images "$W/recon/$split.tmp" --device "$DEVICE" > "$W/recon-$split.json"
     [ -d "$W/recon/$split" ] || mv "$W/recon/$split.tmp" "$W/recon/$split"
   done
-  python3 scripts/emoji-inception-judge.py "$E" "$W/judge" --generated "$W" --recon "$W/recon"
+  python3 scripts/emoji-pretrained-judge.py "$E" "$W/judge" --generated "$W" --recon "$W/recon"
 fi
 
 if [ "$what" = emoji-judge ]; then

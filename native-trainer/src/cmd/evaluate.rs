@@ -79,7 +79,7 @@ pub struct EvaluateArgs {
     items: Option<PathBuf>,
     /// Also write each generated image to this folder (new or empty) as `NNNNN.png`, numbered like the lines
     /// of `--items` (e.g. to judge the images with another tool, as
-    /// `scripts/emoji-inception-judge.py` does).
+    /// `scripts/emoji-pretrained-judge.py` does).
     #[arg(long)]
     images: Option<PathBuf>,
     /// Class models: instead of generating from nothing, complete the real images of
