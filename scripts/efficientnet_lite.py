@@ -34,6 +34,7 @@ import numpy as np
 STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]  # EfficientNet-B0's seven stages
 BN_EPS = 1e-3
 MAX_ELEMENTS = 1 << 26  # per storage and per tensor: far above any EfficientNet-Lite layer
+MAX_TOTAL = 1 << 27  # elements of all tensors together (Lite4 has 13 M parameters)
 MAX_KERNEL = 7
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # PyTorch's legacy (pre-zip) serialization
 LEGACY_PROTOCOL = 1001
@@ -74,8 +75,14 @@ class _Unpickler(pickle._Unpickler):
 
 def load_legacy_pth(path):
     """A legacy-format PyTorch state dict as {name: float32 array}. Every count and shape is
-    checked before anything is allocated for it; a file that is not one raises ValueError or
-    pickle.UnpicklingError."""
+    checked before anything is allocated for it; a file that is not one raises ValueError."""
+    try:
+        return _load_legacy_pth(path)
+    except (pickle.UnpicklingError, EOFError, TypeError, struct.error) as e:
+        raise ValueError(f"{path}: not a PyTorch state dict in the legacy format ({e})") from None
+
+
+def _load_legacy_pth(path):
     with open(path, "rb") as file:
         data = file.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
@@ -108,7 +115,7 @@ def load_legacy_pth(path):
         raw[key] = np.frombuffer(blob, dtype=t)
     if not isinstance(state, collections.OrderedDict):
         raise ValueError(f"{path}: not a state dict")
-    out = {}
+    out, total = {}, 0
     for name, tensor in state.items():
         if "num_batches_tracked" in name:
             continue
@@ -122,6 +129,9 @@ def load_legacy_pth(path):
                 or not all(isinstance(v, int) and 0 <= v <= MAX_ELEMENTS for v in size + stride + (offset,))
                 or math.prod(size) > MAX_ELEMENTS):
             raise ValueError(f"{path}: {name} has a bad shape")
+        total += math.prod(size)
+        if total > MAX_TOTAL:
+            raise ValueError(f"{path}: more than {MAX_TOTAL} numbers in all")
         # The last element any index reaches must lie inside the storage.
         if all(size) and offset + sum((v - 1) * st for v, st in zip(size, stride)) >= len(a):
             raise ValueError(f"{path}: {name} reaches outside its storage")
@@ -164,6 +174,11 @@ class Net:
             self._folded(p + "_depthwise_conv.weight", p + "_bn1")
             self._folded(p + "_project_conv.weight", p + "_bn2")
         self._folded("_conv_head.weight", "_bn1")
+        used = {conv for conv, _ in self._cache} | {"_fc.weight", "_fc.bias"}
+        used |= {f"{bn}.{part}" for _, bn in self._cache for part in ("weight", "bias", "running_mean", "running_var")}
+        unknown = sorted(set(self.w) - used)
+        if unknown:  # e.g. the squeeze-and-excitation of EfficientNet-B*, which this does not run
+            raise ValueError(f"{path}: not EfficientNet-Lite: it also holds {', '.join(unknown[:3])}")
         self.w["_fc.bias"]
 
     def _folded(self, conv, bn):
