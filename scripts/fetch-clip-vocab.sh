@@ -11,7 +11,7 @@ fi
 ensure_pip "CLIP's vocabulary"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-python3 -m pip download --quiet --no-deps "open-clip-torch==3.2.0" -d "$TMP" >&2
+python3 -m pip download --quiet --no-deps --only-binary :all: "open-clip-torch==3.2.0" -d "$TMP" >&2
 mkdir -p "$(dirname "$DEST")"
 python3 - "$TMP" "$DEST" <<'PY'
 import pathlib, sys, zipfile

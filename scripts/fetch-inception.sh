@@ -7,13 +7,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 DEST="$NEXTSCALE_CACHE/inception"
-if [ -f "$DEST/node_modules/nsfwjs/package.json" ] && [ -f "$DEST/node_modules/@tensorflow/tfjs/package.json" ] \
-  && [ -f "$DEST/node_modules/@tensorflow/tfjs-backend-wasm/package.json" ]; then
+# Every package at the version (and checksum) of scripts/inception/package-lock.json: an
+# install made from another lockfile (or none) is made again.
+if [ -f "$DEST/installed-lock.json" ] && cmp -s "$DEST/installed-lock.json" "$ROOT/scripts/inception/package-lock.json"; then
   echo "$DEST"
   exit 0
 fi
-# Every package at the version (and checksum) of scripts/inception/package-lock.json.
+rm -rf "$DEST"
 mkdir -p "$DEST"
 cp "$ROOT/scripts/inception/package.json" "$ROOT/scripts/inception/package-lock.json" "$DEST/"
 (cd "$DEST" && npm ci --no-audit --no-fund --ignore-scripts >&2)
+cp "$ROOT/scripts/inception/package-lock.json" "$DEST/installed-lock.json"
 echo "$DEST"

