@@ -135,20 +135,15 @@ class Features:
 
     def __init__(self, out, jobs):
         self.out, self.jobs, self.nets, self.rows = out, jobs, {}, {}
-        # Inception features of this script's earlier versions sat in OUT itself.
-        for old in sorted(out.glob("*.f32")):
-            new = out / "inception" / old.name
-            if old.with_suffix(".json").exists() and not new.exists():
-                new.parent.mkdir(parents=True, exist_ok=True)
-                old.with_suffix(".json").rename(new.with_suffix(".json"))
-                old.rename(new)
 
     def network(self, name):
         if name not in self.nets:
             if name == "inception":
                 folder = subprocess.run(["bash", str(ROOT / "scripts/fetch-inception.sh")], check=True,
                                         capture_output=True, text=True).stdout.strip()
-                code = (ROOT / "scripts/inception-features.cjs").read_bytes()
+                # The features' script and the exact packages (TensorFlow.js, the weights).
+                code = ((ROOT / "scripts/inception-features.cjs").read_bytes()
+                        + (ROOT / "scripts/inception/package-lock.json").read_bytes())
                 self.nets[name] = (pathlib.Path(folder) / "node_modules", code)
             else:
                 import efficientnet_lite
@@ -179,17 +174,18 @@ class Features:
         if cache.exists() and index.exists():
             old = json.loads(index.read_text())
             x = np.fromfile(cache, dtype="<f4")
-            if all(old.get(k) == v for k, v in key.items()) and x.size % len(paths) == 0:
-                return x.reshape(len(paths), -1)
+            width = old.get("width")
+            if all(old.get(k) == v for k, v in key.items()) and isinstance(width, int) and x.size == len(paths) * width:
+                return x.reshape(len(paths), width)
         cache.parent.mkdir(parents=True, exist_ok=True)
         print(f"{name} features of {len(paths)} images ({cache_name})", file=sys.stderr)
-        x = (inception_rows(images, cache, net, self.jobs) if name == "inception"
-             else efficientnet_rows(*net, images, self.jobs))
+        x = np.asarray(inception_rows(images, cache, net, self.jobs) if name == "inception"
+                       else efficientnet_rows(*net, images, self.jobs), dtype="<f4")
         # The index last, each file whole: an interrupted write leaves no index that matches.
         index.unlink(missing_ok=True)
         x.tofile(cache.with_suffix(".f32.tmp"))
         cache.with_suffix(".f32.tmp").replace(cache)
-        index.with_suffix(".json.tmp").write_text(json.dumps(key))
+        index.with_suffix(".json.tmp").write_text(json.dumps(dict(key, width=x.shape[1])))
         index.with_suffix(".json.tmp").replace(index)
         return x
 
@@ -291,12 +287,15 @@ def main():
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, t)
 
     folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(real["train"]["mixed5"], y["train"]))
-    # The choice costs about an hour on two cores: its scores are kept in OUT/choice.json,
-    # each for the same training features, folds and setting only (delete it to choose again).
+    # The choice costs about five minutes on two cores: its scores are kept in OUT/choice.json,
+    # each for the same training features, labels, folds, setting and judge code only.
     kept = a.out / "choice.json"
     fold_bytes = np.concatenate([f for pair in folds for f in pair]).tobytes()
-    old = json.loads(kept.read_text()) if kept.exists() else {}
-    scores = dict(old.get("scores", [])) if isinstance(old, dict) and old.get("version") == 2 else {}
+    try:
+        old = json.loads(kept.read_text())
+        scores = dict(old["scores"]) if old.get("version") == 2 else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        scores = {}  # none yet, or unreadable: chosen again
     choices = {}
     for name in SETS:
         for styles in (False, True):
@@ -311,7 +310,8 @@ def main():
                                 == y["train"][held]).mean()
                     scores[key] = float(np.mean(Parallel(n_jobs=a.jobs)(
                         delayed(fold_score)(fit, held) for fit, held in folds)))
-                    kept.write_text(json.dumps({"version": 2, "scores": sorted(scores.items())}))
+                    kept.with_suffix(".tmp").write_text(json.dumps({"version": 2, "scores": sorted(scores.items())}))
+                    kept.with_suffix(".tmp").replace(kept)
                 choices[(name, styles, c)] = scores[key]
                 print(f"cross-validated on the training emoji: {name}, {'three styles' if styles else 'Noto'}, "
                       f"C={c}: {100 * choices[(name, styles, c)]:.1f} %", file=sys.stderr)
