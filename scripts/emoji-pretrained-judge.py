@@ -66,7 +66,7 @@ SETS = {
     "lite0+mixed0-5": [("efficientnet-lite0", slice(0, -LOGITS)), ("inception", slice(0, 3136))],
 }
 # Strengths tried: Inception's sets as before; the EfficientNet sets at C = 0.003 and 0.01.
-STRENGTHS = {name: (0.01, 0.1) if parts == [parts[0]] and parts[0][0] == "inception" else (0.003, 0.01)
+STRENGTHS = {name: (0.01, 0.1) if len(parts) == 1 and parts[0][0] == "inception" else (0.003, 0.01)
              for name, parts in SETS.items()}
 RANKS = SETS["mixed0-5"][0]  # ranks: cosine distance in Inception's mixed0-5 means
 POOL3 = SETS["mixed10"][0]  # Fréchet distance
