@@ -24,7 +24,13 @@ impl RgbImage {
     }
 }
 
-/// `[B, 3, H, W]` in [−1, 1] → 8-bit images (`round(255·(x+1)/2)`).
+/// One value in [−1, 1] as a byte: `round(255·(x+1)/2)`, clamped to 0–255 (the inverse of
+/// the input scaling `b / 127.5 − 1`, exact for 8-bit images).
+pub fn to_byte(x: f32) -> u8 {
+    ((x + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8
+}
+
+/// `[B, 3, H, W]` in [−1, 1] → 8-bit images ([`to_byte`]).
 pub async fn to_rgb8(img: Tensor<4>) -> Result<Vec<RgbImage>> {
     let [b, c, h, w] = img.dims();
     let v = read_f32(img).await?;
@@ -33,9 +39,7 @@ pub async fn to_rgb8(img: Tensor<4>) -> Result<Vec<RgbImage>> {
             let mut data = vec![0u8; h * w * 3];
             for ch in 0..c.min(3) {
                 for i in 0..h * w {
-                    let x = v[(bi * c + ch) * h * w + i];
-                    let y = ((x + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0);
-                    data[i * 3 + ch] = y as u8;
+                    data[i * 3 + ch] = to_byte(v[(bi * c + ch) * h * w + i]);
                 }
             }
             RgbImage {

@@ -257,13 +257,10 @@ pub fn image_folder(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One `[3, s, s]` image in [−1, 1] as 8-bit RGB (the inverse of the pre-processing, exact for
-/// 8-bit images).
+/// One `[3, s, s]` image in [−1, 1] as 8-bit RGB ([`nextscale::image::to_byte`]).
 pub fn rgb_image(x: &[f32], s: usize) -> nextscale::image::RgbImage {
     let data = (0..s * s)
-        .flat_map(|p| {
-            (0..3).map(move |c| ((x[c * s * s + p].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
-        })
+        .flat_map(|p| (0..3).map(move |c| nextscale::image::to_byte(x[c * s * s + p])))
         .collect();
     nextscale::image::RgbImage {
         width: s,
@@ -287,14 +284,10 @@ pub fn grid(path: &Path, images: &[f32], size: usize, cols: usize) -> Result<()>
     for k in 0..n {
         let (r, c) = (k / cols, k % cols);
         let (x0, y0) = (gap + c * (size + gap), gap + r * (size + gap));
-        for y in 0..size {
-            for x in 0..size {
-                let px: [u8; 3] = std::array::from_fn(|ch| {
-                    let v = images[k * per + ch * size * size + y * size + x];
-                    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
-                });
-                img.put_pixel((x0 + x) as u32, (y0 + y) as u32, Rgb(px));
-            }
+        let tile = rgb_image(&images[k * per..(k + 1) * per], size);
+        for (p, px) in tile.data.chunks_exact(3).enumerate() {
+            let (x, y) = (x0 + p % size, y0 + p / size);
+            img.put_pixel(x as u32, y as u32, Rgb([px[0], px[1], px[2]]));
         }
     }
     write_png(path, &img)
