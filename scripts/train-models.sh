@@ -766,10 +766,11 @@ if [ "$what" = emoji-pretrained ]; then
   emoji_pack_labels # the images of emoji-breakdown, judged again
   # The pack's VQ-VAE alone: its reconstructions of the real emoji, the tokenizer's reach.
   for split in train test; do
-    [ -d "$W/recon/$split" ] || rm -rf "$W/recon/$split.tmp"
-    [ -d "$W/recon/$split" ] || "$B" eval-vqvae --vae "$PACK" --data "$E/$split" \
-      --images "$W/recon/$split.tmp" --device "$DEVICE" > "$W/recon-$split.json"
-    [ -d "$W/recon/$split" ] || mv "$W/recon/$split.tmp" "$W/recon/$split"
+    [ -d "$W/recon/$split" ] && continue
+    rm -rf "$W/recon/$split.tmp" # an interrupted run's (--images wants an empty folder)
+    "$B" eval-vqvae --vae "$PACK" --data "$E/$split" --images "$W/recon/$split.tmp" \
+      --device "$DEVICE" > "$W/recon-$split.json"
+    mv "$W/recon/$split.tmp" "$W/recon/$split"
   done
   python3 scripts/emoji-pretrained-judge.py "$E" "$W/judge" --generated "$W" --recon "$W/recon"
 fi
